@@ -1,0 +1,76 @@
+"""stargate: WebSockets for Pyramid traversal applications.
+
+The public names are importable from here::
+
+    from stargate import WebSocketView, WebSocketAwareResource, is_websocket
+
+and ``config.include("stargate")`` sets an application up.  The names are
+loaded on first use, so that ``egg:stargate#server`` can patch the standard
+library for green threads before Pyramid is imported (see
+:mod:`stargate.factory`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stargate.connection import Connection
+    from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
+    from stargate.handshake import HandShakeFailed, InvalidOrigin
+    from stargate.predicate import is_websocket
+    from stargate.resource import WebSocketAwareResource
+    from stargate.view import WebSocketView
+
+__all__ = [
+    "Connection",
+    "ConnectionClosed",
+    "HandShakeFailed",
+    "IncorrectlyConfigured",
+    "InvalidOrigin",
+    "WebSocketAwareResource",
+    "WebSocketView",
+    "includeme",
+    "is_websocket",
+]
+
+_HOMES = {
+    "Connection": "stargate.connection",
+    "ConnectionClosed": "stargate.exceptions",
+    "HandShakeFailed": "stargate.handshake",
+    "IncorrectlyConfigured": "stargate.exceptions",
+    "InvalidOrigin": "stargate.handshake",
+    "WebSocketAwareResource": "stargate.resource",
+    "WebSocketView": "stargate.view",
+    "is_websocket": "stargate.predicate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'stargate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+def includeme(config: Any) -> None:
+    """Set stargate up in a Pyramid application: ``config.include("stargate")``.
+
+    Parses the ``stargate.*`` settings (a bad value stops start-up with a
+    message naming the setting), creates the application's broker and
+    registers the ``websocket`` view predicate.
+    """
+    from stargate.broker import IBroker, make_broker
+    from stargate.predicate import WebSocketPredicate
+    from stargate.settings import get_settings
+
+    settings = get_settings(config.registry)
+    config.registry.registerUtility(make_broker(settings), IBroker)
+    config.add_view_predicate("websocket", WebSocketPredicate)

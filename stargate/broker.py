@@ -1,0 +1,170 @@
+"""Delivering a published message to the local listeners of a channel.
+
+A *channel* is a string, usually a resource's path (``/jobs/1/``); its
+*listeners* are the open connections of this process that want what is
+published on it.  A broker is the one object of an application that keeps
+them and delivers to them:
+
+- :class:`MemoryBroker`, the embedded default (``stargate.broker =
+  memory://``): one process, so publishing is local delivery.
+
+Every broker delivers locally the same way (:class:`LocalListeners`): the
+message is encoded into a frame once and the same bytes are queued on every
+listener that negotiated no extension; the others encode it themselves.
+Queuing never blocks, so one slow listener delays nobody, and a closed
+listener is forgotten.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from pyramid.registry import Registry, global_registry
+from pyramid.threadlocal import get_current_registry
+from zope.interface import Interface
+
+from stargate.connection import Connection, Message, encode_message
+from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
+from stargate.settings import Settings, get_settings
+
+__all__ = [
+    "Broker",
+    "IBroker",
+    "LocalListeners",
+    "MemoryBroker",
+    "get_broker",
+    "make_broker",
+]
+
+
+class IBroker(Interface):
+    """The marker under which an application's broker is registered."""
+
+
+class LocalListeners:
+    """The listeners of each channel in this process, and local delivery."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, set[Connection]] = {}
+
+    def channels(self) -> list[str]:
+        """Return the channels that have at least one listener."""
+        return list(self._channels)
+
+    def get(self, channel: str) -> frozenset[Connection]:
+        """Return the listeners of ``channel``."""
+        return frozenset(self._channels.get(channel, ()))
+
+    def add(self, channel: str, connection: Connection) -> bool:
+        """Add a listener; return whether it is the channel's first."""
+        listeners = self._channels.setdefault(channel, set())
+        listeners.add(connection)
+        return len(listeners) == 1
+
+    def remove(self, channel: str, connection: Connection) -> bool:
+        """Remove a listener; return whether the channel has none left."""
+        listeners = self._channels.get(channel)
+        if listeners is None:
+            return False
+        listeners.discard(connection)
+        if listeners:
+            return False
+        del self._channels[channel]
+        return True
+
+    def deliver(self, channel: str, message: Message) -> int:
+        """Queue ``message`` on every open listener of ``channel``; return how many."""
+        listeners = self._channels.get(channel)
+        if not listeners:
+            return 0
+        frame: bytes | None = None
+        delivered = 0
+        for connection in list(listeners):
+            if connection.shares_frames:
+                if frame is None:
+                    frame = encode_message(message)
+                sent = connection.send_frame(frame)
+            else:
+                try:
+                    connection.send(message)
+                    sent = True
+                except ConnectionClosed:
+                    sent = False
+            if sent:
+                delivered += 1
+            else:
+                self.remove(channel, connection)
+        return delivered
+
+
+class Broker(ABC):
+    """What every broker does: keep local listeners by channel, and publish.
+
+    Subclasses implement :meth:`publish`.
+    """
+
+    def __init__(self) -> None:
+        self.local = LocalListeners()
+
+    def listeners(self, channel: str) -> frozenset[Connection]:
+        """Return this process's listeners of ``channel``."""
+        return self.local.get(channel)
+
+    def subscribe(self, channel: str, connection: Connection) -> None:
+        """Make ``connection`` a listener of ``channel`` until it closes."""
+        if connection.closed:
+            return
+        self.local.add(channel, connection)
+        connection.on_close(lambda closed: self.unsubscribe(channel, closed))
+
+    def unsubscribe(self, channel: str, connection: Connection) -> None:
+        """Stop delivering ``channel`` to ``connection``."""
+        self.local.remove(channel, connection)
+
+    @abstractmethod
+    def publish(self, channel: str, message: Message) -> None:
+        """Deliver ``message`` to every listener of ``channel``, in every process."""
+
+    def close(self) -> None:
+        """Forget every local listener (their connections stay open)."""
+        self.local = LocalListeners()
+
+
+class MemoryBroker(Broker):
+    """The broker of a single process: publishing is local delivery."""
+
+    def publish(self, channel: str, message: Message) -> None:
+        """Deliver ``message`` to the local listeners of ``channel``."""
+        self.local.deliver(channel, message)
+
+
+def make_broker(settings: Settings) -> Broker:
+    """Return a new broker for ``stargate.broker``."""
+    if settings.broker.startswith("memory:"):
+        return MemoryBroker()
+    raise IncorrectlyConfigured(  # pragma: no cover - the parser lets nothing else in
+        f"no broker for stargate.broker = {settings.broker}"
+    )
+
+
+def get_broker(registry: Registry | None = None) -> Broker:
+    """Return the broker of the application whose registry is given or current.
+
+    ``config.include("stargate")`` creates it; an application that did not
+    include stargate gets one made from its settings at first use.
+
+    :raises IncorrectlyConfigured: when no application registry is current
+        (outside a request, push one with :func:`pyramid.scripting.prepare`).
+    """
+    if registry is None:
+        registry = get_current_registry()
+        if registry is global_registry:
+            raise IncorrectlyConfigured(
+                "no Pyramid application is current: publish from a request, or "
+                "push the application's registry (pyramid.scripting.prepare) first"
+            )
+    broker = registry.queryUtility(IBroker)
+    if broker is None:
+        broker = make_broker(get_settings(registry))
+        registry.registerUtility(broker, IBroker)
+    return broker

@@ -1,0 +1,574 @@
+"""One open WebSocket on a green socket: a thin pump around wsproto.
+
+Bytes read from the socket go into the sans-I/O protocol object (wsproto for
+RFC 6455, :mod:`stargate.legacy` for hixie-75/76); its events become the
+messages returned by :meth:`Connection.receive`.  Messages given to
+:meth:`Connection.send` become frame bytes that go out through a bounded
+outbound queue.
+
+Who reads and who writes:
+
+- reading happens in the green thread that calls :meth:`~Connection.receive`
+  (or iterates the connection): the view's handler.  Pings are answered and
+  close frames handled there, as they arrive.  Only one green thread may
+  read at a time.
+- writing never blocks the caller of :meth:`~Connection.send`: the frame is
+  written straight away if the kernel accepts it, and otherwise queued for a
+  writer green thread that the connection starts only while it has a
+  backlog.  When more than ``send_queue_size`` messages wait, the peer is not
+  reading: the connection is closed with :data:`CLOSE_TOO_SLOW` (1008) and
+  dropped, and the sender carries on.
+- keepalive pings and close time-outs are driven by one shared timer, the
+  :class:`ConnectionTracker`, not by a timer per connection.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from wsproto.connection import Connection as WSProtoConnection
+from wsproto.connection import ConnectionState, ConnectionType
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    TextMessage,
+)
+from wsproto.extensions import Extension
+from wsproto.frame_protocol import FrameProtocol
+
+from stargate import green
+from stargate.exceptions import ConnectionClosed
+from stargate.limits import MessageSizeLimit
+from stargate.settings import Settings
+
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_INTERNAL_ERROR",
+    "CLOSE_KEEPALIVE_TIMEOUT",
+    "CLOSE_NORMAL",
+    "CLOSE_TOO_SLOW",
+    "Connection",
+    "ConnectionTracker",
+    "Message",
+    "State",
+    "TRACKER_KEY",
+    "encode_message",
+    "rfc6455_protocol",
+]
+
+log = logging.getLogger(__name__)
+
+#: A message as handed to and returned by a connection: text or binary.
+Message = str | bytes
+
+#: Normal closure.
+CLOSE_NORMAL = 1000
+#: The server is shutting down.
+CLOSE_GOING_AWAY = 1001
+#: The peer did not read fast enough: its outbound queue overflowed.
+CLOSE_TOO_SLOW = 1008
+#: The handler raised an exception.
+CLOSE_INTERNAL_ERROR = 1011
+#: The peer did not answer a keepalive ping in time (the TCP connection is
+#: cut; the peer, being gone, normally sees 1006).
+CLOSE_KEEPALIVE_TIMEOUT = 1011
+#: No close frame was exchanged: the TCP connection was lost.
+CLOSE_ABNORMAL = 1006
+
+#: The WSGI environ key under which ``egg:stargate#server`` hands its
+#: :class:`ConnectionTracker` to the application's WebSocket views.
+TRACKER_KEY = "stargate.tracker"
+
+_RECV_SIZE = 65536
+_SHARED_ENCODER = FrameProtocol(client=False, extensions=[])
+
+
+class State(enum.Enum):
+    """Where a connection is in its life."""
+
+    #: Messages can be sent and received.
+    OPEN = 1
+    #: A close frame was sent or received; the closing handshake is under way.
+    CLOSING = 2
+    #: The TCP connection is shut down.
+    CLOSED = 3
+
+
+class SansIOProtocol(Protocol):
+    """What :class:`Connection` needs of its protocol object, e.g. wsproto's."""
+
+    @property
+    def state(self) -> ConnectionState:
+        """The protocol's own state."""
+
+    def send(self, event: Event) -> bytes:
+        """Return the bytes that carry ``event``."""
+
+    def receive_data(self, data: bytes | None) -> None:
+        """Take bytes from the network."""
+
+    def events(self) -> Iterator[Event]:
+        """Yield what the peer sent."""
+
+
+def encode_message(message: Message) -> bytes:
+    """Return ``message`` as one uncompressed server frame (RFC 6455).
+
+    A broadcast encodes its message once with this and hands the same bytes
+    to every listener that negotiated no extension.
+    """
+    return bytes(_SHARED_ENCODER.send_data(message, fin=True))
+
+
+def rfc6455_protocol(
+    extensions: list[Extension], max_message_size: int
+) -> WSProtoConnection:
+    """Return wsproto's server-side protocol object with our size limit installed."""
+    return WSProtoConnection(
+        ConnectionType.SERVER,
+        extensions=[*extensions, MessageSizeLimit(max_message_size)],
+    )
+
+
+class ConnectionTracker:
+    """The open connections of one server, and the one timer they share.
+
+    The timer runs only while connections are open.  Every tick it lets each
+    connection send its keepalive ping, drop a peer that did not answer in
+    time, and cut a closing handshake that did not complete in time.  The
+    server uses :meth:`close_all` to say goodbye (1001) at shutdown.
+    """
+
+    def __init__(self) -> None:
+        self._connections: set[Connection] = set()
+        self._tick = 1.0
+        self._running = False
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self._connections))
+
+    def add(self, connection: Connection) -> None:
+        """Track ``connection`` until it is closed."""
+        self._connections.add(connection)
+        self._tick = min(self._tick, connection.tick_hint)
+        if not self._running:
+            self._running = True
+            green.spawn(self._run)
+
+    def discard(self, connection: Connection) -> None:
+        """Stop tracking ``connection``."""
+        self._connections.discard(connection)
+
+    def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "") -> None:
+        """Start the closing handshake of every open connection."""
+        for connection in list(self._connections):
+            connection.close(code, reason)
+
+    def _run(self) -> None:
+        try:
+            while self._connections:
+                green.sleep(self._tick)
+                now = time.monotonic()
+                for connection in list(self._connections):
+                    connection.on_tick(now)
+        finally:
+            self._running = False
+
+
+class Connection:
+    """An open WebSocket, as handed to :meth:`WebSocketView.handler`.
+
+    :ivar request: the Pyramid request that was upgraded.
+    :ivar subprotocol: the negotiated subprotocol, or ``None``.
+    :ivar close_code: the close code once the connection is closing or closed
+        (the code of the first close frame sent or received, 1006 when the
+        TCP connection was lost), else ``None``.
+    :ivar close_reason: the close reason, a possibly empty string.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol: SansIOProtocol,
+        settings: Settings,
+        *,
+        request: Any = None,
+        subprotocol: str | None = None,
+        tracker: ConnectionTracker | None = None,
+        keepalive: bool = True,
+        shares_frames: bool = True,
+    ) -> None:
+        self.request = request
+        self.subprotocol = subprotocol
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._sock = sock
+        self._proto = protocol
+        self._settings = settings
+        self._tracker = tracker
+        self._state = State.OPEN
+        self._messages: deque[Message] = deque()
+        self._fragments: list[Any] = []
+        self._outbox: deque[bytes | memoryview] = deque()
+        self._writing = False
+        self._reading = False
+        self._input_done = False
+        self._teardown_after_flush = False
+        self._close_deadline = float("inf")
+        self._keepalive = keepalive and settings.ping_interval > 0
+        self._last_ping = time.monotonic()
+        self._ping_payload: bytes | None = None
+        self._callbacks: list[Callable[[Connection], object]] = []
+        self._closed = green.Event()
+        self.shares_frames = shares_frames
+        if tracker is not None:
+            tracker.add(self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._state.name} at {id(self):#x}>"
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The :class:`State` of the connection."""
+        return self._state
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection no longer accepts messages to send."""
+        return self._state is not State.OPEN
+
+    @property
+    def tick_hint(self) -> float:
+        """How often, in seconds, this connection wants :meth:`on_tick` called."""
+        settings = self._settings
+        spans = [settings.close_timeout]
+        if self._keepalive:
+            spans += [settings.ping_interval, settings.ping_timeout]
+        return max(0.02, min(1.0, min(spans) / 4))
+
+    def on_close(self, callback: Callable[[Connection], object]) -> None:
+        """Call ``callback(connection)`` once, when the connection stops being open.
+
+        A callback registered after that moment is called at once.  Exceptions
+        raised by callbacks are logged and do not stop the others.
+        """
+        if self._state is State.OPEN:
+            self._callbacks.append(callback)
+        else:
+            self._run_callback(callback)
+
+    def _run_callback(self, callback: Callable[[Connection], object]) -> None:
+        try:
+            callback(self)
+        except Exception:
+            log.exception("close callback %r of %r failed", callback, self)
+
+    def _leave_open(self, code: int, reason: str, deadline: float) -> None:
+        if self._state is not State.OPEN:
+            return
+        self._state = State.CLOSING
+        self.close_code = int(code)
+        self.close_reason = reason
+        self._close_deadline = time.monotonic() + deadline
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            self._run_callback(callback)
+
+    def _finish(self) -> None:
+        self._state = State.CLOSED
+        self._input_done = True
+        self._outbox.clear()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already gone
+        if self._tracker is not None:
+            self._tracker.discard(self)
+        self._closed.set()
+
+    # -- sending -------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Queue ``message`` (``str`` for text, ``bytes`` for binary) for the peer.
+
+        Never blocks; may be called from any green thread; messages go out
+        whole and in the order of the calls.
+
+        :raises ConnectionClosed: if the connection is closing or closed.
+        :raises TypeError: for anything but ``str`` or bytes-like.
+        """
+        if self._state is not State.OPEN:
+            raise ConnectionClosed(self.close_code or CLOSE_ABNORMAL, self.close_reason)
+        if isinstance(message, str):
+            event: Event = TextMessage(data=message)
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            event = BytesMessage(data=bytes(message))
+        else:
+            raise TypeError(
+                f"a WebSocket message is str or bytes, not {type(message).__name__}"
+            )
+        self._write(self._proto.send(event))
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue an already encoded frame (see :func:`encode_message`).
+
+        Only for connections whose :attr:`shares_frames` is true (no
+        extension changes their frames).  Returns false, without raising, if
+        the connection is no longer open: a broadcast skips it.
+        """
+        if self._state is not State.OPEN:
+            return False
+        self._write(frame)
+        return True
+
+    def _write(self, data: bytes | memoryview, *, control: bool = False) -> None:
+        if self._state is State.CLOSED or not data:
+            return
+        if self._writing or self._outbox:
+            if not control and len(self._outbox) >= self._settings.send_queue_size:
+                self.abort(
+                    CLOSE_TOO_SLOW, "send queue overflow: the client is not reading"
+                )
+                return
+            self._outbox.append(data)
+            return
+        try:
+            sent = green.send_nowait(self._sock, data)
+        except OSError:
+            self._lost()
+            return
+        if sent < len(data):
+            self._outbox.append(memoryview(data)[sent:])
+            self._writing = True
+            green.spawn(self._drain_outbox)
+
+    def _drain_outbox(self) -> None:
+        try:
+            while self._outbox:
+                if len(self._outbox) > 1:
+                    # One system call for a backlog of small frames.
+                    chunk: bytes | memoryview = b"".join(self._outbox)
+                    count = len(self._outbox)
+                else:
+                    chunk, count = self._outbox[0], 1
+                self._sock.sendall(chunk)
+                for _ in range(count):
+                    self._outbox.popleft()
+        except OSError:
+            self._writing = False
+            self._lost()
+            return
+        self._writing = False
+        if self._teardown_after_flush:
+            self._finish()
+
+    def _shutdown_when_flushed(self) -> None:
+        self._input_done = True
+        if self._writing or self._outbox:
+            self._teardown_after_flush = True
+        else:
+            self._finish()
+
+    # -- closing -------------------------------------------------------------
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Start the closing handshake: send a close frame after what is queued.
+
+        Does nothing if the connection is already closing.  The TCP
+        connection is shut down when the peer answers, or after
+        ``stargate.close_timeout`` seconds.
+        """
+        if self._state is not State.OPEN:
+            return
+        self._leave_open(code, reason, self._settings.close_timeout)
+        self._write(
+            self._proto.send(CloseConnection(code=code, reason=reason)), control=True
+        )
+
+    def abort(self, code: int = CLOSE_ABNORMAL, reason: str = "") -> None:
+        """Close at once, without waiting for the peer or for queued messages.
+
+        A close frame with ``code`` is sent if it can go out without waiting.
+        """
+        if self._state is State.CLOSED:
+            return
+        self._leave_open(code, reason, 0)
+        if (
+            not self._writing
+            and not self._outbox
+            and self._proto.state
+            in (
+                ConnectionState.OPEN,
+                ConnectionState.REMOTE_CLOSING,
+            )
+        ):
+            try:
+                green.send_nowait(
+                    self._sock,
+                    self._proto.send(CloseConnection(code=code, reason=reason)),
+                )
+            except OSError:
+                pass  # the peer is gone; nothing more to tell it
+        self._finish()
+
+    def _lost(self) -> None:
+        self._leave_open(CLOSE_ABNORMAL, "", 0)
+        self._finish()
+
+    def on_tick(self, now: float) -> None:
+        """Send a keepalive ping, or cut a peer that is late; called by the tracker."""
+        if self._state is State.CLOSING:
+            if now >= self._close_deadline:
+                log.info("%r: closing handshake timed out", self)
+                self._finish()
+            return
+        if self._state is not State.OPEN or not self._keepalive:
+            return
+        if self._ping_payload is not None:
+            if now - self._last_ping > self._settings.ping_timeout:
+                log.info(
+                    "%r: no pong within %ss, dropping",
+                    self,
+                    self._settings.ping_timeout,
+                )
+                self.abort(CLOSE_KEEPALIVE_TIMEOUT, "keepalive ping timeout")
+        elif now - self._last_ping >= self._settings.ping_interval:
+            self._ping_payload = os.urandom(4)
+            self._last_ping = now
+            self._write(
+                self._proto.send(Ping(payload=self._ping_payload)), control=True
+            )
+
+    # -- receiving -----------------------------------------------------------
+
+    def receive(self, timeout: float | None = None) -> Message | None:
+        """Return the next message: ``str`` (text) or ``bytes`` (binary).
+
+        Returns ``None`` once the connection is closed (after the closing
+        handshake, which this call completes).  Only one green thread may
+        receive at a time.
+
+        :param timeout: seconds to wait for a message.
+        :raises TimeoutError: if no message came within ``timeout``.
+        """
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._messages:
+                return self._messages.popleft()
+            if self._input_done:
+                if self._state is not State.CLOSED:
+                    self._closed.wait(max(0.0, self._close_deadline - time.monotonic()))
+                    if self._state is not State.CLOSED:
+                        self._finish()
+                return None
+            now = time.monotonic()
+            wait = None if give_up is None else give_up - now
+            if self._state is State.CLOSING:
+                left = self._close_deadline - now
+                if left <= 0:
+                    self._finish()
+                    return None
+                wait = left if wait is None else min(wait, left)
+            if wait is not None and wait <= 0:
+                raise TimeoutError(f"no WebSocket message within {timeout} seconds")
+            self._read_once(wait)
+
+    def __iter__(self) -> Iterator[Message]:
+        """Yield messages until the connection is closed."""
+        while (message := self.receive()) is not None:
+            yield message
+
+    def wait_closed(self) -> None:
+        """Read and discard until the connection is closed, then return.
+
+        If another green thread is receiving, wait for it to see the close.
+        """
+        if self._reading:
+            self._closed.wait()
+            return
+        while self.receive() is not None:
+            pass
+
+    def _read_once(self, wait: float | None) -> None:
+        if self._reading:
+            raise RuntimeError(
+                "another green thread is already receiving on this connection"
+            )
+        self._reading = True
+        data: bytes | None = None
+        try:
+            with green.timeout(wait):
+                try:
+                    data = self._sock.recv(_RECV_SIZE)
+                except OSError:
+                    data = b""
+        finally:
+            self._reading = False
+        if data is None:
+            return  # timed out: the caller decides
+        if not data:
+            self._lost()
+            return
+        self._proto.receive_data(data)
+        self._process_events()
+
+    def _process_events(self) -> None:
+        for event in self._proto.events():
+            if isinstance(event, (TextMessage, BytesMessage)):
+                if self._state is State.OPEN:
+                    self._fragments.append(event.data)
+                    if event.message_finished:
+                        self._messages.append(self._assemble(event))
+            elif isinstance(event, Ping):
+                if self._proto.state is ConnectionState.OPEN:
+                    self._write(self._proto.send(event.response()), control=True)
+            elif isinstance(event, Pong):
+                if event.payload == self._ping_payload:
+                    self._ping_payload = None
+            elif isinstance(event, CloseConnection):
+                self._on_close_event(event)
+                return
+
+    def _assemble(self, event: TextMessage | BytesMessage) -> Message:
+        fragments, self._fragments = self._fragments, []
+        if isinstance(event, TextMessage):
+            return fragments[0] if len(fragments) == 1 else "".join(fragments)
+        return bytes(fragments[0]) if len(fragments) == 1 else b"".join(fragments)
+
+    def _on_close_event(self, event: CloseConnection) -> None:
+        self._input_done = True
+        state = self._proto.state
+        if state is ConnectionState.REMOTE_CLOSING:
+            # The peer started the closing handshake: answer, then hang up.
+            self._leave_open(
+                event.code, event.reason or "", self._settings.close_timeout
+            )
+            self._write(self._proto.send(event.response()), control=True)
+        elif state is ConnectionState.OPEN:
+            # wsproto found a protocol error: fail the connection with its code.
+            log.info(
+                "%r: failing the connection: %s %s", self, event.code, event.reason
+            )
+            self._leave_open(
+                event.code, event.reason or "", self._settings.close_timeout
+            )
+            self._write(
+                self._proto.send(CloseConnection(code=event.code, reason=event.reason)),
+                control=True,
+            )
+        self._shutdown_when_flushed()

@@ -1,0 +1,308 @@
+"""``egg:stargate#server``: the PasteDeploy server factory, and the server it runs.
+
+In the ini file::
+
+    [server:main]
+    use = egg:stargate#server
+    listen = 127.0.0.1:6543
+
+The server is eventlet's WSGI server with what a WebSocket server needs
+around it: a connection limit sized for long-lived connections, a large
+listen backlog, ``SO_REUSEPORT`` only when asked for, no tracebacks sent to
+clients, the shared keepalive timer of its WebSockets, and a graceful
+shutdown on ``SIGTERM``/``SIGINT``: stop accepting, close every WebSocket
+with 1001, wait at most ``shutdown_timeout`` seconds, return (``pserve``
+then exits 0).
+
+Blocking code in views: eventlet switches green threads only on its own
+I/O, so a view calling a blocking driver or ``time.sleep`` would freeze every
+connection of the process.  With ``monkey_patch = true`` (the default) the
+factory patches the standard library (sockets, threads, time, select, os)
+*before* the application is loaded: ``pserve`` loads the server before the
+application, so the application's own imports, Pyramid's thread-locals
+included, see green versions.  The patch is verified, and refused with a
+clear message if Pyramid's thread-locals were imported too early to become
+green-local.  This module therefore imports nothing of Pyramid.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from stargate import green
+from stargate.connection import CLOSE_GOING_AWAY, TRACKER_KEY, ConnectionTracker
+from stargate.exceptions import IncorrectlyConfigured
+from stargate.settings import parse_bool, parse_count, parse_seconds
+
+__all__ = ["Server", "ServerOptions", "parse_server_options", "server_factory"]
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("stargate.access")
+
+_WSGI_APP = Callable[[dict[str, Any], Callable[..., Any]], Any]
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """The options of ``[server:main]``; each attribute documents its option."""
+
+    #: ``host``: the address to listen on.  Default ``127.0.0.1``.
+    host: str = "127.0.0.1"
+    #: ``port``: the TCP port; ``0`` picks a free one.  Default 6543.
+    #: (``listen = host:port`` sets both, as with waitress.)
+    port: int = 6543
+    #: ``max_connections``: simultaneous connections, WebSockets included;
+    #: more wait in the backlog.  Default 10000 (eventlet's own 1024 is far
+    #: too low for long-lived connections).
+    max_connections: int = 10000
+    #: ``backlog``: the listen queue, for bursts of handshakes.  Default 2048.
+    backlog: int = 2048
+    #: ``reuse_port``: let several processes listen on the same port
+    #: (``SO_REUSEPORT``; the kernel spreads connections).  Default false, so
+    #: that a busy port is an error at start-up.
+    reuse_port: bool = False
+    #: ``shutdown_timeout``: seconds a graceful shutdown waits for clients to
+    #: answer the 1001 close.  Default 10.
+    shutdown_timeout: float = 10.0
+    #: ``monkey_patch``: patch the standard library for green threads before
+    #: the application is loaded, so that blocking code in views does not
+    #: freeze other clients.  Default true.
+    monkey_patch: bool = True
+    #: ``url_length_limit``: the longest request line accepted; longer gets
+    #: 414.  Default 8192.
+    url_length_limit: int = 8192
+
+
+def _parse_listen(value: str) -> tuple[str, int]:
+    entries = value.split()
+    if len(entries) != 1:
+        raise ValueError("expected one host:port")
+    host, sep, port = entries[0].rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError("expected host:port, for example 127.0.0.1:6543")
+    host = host.strip("[]")
+    if host in ("", "*"):
+        host = "0.0.0.0"
+    return host, int(port)
+
+
+def _parse_port(value: Any) -> int:
+    port = int(str(value).strip())
+    if not 0 <= port <= 65535:
+        raise ValueError("expected a port from 0 to 65535")
+    return port
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "host": lambda value: str(value).strip(),
+    "port": _parse_port,
+    "max_connections": parse_count,
+    "backlog": parse_count,
+    "reuse_port": parse_bool,
+    "shutdown_timeout": parse_seconds,
+    "monkey_patch": parse_bool,
+    "url_length_limit": parse_count,
+}
+
+
+def parse_server_options(options: Mapping[str, Any]) -> ServerOptions:
+    """Return the :class:`ServerOptions` written in ``options``.
+
+    :raises IncorrectlyConfigured: for an unknown option or a bad value,
+        naming both.
+    """
+    values: dict[str, Any] = {}
+    known = {field.name for field in fields(ServerOptions)} | {"listen"}
+    for name, raw in options.items():
+        if name not in known:
+            raise IncorrectlyConfigured(
+                f"unknown option {name!r} in [server:main] for egg:stargate#server; "
+                "the options are: " + ", ".join(sorted(known))
+            )
+        try:
+            if name == "listen":
+                values["host"], values["port"] = _parse_listen(str(raw))
+            else:
+                values[name] = _CONVERTERS[name](raw)
+        except (TypeError, ValueError) as exc:
+            raise IncorrectlyConfigured(
+                f"bad value {raw!r} for option {name!r} of egg:stargate#server: {exc}"
+            ) from None
+    return replace(ServerOptions(), **values)
+
+
+class Server:
+    """eventlet's WSGI server serving one application, with graceful shutdown.
+
+    :param app: the WSGI application.
+    :param options: the :class:`ServerOptions`.
+    :param handle_signals: stop gracefully on ``SIGTERM`` and ``SIGINT``
+        (only possible in the main thread).
+    """
+
+    def __init__(
+        self, app: _WSGI_APP, options: ServerOptions, *, handle_signals: bool = True
+    ) -> None:
+        self.app = app
+        self.options = options
+        self.handle_signals = handle_signals
+        #: The open WebSockets of this server.
+        self.tracker = ConnectionTracker()
+        self._pool = green.GreenPool(options.max_connections)
+        self._socket: Any = None
+        self._wakeup = green.Wakeup()
+        self._stopping = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound ``(host, port)``; call :meth:`bind` first."""
+        if self._socket is None:
+            raise RuntimeError("the server is not bound yet")
+        host, port = self._socket.getsockname()[:2]
+        return host, port
+
+    def bind(self) -> tuple[str, int]:
+        """Open the listening socket; return the bound address.
+
+        :raises OSError: if the address is in use (and ``reuse_port`` is off).
+        """
+        if self._socket is None:
+            options = self.options
+            self._socket = green.listen(
+                options.host,
+                options.port,
+                backlog=options.backlog,
+                reuse_port=options.reuse_port,
+            )
+        return self.address
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`stop` is called or a signal arrives, then shut down."""
+        self.bind()
+        host, port = self.address
+        log.info("stargate serving on http://%s:%s", host, port)
+        previous = self._install_signal_handlers()
+        watcher = green.spawn(self._wait_for_stop)
+        try:
+            green.serve(
+                self._socket,
+                self.app,
+                pool=self._pool,
+                environ={TRACKER_KEY: self.tracker},
+                log=access_log,
+                socket_timeout=None,
+                url_length_limit=self.options.url_length_limit,
+            )
+        except OSError:
+            if not self._stopping:
+                raise
+        finally:
+            watcher.kill()
+            self._restore_signal_handlers(previous)
+            self._wakeup.close()
+        log.info("stargate stopped")
+
+    def stop(self) -> None:
+        """Ask the server to shut down gracefully; safe from any thread or signal."""
+        self._wakeup.fire()
+
+    def _wait_for_stop(self) -> None:
+        self._wakeup.wait()
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._stopping = True
+        log.info(
+            "stargate shutting down: closing %d WebSocket(s) with 1001",
+            len(self.tracker),
+        )
+        # shutdown() wakes the green thread blocked in accept(), which close()
+        # alone would not; eventlet's server loop then ends and closes it.
+        self._socket.shutdown(socket.SHUT_RDWR)
+        self.tracker.close_all(CLOSE_GOING_AWAY, "server shutting down")
+        deadline = time.monotonic() + self.options.shutdown_timeout
+        while (
+            len(self.tracker) or self._pool.running()
+        ) and time.monotonic() < deadline:
+            green.sleep(0.02)
+        for connection in self.tracker:
+            connection.abort(CLOSE_GOING_AWAY, "server shutting down")
+        for thread in list(self._pool.coroutines_running):
+            thread.kill()
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if (
+            not self.handle_signals
+            or threading.current_thread() is not threading.main_thread()
+        ):
+            return {}
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, self._on_signal)
+        return previous
+
+    def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stop()
+
+
+def _patch_before_the_application() -> None:
+    if "pyramid.threadlocal" in sys.modules and not green.is_monkey_patched():
+        raise IncorrectlyConfigured(
+            "monkey_patch = true must run before Pyramid is imported, but "
+            "pyramid.threadlocal is already loaded, so its thread-locals would be "
+            "shared by every green thread.  Start the server with pserve and "
+            "[server:main] use = egg:stargate#server, or set monkey_patch = false "
+            "(views must then avoid blocking calls)"
+        )
+    green.monkey_patch()
+
+
+def _check_thread_locals_are_green() -> None:
+    threadlocal = sys.modules.get("pyramid.threadlocal")
+    if threadlocal is None:
+        return
+    classes = type(threadlocal.manager).__mro__
+    if not any(cls.__module__.startswith("eventlet") for cls in classes):
+        raise IncorrectlyConfigured(  # pragma: no cover - guarded at patch time
+            "Pyramid's thread-locals are not green-local after monkey-patching"
+        )
+
+
+def server_factory(
+    global_conf: Mapping[str, Any],
+    host: str = "127.0.0.1",
+    port: int | str = 6543,
+    **options: Any,
+) -> Callable[[_WSGI_APP], None]:
+    """Return a function that serves a WSGI application: ``egg:stargate#server``.
+
+    :param global_conf: the ini file's ``[DEFAULT]`` values (unused).
+    :param host: the address to listen on.
+    :param port: the TCP port.
+    :param options: the other options of :class:`ServerOptions`, as strings
+        from the ini file (``listen``, ``max_connections``, ``backlog``,
+        ``reuse_port``, ``shutdown_timeout``, ``monkey_patch``,
+        ``url_length_limit``).
+    """
+    parsed = parse_server_options({"host": host, "port": port, **options})
+    if parsed.monkey_patch:
+        _patch_before_the_application()
+
+    def serve(app: _WSGI_APP) -> None:
+        if parsed.monkey_patch:
+            _check_thread_locals_are_green()
+        Server(app, parsed).serve_forever()
+
+    return serve

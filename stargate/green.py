@@ -1,0 +1,233 @@
+"""The green-thread runtime seam: the only module of stargate that imports eventlet.
+
+Everything else uses the handful of primitives defined here (spawn, sleep,
+events, time-outs, sockets, the WSGI server), so that a second runtime
+(gevent, for gunicorn) is a new version of this module, not a rewrite.
+
+Why eventlet at all, when it announces its own deprecation: it is the only
+maintained green-thread WSGI server that hands the raw client socket to the
+application (``environ['eventlet.input'].get_socket()``), which is what a
+WebSocket upgrade on an ordinary Pyramid view needs, and it is what
+``egg:stargate#server`` has always run on.  Its import-time deprecation
+warning is silenced here, around our own import only, so that users see it
+neither at every ``pserve`` start nor in their test output; any warning
+raised later by their own use of eventlet is left alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+with warnings.catch_warnings():
+    warnings.filterwarnings(
+        "ignore", message=r"\s*eventlet is deprecated", category=Warning
+    )
+    import eventlet
+    import eventlet.event
+    import eventlet.greenio
+    import eventlet.hubs
+    import eventlet.patcher
+    import eventlet.wsgi
+
+__all__ = [
+    "DISCONNECTED",
+    "Event",
+    "GreenPool",
+    "Wakeup",
+    "already_handled",
+    "is_monkey_patched",
+    "listen",
+    "monkey_patch",
+    "raw_socket",
+    "send_nowait",
+    "serve",
+    "sleep",
+    "spawn",
+    "timeout",
+]
+
+#: ``errno`` values that mean the peer went away; not worth a traceback.
+DISCONNECTED = frozenset(
+    {errno.EPIPE, errno.ECONNRESET, errno.ESHUTDOWN, errno.ENOTCONN, errno.EBADF}
+)
+
+spawn = eventlet.spawn
+sleep = eventlet.sleep
+GreenPool = eventlet.GreenPool
+
+
+class Event:
+    """A one-shot event that green threads can wait on."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = eventlet.event.Event()
+
+    def set(self) -> None:
+        """Wake every waiter; later calls do nothing."""
+        if not self._event.ready():
+            self._event.send(True)
+
+    def is_set(self) -> bool:
+        """Return whether :meth:`set` was called."""
+        return self._event.ready()
+
+    def wait(self, seconds: float | None = None) -> bool:
+        """Wait until set or until ``seconds`` pass; return whether it is set."""
+        if self._event.ready():
+            return True
+        with timeout(seconds):
+            self._event.wait()
+        return self._event.ready()
+
+
+@contextmanager
+def timeout(seconds: float | None) -> Iterator[None]:
+    """Stop the enclosed block after ``seconds`` without raising.
+
+    Whether the block finished is for the caller to check (for instance with
+    :meth:`Event.is_set`): the block is simply left at its next green switch.
+    ``None`` means no limit.
+    """
+    if seconds is None:
+        yield
+        return
+    with eventlet.Timeout(seconds, False):
+        yield
+
+
+def listen(host: str, port: int, *, backlog: int, reuse_port: bool) -> socket.socket:
+    """Open a listening green socket.
+
+    ``eventlet.listen`` turns ``SO_REUSEPORT`` on by default, so a second
+    server started by mistake on a busy port would silently share its
+    connections; here it is on only when asked for, and a busy port is an
+    ``OSError`` at start-up.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return eventlet.listen(
+        (host, port), family=family, backlog=backlog, reuse_port=reuse_port
+    )
+
+
+def serve(
+    sock: socket.socket,
+    app: Callable[..., Any],
+    *,
+    pool: Any,
+    environ: dict[str, Any],
+    log: Any,
+    socket_timeout: float | None,
+    url_length_limit: int,
+) -> None:
+    """Run eventlet's WSGI server on ``sock`` until the socket is closed.
+
+    Tracebacks are never sent to clients (``debug=False``); access log lines
+    go to ``log``.
+    """
+    eventlet.wsgi.server(
+        sock,
+        app,
+        custom_pool=pool,
+        environ=environ,
+        log=log,
+        debug=False,
+        socket_timeout=socket_timeout,
+        url_length_limit=url_length_limit,
+        log_output=log is not None,
+    )
+
+
+def raw_socket(environ: dict[str, Any]) -> socket.socket | None:
+    """Return the client socket of a WSGI request, or ``None`` if it is hidden."""
+    request_input = environ.get("eventlet.input")
+    if request_input is None or not hasattr(request_input, "get_socket"):
+        return None
+    return request_input.get_socket()
+
+
+def already_handled() -> None:
+    """Tell eventlet's WSGI server that the application wrote the response itself."""
+    eventlet.wsgi.WSGI_LOCAL.already_handled = True
+
+
+def send_nowait(sock: socket.socket, data: bytes | memoryview) -> int:
+    """Send what fits in the kernel buffer now; return how many bytes went out.
+
+    Never switches green threads, so a broadcast writes to every ready
+    listener without yielding.  Raises ``OSError`` if the peer is gone.
+    """
+    fd = sock.fd if isinstance(sock, eventlet.greenio.GreenSocket) else sock
+    try:
+        return fd.send(data)
+    except BlockingIOError:
+        return 0
+
+
+def monkey_patch() -> None:
+    """Patch the standard library so that blocking calls switch green threads.
+
+    Raises :class:`RuntimeError` naming the module that stayed unpatched.
+    """
+    eventlet.monkey_patch()
+    import threading
+    import time
+
+    for name in ("socket", "thread", "time", "select", "os"):
+        if not eventlet.patcher.is_monkey_patched(name):  # pragma: no cover
+            raise RuntimeError(f"eventlet could not patch the {name!r} module")
+    if time.sleep is not eventlet.sleep and "eventlet" not in getattr(
+        time.sleep, "__module__", ""
+    ):  # pragma: no cover - eventlet broke its own contract
+        raise RuntimeError("time.sleep is still the blocking original")
+    if not threading.local.__module__.startswith("eventlet"):  # pragma: no cover
+        raise RuntimeError("threading.local is still thread-local, not green-local")
+
+
+def is_monkey_patched() -> bool:
+    """Return whether the standard library's socket module is green."""
+    return eventlet.patcher.is_monkey_patched("socket")
+
+
+class Wakeup:
+    """Wake a green thread from a signal handler or from another OS thread.
+
+    :meth:`fire` writes one byte to a pipe, which is safe anywhere;
+    :meth:`wait` blocks only the calling green thread until that happens.
+    """
+
+    def __init__(self) -> None:
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+
+    def fire(self) -> None:
+        """Wake the waiter (repeated calls are harmless)."""
+        try:
+            os.write(self._write_fd, b"!")
+        except (BlockingIOError, OSError):
+            pass  # already woken, or closed
+
+    def wait(self) -> None:
+        """Wait, in a green thread, until :meth:`fire` is called."""
+        while True:
+            try:
+                if os.read(self._read_fd, 64):
+                    return
+            except BlockingIOError:
+                eventlet.hubs.trampoline(self._read_fd, read=True)
+
+    def close(self) -> None:
+        """Release the pipe."""
+        for fd in (self._read_fd, self._write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

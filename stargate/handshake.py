@@ -1,0 +1,429 @@
+"""The WebSocket opening handshake, as pure functions: headers in, headers out.
+
+Nothing here reads or writes a socket.  :func:`websocket_handshake` checks
+an upgrade request's headers (RFC 6455, version 13 and the older 8), applies
+the origin policy, chooses one subprotocol, negotiates permessage-deflate
+(RFC 7692) and returns the response headers; a request that cannot be
+accepted raises :class:`HandShakeFailed` (or :class:`InvalidOrigin`) carrying
+the HTTP status, reason and headers to answer with.
+
+The hixie-75 and hixie-76 handshakes of 2010-era browsers are here too
+(:func:`handshake_pre76`, :func:`handshake_v76`), reached only when the
+caller passes ``legacy=True`` (the ``stargate.legacy_protocols`` setting):
+they have no masking and no origin-bound key, and browsers dropped them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from urllib.parse import urlsplit
+
+from wsproto.extensions import Extension
+
+from stargate.limits import BoundedPerMessageDeflate
+
+__all__ = [
+    "GUID",
+    "SUPPORTED_VERSIONS",
+    "HandShakeFailed",
+    "InvalidOrigin",
+    "ResponseHeaders",
+    "accept_key",
+    "build_location_url",
+    "check_origin",
+    "handshake_pre76",
+    "handshake_v76",
+    "header_tokens",
+    "websocket_handshake",
+]
+
+#: The magic string of RFC 6455 section 1.3, hashed with the client's key.
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#: The ``Sec-WebSocket-Version`` values accepted, newest first.
+SUPPORTED_VERSIONS = ("13", "8")
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_DEFLATE_PARAMETERS = frozenset(
+    {
+        "client_no_context_takeover",
+        "server_no_context_takeover",
+        "client_max_window_bits",
+        "server_max_window_bits",
+    }
+)
+_MAX_KEY_HEADER = 256
+
+
+class HandShakeFailed(Exception):
+    """The upgrade request cannot be accepted.
+
+    :ivar status: the HTTP status line to answer with, e.g. ``"400 Bad Request"``.
+    :ivar reason: a sentence saying what was wrong, for the response body and
+        the log.
+    :ivar headers: extra response headers, e.g. ``Sec-WebSocket-Version``
+        with a ``426`` answer.
+    """
+
+    status = "400 Bad Request"
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        if status is not None:
+            self.status = status
+        self.headers = list(headers)
+
+    @property
+    def status_code(self) -> int:
+        """The numeric HTTP status, e.g. ``400``."""
+        return int(self.status.split(" ", 1)[0])
+
+
+class InvalidOrigin(HandShakeFailed):
+    """The request's ``Origin`` is not allowed to open a WebSocket here (403)."""
+
+    status = "403 Forbidden"
+
+
+class ResponseHeaders(list[tuple[str, str]]):
+    """The headers of a successful handshake's response, as ``(name, value)`` pairs.
+
+    Being a plain list, it can be handed to ``start_response`` or any code
+    that expects headers.  It also carries what was negotiated:
+
+    :ivar status: the status line, ``"101 Switching Protocols"`` for RFC 6455.
+    :ivar version: the protocol version: ``13``, ``8``, ``76`` or ``75``.
+    :ivar subprotocol: the chosen subprotocol, or ``None``.
+    :ivar extensions: the negotiated wsproto extension objects, ready to be
+        given to the connection.
+    :ivar body: bytes to write after the headers (the hixie-76 challenge
+        answer), usually empty.
+    """
+
+    def __init__(
+        self,
+        headers: Iterable[tuple[str, str]] = (),
+        *,
+        status: str = "101 Switching Protocols",
+        version: int = 13,
+        subprotocol: str | None = None,
+        extensions: Sequence[Extension] = (),
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(headers)
+        self.status = status
+        self.version = version
+        self.subprotocol = subprotocol
+        self.extensions = list(extensions)
+        self.body = body
+
+    def to_bytes(self) -> bytes:
+        """Return the whole response as it goes on the wire, body included."""
+        lines = [f"HTTP/1.1 {self.status}"]
+        lines.extend(f"{name}: {value}" for name, value in self)
+        head = "\r\n".join(lines) + "\r\n\r\n"
+        return head.encode("latin-1") + self.body
+
+
+def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def header_tokens(value: str | None) -> list[str]:
+    """Split a comma-separated header value into lower-case tokens."""
+    if not value:
+        return []
+    return [token.strip().lower() for token in value.split(",") if token.strip()]
+
+
+def accept_key(key: str) -> str:
+    """Return the ``Sec-WebSocket-Accept`` value for a ``Sec-WebSocket-Key``."""
+    digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _origin_tuple(origin: str) -> tuple[str, str, int] | None:
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    return (scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme])
+
+
+def check_origin(
+    origin: str | None,
+    allowed_origins: Iterable[str] | None,
+    *,
+    host: str | None,
+    secure: bool = False,
+) -> None:
+    """Raise :class:`InvalidOrigin` unless ``origin`` may open a WebSocket.
+
+    :param origin: the request's ``Origin`` header; ``None`` (a client that is
+        not a browser) is always allowed.
+    :param allowed_origins: ``None`` for same-origin only: the origin's scheme,
+        host and port must be the request's own (``host`` and ``secure``).
+        Otherwise origins written ``scheme://host[:port]``, compared exactly
+        (no prefix or substring match), or ``*`` for any origin.
+    :param host: the request's ``Host`` header.
+    :param secure: whether the request came over TLS (``https``/``wss``).
+    """
+    if origin is None:
+        return
+    candidate = _origin_tuple(origin)
+    if allowed_origins is None:
+        scheme = "https" if secure else "http"
+        own = _origin_tuple(f"{scheme}://{host}") if host else None
+        if candidate is None or candidate != own:
+            raise InvalidOrigin(
+                f"origin {origin!r} does not match this site ({scheme}://{host}); "
+                "list it in stargate.allowed_origins to allow it"
+            )
+        return
+    allowed = list(allowed_origins)
+    if "*" in allowed:
+        return
+    if candidate is None or candidate not in {_origin_tuple(item) for item in allowed}:
+        raise InvalidOrigin(f"origin {origin!r} is not in stargate.allowed_origins")
+
+
+def _choose_subprotocol(offered: list[str], supported: Sequence[str]) -> str | None:
+    if not offered:
+        return None
+    by_lower = {name.lower(): name for name in offered}
+    for name in supported:
+        if name.lower() in by_lower:
+            return name
+    raise HandShakeFailed(
+        "none of the offered subprotocols ("
+        + ", ".join(offered)
+        + ") is supported; this endpoint speaks: "
+        + (", ".join(supported) or "no subprotocol")
+    )
+
+
+def _negotiate_deflate(
+    offers: str | None, max_message_size: int | None
+) -> tuple[str, Extension] | None:
+    for offer in (offers or "").split(","):
+        name, *parameters = [part.strip() for part in offer.split(";")]
+        if name.lower() != "permessage-deflate":
+            continue
+        names = [parameter.split("=", 1)[0].strip().lower() for parameter in parameters]
+        if any(name not in _DEFLATE_PARAMETERS for name in names):
+            continue  # RFC 7692 5.1: decline an offer with unknown parameters
+        if len(set(names)) != len(names):
+            continue  # ... or with a parameter given twice
+        extension = BoundedPerMessageDeflate(max_message_size)
+        try:
+            accepted = extension.accept(offer)
+        except ValueError:
+            continue
+        if accepted is None:
+            continue
+        value = "permessage-deflate"
+        if isinstance(accepted, str) and accepted:
+            value += "; " + accepted
+        return value, extension
+    return None
+
+
+def websocket_handshake(
+    headers: Mapping[str, str],
+    allowed_origins: Iterable[str] | None = None,
+    *,
+    secure: bool = False,
+    subprotocols: Sequence[str] = (),
+    compression: bool = False,
+    max_message_size: int | None = None,
+    legacy: bool = False,
+    key3: bytes = b"",
+) -> ResponseHeaders:
+    """Check an upgrade request's headers and return the handshake's response headers.
+
+    :param headers: the request headers (any mapping; names are compared
+        without regard to case, as WebOb's ``request.headers`` does).
+    :param allowed_origins: the origin policy, see :func:`check_origin`.
+    :param secure: whether the request came over TLS.
+    :param subprotocols: the subprotocols this endpoint speaks, preferred
+        first; the first one the client also offers is chosen.
+    :param compression: negotiate permessage-deflate if the client offers it.
+    :param max_message_size: the bound on a decompressed message.
+    :param legacy: also accept hixie-75/76 requests (no
+        ``Sec-WebSocket-Version`` header).
+    :param key3: the 8 bytes that follow a hixie-76 request's headers.
+    :raises HandShakeFailed: 400 for a malformed request, 426 with
+        ``Sec-WebSocket-Version: 13`` for an unsupported version.
+    :raises InvalidOrigin: 403 for a refused origin.
+    """
+    lowered = _lowered(headers)
+    if "upgrade" not in header_tokens(lowered.get("connection")):
+        raise HandShakeFailed("the Connection header must contain the token 'upgrade'")
+    if "websocket" not in header_tokens(lowered.get("upgrade")):
+        raise HandShakeFailed("the Upgrade header must be 'websocket'")
+    host = lowered.get("host")
+    if not host:
+        raise HandShakeFailed("the Host header is missing")
+    origin = lowered.get("origin", lowered.get("sec-websocket-origin"))
+    version = lowered.get("sec-websocket-version")
+    if version is None and legacy:
+        check_origin(origin, allowed_origins, host=host, secure=secure)
+        base = ResponseHeaders([("Upgrade", "WebSocket"), ("Connection", "Upgrade")])
+        if "sec-websocket-key1" in lowered:
+            return handshake_v76(headers, base, key3, secure=secure)
+        return handshake_pre76(headers, base, secure=secure)
+    if version is None or version.strip() not in SUPPORTED_VERSIONS:
+        raise HandShakeFailed(
+            f"unsupported Sec-WebSocket-Version {version!r}; this server speaks 13",
+            status="426 Upgrade Required",
+            headers=[("Sec-WebSocket-Version", SUPPORTED_VERSIONS[0])],
+        )
+    key = lowered.get("sec-websocket-key", "").strip()
+    try:
+        decoded = base64.b64decode(key[:_MAX_KEY_HEADER], validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if len(decoded) != 16:
+        raise HandShakeFailed(
+            "the Sec-WebSocket-Key header must be 16 random bytes in base64"
+        )
+    check_origin(origin, allowed_origins, host=host, secure=secure)
+    chosen = _choose_subprotocol(
+        header_tokens(lowered.get("sec-websocket-protocol")), subprotocols
+    )
+    response = ResponseHeaders(
+        [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept_key(key)),
+        ],
+        version=int(version),
+        subprotocol=chosen,
+    )
+    if chosen is not None:
+        response.append(("Sec-WebSocket-Protocol", chosen))
+    if compression:
+        negotiated = _negotiate_deflate(
+            lowered.get("sec-websocket-extensions"), max_message_size
+        )
+        if negotiated is not None:
+            value, extension = negotiated
+            response.append(("Sec-WebSocket-Extensions", value))
+            response.extensions.append(extension)
+    return response
+
+
+def build_location_url(
+    headers: Mapping[str, str], *, path: str | None = None, secure: bool | None = None
+) -> str:
+    """Return the ``ws://`` (or ``wss://``) URL a request was made to.
+
+    ``headers`` may be WebOb's ``request.headers``, whose WSGI environ gives
+    the scheme, script name, path and query string; ``path`` and ``secure``
+    override them, and default to ``/`` and plain ``ws`` for other mappings.
+    """
+    lowered = _lowered(headers)
+    host = lowered.get("host")
+    if not host:
+        raise HandShakeFailed("the Host header is missing")
+    environ = getattr(headers, "environ", None) or {}
+    if secure is None:
+        secure = environ.get("wsgi.url_scheme") == "https"
+    if path is None:
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") or "/"
+        if environ.get("QUERY_STRING"):
+            path += "?" + environ["QUERY_STRING"]
+    return f"{'wss' if secure else 'ws'}://{host}{path}"
+
+
+def _legacy_protocol(lowered: dict[str, str], name: str) -> list[tuple[str, str]]:
+    value = lowered.get(name.lower())
+    return [(name, value)] if value else []
+
+
+def handshake_pre76(
+    headers: Mapping[str, str],
+    base_response: Sequence[tuple[str, str]],
+    *,
+    secure: bool | None = None,
+) -> ResponseHeaders:
+    """Return the response headers of the hixie-75 handshake.
+
+    :param base_response: the headers common to every version (``Upgrade``
+        and ``Connection``), as built by :func:`websocket_handshake`.
+    """
+    lowered = _lowered(headers)
+    origin = lowered.get("origin")
+    if not origin:
+        raise HandShakeFailed("a hixie-75 request must carry an Origin header")
+    return ResponseHeaders(
+        [
+            *base_response,
+            ("WebSocket-Origin", origin),
+            ("WebSocket-Location", build_location_url(headers, secure=secure)),
+            *_legacy_protocol(lowered, "WebSocket-Protocol"),
+        ],
+        status="101 Web Socket Protocol Handshake",
+        version=75,
+    )
+
+
+def _key_number(value: str) -> int:
+    digits = "".join(char for char in value if char.isdigit())
+    spaces = value.count(" ")
+    if not digits or spaces == 0:
+        raise HandShakeFailed("a hixie-76 key must hold digits and spaces")
+    number = int(digits)
+    if number % spaces or number // spaces > 0xFFFFFFFF:
+        raise HandShakeFailed("a hixie-76 key is not a multiple of its spaces")
+    return number // spaces
+
+
+def handshake_v76(
+    headers: Mapping[str, str],
+    base_response: Sequence[tuple[str, str]],
+    key3: bytes,
+    *,
+    secure: bool | None = None,
+) -> ResponseHeaders:
+    """Return the response of the hixie-76 handshake, challenge answer in ``body``.
+
+    :param base_response: the headers common to every version.
+    :param key3: the 8 bytes that follow the request headers.
+    """
+    lowered = _lowered(headers)
+    origin = lowered.get("origin")
+    if not origin:
+        raise HandShakeFailed("a hixie-76 request must carry an Origin header")
+    if len(key3) != 8:
+        raise HandShakeFailed("a hixie-76 request must end with 8 bytes of key")
+    challenge = struct.pack(
+        ">II",
+        _key_number(lowered.get("sec-websocket-key1", "")),
+        _key_number(lowered.get("sec-websocket-key2", "")),
+    )
+    return ResponseHeaders(
+        [
+            *base_response,
+            ("Sec-WebSocket-Origin", origin),
+            ("Sec-WebSocket-Location", build_location_url(headers, secure=secure)),
+            *_legacy_protocol(lowered, "Sec-WebSocket-Protocol"),
+        ],
+        status="101 WebSocket Protocol Handshake",
+        version=76,
+        body=hashlib.md5(challenge + key3).digest(),
+    )

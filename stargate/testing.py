@@ -1,0 +1,225 @@
+r"""What an application's own tests need: a live server and a small blocking client.
+
+::
+
+    from stargate.testing import LiveServer, WebSocketClient
+
+    def test_job_broadcast(app):
+        with LiveServer(app) as server:
+            with WebSocketClient(server.ws_url("/jobs/1/")) as first, \\
+                 WebSocketClient(server.ws_url("/jobs/1/")) as second:
+                first.send("hello")
+                assert second.receive() == "hello"
+
+:class:`LiveServer` runs the real ``egg:stargate#server`` (without
+monkey-patching the test process) on ``127.0.0.1`` and an ephemeral port, in
+a background thread.  :class:`WebSocketClient` is a thin wrapper around the
+``websockets`` library's synchronous client (install ``stargate[testing]``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from types import TracebackType
+from typing import Any
+
+from stargate.factory import Server, ServerOptions
+
+__all__ = ["LiveServer", "WebSocketClient"]
+
+
+class LiveServer:
+    """A real stargate server for one WSGI application, on 127.0.0.1.
+
+    Use it as a context manager; it is listening when ``__enter__`` returns
+    and shut down gracefully (WebSockets closed with 1001) by ``__exit__``.
+
+    :param app: the WSGI application (``config.make_wsgi_app()``).
+    :param options: :class:`~stargate.factory.ServerOptions` fields, e.g.
+        ``shutdown_timeout=2``.
+    """
+
+    def __init__(self, app: Callable[..., Any], **options: Any) -> None:
+        merged = replace(
+            ServerOptions(), host="127.0.0.1", port=0, monkey_patch=False, **options
+        )
+        self.server = Server(app, merged, handle_signals=False)
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def host(self) -> str:
+        """The address the server listens on."""
+        return self.server.address[0]
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on."""
+        return self.server.address[1]
+
+    @property
+    def url(self) -> str:
+        """The server's ``http://`` base URL, without a trailing slash."""
+        return f"http://{self.host}:{self.port}"
+
+    def ws_url(self, path: str = "/") -> str:
+        """Return the ``ws://`` URL of ``path`` on this server."""
+        return f"ws://{self.host}:{self.port}{path}"
+
+    @property
+    def open_connections(self) -> int:
+        """How many WebSockets the server has open now."""
+        return len(self.server.tracker)
+
+    def wait_for_connections(self, count: int, timeout: float = 5.0) -> bool:
+        """Wait until ``count`` WebSockets are open; return whether they are."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.open_connections == count:
+                return True
+            time.sleep(0.01)
+        return self.open_connections == count
+
+    def start(self) -> LiveServer:
+        """Start serving in a background thread; return once listening."""
+        self._thread = threading.Thread(
+            target=self._run, name="stargate-live-server", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.server.bind()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self.server.serve_forever()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Shut the server down gracefully and wait for its thread."""
+        if self._thread is None:
+            return
+        self.server.stop()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise RuntimeError(f"the live server did not stop within {timeout} seconds")
+        self._thread = None
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class WebSocketClient:
+    """A small blocking WebSocket client for tests.
+
+    :param url: a ``ws://`` URL, e.g. ``server.ws_url("/jobs/1/")``.
+    :param origin: the ``Origin`` header to send (none by default, as a
+        non-browser client).
+    :param subprotocols: subprotocols to offer.
+    :param headers: extra request headers.
+    :param compression: offer permessage-deflate.
+    :param timeout: seconds for the handshake and for :meth:`receive`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        origin: str | None = None,
+        subprotocols: Sequence[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        compression: bool = False,
+        timeout: float = 5.0,
+        max_size: int | None = 64 * 1024 * 1024,
+    ) -> None:
+        try:
+            from websockets.sync.client import connect
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "stargate.testing.WebSocketClient needs the websockets library: "
+                'pip install "stargate[testing]"'
+            ) from exc
+        self.timeout = timeout
+        self._connection = connect(
+            url,
+            origin=origin,  # type: ignore[arg-type]
+            subprotocols=subprotocols,  # type: ignore[arg-type]
+            additional_headers=dict(headers or {}),
+            compression="deflate" if compression else None,
+            open_timeout=timeout,
+            close_timeout=timeout,
+            max_size=max_size,
+            ping_interval=None,
+        )
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol the server chose."""
+        return self._connection.subprotocol
+
+    @property
+    def response_headers(self) -> Any:
+        """The headers of the server's ``101`` response."""
+        return self._connection.response.headers
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once the connection is closed, else ``None``."""
+        return self._connection.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason once the connection is closed, else ``None``."""
+        return self._connection.close_reason
+
+    def send(self, message: str | bytes) -> None:
+        """Send a text (``str``) or binary (``bytes``) message."""
+        self._connection.send(message)
+
+    def receive(self, timeout: float | None = None) -> str | bytes | None:
+        """Return the next message, or ``None`` once the connection is closed.
+
+        :raises TimeoutError: if nothing arrives within ``timeout`` seconds
+            (default: the client's ``timeout``).
+        """
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            return self._connection.recv(
+                timeout=self.timeout if timeout is None else timeout
+            )
+        except ConnectionClosed:
+            return None
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection and wait for the server's answer."""
+        self._connection.close(code, reason)
+
+    def __enter__(self) -> WebSocketClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

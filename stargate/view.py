@@ -1,0 +1,207 @@
+"""``WebSocketView``: the view callable that upgrades a request to a WebSocket."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pyramid.response import Response
+
+from stargate import green
+from stargate.connection import (
+    CLOSE_INTERNAL_ERROR,
+    TRACKER_KEY,
+    Connection,
+    ConnectionTracker,
+    rfc6455_protocol,
+)
+from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
+from stargate.handshake import HandShakeFailed, InvalidOrigin, websocket_handshake
+from stargate.legacy import HixieProtocol
+from stargate.resource import WebSocketAwareResource
+from stargate.settings import Settings, get_settings
+
+__all__ = ["HandledResponse", "WebSocketView"]
+
+log = logging.getLogger(__name__)
+
+#: Tracks connections made under a server that is not ``egg:stargate#server``
+#: (plain ``eventlet.wsgi``), so that they still get keepalive and time-outs.
+_fallback_tracker = ConnectionTracker()
+
+
+class HandledResponse(Response):
+    """The response of a finished WebSocket: it tells the server not to answer.
+
+    The 101 response and every frame were written on the raw socket; when
+    the WSGI server calls this response, it marks the request as handled so
+    that nothing more is written.
+    """
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        """Mark the request as handled; write nothing."""
+        green.already_handled()
+        return []
+
+
+class WebSocketView:
+    """A class-based :term:`view callable` that turns a request into a WebSocket.
+
+    Register it (or a subclass) for a :term:`context` with the
+    ``websocket=True`` predicate; subclasses override :meth:`handler`::
+
+        @view_config(context=Job, websocket=True)
+        class JobView(WebSocketView):
+            def handler(self, websocket):
+                self.context.add_listener(websocket)
+                for message in websocket:
+                    self.context.send(message)
+
+    Calling the view runs :meth:`handle_upgrade` (the handshake and the
+    ``101`` response), then :meth:`handle_websocket`, which runs
+    :meth:`handler` until it returns, and closes the connection afterwards
+    whatever happened.
+
+    :cvar subprotocols: the subprotocols this view speaks, preferred first;
+        when the client offers some, exactly one of them is chosen.
+    """
+
+    subprotocols: Sequence[str] = ()
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+
+    @property
+    def context(self) -> Any:
+        """The :term:`context` resource found by traversal."""
+        return self.request.context
+
+    @property
+    def settings(self) -> Settings:
+        """The application's ``stargate.*`` settings."""
+        return get_settings(self.request.registry)
+
+    def __call__(self) -> Response:
+        """Run the view: upgrade the request and serve the WebSocket."""
+        return self.handle_upgrade()
+
+    def handle_upgrade(self) -> Response:
+        """Complete the opening handshake, then hand over to :meth:`handle_websocket`.
+
+        Answers a request that cannot be upgraded with its 4xx status and
+        the reason in the body (405, 400, 403, 426).
+
+        :raises IncorrectlyConfigured: when the WSGI server does not give the
+            application the client socket.
+        """
+        request = self.request
+        settings = self.settings
+        sock = green.raw_socket(request.environ)
+        if sock is None:
+            raise IncorrectlyConfigured(
+                "the WSGI server does not expose the client socket, so no WebSocket "
+                "can be served: serve the application with egg:stargate#server "
+                "([server:main] use = egg:stargate#server)"
+            )
+        if request.method != "GET":
+            return self._refuse(
+                HandShakeFailed(
+                    "a WebSocket upgrade must be a GET request",
+                    status="405 Method Not Allowed",
+                    headers=[("Allow", "GET")],
+                )
+            )
+        try:
+            response = websocket_handshake(
+                request.headers,
+                settings.allowed_origins,
+                secure=request.scheme == "https",
+                subprotocols=self.subprotocols,
+                compression=settings.compression,
+                max_message_size=settings.max_message_size,
+                legacy=settings.legacy_protocols,
+                key3=self._legacy_key3(settings),
+            )
+        except HandShakeFailed as refusal:
+            return self._refuse(refusal)
+        sock.sendall(response.to_bytes())
+        if response.version in (75, 76):
+            protocol: Any = HixieProtocol(response.version, settings.max_message_size)
+        else:
+            protocol = rfc6455_protocol(response.extensions, settings.max_message_size)
+        websocket = Connection(
+            sock,
+            protocol,
+            settings,
+            request=request,
+            subprotocol=response.subprotocol,
+            tracker=request.environ.get(TRACKER_KEY, _fallback_tracker),
+            keepalive=response.version not in (75, 76),
+            shares_frames=response.version not in (75, 76) and not response.extensions,
+        )
+        return self.handle_websocket(websocket)
+
+    def _legacy_key3(self, settings: Settings) -> bytes:
+        """Read the 8 bytes that follow a hixie-76 request's headers."""
+        if (
+            not settings.legacy_protocols
+            or "Sec-WebSocket-Key1" not in self.request.headers
+        ):
+            return b""
+        body = self.request.environ["wsgi.input"]
+        # hixie-76 sends 8 bytes of body without a Content-Length.
+        body.content_length = 8
+        key3 = b""
+        with green.timeout(settings.close_timeout):
+            key3 = body.read(8)
+        return key3
+
+    def _refuse(self, refusal: HandShakeFailed) -> Response:
+        level = logging.WARNING if isinstance(refusal, InvalidOrigin) else logging.INFO
+        log.log(
+            level,
+            "WebSocket upgrade of %s refused: %s %s",
+            self.request.path,
+            refusal.status_code,
+            refusal.reason,
+        )
+        response = Response(
+            status=refusal.status,
+            content_type="text/plain",
+            charset="utf-8",
+            text=refusal.reason + "\n",
+        )
+        for name, value in refusal.headers:
+            response.headers[name] = value
+        return response
+
+    def handle_websocket(self, websocket: Connection) -> Response:
+        """Run :meth:`handler`, then close the connection and wait until it is closed.
+
+        An exception raised by the handler is logged and closes the
+        connection with 1011; the server goes on serving everyone else.
+        Returns a :class:`HandledResponse`.
+        """
+        try:
+            self.handler(websocket)
+        except ConnectionClosed:
+            pass  # the client left while the handler was sending: a normal end
+        except Exception:
+            log.exception("WebSocket handler of %s failed", self.request.path)
+            websocket.close(CLOSE_INTERNAL_ERROR, "internal error")
+        finally:
+            websocket.close()
+            websocket.wait_closed()
+        return HandledResponse()
+
+    def handler(self, websocket: Connection) -> None:
+        """Serve one WebSocket; the connection is closed when this returns.
+
+        The default makes the client a listener of the :term:`context` (if it
+        is a :class:`~stargate.resource.WebSocketAwareResource`) and ignores
+        what the client sends until it leaves.  Override it.
+        """
+        if isinstance(self.context, WebSocketAwareResource):
+            self.context.add_listener(websocket)
+        websocket.wait_closed()

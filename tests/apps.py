@@ -1,0 +1,124 @@
+"""Small Pyramid applications that the live tests serve."""
+
+from __future__ import annotations
+
+import time
+
+from pyramid.config import Configurator
+from pyramid.response import Response
+
+from stargate import WebSocketAwareResource, WebSocketView
+
+
+class Node(WebSocketAwareResource):
+    """A resource with named children, built once per application."""
+
+    def __init__(self, name: str = "", parent: Node | None = None) -> None:
+        self.__name__ = name
+        self.__parent__ = parent
+        self.children: dict[str, Node] = {}
+
+    def __getitem__(self, key: str) -> Node:
+        if key not in self.children:
+            self.children[key] = Node(key, self)
+        return self.children[key]
+
+
+class Echo(Node):
+    """Echoes every message back."""
+
+
+class Relay(Node):
+    """Sends every message to every listener."""
+
+
+class Broken(Node):
+    """Its handler raises after the first message."""
+
+
+class Chat(Node):
+    """Speaks two subprotocols."""
+
+
+class Root(Node):
+    def __init__(self) -> None:
+        super().__init__()
+        self.children = {
+            "echo": Echo("echo", self),
+            "relay": Relay("relay", self),
+            "broken": Broken("broken", self),
+            "chat": Chat("chat", self),
+            "jobs": Node("jobs", self),
+        }
+
+    def __getitem__(self, key: str) -> Node:
+        return self.children[key]  # unknown names are view names (/sleep)
+
+
+class EchoView(WebSocketView):
+    def handler(self, websocket):
+        for message in websocket:
+            websocket.send(message)
+
+
+class RelayView(WebSocketView):
+    def handler(self, websocket):
+        self.context.add_listener(websocket)
+        for message in websocket:
+            self.context.send(message)
+
+
+class BrokenView(WebSocketView):
+    def handler(self, websocket):
+        websocket.receive()
+        raise ValueError("this handler is broken on purpose")
+
+
+class ChatView(WebSocketView):
+    subprotocols = ("chat.v2", "chat.v1")
+
+    def handler(self, websocket):
+        websocket.send(websocket.subprotocol or "none")
+        websocket.wait_closed()
+
+
+def burst(context, request):
+    """POST count=N size=S: send N messages of S bytes to the listeners."""
+    count = int(request.POST.get("count", "1"))
+    size = int(request.POST.get("size", "16"))
+    for index in range(count):
+        context.send(f"{index:08d}".ljust(size, "."))
+    return Response(json=len(context.listeners))
+
+
+def listeners(context, request):
+    return Response(json=len(context.listeners))
+
+
+def sleepy(context, request):
+    """A view that blocks the way a synchronous database driver would."""
+    time.sleep(float(request.params.get("seconds", "1")))
+    return Response("slept")
+
+
+def make_app(settings: dict | None = None):
+    root = Root()
+    merged = {"stargate.ping_interval": "0", **(settings or {})}
+    with Configurator(settings=merged, root_factory=lambda request: root) as config:
+        config.include("stargate")
+        config.add_view(EchoView, context=Echo, websocket=True)
+        config.add_view(RelayView, context=Relay, websocket=True)
+        config.add_view(BrokenView, context=Broken, websocket=True)
+        config.add_view(ChatView, context=Chat, websocket=True)
+        config.add_view(RelayView, context=Node, websocket=True)
+        config.add_view(burst, context=Node, request_method="POST")
+        config.add_view(listeners, context=Node, request_method="GET", websocket=False)
+        config.add_view(sleepy, context=Root, name="sleep", websocket=False)
+        app = config.make_wsgi_app()
+    app.root = root
+    return app
+
+
+def main(global_config, **settings):
+    """The PasteDeploy entry of the subprocess tests (``use = call:tests.apps:main``)."""
+    return make_app(settings)

@@ -1,0 +1,183 @@
+"""Fixtures shared by the tests: live servers, raw clients, subprocess servers."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stargate.testing import LiveServer
+from tests.apps import make_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def serve():
+    """Start live servers of the test application; all are stopped at the end."""
+    servers: list[LiveServer] = []
+
+    def start(settings: dict | None = None, **options) -> LiveServer:
+        app = make_app(settings)
+        server = LiveServer(app, shutdown_timeout=2, **options).start()
+        server.app = app
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def live(serve) -> LiveServer:
+    """A live server of the test application with default settings."""
+    return serve()
+
+
+def raw_upgrade(
+    server: LiveServer,
+    path: str = "/echo/",
+    headers: dict[str, str] | None = None,
+    *,
+    method: str = "GET",
+    body: bytes = b"",
+    rcvbuf: int | None = None,
+) -> tuple[socket.socket, bytes]:
+    """Send an upgrade request by hand; return the socket and the response head."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(5)
+    sock.connect((server.host, server.port))
+    base = {
+        "Host": f"{server.host}:{server.port}",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+    }
+    for name, value in (headers or {}).items():
+        if value is None:
+            base.pop(name, None)
+        else:
+            base[name] = value
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in base.items()
+    )
+    sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        response += chunk
+    return sock, response
+
+
+def read_http_response(sock: socket.socket, head: bytes) -> tuple[int, bytes]:
+    """Return the status and the body of an HTTP response whose head was read."""
+    header, _, body = head.partition(b"\r\n\r\n")
+    status = int(header.split(b" ", 2)[1])
+    length = 0
+    for line in header.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    deadline = time.monotonic() + 5
+    while len(body) < length and time.monotonic() < deadline:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return status, body
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PServe:
+    """A ``pserve`` process serving the test application with egg:stargate#server."""
+
+    def __init__(self, tmp_path: Path, *, server: str = "", app: str = "", args=()):
+        self.port = free_port()
+        self.ini = tmp_path / "test.ini"
+        self.ini.write_text(
+            "[app:main]\n"
+            "use = call:tests.apps:main\n"
+            f"{app}\n"
+            "[server:main]\n"
+            "use = egg:stargate#server\n"
+            f"listen = 127.0.0.1:{self.port}\n"
+            "shutdown_timeout = 5\n"
+            f"{server}\n"
+            "[loggers]\nkeys = root\n"
+            "[handlers]\nkeys = console\n"
+            "[formatters]\nkeys = generic\n"
+            "[logger_root]\nlevel = INFO\nhandlers = console\n"
+            "[handler_console]\nclass = StreamHandler\nargs = (sys.stderr,)\n"
+            "level = NOTSET\nformatter = generic\n"
+            "[formatter_generic]\nformat = %(levelname)s [%(name)s] %(message)s\n"
+        )
+        self.log = tmp_path / "pserve.log"
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        pserve = Path(sys.executable).with_name("pserve")
+        self.process = subprocess.Popen(
+            [str(pserve), str(self.ini), *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def wait_listening(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"pserve exited:\n{self.output()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"pserve did not listen in time:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def pserve(tmp_path) -> Iterator:
+    started: list[PServe] = []
+
+    def start(**kwargs) -> PServe:
+        process = PServe(tmp_path, **kwargs)
+        started.append(process)
+        process.wait_listening()
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
