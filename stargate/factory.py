@@ -31,7 +31,6 @@ import logging
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -239,14 +238,17 @@ class Server:
             thread.kill()
 
     def _install_signal_handlers(self) -> dict[int, Any]:
-        if (
-            not self.handle_signals
-            or threading.current_thread() is not threading.main_thread()
-        ):
-            return {}
-        previous = {}
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, self._on_signal)
+        previous: dict[int, Any] = {}
+        if not self.handle_signals:
+            return previous
+        # threading.current_thread() is no guide once the standard library is
+        # monkey-patched: signal.signal() itself says whether this is the
+        # main thread.
+        try:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, self._on_signal)
+        except ValueError:
+            log.warning("not in the main thread: SIGTERM and SIGINT are not handled")
         return previous
 
     def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:

@@ -17,7 +17,6 @@ raised later by their own use of eventlet is left alone.
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import warnings
 from collections.abc import Callable, Iterator
@@ -196,6 +195,11 @@ def is_monkey_patched() -> bool:
     return eventlet.patcher.is_monkey_patched("socket")
 
 
+# The unpatched os module: a signal handler runs inside eventlet's hub, where
+# the green os.write() (after monkey-patching) may not wait.
+_os = eventlet.patcher.original("os")
+
+
 class Wakeup:
     """Wake a green thread from a signal handler or from another OS thread.
 
@@ -204,14 +208,14 @@ class Wakeup:
     """
 
     def __init__(self) -> None:
-        self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._read_fd, False)
-        os.set_blocking(self._write_fd, False)
+        self._read_fd, self._write_fd = _os.pipe()
+        _os.set_blocking(self._read_fd, False)
+        _os.set_blocking(self._write_fd, False)
 
     def fire(self) -> None:
         """Wake the waiter (repeated calls are harmless)."""
         try:
-            os.write(self._write_fd, b"!")
+            _os.write(self._write_fd, b"!")
         except (BlockingIOError, OSError):
             pass  # already woken, or closed
 
@@ -219,7 +223,7 @@ class Wakeup:
         """Wait, in a green thread, until :meth:`fire` is called."""
         while True:
             try:
-                if os.read(self._read_fd, 64):
+                if _os.read(self._read_fd, 64):
                     return
             except BlockingIOError:
                 eventlet.hubs.trampoline(self._read_fd, read=True)
@@ -228,6 +232,6 @@ class Wakeup:
         """Release the pipe."""
         for fd in (self._read_fd, self._write_fd):
             try:
-                os.close(fd)
+                _os.close(fd)
             except OSError:
                 pass

@@ -43,9 +43,8 @@ class LiveServer:
     """
 
     def __init__(self, app: Callable[..., Any], **options: Any) -> None:
-        merged = replace(
-            ServerOptions(), host="127.0.0.1", port=0, monkey_patch=False, **options
-        )
+        defaults = {"host": "127.0.0.1", "port": 0, "monkey_patch": False}
+        merged = replace(ServerOptions(), **{**defaults, **options})
         self.server = Server(app, merged, handle_signals=False)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -158,7 +157,9 @@ class WebSocketClient:
                 'pip install "stargate[testing]"'
             ) from exc
         self.timeout = timeout
-        self._connection = connect(
+        # ``connect`` is used as a context manager (websockets 17 wants it so);
+        # __exit__ is called by close().
+        self._context = connect(
             url,
             origin=origin,  # type: ignore[arg-type]
             subprotocols=subprotocols,  # type: ignore[arg-type]
@@ -169,6 +170,7 @@ class WebSocketClient:
             max_size=max_size,
             ping_interval=None,
         )
+        self._connection = self._context.__enter__()
 
     @property
     def subprotocol(self) -> str | None:
@@ -212,6 +214,7 @@ class WebSocketClient:
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection and wait for the server's answer."""
         self._connection.close(code, reason)
+        self._context.__exit__(None, None, None)
 
     def __enter__(self) -> WebSocketClient:
         return self

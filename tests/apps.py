@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 from pyramid.config import Configurator
 from pyramid.response import Response
 
 from stargate import WebSocketAwareResource, WebSocketView
+from stargate.green import raw_socket
 
 
 class Node(WebSocketAwareResource):
@@ -20,7 +22,7 @@ class Node(WebSocketAwareResource):
 
     def __getitem__(self, key: str) -> Node:
         if key not in self.children:
-            self.children[key] = Node(key, self)
+            self.children[key] = type(self)(key, self)
         return self.children[key]
 
 
@@ -40,6 +42,10 @@ class Chat(Node):
     """Speaks two subprotocols."""
 
 
+class Narrow(Node):
+    """Its WebSockets have a small kernel send buffer, like a congested network."""
+
+
 class Root(Node):
     def __init__(self) -> None:
         super().__init__()
@@ -49,6 +55,7 @@ class Root(Node):
             "broken": Broken("broken", self),
             "chat": Chat("chat", self),
             "jobs": Node("jobs", self),
+            "narrow": Narrow("narrow", self),
         }
 
     def __getitem__(self, key: str) -> Node:
@@ -66,6 +73,13 @@ class RelayView(WebSocketView):
         self.context.add_listener(websocket)
         for message in websocket:
             self.context.send(message)
+
+
+class NarrowRelayView(RelayView):
+    def handle_upgrade(self):
+        sock = raw_socket(self.request.environ)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        return super().handle_upgrade()
 
 
 class BrokenView(WebSocketView):
@@ -111,9 +125,12 @@ def make_app(settings: dict | None = None):
         config.add_view(BrokenView, context=Broken, websocket=True)
         config.add_view(ChatView, context=Chat, websocket=True)
         config.add_view(RelayView, context=Node, websocket=True)
+        config.add_view(NarrowRelayView, context=Narrow, websocket=True)
         config.add_view(burst, context=Node, request_method="POST")
         config.add_view(listeners, context=Node, request_method="GET", websocket=False)
         config.add_view(sleepy, context=Root, name="sleep", websocket=False)
+        # No predicate: every request reaches the upgrade, well-formed or not.
+        config.add_view(EchoView, context=Root, name="raw")
         app = config.make_wsgi_app()
     app.root = root
     return app

@@ -109,9 +109,11 @@ def free_port() -> int:
 class PServe:
     """A ``pserve`` process serving the test application with egg:stargate#server."""
 
-    def __init__(self, tmp_path: Path, *, server: str = "", app: str = "", args=()):
-        self.port = free_port()
-        self.ini = tmp_path / "test.ini"
+    def __init__(
+        self, tmp_path: Path, *, server: str = "", app: str = "", args=(), port=None
+    ):
+        self.port = port or free_port()
+        self.ini = tmp_path / f"test-{self.port}-{id(self)}.ini"
         self.ini.write_text(
             "[app:main]\n"
             "use = call:tests.apps:main\n"
@@ -129,7 +131,7 @@ class PServe:
             "level = NOTSET\nformatter = generic\n"
             "[formatter_generic]\nformat = %(levelname)s [%(name)s] %(message)s\n"
         )
-        self.log = tmp_path / "pserve.log"
+        self.log = self.ini.with_suffix(".log")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         pserve = Path(sys.executable).with_name("pserve")
         self.process = subprocess.Popen(

@@ -69,7 +69,10 @@ def test_header_names_are_case_insensitive_and_tokens_are_lists():
 
 
 def test_accepts_version_8():
-    assert websocket_handshake(request_headers(**{"Sec-WebSocket-Version": "8"})).version == 8
+    assert (
+        websocket_handshake(request_headers(**{"Sec-WebSocket-Version": "8"})).version
+        == 8
+    )
 
 
 @pytest.mark.parametrize(
@@ -239,7 +242,9 @@ def test_header_tokens():
 class TestLocation:
     def test_from_a_webob_request(self):
         request = Request.blank(
-            "/jobs/1/?x=1", base_url="https://example.com", headers={"Host": "example.com"}
+            "/jobs/1/?x=1",
+            base_url="https://example.com",
+            headers={"Host": "example.com"},
         )
         assert build_location_url(request.headers) == "wss://example.com/jobs/1/?x=1"
 
@@ -280,7 +285,9 @@ class TestLegacy:
         assert response.to_bytes().endswith(b"\r\n\r\n8jKS'y:G*Co,Wxa-")
 
     def test_hixie76_through_websocket_handshake(self):
-        response = websocket_handshake(self.HIXIE76, ["*"], legacy=True, key3=b"^n:ds[4U")
+        response = websocket_handshake(
+            self.HIXIE76, ["*"], legacy=True, key3=b"^n:ds[4U"
+        )
         assert response.version == 76
         assert response.body == b"8jKS'y:G*Co,Wxa-"
 

@@ -46,7 +46,9 @@ def closes(events) -> list[int]:
 
 def message_bytes(events) -> int:
     return sum(
-        len(event.data) for event in events if isinstance(event, (TextMessage, BytesMessage))
+        len(event.data)
+        for event in events
+        if isinstance(event, (TextMessage, BytesMessage))
     )
 
 

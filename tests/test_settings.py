@@ -55,7 +55,10 @@ def test_every_setting_parses_from_ini_text():
     [("1024", 1024), ("64KiB", 65536), ("2 mib", 2 * 1024 * 1024), ("10k", 10240)],
 )
 def test_sizes(value, expected):
-    assert parse_settings({"stargate.max_message_size": value}).max_message_size == expected
+    assert (
+        parse_settings({"stargate.max_message_size": value}).max_message_size
+        == expected
+    )
 
 
 def test_origins_from_a_list_and_star():

@@ -1,0 +1,73 @@
+"""A connection's peer in memory: a green socketpair and wsproto's client side."""
+
+from __future__ import annotations
+
+import eventlet
+from eventlet.green import socket as green_socket
+from wsproto.connection import Connection as WSProto
+from wsproto.connection import ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, TextMessage
+
+from stargate.connection import Connection, ConnectionTracker, rfc6455_protocol
+from stargate.settings import Settings
+
+
+class Peer:
+    """The client end of a connection, speaking through wsproto."""
+
+    def __init__(self, **settings):
+        options = {"ping_interval": 0.0, "close_timeout": 0.5, **settings}
+        self.settings = Settings(**options)
+        server_sock, self.sock = green_socket.socketpair()
+        self.proto = WSProto(ConnectionType.CLIENT)
+        self.tracker = ConnectionTracker()
+        self.conn = Connection(
+            server_sock,
+            rfc6455_protocol([], self.settings.max_message_size),
+            self.settings,
+            tracker=self.tracker,
+        )
+
+    def send(self, *events) -> None:
+        self.sock.sendall(b"".join(self.proto.send(event) for event in events))
+
+    def events(self, timeout: float = 1.0) -> list:
+        """Read what the server sent until it goes quiet for ``timeout``."""
+        received = []
+        while True:
+            data = None
+            with eventlet.Timeout(timeout, False):
+                data = self.sock.recv(65536)
+            if data is None:
+                return received
+            if not data:
+                self.proto.receive_data(None)
+                received.extend(
+                    e for e in self.proto.events() if not _is_eof_marker(e, received)
+                )
+                return received
+            self.proto.receive_data(data)
+            received.extend(self.proto.events())
+
+    def messages(self, timeout: float = 1.0) -> list:
+        """Return the whole messages received (wsproto yields them in pieces)."""
+        whole, parts = [], []
+        for event in self.events(timeout):
+            if isinstance(event, (TextMessage, BytesMessage)):
+                parts.append(event.data)
+                if event.message_finished:
+                    whole.append(parts[0][:0].join(parts))
+                    parts = []
+        return whole
+
+
+def _is_eof_marker(event, received) -> bool:
+    # wsproto reports the end of the stream as a 1006 close; keep it only when
+    # the server sent no close frame before hanging up.
+    return isinstance(event, CloseConnection) and any(
+        isinstance(e, CloseConnection) for e in received
+    )
+
+
+def close_codes(events) -> list[int]:
+    return [int(e.code) for e in events if isinstance(e, CloseConnection)]

@@ -1,0 +1,290 @@
+"""Connection: a socketpair in memory, wsproto's client side as the peer."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import eventlet
+import pytest
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    TextMessage,
+)
+
+from stargate.connection import ConnectionTracker, State, encode_message
+from stargate.exceptions import ConnectionClosed
+from tests.peers import Peer, close_codes
+
+
+def test_receive_text_binary_and_fragments():
+    peer = Peer()
+    peer.send(
+        TextMessage(data="h\u00e9llo"),
+        BytesMessage(data=b"\x00\xff"),
+        TextMessage(data="frag", message_finished=False),
+        TextMessage(data="ment", message_finished=False),
+        TextMessage(data="ed", message_finished=True),
+        BytesMessage(data=b"a", message_finished=False),
+        BytesMessage(data=b"b", message_finished=True),
+    )
+    assert peer.conn.receive() == "h\u00e9llo"
+    assert peer.conn.receive() == b"\x00\xff"
+    assert peer.conn.receive() == "fragmented"
+    assert peer.conn.receive() == b"ab"
+
+
+def test_send_text_and_binary():
+    peer = Peer()
+    peer.conn.send("caf\u00e9")
+    peer.conn.send(b"\x01\x02")
+    peer.conn.send(bytearray(b"ba"))
+    peer.conn.send(memoryview(b"mv"))
+    assert peer.messages(0.1) == ["caf\u00e9", b"\x01\x02", b"ba", b"mv"]
+
+
+def test_send_refuses_other_types():
+    with pytest.raises(TypeError, match="str or bytes, not dict"):
+        Peer().conn.send({"a": 1})
+
+
+def test_pings_are_answered_with_the_same_payload():
+    peer = Peer()
+    peer.send(Ping(payload=b"are you there"), TextMessage(data="after"))
+    assert peer.conn.receive() == "after"
+    [pong] = peer.events(0.1)
+    assert isinstance(pong, Pong)
+    assert pong.payload == b"are you there"
+
+
+def test_peer_initiated_close():
+    peer = Peer()
+    closed = []
+    peer.conn.on_close(closed.append)
+    peer.send(TextMessage(data="last"), CloseConnection(code=4001, reason="bye"))
+    assert peer.conn.receive() == "last"
+    assert peer.conn.receive() is None
+    assert peer.conn.state is State.CLOSED
+    assert (peer.conn.close_code, peer.conn.close_reason) == (4001, "bye")
+    assert closed == [peer.conn]
+    assert close_codes(peer.events()) == [4001]
+    assert len(peer.tracker) == 0
+
+
+def test_local_close_waits_for_the_answer():
+    peer = Peer()
+    peer.conn.close(1000, "done")
+    assert peer.conn.closed
+    assert peer.conn.state is State.CLOSING
+    assert close_codes(peer.events(0.1)) == [1000]
+    peer.sock.sendall(b"\x81\x85\x00\x00\x00\x00hello")  # dropped: we are closing
+    peer.send(CloseConnection(code=1000))
+    assert peer.conn.receive() is None
+    assert peer.conn.state is State.CLOSED
+    assert peer.conn.close_code == 1000
+    peer.conn.close()  # a second close does nothing
+
+
+def test_local_close_gives_up_after_close_timeout():
+    peer = Peer(close_timeout=0.05)
+    peer.conn.close(1001)
+    assert peer.conn.receive() is None
+    assert peer.conn.state is State.CLOSED
+
+
+def test_send_after_close_raises():
+    peer = Peer()
+    peer.conn.close(1000)
+    with pytest.raises(ConnectionClosed) as failure:
+        peer.conn.send("late")
+    assert failure.value.code == 1000
+    assert peer.conn.send_frame(encode_message("late")) is False
+
+
+def test_lost_connection_is_1006():
+    peer = Peer()
+    peer.sock.close()
+    assert peer.conn.receive() is None
+    assert peer.conn.close_code == 1006
+    assert peer.conn.state is State.CLOSED
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"\x81\x82\x00\x00\x00\x00\xc3\x28", 1007),  # invalid UTF-8
+        (b"\xc1\x80\x00\x00\x00\x00", 1002),  # RSV1 without an extension
+        (b"\x83\x80\x00\x00\x00\x00", 1002),  # reserved opcode 3
+        (b"\x09\x80\x00\x00\x00\x00", 1002),  # fragmented ping
+        (b"\x81\x00", 1002),  # unmasked client frame
+        (b"\x88\x82\x00\x00\x00\x00\x03\xed", 1002),  # close code 1005 on the wire
+        (b"\x88\x81\x00\x00\x00\x00\x03", 1002),  # one-byte close payload
+    ],
+)
+def test_protocol_errors_fail_the_connection(raw, code):
+    peer = Peer()
+    peer.sock.sendall(raw)
+    assert peer.conn.receive() is None
+    assert peer.conn.close_code == code
+    assert close_codes(peer.events()) == [code]
+
+
+def test_invalid_utf8_fails_fast_inside_a_fragmented_message():
+    peer = Peer()
+    # First fragment only (FIN clear), already invalid: no need to wait for more.
+    peer.sock.sendall(b"\x01\x82\x00\x00\x00\x00\xc3\x28")
+    assert peer.conn.receive(timeout=2) is None
+    assert peer.conn.close_code == 1007
+
+
+def test_message_too_big_is_1009():
+    peer = Peer(max_message_size=10)
+    peer.send(TextMessage(data="x" * 11))
+    assert peer.conn.receive() is None
+    assert peer.conn.close_code == 1009
+
+
+def test_receive_timeout():
+    peer = Peer()
+    with pytest.raises(TimeoutError):
+        peer.conn.receive(timeout=0.01)
+    assert peer.conn.state is State.OPEN
+
+
+def test_only_one_reader_at_a_time():
+    peer = Peer()
+    reader = eventlet.spawn(peer.conn.receive)
+    eventlet.sleep(0)
+    with pytest.raises(RuntimeError, match="already receiving"):
+        peer.conn.receive()
+    peer.send(TextMessage(data="for the first reader"))
+    assert reader.wait() == "for the first reader"
+
+
+def test_iteration_ends_at_close():
+    peer = Peer()
+    peer.send(TextMessage(data="a"), TextMessage(data="b"), CloseConnection(code=1000))
+    assert list(peer.conn) == ["a", "b"]
+
+
+def test_close_callbacks():
+    peer = Peer()
+    calls = []
+
+    def failing(connection):
+        raise RuntimeError("callback failure is logged, not raised")
+
+    peer.conn.on_close(failing)
+    peer.conn.on_close(lambda c: calls.append("first"))
+    peer.conn.close()
+    peer.conn.on_close(lambda c: calls.append("late"))
+    assert calls == ["first", "late"]
+
+
+def test_close_callback_failure_is_logged(caplog):
+    peer = Peer()
+    peer.conn.on_close(lambda c: 1 / 0)
+    with caplog.at_level(logging.ERROR, logger="stargate.connection"):
+        peer.conn.close()
+    assert "close callback" in caplog.text
+
+
+def test_a_peer_that_does_not_read_is_dropped_with_1008():
+    peer = Peer(send_queue_size=4)
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    closed = []
+    peer.conn.on_close(closed.append)
+    chunk = "x" * 65536
+    for _ in range(200):
+        try:
+            peer.conn.send(chunk)  # never blocks, even with nobody reading
+        except ConnectionClosed:
+            break
+    assert peer.conn.state is State.CLOSED
+    assert peer.conn.close_code == 1008
+    assert closed == [peer.conn]
+
+
+def test_a_backlog_is_written_in_order_by_the_writer():
+    peer = Peer()
+    chunk = "y" * 200_000
+    for index in range(20):
+        peer.conn.send(f"{index}:{chunk}")
+    received = peer.messages(0.5)
+    assert [message.split(":")[0] for message in received] == [
+        str(i) for i in range(20)
+    ]
+
+
+def test_keepalive_pings_and_expects_the_pong():
+    peer = Peer(ping_interval=10.0, ping_timeout=5.0)
+    conn = peer.conn
+    start = conn._last_ping
+    conn.on_tick(start + 1)
+    assert peer.events(0.05) == []
+    conn.on_tick(start + 10)
+    [ping] = peer.events(0.05)
+    assert isinstance(ping, Ping)
+    peer.send(ping.response(), TextMessage(data="pong is in"))
+    assert conn.receive() == "pong is in"
+    conn.on_tick(start + 14.9)
+    assert conn.state is State.OPEN
+    conn.on_tick(start + 20)
+    [second] = peer.events(0.05)
+    assert isinstance(second, Ping)
+    conn.on_tick(start + 25.1)
+    assert conn.state is State.CLOSED
+    assert (conn.close_code, conn.close_reason) == (1011, "keepalive ping timeout")
+
+
+def test_keepalive_off_sends_nothing():
+    peer = Peer(ping_interval=0.0)
+    peer.conn.on_tick(peer.conn._last_ping + 10**6)
+    assert peer.events(0.05) == []
+
+
+def test_tracker_cuts_a_closing_handshake_that_never_ends():
+    peer = Peer(close_timeout=0.1)
+    peer.conn.close()
+    assert peer.conn.state is State.CLOSING
+    eventlet.sleep(0.3)  # the tracker's shared timer fires meanwhile
+    assert peer.conn.state is State.CLOSED
+    assert len(peer.tracker) == 0
+
+
+def test_tracker_close_all():
+    first, second = Peer(), Peer()
+    tracker = ConnectionTracker()
+    tracker.add(first.conn)
+    tracker.add(second.conn)
+    assert len(tracker) == 2
+    assert set(tracker) == {first.conn, second.conn}
+    tracker.close_all(1001, "bye")
+    assert close_codes(first.events(0.05)) == [1001]
+    assert close_codes(second.events(0.05)) == [1001]
+
+
+def test_tick_hint_follows_the_settings():
+    assert Peer(ping_interval=0.0, close_timeout=10.0).conn.tick_hint == 1.0
+    assert Peer(ping_interval=0.2, ping_timeout=0.4).conn.tick_hint == pytest.approx(
+        0.05
+    )
+
+
+def test_encode_message_is_an_unmasked_server_frame():
+    assert encode_message("hi") == b"\x81\x02hi"
+    assert encode_message(b"\x00") == b"\x82\x01\x00"
+
+
+def test_abort_sends_a_close_frame_when_it_can():
+    peer = Peer()
+    peer.conn.abort(1011, "gone")
+    assert close_codes(peer.events(0.1)) == [1011]
+    peer.conn.abort()  # a second abort does nothing
+
+
+def test_repr_names_the_state():
+    assert "OPEN" in repr(Peer().conn)

@@ -1,0 +1,279 @@
+"""egg:stargate#server: options, and real pserve processes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from stargate.exceptions import IncorrectlyConfigured
+from stargate.factory import (
+    Server,
+    ServerOptions,
+    parse_server_options,
+    server_factory,
+)
+from stargate.testing import LiveServer, WebSocketClient
+from tests.apps import make_app
+from tests.conftest import PServe, free_port
+
+
+class TestOptions:
+    def test_defaults(self):
+        options = parse_server_options({})
+        assert options == ServerOptions()
+        assert options.max_connections == 10000
+        assert options.backlog == 2048
+        assert options.reuse_port is False
+        assert options.monkey_patch is True
+
+    def test_ini_strings(self):
+        options = parse_server_options(
+            {
+                "host": "0.0.0.0",
+                "port": "8080",
+                "max_connections": "50000",
+                "backlog": "4096",
+                "reuse_port": "true",
+                "shutdown_timeout": "2.5",
+                "monkey_patch": "false",
+                "url_length_limit": "4096",
+            }
+        )
+        assert options == ServerOptions(
+            host="0.0.0.0",
+            port=8080,
+            max_connections=50000,
+            backlog=4096,
+            reuse_port=True,
+            shutdown_timeout=2.5,
+            monkey_patch=False,
+            url_length_limit=4096,
+        )
+
+    @pytest.mark.parametrize(
+        ("listen", "host", "port"),
+        [
+            ("127.0.0.1:7000", "127.0.0.1", 7000),
+            ("*:7000", "0.0.0.0", 7000),
+            (":7000", "0.0.0.0", 7000),
+            ("[::1]:7000", "::1", 7000),
+        ],
+    )
+    def test_listen_like_waitress(self, listen, host, port):
+        options = parse_server_options({"port": "1", "listen": listen})
+        assert (options.host, options.port) == (host, port)
+
+    @pytest.mark.parametrize(
+        ("options", "expected"),
+        [
+            ({"listen": "localhost"}, "host:port"),
+            ({"listen": "a:1 b:2"}, "one host:port"),
+            ({"port": "70000"}, "0 to 65535"),
+            ({"max_connections": "0"}, "at least 1"),
+            ({"reuse_port": "sometimes"}, "true or false"),
+            ({"shutdown_timeout": "-1"}, "0 or more"),
+        ],
+    )
+    def test_bad_values_name_the_option(self, options, expected):
+        with pytest.raises(IncorrectlyConfigured) as failure:
+            parse_server_options(options)
+        [(name, value)] = options.items()
+        assert repr(name) in str(failure.value)
+        assert repr(value) in str(failure.value)
+        assert expected in str(failure.value)
+
+    def test_unknown_option_lists_the_known_ones(self):
+        with pytest.raises(IncorrectlyConfigured, match="max_connections"):
+            parse_server_options({"threads": "4"})
+
+    def test_factory_returns_a_serve_function(self):
+        serve = server_factory({}, host="127.0.0.1", port="0", monkey_patch="false")
+        assert callable(serve)
+
+
+class TestServer:
+    def test_address_before_bind(self):
+        with pytest.raises(RuntimeError, match="not bound"):
+            Server(make_app(), ServerOptions(port=0)).address
+
+    def test_a_busy_port_is_an_error_at_start_up(self):
+        with LiveServer(make_app()) as first:
+            second = Server(make_app(), ServerOptions(port=first.port))
+            with pytest.raises(OSError):
+                second.bind()
+
+    def test_reuse_port_shares_a_port_when_asked(self):
+        port = free_port()
+        options = ServerOptions(port=port, reuse_port=True, monkey_patch=False)
+        with LiveServer(make_app(), port=port, reuse_port=True) as first:
+            second = Server(make_app(), options)
+            assert second.bind() == (first.host, port)
+
+    def test_http_errors_carry_no_traceback(self):
+        with LiveServer(make_app()) as server:
+            # A WebSocket view reached without a socket-level upgrade is fine;
+            # a crashing plain view must answer 500 with no traceback.
+            request = urllib.request.Request(server.url + "/sleep?seconds=x")
+            with pytest.raises(urllib.error.HTTPError) as failure:
+                urllib.request.urlopen(request, timeout=5)
+            assert failure.value.code == 500
+            assert b"Traceback" not in failure.value.read()
+
+    def test_start_failure_is_raised(self):
+        with LiveServer(make_app()) as first:
+            with pytest.raises(OSError):
+                LiveServer(make_app(), port=first.port).start()
+
+    def test_stop_is_safe_twice(self):
+        server = LiveServer(make_app()).start()
+        server.stop()
+        server.stop()
+
+    def test_wait_for_connections_times_out(self):
+        with LiveServer(make_app()) as server:
+            assert server.wait_for_connections(1, timeout=0.05) is False
+
+
+# -- real pserve processes ------------------------------------------------------
+
+
+def test_pserve_serves_an_echo_on_a_traversal_resource(pserve):
+    server = pserve()
+    with WebSocketClient(server.ws_url("/echo/")) as client:
+        client.send("through pserve")
+        assert client.receive() == "through pserve"
+
+
+def test_sigterm_closes_every_client_with_1001_and_exits_0(pserve):
+    server = pserve()
+    clients = [WebSocketClient(server.ws_url("/echo/")) for _ in range(40)]
+    for client in clients:
+        client.send("ready?")
+        assert client.receive() == "ready?"
+    server.process.send_signal(signal.SIGTERM)
+    for client in clients:
+        assert client.receive() is None
+        assert client.close_code == 1001
+    assert server.process.wait(15) == 0
+    assert "closing 40 WebSocket(s) with 1001" in server.output()
+
+
+def test_sigint_stops_gracefully_too(pserve):
+    server = pserve()
+    with WebSocketClient(server.ws_url("/echo/")) as client:
+        server.process.send_signal(signal.SIGINT)
+        assert client.receive() is None
+        assert client.close_code == 1001
+    assert server.process.wait(15) == 0
+
+
+def test_a_blocking_view_does_not_delay_other_clients(pserve):
+    """With the default monkey_patch = true, time.sleep in a view yields."""
+    server = pserve()
+    finished = threading.Event()
+
+    def slow_request():
+        with urllib.request.urlopen(server.url + "/sleep?seconds=3", timeout=20) as r:
+            assert r.read() == b"slept"
+        finished.set()
+
+    with WebSocketClient(server.ws_url("/echo/")) as client:
+        client.send("warm-up")
+        assert client.receive() == "warm-up"
+        sleeper = threading.Thread(target=slow_request)
+        sleeper.start()
+        time.sleep(0.3)  # the view is now sleeping
+        for index in range(20):
+            client.send(str(index))
+            assert client.receive() == str(index)
+        # Every echo came back while the view was still asleep.
+        assert not finished.is_set()
+        sleeper.join(20)
+        assert finished.is_set()
+
+
+def test_without_monkey_patching_a_blocking_view_freezes_everyone(pserve):
+    """The opposite, to show that the test above can fail."""
+    server = pserve(server="monkey_patch = false")
+    finished = threading.Event()
+
+    def slow_request():
+        with urllib.request.urlopen(server.url + "/sleep?seconds=2", timeout=20) as r:
+            r.read()
+        finished.set()
+
+    with WebSocketClient(server.ws_url("/echo/"), timeout=10) as client:
+        sleeper = threading.Thread(target=slow_request)
+        sleeper.start()
+        time.sleep(0.3)
+        client.send("stuck behind the sleep")
+        assert client.receive() == "stuck behind the sleep"
+        assert finished.is_set()  # the echo could only come after the view
+        sleeper.join(20)
+
+
+def test_pserve_reload_drops_clients_who_reconnect(pserve, tmp_path):
+    server = pserve(args=["--reload"])
+    client = WebSocketClient(server.ws_url("/echo/"))
+    client.send("before")
+    assert client.receive() == "before"
+    time.sleep(1.5)  # hupper polls every second: let it see the first mtime
+    server.ini.write_text(server.ini.read_text() + "\n# touched\n")
+    assert client.receive(timeout=20) is None
+    assert client.close_code == 1001
+    reconnected = None
+    for _ in range(200):  # the new worker starts listening within seconds
+        try:
+            reconnected = WebSocketClient(server.ws_url("/echo/"))
+            break
+        except OSError:
+            time.sleep(0.1)
+    assert reconnected is not None
+    reconnected.send("after")
+    assert reconnected.receive() == "after"
+    reconnected.close()
+
+
+def test_monkey_patch_after_pyramid_is_refused(tmp_path):
+    """Patching after Pyramid's thread-locals exist would share them: refuse."""
+    code = (
+        "import pyramid.threadlocal\n"
+        "from stargate.factory import server_factory\n"
+        "server_factory({}, port='0')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "monkey_patch = true must run before Pyramid is imported" in result.stderr
+
+
+def test_monkey_patch_makes_pyramid_thread_locals_green(tmp_path):
+    code = (
+        "from stargate.factory import server_factory, _check_thread_locals_are_green\n"
+        "server_factory({}, port='0')\n"
+        "import pyramid.threadlocal, eventlet.corolocal\n"
+        "assert isinstance(pyramid.threadlocal.manager, eventlet.corolocal.local)\n"
+        "_check_thread_locals_are_green()\n"
+        "print('green')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "green", result.stderr
+
+
+def test_pserve_refuses_a_busy_port(pserve, tmp_path):
+    first = pserve()
+    second = PServe(tmp_path, port=first.port)
+    assert second.process.wait(30) != 0
+    assert "Address already in use" in second.output()
+    with WebSocketClient(first.ws_url("/echo/")) as client:  # the first is unharmed
+        client.send("still mine")
+        assert client.receive() == "still mine"

@@ -1,0 +1,136 @@
+"""WebSocketAwareResource and the in-memory broker."""
+
+from __future__ import annotations
+
+import pytest
+from pyramid import testing
+
+from stargate.broker import IBroker, MemoryBroker, get_broker
+from stargate.exceptions import IncorrectlyConfigured
+from stargate.resource import WebSocketAwareResource
+from tests.peers import Peer
+
+
+class Job(WebSocketAwareResource):
+    def __init__(self, name, parent=None):
+        self.__name__ = name
+        self.__parent__ = parent
+
+
+@pytest.fixture
+def config():
+    with testing.testConfig() as config:
+        config.include("stargate")
+        yield config
+
+
+def tree():
+    root = Job("")
+    jobs = Job("jobs", root)
+    return root, Job("1", jobs), Job("2", jobs)
+
+
+def test_channel_is_the_resource_path():
+    root, one, _ = tree()
+    assert root.channel == "/"
+    assert one.channel == "/jobs/1"
+
+
+def test_send_reaches_every_listener_of_the_resource_only(config):
+    _, one, two = tree()
+    first, second, other = Peer(), Peer(), Peer()
+    one.add_listener(first.conn)
+    one.add_listener(second.conn)
+    two.add_listener(other.conn)
+    assert one.listeners == {first.conn, second.conn}
+    one.send("state")
+    one.send(b"\x00")
+    assert first.messages(0.05) == ["state", b"\x00"]
+    assert second.messages(0.05) == ["state", b"\x00"]
+    assert other.messages(0.05) == []
+
+
+def test_listeners_are_shared_by_equal_paths(config):
+    # A resource tree built anew for every request still reaches the listeners.
+    _, one, _ = tree()
+    peer = Peer()
+    one.add_listener(peer.conn)
+    _, one_again, _ = tree()
+    assert one_again.listeners == {peer.conn}
+    one_again.send("hello")
+    assert peer.messages(0.05) == ["hello"]
+
+
+def test_closed_listeners_are_removed_automatically(config):
+    _, one, _ = tree()
+    staying, leaving = Peer(), Peer()
+    one.add_listener(staying.conn)
+    one.add_listener(leaving.conn)
+    leaving.conn.abort()
+    assert one.listeners == {staying.conn}
+    one.send("still delivered")
+    assert staying.messages(0.05) == ["still delivered"]
+
+
+def test_remove_listener(config):
+    _, one, _ = tree()
+    peer = Peer()
+    one.add_listener(peer.conn)
+    one.remove_listener(peer.conn)
+    one.remove_listener(peer.conn)  # twice is harmless
+    assert one.listeners == frozenset()
+    one.send("nobody")
+    assert peer.messages(0.05) == []
+
+
+def test_adding_a_closed_connection_does_nothing(config):
+    _, one, _ = tree()
+    peer = Peer()
+    peer.conn.close()
+    one.add_listener(peer.conn)
+    assert one.listeners == frozenset()
+
+
+def test_broker_forgets_listeners_that_closed_between_checks(config):
+    broker = get_broker()
+    peer = Peer()
+    broker.local.add("/x", peer.conn)  # bypasses the close callback on purpose
+    peer.conn._state = peer.conn._state.CLOSED
+    assert broker.local.deliver("/x", "m") == 0
+    assert broker.listeners("/x") == frozenset()
+    assert broker.local.channels() == []
+
+
+def test_listeners_that_cannot_share_frames_encode_their_own():
+    broker = MemoryBroker()
+    plain, own = Peer(), Peer()
+    own.conn.shares_frames = False
+    broker.subscribe("/c", plain.conn)
+    broker.subscribe("/c", own.conn)
+    broker.publish("/c", "both")
+    assert plain.messages(0.05) == ["both"]
+    assert own.messages(0.05) == ["both"]
+    own.conn.close()
+    broker.local.add("/c", own.conn)
+    assert broker.local.deliver("/c", "again") == 1
+
+
+def test_close_forgets_every_listener():
+    broker = MemoryBroker()
+    peer = Peer()
+    broker.subscribe("/c", peer.conn)
+    broker.close()
+    assert broker.listeners("/c") == frozenset()
+    assert not peer.conn.closed
+
+
+def test_without_a_current_application_send_is_refused():
+    with pytest.raises(IncorrectlyConfigured, match="no Pyramid application"):
+        tree()[1].send("lost")
+
+
+def test_broker_is_made_on_first_use_without_include():
+    with testing.testConfig() as config:
+        broker = get_broker()
+        assert isinstance(broker, MemoryBroker)
+        assert config.registry.queryUtility(IBroker) is broker
