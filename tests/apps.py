@@ -137,5 +137,5 @@ def make_app(settings: dict | None = None):
 
 
 def main(global_config, **settings):
-    """The PasteDeploy entry of the subprocess tests (``use = call:tests.apps:main``)."""
+    """The PasteDeploy entry of the subprocess tests: call:tests.apps:main."""
     return make_app(settings)

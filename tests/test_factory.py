@@ -100,7 +100,7 @@ class TestOptions:
 class TestServer:
     def test_address_before_bind(self):
         with pytest.raises(RuntimeError, match="not bound"):
-            Server(make_app(), ServerOptions(port=0)).address
+            _ = Server(make_app(), ServerOptions(port=0)).address
 
     def test_a_busy_port_is_an_error_at_start_up(self):
         with LiveServer(make_app()) as first:

@@ -218,7 +218,8 @@ class TestCompression:
             "permessage-deflate; unknown_parameter",
             "permessage-deflate; client_max_window_bits=99",
             "permessage-deflate; server_max_window_bits=abc",
-            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; server_no_context_takeover; "
+            "server_no_context_takeover",
         ],
     )
     def test_unacceptable_offers_are_declined(self, offer):
