@@ -290,6 +290,8 @@ class Connection:
             self._run_callback(callback)
 
     def _finish(self) -> None:
+        if self._state is State.CLOSED:
+            return
         self._state = State.CLOSED
         self._input_done = True
         self._outbox.clear()

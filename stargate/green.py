@@ -74,10 +74,6 @@ class Event:
         if not self._event.ready():
             self._event.send(True)
 
-    def is_set(self) -> bool:
-        """Return whether :meth:`set` was called."""
-        return self._event.ready()
-
     def wait(self, seconds: float | None = None) -> bool:
         """Wait until set or until ``seconds`` pass; return whether it is set."""
         if self._event.ready():

@@ -6,11 +6,11 @@ extensions below use those hooks, so an oversized message fails with close
 code 1009 as early as it can be known, with no framing code of our own:
 
 - :class:`MessageSizeLimit` refuses a frame whose declared length would take
-  the message past the limit (before its payload is even read), and counts
-  the payload of compressed messages after decompression;
+  an uncompressed message past the limit, before its payload is even read;
 - :class:`BoundedPerMessageDeflate` is wsproto's permessage-deflate that never
   inflates more than the limit allows, so that a small "decompression bomb"
-  cannot make the server allocate gigabytes before the count above sees it.
+  cannot make the server allocate gigabytes: a compressed message is
+  refused as soon as it inflates past the limit.
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ _NO_BITS = RsvBits(False, False, False)
 
 
 class MessageSizeLimit(Extension):
-    """Close with 1009 when an incoming message exceeds ``max_size`` bytes.
+    """Close with 1009 when an uncompressed message exceeds ``max_size`` bytes.
 
     Not a negotiated extension: it is always enabled and claims no reserved
-    bit.  Put it after the compression extension so that it sees
-    decompressed payload.
+    bit.  It adds up the lengths that frame headers declare, so a message is
+    refused before its payload is read.  Compressed messages are bounded by
+    :class:`BoundedPerMessageDeflate` instead, since only inflating tells
+    their size.
     """
 
     name = "stargate-message-size-limit"
@@ -43,7 +45,6 @@ class MessageSizeLimit(Extension):
         self.max_size = max_size
         self._size = 0
         self._compressed = False
-        self._control = False
 
     def enabled(self) -> bool:
         """Return true: the limit applies to every connection."""
@@ -60,27 +61,16 @@ class MessageSizeLimit(Extension):
         rsv: RsvBits,
         payload_length: int,
     ) -> CloseReason | RsvBits:
-        """Start counting a new message; refuse a frame that is too long."""
-        self._control = opcode.iscontrol()
-        if self._control:
+        """Add the frame's declared length to its message; refuse past the limit."""
+        if opcode.iscontrol():
             return _NO_BITS
         if opcode is not Opcode.CONTINUATION:
             self._size = 0
             self._compressed = rsv.rsv1
-        if not self._compressed and self._size + payload_length > self.max_size:
+        self._size += payload_length
+        if not self._compressed and self._size > self.max_size:
             return CloseReason.MESSAGE_TOO_BIG
         return _NO_BITS
-
-    def frame_inbound_payload_data(
-        self, proto: FrameDecoder | FrameProtocol, data: bytes
-    ) -> bytes | CloseReason:
-        """Count payload (decompressed, when compressed); refuse past the limit."""
-        if self._control:
-            return data
-        self._size += len(data)
-        if self._size > self.max_size:
-            return CloseReason.MESSAGE_TOO_BIG
-        return data
 
 
 class BoundedPerMessageDeflate(PerMessageDeflate):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
+import eventlet
 from pyramid.config import Configurator
 from pyramid.response import Response
 
@@ -42,6 +43,28 @@ class Chat(Node):
     """Speaks two subprotocols."""
 
 
+class Listen(Node):
+    """Served by the plain WebSocketView: its clients only listen."""
+
+
+class Plain:
+    """Not WebSocket-aware: the default handler just waits for the close."""
+
+    __name__ = "plain"
+
+
+class Late(Node):
+    """Its handler sends after the client left."""
+
+
+class Delegating(Node):
+    """Its handler hands the reading to another green thread and returns."""
+
+
+class Stubborn(Node):
+    """Its handler ignores the connection and sleeps for a minute."""
+
+
 class Narrow(Node):
     """Its WebSockets have a small kernel send buffer, like a congested network."""
 
@@ -56,6 +79,11 @@ class Root(Node):
             "chat": Chat("chat", self),
             "jobs": Node("jobs", self),
             "narrow": Narrow("narrow", self),
+            "listen": Listen("listen", self),
+            "plain": Plain(),
+            "late": Late("late", self),
+            "delegating": Delegating("delegating", self),
+            "stubborn": Stubborn("stubborn", self),
         }
 
     def __getitem__(self, key: str) -> Node:
@@ -82,6 +110,27 @@ class NarrowRelayView(RelayView):
         return super().handle_upgrade()
 
 
+class LateView(WebSocketView):
+    def handler(self, websocket):
+        websocket.wait_closed()
+        websocket.send("too late")  # raises ConnectionClosed: a normal end
+
+
+class DelegatingView(WebSocketView):
+    def handler(self, websocket):
+        def echo():
+            for message in websocket:
+                websocket.send(message)
+
+        eventlet.spawn(echo)
+        eventlet.sleep(0.2)  # let the reader start, then return while it reads
+
+
+class StubbornView(WebSocketView):
+    def handler(self, websocket):
+        eventlet.sleep(60)
+
+
 class BrokenView(WebSocketView):
     def handler(self, websocket):
         websocket.receive()
@@ -97,11 +146,16 @@ class ChatView(WebSocketView):
 
 
 def burst(context, request):
-    """POST count=N size=S: send N messages of S bytes to the listeners."""
+    """POST count=N size=S: stream N messages of S bytes to the listeners.
+
+    It yields after each message, as a producer of a real stream would, so
+    that the connections' writers run between messages.
+    """
     count = int(request.POST.get("count", "1"))
     size = int(request.POST.get("size", "16"))
     for index in range(count):
         context.send(f"{index:08d}".ljust(size, "."))
+        eventlet.sleep(0)
     return Response(json=len(context.listeners))
 
 
@@ -110,7 +164,12 @@ def listeners(context, request):
 
 
 def sleepy(context, request):
-    """A view that blocks the way a synchronous database driver would."""
+    """A view that blocks the way a synchronous database driver would.
+
+    It tells the listeners of /jobs/sleepers/ first, so that a test knows the
+    sleep has begun.
+    """
+    request.root["jobs"]["sleepers"].send("sleeping")
     time.sleep(float(request.params.get("seconds", "1")))
     return Response("slept")
 
@@ -126,6 +185,11 @@ def make_app(settings: dict | None = None):
         config.add_view(ChatView, context=Chat, websocket=True)
         config.add_view(RelayView, context=Node, websocket=True)
         config.add_view(NarrowRelayView, context=Narrow, websocket=True)
+        config.add_view(WebSocketView, context=Listen, websocket=True)
+        config.add_view(WebSocketView, context=Plain, websocket=True)
+        config.add_view(LateView, context=Late, websocket=True)
+        config.add_view(DelegatingView, context=Delegating, websocket=True)
+        config.add_view(StubbornView, context=Stubborn, websocket=True)
         config.add_view(burst, context=Node, request_method="POST")
         config.add_view(listeners, context=Node, request_method="GET", websocket=False)
         config.add_view(sleepy, context=Root, name="sleep", websocket=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 
 import eventlet
 import pytest
@@ -288,3 +289,116 @@ def test_abort_sends_a_close_frame_when_it_can():
 
 def test_repr_names_the_state():
     assert "OPEN" in repr(Peer().conn)
+
+
+def test_one_large_message_waits_for_a_slow_reader():
+    peer = Peer()
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    big = b"z" * 3_000_000
+    peer.conn.send(big)  # more than the socket buffers: the writer takes over
+    assert peer.messages(0.3) == [big]
+
+
+def test_peer_close_while_a_backlog_is_written():
+    peer = Peer()
+    for index in range(10):
+        peer.conn.send(f"{index}".ljust(500_000, "."))
+    peer.send(CloseConnection(code=1000))
+    reader = eventlet.spawn(peer.events, 0.3)  # the peer keeps reading
+    # The close answer goes out after the backlog, then the TCP connection.
+    assert peer.conn.receive() is None
+    assert peer.conn.state is State.CLOSED
+    assert close_codes(reader.wait()) == [1000]
+
+
+def test_writer_stops_when_the_peer_vanishes():
+    peer = Peer()
+    closed = []
+    peer.conn.on_close(closed.append)
+    for _ in range(5):
+        peer.conn.send(b"w" * 1_000_000)
+    peer.sock.close()
+    eventlet.sleep(0.1)  # the writer fails on the closed socket
+    assert peer.conn.state is State.CLOSED
+    assert peer.conn.close_code == 1006
+    assert closed == [peer.conn]
+
+
+def test_abort_when_the_peer_is_already_gone():
+    peer = Peer()
+    peer.sock.close()
+    eventlet.sleep(0.01)
+    peer.conn.abort(1011, "nobody to tell")
+    assert peer.conn.state is State.CLOSED
+
+
+def test_a_hixie_connection_speaks_text_only():
+    from eventlet.green import socket as green_socket
+
+    from stargate.connection import Connection
+    from stargate.legacy import HixieProtocol
+    from stargate.settings import Settings
+
+    server_sock, client_sock = green_socket.socketpair()
+    conn = Connection(server_sock, HixieProtocol(75, 100), Settings(), keepalive=False)
+    client_sock.sendall(b"\x00hi\xff")
+    assert conn.receive() == "hi"
+    conn.send("back")
+    assert client_sock.recv(100) == b"\x00back\xff"
+    with pytest.raises(TypeError):
+        conn.send(b"binary")
+    conn.close()  # hixie-75 has no close frame: nothing is written
+    client_sock.close()
+    assert conn.receive() is None
+
+
+def test_peer_close_answer_stuck_behind_a_backlog_is_cut_at_close_timeout():
+    peer = Peer(close_timeout=0.1)
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    for _ in range(5):
+        peer.conn.send(b"b" * 1_000_000)
+    peer.send(CloseConnection(code=1000))
+    # The peer reads nothing: the answer cannot go out, and nobody waits forever.
+    assert peer.conn.receive() is None
+    assert peer.conn.state is State.CLOSED
+
+
+def test_a_reset_while_receiving_is_1006():
+    from eventlet.green import socket as green_socket
+
+    from stargate.connection import Connection, rfc6455_protocol
+    from stargate.settings import Settings
+
+    listener = green_socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = green_socket.create_connection(listener.getsockname())
+    server_sock, _ = listener.accept()
+    conn = Connection(server_sock, rfc6455_protocol([], 100), Settings())
+    client.sendall(b"\x81\x85\x00\x00\x00\x00hel")  # half a frame, then a reset
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    eventlet.sleep(0.05)
+    assert conn.receive() is None
+    assert conn.close_code == 1006
+    listener.close()
+
+
+class TimedOutSocket:
+    """A socket whose peer vanished without a reset (TCP keepalive ETIMEDOUT)."""
+
+    def recv(self, size):
+        raise TimeoutError(110, "Connection timed out")
+
+    def shutdown(self, how):
+        raise OSError(107, "Transport endpoint is not connected")
+
+
+def test_other_socket_errors_while_receiving_are_a_lost_connection():
+    from stargate.connection import Connection, rfc6455_protocol
+    from stargate.settings import Settings
+
+    conn = Connection(TimedOutSocket(), rfc6455_protocol([], 100), Settings())
+    assert conn.receive() is None
+    assert conn.close_code == 1006
+    assert conn.state is State.CLOSED

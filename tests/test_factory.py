@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from stargate.factory import (
 )
 from stargate.testing import LiveServer, WebSocketClient
 from tests.apps import make_app
-from tests.conftest import PServe, free_port
+from tests.conftest import PServe, free_port, raw_upgrade
+from tests.test_live import eventually
 
 
 class TestOptions:
@@ -135,6 +137,56 @@ class TestServer:
         server.stop()
         server.stop()
 
+    def test_shutdown_does_not_wait_past_its_timeout(self):
+        server = LiveServer(make_app(), shutdown_timeout=0.3).start()
+        # One client never answers the close; one handler never returns.
+        silent, head = raw_upgrade(server, "/jobs/silent/")
+        assert head.startswith(b"HTTP/1.1 101")
+        stubborn = WebSocketClient(server.ws_url("/stubborn/"))
+        assert server.wait_for_connections(2)
+        started = time.monotonic()
+        server.stop(timeout=10)
+        assert time.monotonic() - started < 10
+        assert server.open_connections == 0
+        assert stubborn.receive() is None
+        assert stubborn.close_code == 1001
+        silent.close()
+
+    def test_an_unexpected_failure_of_the_server_loop_is_raised(self, monkeypatch):
+        import errno
+
+        from stargate import green
+
+        def failing_serve(*args, **kwargs):
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        monkeypatch.setattr(green, "serve", failing_serve)
+        server = Server(make_app(), ServerOptions(port=0), handle_signals=False)
+        with pytest.raises(OSError, match="Too many open files"):
+            server.serve_forever()
+
+    def test_live_server_stop_says_when_it_times_out(self):
+        server = LiveServer(make_app(), shutdown_timeout=1).start()
+        stubborn = WebSocketClient(server.ws_url("/stubborn/"))
+        assert server.wait_for_connections(1)
+        with pytest.raises(RuntimeError, match="did not stop within"):
+            server.stop(timeout=0.01)
+        server.stop(timeout=10)
+        assert stubborn.receive() is None
+
+    def test_signals_are_left_alone_outside_the_main_thread(self, caplog):
+        caplog.set_level(logging.INFO, logger="stargate")
+        server = Server(make_app(), ServerOptions(port=0, monkey_patch=False))
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            assert eventually(lambda: "stargate serving on" in caplog.text)
+        finally:
+            server.stop()
+            thread.join(10)
+        assert not thread.is_alive()
+        assert "SIGTERM and SIGINT are not handled" in caplog.text
+
     def test_wait_for_connections_times_out(self):
         with LiveServer(make_app()) as server:
             assert server.wait_for_connections(1, timeout=0.05) is False
@@ -183,12 +235,15 @@ def test_a_blocking_view_does_not_delay_other_clients(pserve):
             assert r.read() == b"slept"
         finished.set()
 
-    with WebSocketClient(server.ws_url("/echo/")) as client:
+    with (
+        WebSocketClient(server.ws_url("/echo/")) as client,
+        WebSocketClient(server.ws_url("/jobs/sleepers/")) as watcher,
+    ):
         client.send("warm-up")
         assert client.receive() == "warm-up"
         sleeper = threading.Thread(target=slow_request)
         sleeper.start()
-        time.sleep(0.3)  # the view is now sleeping
+        assert watcher.receive(timeout=10) == "sleeping"  # the view is asleep now
         for index in range(20):
             client.send(str(index))
             assert client.receive() == str(index)
@@ -208,14 +263,21 @@ def test_without_monkey_patching_a_blocking_view_freezes_everyone(pserve):
             r.read()
         finished.set()
 
-    with WebSocketClient(server.ws_url("/echo/"), timeout=10) as client:
+    with (
+        WebSocketClient(server.ws_url("/echo/"), timeout=10) as client,
+        WebSocketClient(server.ws_url("/jobs/sleepers/"), timeout=10) as watcher,
+    ):
         sleeper = threading.Thread(target=slow_request)
         sleeper.start()
-        time.sleep(0.3)
+        assert watcher.receive() == "sleeping"  # the whole process sleeps now
+        asleep_at = time.monotonic()
         client.send("stuck behind the sleep")
         assert client.receive() == "stuck behind the sleep"
-        assert finished.is_set()  # the echo could only come after the view
+        # A lower bound, not a speed target: time.sleep(2) never ends early, so
+        # an echo this late proves that the blocked view held everyone up.
+        assert time.monotonic() - asleep_at >= 1.0
         sleeper.join(20)
+        assert finished.is_set()
 
 
 def test_pserve_reload_drops_clients_who_reconnect(pserve, tmp_path):
@@ -258,6 +320,7 @@ def test_monkey_patch_makes_pyramid_thread_locals_green(tmp_path):
     code = (
         "from stargate.factory import server_factory, _check_thread_locals_are_green\n"
         "server_factory({}, port='0')\n"
+        "_check_thread_locals_are_green()  # nothing to check yet\n"
         "import pyramid.threadlocal, eventlet.corolocal\n"
         "assert isinstance(pyramid.threadlocal.manager, eventlet.corolocal.local)\n"
         "_check_thread_locals_are_green()\n"

@@ -128,6 +128,7 @@ class TestOrigins:
             ("http://example.com.evil.example", "example.com", False),
             ("null", "example.com", False),
             ("file://", "example.com", False),
+            ("http://example.com:99999", "example.com", False),
         ],
     )
     def test_other_origins_are_refused_with_403(self, origin, host, secure):

@@ -115,15 +115,23 @@ def test_a_decompression_bomb_is_never_inflated_whole():
 
 
 def test_the_tail_of_a_compressed_message_is_counted():
-    # A message that inflates to its last byte only at the final flush.
+    # RFC 7692 appends 00 00 ff ff to a message before inflating it.  A
+    # message that stops inside a stored block of 14 bytes, after 10 of them,
+    # inflates to 10 bytes, then 4 more when the tail completes the block.
     extension = BoundedPerMessageDeflate(10)
     extension.accept("permessage-deflate")
     proto = rfc6455_protocol([extension], 10)
-    sender = client(deflate=True)
-    proto.receive_data(sender.send(TextMessage(data="0123456789")))
-    assert closes(list(proto.events())) == []
-    proto.receive_data(sender.send(TextMessage(data="0123456789A")))
+    payload = b"\x00" + (14).to_bytes(2, "little") + (0xFFFF - 14).to_bytes(2, "little")
+    payload += b"0123456789"
+    frame = bytes([0xC2, 0x80 | len(payload)]) + b"\x00" * 4 + payload
+    proto.receive_data(frame)
     assert closes(list(proto.events())) == [CloseReason.MESSAGE_TOO_BIG]
+
+
+def test_the_size_limit_is_never_offered():
+    from stargate.limits import MessageSizeLimit
+
+    assert MessageSizeLimit(1).offer() is False
 
 
 def test_corrupt_compressed_data_is_1007():

@@ -230,6 +230,7 @@ def test_handler_that_raises_closes_with_1011_and_the_server_goes_on(live, caplo
         broken.send("boom")
         assert broken.receive() is None
         assert broken.close_code == 1011
+        assert broken.close_reason == "internal error"
     assert "WebSocket handler of /broken/ failed" in caplog.text
     with WebSocketClient(live.ws_url("/echo/")) as client:
         client.send("still serving")
@@ -378,15 +379,15 @@ def read_stream(sock: socket.socket, count: int, size: int) -> list[int]:
 
 
 def test_a_client_that_stops_reading_delays_nobody(serve):
-    server = serve({"stargate.send_queue_size": "16"})
+    server = serve({"stargate.send_queue_size": "64"})
     healthy = [raw_upgrade(server, "/narrow/slow/")[0] for _ in range(100)]
     stuck, head = raw_upgrade(server, "/narrow/slow/", rcvbuf=4096)
     assert head.startswith(b"HTTP/1.1 101")
     assert eventually(lambda: listener_count(server, "/narrow/slow/") == 101)
     # The /narrow/ resource gives its sockets a 16 KiB kernel send buffer
-    # (loopback would otherwise buffer about 4 MB): 2 MB is then far more
-    # than the stuck socket and its 16-message queue hold.
-    count, size = 100, 20_000
+    # (loopback would otherwise buffer about 4 MB): 3 MB is then far more
+    # than the stuck socket and its 64-message queue hold.
+    count, size = 150, 20_000
     results: dict[int, list[int]] = {}
     readers = [
         threading.Thread(
@@ -460,6 +461,16 @@ def test_hixie76_is_refused_by_default(live):
     )
     status, _ = read_http_response(sock, head)
     assert status == 426
+
+
+def test_a_reset_connection_is_cleaned_up(live):
+    ws = connect(live, "/jobs/rst/")
+    assert eventually(lambda: listener_count(live, "/jobs/rst/") == 1)
+    # SO_LINGER with a zero timeout: close() sends a TCP reset, not a FIN.
+    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    ws.sock.close()
+    assert eventually(lambda: listener_count(live, "/jobs/rst/") == 0)
+    assert live.wait_for_connections(0)
 
 
 def test_nothing_is_left_open(live):

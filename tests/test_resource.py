@@ -134,3 +134,12 @@ def test_broker_is_made_on_first_use_without_include():
         broker = get_broker()
         assert isinstance(broker, MemoryBroker)
         assert config.registry.queryUtility(IBroker) is broker
+
+
+def test_public_names():
+    import stargate
+
+    assert "WebSocketView" in dir(stargate)
+    assert stargate.WebSocketAwareResource is WebSocketAwareResource
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = stargate.Nope

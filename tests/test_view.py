@@ -1,0 +1,76 @@
+"""WebSocketView: configuration errors, the default handler, and cleanup."""
+
+from __future__ import annotations
+
+import logging
+import urllib.request
+
+import pytest
+from pyramid.config import Configurator
+from webtest import TestApp
+
+from stargate import IncorrectlyConfigured, WebSocketView
+from stargate.testing import WebSocketClient
+from tests.test_live import eventually, listener_count, post
+
+UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
+
+
+def test_a_server_without_a_raw_socket_is_a_configuration_error():
+    with Configurator() as config:
+        config.include("stargate")
+        config.add_view(WebSocketView, websocket=True)
+        app = TestApp(config.make_wsgi_app())
+    with pytest.raises(IncorrectlyConfigured, match="egg:stargate#server"):
+        app.get("/", headers=UPGRADE)
+
+
+def test_the_default_handler_makes_the_client_a_listener(live):
+    with WebSocketClient(live.ws_url("/listen/")) as client:
+        assert eventually(lambda: listener_count(live, "/listen/") == 1)
+        client.send("ignored by the default handler")
+        post(live, "/listen/", count=2, size=8)
+        assert client.receive() == "00000000"
+        assert client.receive() == "00000001"
+    assert eventually(lambda: listener_count(live, "/listen/") == 0)
+
+
+def test_the_default_handler_on_a_plain_resource_waits_for_the_close(live):
+    with WebSocketClient(live.ws_url("/plain/")) as client:
+        client.send("nobody listens")
+        with pytest.raises(TimeoutError):
+            client.receive(timeout=0.2)
+    assert live.wait_for_connections(0)
+
+
+def test_sending_after_the_client_left_ends_quietly(live, caplog):
+    with caplog.at_level(logging.INFO):
+        with WebSocketClient(live.ws_url("/late/")):
+            pass
+        assert live.wait_for_connections(0)
+    assert "failed" not in caplog.text
+
+
+def test_a_handler_may_read_in_another_green_thread(live):
+    with WebSocketClient(live.ws_url("/delegating/")) as client:
+        client.send("echoed by the helper")
+        assert client.receive() == "echoed by the helper"
+        # The handler has returned: the connection is closing.
+        assert client.receive(timeout=5) is None
+        assert client.close_code == 1000
+    assert live.wait_for_connections(0)
+
+
+def test_refusals_are_plain_text(live):
+    # urllib sends "Connection: close", so this is not an upgrade request.
+    request = urllib.request.Request(live.url + "/raw", headers=UPGRADE)
+    with pytest.raises(urllib.error.HTTPError) as failure:
+        urllib.request.urlopen(request, timeout=5)
+    assert failure.value.code == 400
+    assert failure.value.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert b"'upgrade'" in failure.value.read()
