@@ -17,6 +17,7 @@ raised later by their own use of eventlet is left alone.
 from __future__ import annotations
 
 import errno
+import functools
 import socket
 import warnings
 from collections.abc import Callable, Iterator
@@ -169,21 +170,37 @@ def send_nowait(sock: socket.socket, data: bytes | memoryview) -> int:
 def monkey_patch() -> None:
     """Patch the standard library so that blocking calls switch green threads.
 
-    Raises :class:`RuntimeError` naming the module that stayed unpatched.
+    Sockets, ``ssl``, ``select``, ``time``, threads (``threading.local``
+    becomes green-local) and ``subprocess`` are patched.  ``os`` is not: views
+    gain nothing from green pipe reads, and OS threads that already run (the
+    reloader's of ``pserve --reload``) must keep the real ``os.read``.
+    Raises :class:`RuntimeError` naming what stayed unpatched.
     """
-    eventlet.monkey_patch()
     import threading
+
+    # Threads started before the patch are real OS threads, but threading
+    # would forget them at exit under the green get_ident() and raise
+    # KeyError; let each forget itself under its own, real identifier.
+    earlier = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    eventlet.monkey_patch(os=False)
+    for thread in earlier:
+        thread._delete = functools.partial(_forget_thread, thread)  # type: ignore[method-assign]
     import time
 
-    for name in ("socket", "thread", "time", "select", "os"):
+    for name in ("socket", "thread", "time", "select"):
         if not eventlet.patcher.is_monkey_patched(name):  # pragma: no cover
             raise RuntimeError(f"eventlet could not patch the {name!r} module")
-    if time.sleep is not eventlet.sleep and "eventlet" not in getattr(
-        time.sleep, "__module__", ""
-    ):  # pragma: no cover - eventlet broke its own contract
+    if not time.sleep.__module__.startswith("eventlet"):  # pragma: no cover
         raise RuntimeError("time.sleep is still the blocking original")
     if not threading.local.__module__.startswith("eventlet"):  # pragma: no cover
         raise RuntimeError("threading.local is still thread-local, not green-local")
+
+
+def _forget_thread(thread: Any) -> None:
+    import threading
+
+    with threading._active_limbo_lock:  # type: ignore[attr-defined]
+        threading._active.pop(thread.ident, None)  # type: ignore[attr-defined]
 
 
 def is_monkey_patched() -> bool:

@@ -66,7 +66,7 @@ class Settings:
     #: the client offers it.  Default true.
     compression: bool = True
     #: ``stargate.broker``: where :meth:`WebSocketAwareResource.send` publishes:
-    #: ``memory://`` (one process, the default) or ``redis://host:port/db``.
+    #: ``memory://``, delivery inside this one process (the default).
     broker: str = "memory://"
     #: ``stargate.broker_channel_prefix``: prepended to every channel name so
     #: that several applications can share one broker.  Default empty.
@@ -151,9 +151,8 @@ def _origins(value: Any) -> tuple[str, ...] | None:
 
 def _broker(value: Any) -> str:
     url = _text(value)
-    scheme = urlsplit(url).scheme
-    if scheme not in ("memory", "redis", "rediss"):
-        raise ValueError("expected memory:// or redis://host:port/db")
+    if urlsplit(url).scheme != "memory":
+        raise ValueError("expected memory:// (the in-process broker)")
     return url
 
 

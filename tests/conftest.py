@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -140,6 +141,9 @@ class PServe:
             env=env,
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
+            # Its own process group: with --reload, pserve is a monitor with a
+            # worker child, and both must go when the test ends.
+            start_new_session=True,
         )
 
     @property
@@ -165,9 +169,11 @@ class PServe:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the group is gone already
+        self.process.wait(10)
 
 
 @pytest.fixture

@@ -1,0 +1,59 @@
+"""`pip install .` in a fresh virtual environment gives a working stargate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+from tests.conftest import ROOT
+
+
+def run(*command, cwd=None):
+    return subprocess.run(
+        command, cwd=cwd, check=True, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_wheel_installs_in_a_fresh_virtual_environment(tmp_path):
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "-w",
+        str(tmp_path),
+        str(ROOT),
+    )
+    [wheel] = tmp_path.glob("stargate-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+        assert (
+            "server = stargate.factory:server_factory"
+            in archive.read(entry_points).decode()
+        )
+    assert "stargate/py.typed" in names
+    assert not any(name.startswith("tests/") for name in names)
+
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", str(venv))
+    python = venv / "bin" / "python"
+    run(str(python), "-m", "pip", "install", "--quiet", str(wheel))
+    result = run(
+        str(python),
+        "-W",
+        "error::DeprecationWarning:stargate",
+        "-c",
+        "from stargate import WebSocketView, WebSocketAwareResource, is_websocket, "
+        "IncorrectlyConfigured\n"
+        "from stargate.handshake import websocket_handshake, build_location_url, "
+        "handshake_v76, handshake_pre76, HandShakeFailed, InvalidOrigin\n"
+        "from paste.deploy import loadserver\n"
+        "import importlib.metadata as m\n"
+        "[ep] = [e for e in m.entry_points(group='paste.server_factory') "
+        "if e.name == 'server' and e.value.startswith('stargate')]\n"
+        "print(ep.load().__name__)\n",
+    )
+    assert result.stdout.strip() == "server_factory"

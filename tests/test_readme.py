@@ -1,0 +1,59 @@
+"""The README's example is real: it is served by pserve and used by clients."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from stargate.testing import WebSocketClient
+from tests.conftest import ROOT, free_port
+from tests.test_live import eventually
+
+
+def code_block(language: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(rf"```{language}\n(.*?)```", readme, re.DOTALL)
+    assert blocks, f"no {language} block in the README"
+    return blocks[0]
+
+
+def test_the_readme_example_works(tmp_path):
+    port = free_port()
+    (tmp_path / "jobs.py").write_text(code_block("python"))
+    ini = code_block("ini").replace("127.0.0.1:6543", f"127.0.0.1:{port}")
+    (tmp_path / "jobs.ini").write_text(ini)
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("pserve")), "jobs.ini"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"ws://127.0.0.1:{port}/1/"
+
+        def connect():
+            try:
+                return WebSocketClient(url)
+            except OSError:
+                return None
+
+        clients = []
+        assert eventually(lambda: clients.append(connect()) or clients[-1], 20)
+        first = clients[-1]
+        second = WebSocketClient(url)
+        assert first.receive() == "off"
+        assert second.receive() == "off"
+        first.send("on")
+        assert first.receive() == "on"
+        assert second.receive() == "on"
+        third = WebSocketClient(url)
+        assert third.receive() == "on"
+        for client in (first, second, third):
+            client.close()
+    finally:
+        process.terminate()
+        assert process.wait(15) == 0
