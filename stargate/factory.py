@@ -39,7 +39,7 @@ from typing import Any
 from stargate import green
 from stargate.connection import CLOSE_GOING_AWAY, TRACKER_KEY, ConnectionTracker
 from stargate.exceptions import IncorrectlyConfigured
-from stargate.settings import parse_bool, parse_count, parse_seconds
+from stargate.settings import convert, parse_bool, parse_count, parse_seconds
 
 __all__ = ["Server", "ServerOptions", "parse_server_options", "server_factory"]
 
@@ -80,8 +80,8 @@ class ServerOptions:
     url_length_limit: int = 8192
 
 
-def _parse_listen(value: str) -> tuple[str, int]:
-    entries = value.split()
+def _parse_listen(value: Any) -> tuple[str, int]:
+    entries = str(value).split()
     if len(entries) != 1:
         raise ValueError("expected one host:port")
     host, sep, port = entries[0].rpartition(":")
@@ -126,15 +126,11 @@ def parse_server_options(options: Mapping[str, Any]) -> ServerOptions:
                 f"unknown option {name!r} in [server:main] for egg:stargate#server; "
                 "the options are: " + ", ".join(sorted(known))
             )
-        try:
-            if name == "listen":
-                values["host"], values["port"] = _parse_listen(str(raw))
-            else:
-                values[name] = _CONVERTERS[name](raw)
-        except (TypeError, ValueError) as exc:
-            raise IncorrectlyConfigured(
-                f"bad value {raw!r} for option {name!r} of egg:stargate#server: {exc}"
-            ) from None
+        what = f"option {name!r} of egg:stargate#server"
+        if name == "listen":
+            values["host"], values["port"] = convert(raw, _parse_listen, what)
+        else:
+            values[name] = convert(raw, _CONVERTERS[name], what)
     return replace(ServerOptions(), **values)
 
 

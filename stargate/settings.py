@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # at run time this module imports nothing of Pyramid (see fac
 __all__ = [
     "PREFIX",
     "Settings",
+    "convert",
     "get_settings",
     "parse_bool",
     "parse_count",
@@ -189,13 +190,20 @@ def parse_settings(settings: Mapping[str, Any] | None) -> Settings:
                 f"unknown setting {key!r}; the stargate settings are: "
                 + ", ".join(PREFIX + field for field in sorted(known))
             )
-        try:
-            values[name] = _PARSERS[name](raw)
-        except (TypeError, ValueError) as exc:
-            raise IncorrectlyConfigured(
-                f"bad value {raw!r} for setting {key!r}: {exc}"
-            ) from None
+        values[name] = convert(raw, _PARSERS[name], f"setting {key!r}")
     return Settings(**values)
+
+
+def convert(raw: Any, converter: Callable[[Any], Any], what: str) -> Any:
+    """Return ``converter(raw)``, or raise :class:`IncorrectlyConfigured`.
+
+    :param what: names the value in the message, e.g. ``"setting 'x'"``; the
+        message also gives the bad value and what was expected.
+    """
+    try:
+        return converter(raw)
+    except (TypeError, ValueError) as exc:
+        raise IncorrectlyConfigured(f"bad value {raw!r} for {what}: {exc}") from None
 
 
 def get_settings(registry: Registry) -> Settings:
