@@ -14,7 +14,7 @@ r"""What an application's own tests need: a live server and a small blocking cli
 :class:`LiveServer` runs the real ``egg:stargate#server`` (without
 monkey-patching the test process) on ``127.0.0.1`` and an ephemeral port, in
 a background thread.  :class:`WebSocketClient` is a thin wrapper around the
-``websockets`` library's synchronous client (install ``stargate[testing]``).
+``websockets`` library's synchronous client (``pip install "stargate[testing]"``).
 """
 
 from __future__ import annotations

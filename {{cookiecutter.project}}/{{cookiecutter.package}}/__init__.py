@@ -1,0 +1,16 @@
+"""{{ cookiecutter.description }}."""
+
+from pyramid.config import Configurator
+
+from .resources import Root
+
+
+def main(global_config, **settings):
+    """Return the Pyramid WSGI application (``use = egg:{{ cookiecutter.project }}``)."""
+    root = Root()  # the resource tree lives as long as the application
+    with Configurator(settings=settings, root_factory=lambda request: root) as config:
+        config.include("pyramid_jinja2")
+        config.include("stargate")  # the websocket= predicate and the broker
+        config.add_static_view("static", "static", cache_max_age=3600)
+        config.scan()
+    return config.make_wsgi_app()

@@ -1,0 +1,93 @@
+"""The resource tree: edit this file first.
+
+Traversal maps URLs to these objects: ``/`` is the :class:`Root`,
+``/jobs/`` the :class:`JobRoot` and ``/jobs/1/`` the :class:`Job` named
+``1``.  A resource that mixes in :class:`~stargate.WebSocketAwareResource`
+keeps the browsers connected to it as its *listeners* and pushes messages to
+all of them with :meth:`~stargate.WebSocketAwareResource.send`.
+
+To add your own WebSocket-aware resource:
+
+1. write a class that mixes in ``WebSocketAwareResource`` and has a
+   ``__name__`` and a ``__parent__``, like :class:`Job`;
+2. make its parent return it from ``__getitem__``;
+3. give it a view: a ``WebSocketView`` subclass registered with
+   ``@view_config(context=YourResource, websocket=True)`` (see ``views.py``);
+4. call ``self.send(...)`` whenever it changes.
+"""
+
+import json
+import re
+
+from stargate import WebSocketAwareResource
+
+#: What a job id may look like: it is part of URLs and of channel names.
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class Root:
+    """The root of the tree: the home page, and ``jobs``."""
+
+    __name__ = ""
+    __parent__ = None
+
+    def __init__(self):
+        self.jobs = JobRoot(self)
+
+    def __getitem__(self, name):
+        if name == "jobs":
+            return self.jobs
+        raise KeyError(name)
+
+
+class JobRoot:
+    """The container of jobs: ``/jobs/<id>/`` finds job ``<id>``, or creates it."""
+
+    __name__ = "jobs"
+
+    def __init__(self, parent):
+        self.__parent__ = parent
+        self._jobs = {}
+
+    def __getitem__(self, job_id):
+        if not JOB_ID.match(job_id):
+            raise KeyError(job_id)  # traversal answers 404
+        if job_id not in self._jobs:
+            self._jobs[job_id] = Job(job_id, self)
+        return self._jobs[job_id]
+
+    def __iter__(self):
+        return iter(self._jobs.values())
+
+
+class Job(WebSocketAwareResource):
+    """A job that can be switched on and off; every change reaches its listeners.
+
+    Its state is kept in memory: replace that with your own storage.
+    """
+
+    #: The states a job can be put in.
+    STATES = ("off", "on")
+
+    def __init__(self, job_id, parent):
+        self.__name__ = job_id
+        self.__parent__ = parent
+        self.state = "off"
+
+    def as_json(self):
+        """Return the job as a JSON-ready dict: ``{"id": ..., "state": ...}``."""
+        return {"id": self.__name__, "state": self.state}
+
+    def message(self):
+        """Return the state message that listeners receive, as JSON text."""
+        return json.dumps(self.as_json())
+
+    def control(self, state):
+        """Put the job in ``state`` and tell every listener.
+
+        :raises ValueError: for a state not in :attr:`STATES`.
+        """
+        if state not in self.STATES:
+            raise ValueError(f"state must be one of {', '.join(self.STATES)}")
+        self.state = state
+        self.send(self.message())

@@ -1,0 +1,50 @@
+"""The views: the home page, a job's WebSocket, and a job's HTTP interface."""
+
+from pyramid.httpexceptions import HTTPBadRequest
+from pyramid.view import view_config
+from stargate import WebSocketView
+
+from .resources import Job, Root
+
+#: The jobs the home page shows.
+HOME_JOBS = ("1", "2", "3")
+
+
+@view_config(context=Root, renderer="templates/home.jinja2", request_method="GET")
+def home(context, request):
+    """Show the home page with a few jobs to play with."""
+    jobs = [context.jobs[job_id] for job_id in HOME_JOBS]
+    return {
+        "project": "{{ cookiecutter.project }}",
+        "package": "{{ cookiecutter.package }}",
+        "jobs": jobs,
+    }
+
+
+@view_config(context=Job, websocket=True)
+class JobView(WebSocketView):
+    """A job's WebSocket: ``ws://host/jobs/<id>/``."""
+
+    def handler(self, websocket):
+        """Send the job's state, then relay every message to everyone watching."""
+        job = self.context
+        job.add_listener(websocket)  # removed by stargate when the client leaves
+        websocket.send(job.message())
+        for message in websocket:
+            job.send(message)  # unchanged: text stays text, bytes stay bytes
+
+
+@view_config(context=Job, request_method="POST", renderer="json")
+def control(context, request):
+    """``POST /jobs/<id>/`` with ``state=on`` changes the state and tells everyone."""
+    try:
+        context.control(request.POST.get("state"))
+    except ValueError as error:
+        raise HTTPBadRequest(json_body={"error": str(error)}) from None
+    return context.as_json()
+
+
+@view_config(context=Job, request_method="GET", renderer="json", websocket=False)
+def job_json(context, request):
+    """``GET /jobs/<id>/`` answers the job as JSON."""
+    return context.as_json()
