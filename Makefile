@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Debian packages the tests drive for real: the browser of the browser tests.
+SYSTEM_PACKAGES := chromium
 
-.PHONY: test lint venv clean
+.PHONY: test lint venv system-packages clean
 
 venv: $(STAMP)
 
@@ -16,12 +18,31 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-lint: $(STAMP)
-	$(BIN)/ruff check stargate tests
-	$(BIN)/ruff format --check stargate tests
+# Installs what is missing with apt-get when run as root on Debian; otherwise
+# names it.  With CI set, a missing package is an error, never a skip.
+system-packages:
+	@missing=""; \
+	for package in $(SYSTEM_PACKAGES); do \
+		dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing:$$missing"; \
+			apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "missing system packages:$$missing"; \
+			echo "install them with: sudo apt-get install$$missing"; \
+			if [ -n "$$CI" ]; then exit 1; fi; \
+		fi; \
+	fi
 
-test: lint
+lint: $(STAMP)
+	$(BIN)/ruff check stargate tests hooks local_extensions.py
+	$(BIN)/ruff format --check stargate tests hooks local_extensions.py
+
+test: system-packages lint
 	$(BIN)/python -m pytest --cov=stargate --cov-report=term-missing
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage
+	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage .coverage.* test-artifacts

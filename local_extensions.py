@@ -14,7 +14,7 @@ TEMPLATE_DIRECTORY = os.path.dirname(os.path.abspath(__file__))
 
 @simple_filter
 def python_identifier(value: str) -> str:
-    """Lower-case ``value``; every character not valid in an identifier becomes ``_``."""
+    """Lower-case ``value``; characters not valid in an identifier become ``_``."""
     return re.sub(r"\W", "_", str(value).strip().lower(), flags=re.ASCII)
 
 

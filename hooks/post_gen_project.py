@@ -11,8 +11,9 @@ import os
 import re
 from pathlib import Path
 
-CONTEXT = json.loads(r'''{{ cookiecutter | tojson }}''')
-TEMPLATE_DIRECTORY = json.loads(r'''{{ template_directory | tojson }}''')
+# ''' and not """: a JSON string ends with a double quote.
+CONTEXT = json.loads(r'''{{ cookiecutter | tojson }}''')  # fmt: skip
+TEMPLATE_DIRECTORY = json.loads(r'''{{ template_directory | tojson }}''')  # fmt: skip
 
 ABBREVIATIONS = {
     "gh": "https://github.com/{}.git",

@@ -6,7 +6,8 @@ import re
 import sys
 
 # The values arrive as JSON (tojson escapes quotes), never pasted into source.
-CONTEXT = json.loads(r'''{{ cookiecutter | tojson }}''')
+# ''' and not """: a JSON string ends with a double quote.
+CONTEXT = json.loads(r'''{{ cookiecutter | tojson }}''')  # fmt: skip
 
 DISTRIBUTION = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")

@@ -1,0 +1,286 @@
+"""The cookiecutter template: bake it, check what it makes, run what it makes."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+EXPECTED_FILES = {
+    ".gitignore",
+    "README.md",
+    "development.ini",
+    "production.ini",
+    "pyproject.toml",
+    "testing.ini",
+    "{package}/__init__.py",
+    "{package}/resources.py",
+    "{package}/views.py",
+    "{package}/static/app.css",
+    "{package}/static/app.js",
+    "{package}/static/stargate-client.js",
+    "{package}/templates/home.jinja2",
+    "{package}/templates/layout.jinja2",
+    "tests/__init__.py",
+    "tests/conftest.py",
+    "tests/test_browser.py",
+    "tests/test_live.py",
+    "tests/test_resources.py",
+    "tests/test_views.py",
+}
+# Jinja2 page templates are copied as they are: their {{ }} is for Pyramid.
+VERBATIM = {"{package}/templates/home.jinja2", "{package}/templates/layout.jinja2"}
+
+
+def bake(cookies, **context):
+    return cookies.bake(extra_context=context, template=str(ROOT))
+
+
+def files_of(project: Path) -> set[str]:
+    return {
+        str(path.relative_to(project))
+        for path in project.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+def test_default_bake_makes_the_expected_files(cookies):
+    result = bake(cookies)
+    assert result.exit_code == 0, result.exception
+    assert result.project_path.name == "myproject"
+    expected = {name.format(package="myproject") for name in EXPECTED_FILES}
+    assert files_of(result.project_path) == expected
+
+
+def test_package_is_derived_from_the_project(cookies):
+    result = bake(cookies, project="Job-Board.v2")
+    assert result.exit_code == 0, result.exception
+    assert (result.project_path / "job_board_v2" / "resources.py").is_file()
+    assert (
+        'name = "Job-Board.v2"' in (result.project_path / "pyproject.toml").read_text()
+    )
+
+
+def test_nothing_is_left_unrendered(cookies):
+    result = bake(cookies, project="demo_app", port="7001")
+    assert result.exit_code == 0, result.exception
+    verbatim = {name.format(package="demo_app") for name in VERBATIM}
+    for name in files_of(result.project_path):
+        text = (result.project_path / name).read_text()
+        if name in verbatim:
+            template = (
+                ROOT
+                / "{{cookiecutter.project}}"
+                / name.replace("demo_app/", "{{cookiecutter.package}}/", 1)
+            )
+            assert text == template.read_text(), f"{name} was rendered"
+            continue
+        for marker in ("{{", "{%", "cookiecutter."):
+            assert marker not in text, f"{marker!r} left in {name}"
+    ini = (result.project_path / "development.ini").read_text()
+    assert "listen = 127.0.0.1:7001" in ini
+    assert "use = egg:stargate#server" in ini
+
+
+def test_the_project_requires_this_checkout_of_stargate(cookies):
+    result = bake(cookies, project="demo_app")
+    pyproject = (result.project_path / "pyproject.toml").read_text()
+    assert f'"stargate @ {ROOT.as_uri()}"' in pyproject
+    assert f'"stargate[testing] @ {ROOT.as_uri()}"' in pyproject
+    assert "stargate>=1.0" not in pyproject
+
+
+def test_every_ini_file_writes_out_every_setting(cookies):
+    from stargate.settings import Settings
+
+    result = bake(cookies, project="demo_app")
+    names = [f"stargate.{name}" for name in Settings.__dataclass_fields__]
+    for ini in ("development.ini", "production.ini", "testing.ini"):
+        text = (result.project_path / ini).read_text()
+        assert "use = egg:stargate#server" in text
+        for name in names:
+            if name in ("stargate.legacy_protocols", "stargate.broker_channel_prefix"):
+                continue  # off by default and not for new projects
+            assert f"{name} =" in text, f"{name} missing from {ini}"
+    production = (result.project_path / "production.ini").read_text()
+    assert "debugtoolbar" not in production
+    assert "level = WARN" in production
+
+
+@pytest.mark.parametrize(
+    ("context", "reason"),
+    [
+        # An empty name fails in cookiecutter itself (the project folder would
+        # be the output folder), before our hook: refused all the same.
+        ({"project": ""}, ""),
+        ({"project": "my project"}, "not a valid distribution name"),
+        ({"project": "1st-project"}, "not a Python package name"),
+        ({"project": "class"}, "keyword"),
+        ({"project": "match"}, "keyword"),
+        ({"project": "json"}, "shadow"),
+        ({"project": "stargate"}, "shadow"),
+        ({"project": "ok", "package": "Bad-Name"}, "not a Python package name"),
+        ({"project": "ok", "port": "99999"}, "not a TCP port"),
+        ({"project": "ok", "broker": "redis"}, "choose 'memory'"),
+    ],
+)
+def test_names_that_cannot_work_are_refused(cookies, capfd, context, reason):
+    result = bake(cookies, **context)
+    assert result.exit_code != 0
+    assert result.project_path is None or not result.project_path.exists()
+    assert reason in capfd.readouterr().err
+
+
+def post_gen_functions() -> dict:
+    """The post-generation hook's functions, without running the hook."""
+    source = (ROOT / "hooks" / "post_gen_project.py").read_text()
+    tree = ast.parse(source)
+    tree.body = [
+        node
+        for node in tree.body
+        if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef))
+        or (
+            isinstance(node, ast.Assign)
+            and not isinstance(node.value, ast.Call)
+            or isinstance(node, ast.Assign)
+            and ast.unparse(node.value).startswith("re.compile")
+        )
+    ]
+    namespace: dict = {}
+    exec(compile(tree, "post_gen_project.py", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize(
+    ("template", "checkout", "expected"),
+    [
+        ("gh:org/stargate", None, "git+https://github.com/org/stargate.git"),
+        ("gh:org/stargate", "v1.0", "git+https://github.com/org/stargate.git@v1.0"),
+        ("gl:org/stargate", None, "git+https://gitlab.com/org/stargate.git"),
+        (
+            "https://example.com/org/stargate.git",
+            None,
+            "git+https://example.com/org/stargate.git",
+        ),
+        (
+            "git@example.com:org/stargate.git",
+            "main",
+            "git+ssh://git@example.com/org/stargate.git@main",
+        ),
+    ],
+)
+def test_git_sources_become_direct_references(template, checkout, expected):
+    stargate_source = post_gen_functions()["stargate_source"]
+    assert stargate_source(template, "/nonexistent", checkout) == expected
+
+
+def test_a_source_without_stargate_is_left_to_the_index(tmp_path):
+    stargate_source = post_gen_functions()["stargate_source"]
+    assert stargate_source("template.zip", str(tmp_path), None) is None
+    assert stargate_source(".", str(ROOT), None) == ROOT.as_uri()
+
+
+def test_a_relative_template_path_still_points_at_the_checkout(tmp_path):
+    """``cookiecutter ../stargate`` from a sibling directory."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    relative = os.path.relpath(ROOT, workdir)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cookiecutter",
+            "--no-input",
+            relative,
+            "project=rel_app",
+        ],
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    pyproject = (workdir / "rel_app" / "pyproject.toml").read_text()
+    assert f'"stargate @ {ROOT.as_uri()}"' in pyproject
+
+
+@pytest.fixture(scope="module")
+def baked_and_installed(tmp_path_factory):
+    """One project baked with the defaults, installed in a fresh venv."""
+    from cookiecutter.main import cookiecutter
+
+    output = tmp_path_factory.mktemp("baked")
+    project = Path(
+        cookiecutter(
+            str(ROOT),
+            no_input=True,
+            output_dir=str(output),
+            extra_context={"project": "demo_app"},
+        )
+    )
+    venv = project / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "-e",
+            ".[testing]",
+        ],
+        cwd=project,
+        check=True,
+        timeout=900,
+    )
+    return project, venv / "bin"
+
+
+@pytest.mark.timeout(1800)  # the first use installs the project's dependencies
+def test_the_generated_project_passes_its_own_tests(baked_and_installed):
+    project, bin_dir = baked_and_installed
+    artifacts = ROOT / "test-artifacts"
+    result = subprocess.run(
+        [str(bin_dir / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        env={**os.environ, "TEST_ARTIFACTS": str(artifacts)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert "failed" not in summary and "passed" in summary
+    if os.environ.get("CI") or Path("/usr/bin/chromium").exists():
+        assert "skipped" not in summary, summary  # the browser test ran
+    installed = subprocess.run(
+        [
+            str(bin_dir / "python"),
+            "-c",
+            "import stargate, json; print(json.dumps(stargate.__file__))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(installed.stdout).startswith(str(ROOT))
+
+
+def test_the_generated_code_is_ruff_clean(baked_and_installed):
+    project, bin_dir = baked_and_installed
+    for command in (["check", "."], ["format", "--check", "."]):
+        result = subprocess.run(
+            [str(bin_dir / "ruff"), *command],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
