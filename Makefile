@@ -6,7 +6,15 @@ STAMP := $(VENV)/.installed
 # Debian packages the tests drive for real: the browser of the browser tests.
 SYSTEM_PACKAGES := chromium
 
-.PHONY: test lint venv system-packages clean
+# The demo: a project baked from the template with its defaults, in its own
+# virtual environment (it installs stargate from this checkout, not editable).
+DEMO := demo
+DEMO_VENV := $(DEMO)/.venv
+DEMO_PROJECT := $(DEMO)/myproject
+DEMO_STAMP := $(DEMO_VENV)/.installed
+LIBRARY := $(wildcard stargate/*.py) pyproject.toml
+
+.PHONY: demo test lint venv system-packages clean
 
 venv: $(STAMP)
 
@@ -37,6 +45,20 @@ system-packages:
 		fi; \
 	fi
 
+$(DEMO_PROJECT)/development.ini:
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet --upgrade pip cookiecutter
+	$(DEMO_VENV)/bin/cookiecutter --no-input --output-dir $(DEMO) .
+
+$(DEMO_STAMP): $(DEMO_PROJECT)/development.ini $(LIBRARY)
+	$(DEMO_VENV)/bin/python -m pip install --quiet --force-reinstall --no-deps .
+	$(DEMO_VENV)/bin/python -m pip install --quiet -e "$(DEMO_PROJECT)"
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
+	@echo "Serving the demo on http://127.0.0.1:6543/ (Ctrl-C stops it)"
+	cd $(DEMO_PROJECT) && exec ../.venv/bin/pserve development.ini
+
 lint: $(STAMP)
 	$(BIN)/ruff check stargate tests hooks local_extensions.py
 	$(BIN)/ruff format --check stargate tests hooks local_extensions.py
@@ -45,4 +67,4 @@ test: system-packages lint
 	$(BIN)/python -m pytest --cov=stargate --cov-report=term-missing
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage .coverage.* test-artifacts
+	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache .coverage .coverage.* test-artifacts

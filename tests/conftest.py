@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -189,3 +190,55 @@ def pserve(tmp_path) -> Iterator:
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def baked_project(tmp_path_factory):
+    """A project baked from the template with its defaults, installed in a fresh
+    virtual environment with stargate from this checkout: (folder, venv bin)."""
+    from cookiecutter.main import cookiecutter
+
+    output = tmp_path_factory.mktemp("baked")
+    project = Path(
+        cookiecutter(
+            str(ROOT),
+            no_input=True,
+            output_dir=str(output),
+            extra_context={"project": "demo_app"},
+        )
+    )
+    venv = project / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, "-e", ".[testing]"], cwd=project, check=True, timeout=900)
+    return project, venv / "bin"
+
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+    if not shutil.which(CHROMIUM):
+        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()

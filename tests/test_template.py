@@ -210,42 +210,9 @@ def test_a_relative_template_path_still_points_at_the_checkout(tmp_path):
     assert f'"stargate @ {ROOT.as_uri()}"' in pyproject
 
 
-@pytest.fixture(scope="module")
-def baked_and_installed(tmp_path_factory):
-    """One project baked with the defaults, installed in a fresh venv."""
-    from cookiecutter.main import cookiecutter
-
-    output = tmp_path_factory.mktemp("baked")
-    project = Path(
-        cookiecutter(
-            str(ROOT),
-            no_input=True,
-            output_dir=str(output),
-            extra_context={"project": "demo_app"},
-        )
-    )
-    venv = project / ".venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    subprocess.run(
-        [
-            str(venv / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "-e",
-            ".[testing]",
-        ],
-        cwd=project,
-        check=True,
-        timeout=900,
-    )
-    return project, venv / "bin"
-
-
 @pytest.mark.timeout(1800)  # the first use installs the project's dependencies
-def test_the_generated_project_passes_its_own_tests(baked_and_installed):
-    project, bin_dir = baked_and_installed
+def test_the_generated_project_passes_its_own_tests(baked_project):
+    project, bin_dir = baked_project
     artifacts = ROOT / "test-artifacts"
     result = subprocess.run(
         [str(bin_dir / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
@@ -273,8 +240,8 @@ def test_the_generated_project_passes_its_own_tests(baked_and_installed):
     assert json.loads(installed.stdout).startswith(str(ROOT))
 
 
-def test_the_generated_code_is_ruff_clean(baked_and_installed):
-    project, bin_dir = baked_and_installed
+def test_the_generated_code_is_ruff_clean(baked_project):
+    project, bin_dir = baked_project
     for command in (["check", "."], ["format", "--check", "."]):
         result = subprocess.run(
             [str(bin_dir / "ruff"), *command],
