@@ -6,7 +6,9 @@ published on it.  A broker is the one object of an application that keeps
 them and delivers to them:
 
 - :class:`MemoryBroker`, the embedded default (``stargate.broker =
-  memory://``): one process, so publishing is local delivery.
+  memory://``): one process, so publishing is local delivery;
+- :class:`~stargate.redis_broker.RedisBroker` (``redis://``): every process
+  delivers locally and through Redis pub/sub to the others.
 
 Every broker delivers locally the same way (:class:`LocalListeners`): the
 message is encoded into a frame once and the same bytes are queued on every
@@ -110,16 +112,23 @@ class Broker(ABC):
         """Return this process's listeners of ``channel``."""
         return self.local.get(channel)
 
-    def subscribe(self, channel: str, connection: Connection) -> None:
-        """Make ``connection`` a listener of ``channel`` until it closes."""
-        if connection.closed:
-            return
-        self.local.add(channel, connection)
-        connection.on_close(lambda closed: self.unsubscribe(channel, closed))
+    def subscribe(self, channel: str, connection: Connection) -> bool:
+        """Make ``connection`` a listener of ``channel`` until it closes.
 
-    def unsubscribe(self, channel: str, connection: Connection) -> None:
-        """Stop delivering ``channel`` to ``connection``."""
-        self.local.remove(channel, connection)
+        Returns whether it is the channel's first listener in this process.
+        """
+        if connection.closed:
+            return False
+        first = self.local.add(channel, connection)
+        connection.on_close(lambda closed: self.unsubscribe(channel, closed))
+        return first
+
+    def unsubscribe(self, channel: str, connection: Connection) -> bool:
+        """Stop delivering ``channel`` to ``connection``.
+
+        Returns whether the channel has no listener left in this process.
+        """
+        return self.local.remove(channel, connection)
 
     @abstractmethod
     def publish(self, channel: str, message: Message) -> None:
@@ -140,6 +149,10 @@ class MemoryBroker(Broker):
 
 def make_broker(settings: Settings) -> Broker:
     """Return a new broker for ``stargate.broker`` (validated by the settings)."""
+    if settings.broker.startswith("redis"):
+        from stargate.redis_broker import RedisBroker
+
+        return RedisBroker(settings.broker, settings.broker_channel_prefix)
     return MemoryBroker()
 
 

@@ -33,14 +33,17 @@ with warnings.catch_warnings():
     import eventlet.greenio
     import eventlet.hubs
     import eventlet.patcher
+    import eventlet.queue
     import eventlet.wsgi
 
 __all__ = [
     "DISCONNECTED",
     "Event",
     "GreenPool",
+    "Queue",
     "Wakeup",
     "already_handled",
+    "import_green",
     "is_monkey_patched",
     "listen",
     "monkey_patch",
@@ -139,6 +142,40 @@ def serve(
         url_length_limit=url_length_limit,
         log_output=log is not None,
     )
+
+
+class Queue:
+    """A bounded FIFO between green threads: put never blocks, get waits."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._queue = eventlet.queue.LightQueue(maxsize)
+
+    def put_nowait(self, item: Any) -> bool:
+        """Add ``item``; return false, dropping it, if the queue is full."""
+        try:
+            self._queue.put_nowait(item)
+        except eventlet.queue.Full:
+            return False
+        return True
+
+    def get(self) -> Any:
+        """Wait for the next item."""
+        return self._queue.get()
+
+    def get_nowait(self) -> Any:
+        """Return the next item, or ``None`` if there is none."""
+        try:
+            return self._queue.get_nowait()
+        except eventlet.queue.Empty:
+            return None
+
+
+def import_green(name: str) -> Any:
+    """Import module ``name`` with green sockets, monkey-patched process or not.
+
+    For client libraries the server itself uses, such as redis-py.
+    """
+    return eventlet.patcher.import_patched(name)
 
 
 def raw_socket(environ: dict[str, Any]) -> socket.socket | None:

@@ -67,7 +67,9 @@ class Settings:
     #: the client offers it.  Default true.
     compression: bool = True
     #: ``stargate.broker``: where :meth:`WebSocketAwareResource.send` publishes:
-    #: ``memory://``, delivery inside this one process (the default).
+    #: ``memory://``, delivery inside this one process (the default), or
+    #: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS) to reach the
+    #: listeners of every process sharing that Redis.
     broker: str = "memory://"
     #: ``stargate.broker_channel_prefix``: prepended to every channel name so
     #: that several applications can share one broker.  Default empty.
@@ -152,9 +154,12 @@ def _origins(value: Any) -> tuple[str, ...] | None:
 
 def _broker(value: Any) -> str:
     url = _text(value)
-    if urlsplit(url).scheme != "memory":
-        raise ValueError("expected memory:// (the in-process broker)")
-    return url
+    parts = urlsplit(url)
+    if parts.scheme == "memory":
+        return url
+    if parts.scheme in ("redis", "rediss") and parts.hostname:
+        return url
+    raise ValueError("expected memory:// or redis://host:port/db (or rediss://)")
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {

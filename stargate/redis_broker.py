@@ -1,0 +1,255 @@
+"""``RedisBroker``: Redis pub/sub as the backplane between processes.
+
+``stargate.broker = redis://host:port/db``.  Every process delivers what it
+publishes to its own listeners at once, and publishes it on Redis for the
+others; each process subscribes to a channel only while it has listeners on
+it.  Payloads carry the publishing process's id (so a process ignores its own
+messages when they come back) and whether the message is text or binary.
+
+Two green threads per process, started on first use:
+
+- the *publisher* drains a bounded queue of outgoing messages in pipelined
+  batches, so :meth:`RedisBroker.publish` never waits for Redis and one
+  publisher's messages stay in order;
+- the *subscriber* holds the subscription connection and delivers incoming
+  messages to local listeners.
+
+Both reconnect with jittered exponential backoff, at most 2 seconds apart.
+While Redis is unreachable, local delivery goes on; messages published in
+that time do not reach other processes (pub/sub keeps nothing for absent
+subscribers).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any
+
+from stargate import green
+from stargate.broker import Broker
+from stargate.connection import Connection, Message
+from stargate.exceptions import IncorrectlyConfigured
+
+__all__ = ["RedisBroker", "decode_payload", "encode_payload"]
+
+log = logging.getLogger(__name__)
+
+_TEXT, _BINARY = b"t", b"b"
+_ORIGIN_SIZE = 8
+_BATCH = 512
+
+
+def encode_payload(origin: bytes, message: Message) -> bytes:
+    """Return what goes on Redis: origin id, a type byte, the message bytes."""
+    if isinstance(message, str):
+        return origin + _TEXT + message.encode("utf-8")
+    return origin + _BINARY + bytes(message)
+
+
+def decode_payload(payload: bytes) -> tuple[bytes, Message] | None:
+    """Return ``(origin, message)`` from a payload, or ``None`` if it is not ours."""
+    origin = payload[:_ORIGIN_SIZE]
+    kind = payload[_ORIGIN_SIZE : _ORIGIN_SIZE + 1]
+    body = payload[_ORIGIN_SIZE + 1 :]
+    if len(origin) != _ORIGIN_SIZE or kind not in (_TEXT, _BINARY):
+        return None
+    if kind == _TEXT:
+        try:
+            return origin, body.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return origin, body
+
+
+class _Backoff:
+    """Jittered exponential delays between reconnection attempts."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first, self.cap = first, cap
+        self.attempt = 0
+
+    def next(self) -> float:
+        ceiling = min(self.cap, self.first * 2 ** min(self.attempt, 16))
+        self.attempt += 1
+        return ceiling / 2 + random.random() * ceiling / 2
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class RedisBroker(Broker):
+    """Deliver to the listeners of every process through Redis pub/sub.
+
+    :param url: ``redis://[:password@]host:port/db`` or ``rediss://...``.
+    :param prefix: prepended to channel names (``stargate.broker_channel_prefix``).
+    :param queue_size: messages waiting for Redis before new ones are dropped.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "",
+        *,
+        queue_size: int = 10000,
+        backoff: tuple[float, float] = (0.1, 2.0),
+    ) -> None:
+        super().__init__()
+        try:
+            self._redis = green.import_green("redis")
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise IncorrectlyConfigured(
+                "stargate.broker = redis:// needs redis-py: "
+                'pip install "stargate[redis]"'
+            ) from None
+        self.url = url
+        self.prefix = prefix
+        self.origin = os.urandom(_ORIGIN_SIZE)
+        self._outbox = green.Queue(queue_size)
+        self._backoff = backoff
+        self._pubsub: Any = None
+        self._started = False
+        self._closed = False
+        self._threads: list[Any] = []
+        #: Whether the subscription connection is up (for tests and health checks).
+        self.connected = green.Event()
+
+    # -- Broker --------------------------------------------------------------
+
+    def subscribe(self, channel: str, connection: Connection) -> bool:
+        """Add a local listener; subscribe on Redis for the channel's first one."""
+        self._start()
+        first = super().subscribe(channel, connection)
+        if first:
+            self._tell_redis("subscribe", channel)
+        return first
+
+    def unsubscribe(self, channel: str, connection: Connection) -> bool:
+        """Remove a local listener; unsubscribe on Redis after the channel's last."""
+        last = super().unsubscribe(channel, connection)
+        if last:
+            self._tell_redis("unsubscribe", channel)
+        return last
+
+    def publish(self, channel: str, message: Message) -> None:
+        """Deliver locally now; queue the message for the other processes."""
+        self.local.deliver(channel, message)
+        self._start()
+        if not self._outbox.put_nowait(
+            (self.prefix + channel, encode_payload(self.origin, message))
+        ):
+            log.warning(
+                "Redis publish queue full: a message to %s was dropped", channel
+            )
+
+    def close(self) -> None:
+        """Stop both green threads and forget the local listeners."""
+        self._closed = True
+        for thread in self._threads:
+            thread.kill()
+        self._threads = []
+        super().close()
+
+    # -- the subscription ----------------------------------------------------
+
+    def _start(self) -> None:
+        # Green threads start on first use, inside the server's own thread
+        # (the application may be created in another one, as in tests).
+        if self._started or self._closed:
+            return
+        self._started = True
+        self._threads = [
+            green.spawn(self._subscribe_loop),
+            green.spawn(self._publish_loop),
+        ]
+
+    def _tell_redis(self, command: str, channel: str) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # not connected: (re)subscribing follows the local listeners
+        try:
+            getattr(pubsub, command)(self.prefix + channel)
+        except (self._redis.RedisError, OSError):
+            pass  # the subscriber loop notices the lost link and resubscribes
+
+    def _client(self, timeout: float | None = None) -> Any:
+        return self._redis.Redis.from_url(
+            self.url,
+            socket_connect_timeout=5,
+            socket_timeout=timeout,
+            socket_keepalive=True,
+        )
+
+    def _subscribe_loop(self) -> None:
+        backoff = _Backoff(*self._backoff)
+        control = self.prefix + "\x00stargate"  # keeps the subscription open
+        outage = False
+        while not self._closed:
+            pubsub = None
+            try:
+                pubsub = self._client().pubsub(ignore_subscribe_messages=True)
+                channels = [self.prefix + name for name in self.local.channels()]
+                pubsub.subscribe(control, *channels)
+                self._pubsub = pubsub
+                self.connected.set()
+                backoff.reset()
+                if outage:
+                    log.warning("Redis broker reconnected to %s", self._safe_url())
+                    outage = False
+                for item in pubsub.listen():
+                    self._on_redis_message(item)
+            except (self._redis.RedisError, OSError) as error:
+                if not outage:
+                    log.warning(
+                        "Redis broker cannot reach %s (%s): delivering to this "
+                        "process only, and retrying",
+                        self._safe_url(),
+                        error,
+                    )
+                    outage = True
+            self._pubsub = None
+            self.connected = green.Event()
+            if pubsub is not None:
+                try:
+                    pubsub.close()
+                except (self._redis.RedisError, OSError):  # pragma: no cover
+                    pass
+            green.sleep(backoff.next())
+
+    def _on_redis_message(self, item: dict[str, Any]) -> None:
+        # Only "message" items come: subscribe confirmations are ignored.
+        decoded = decode_payload(item["data"])
+        if decoded is None:
+            return
+        origin, message = decoded
+        if origin == self.origin:
+            return  # ours, already delivered locally
+        channel = item["channel"].decode("utf-8", "replace")[len(self.prefix) :]
+        self.local.deliver(channel, message)
+
+    # -- publishing ----------------------------------------------------------
+
+    def _publish_loop(self) -> None:
+        backoff = _Backoff(*self._backoff)
+        client = self._client(timeout=5)  # a hung Redis costs one batch, not all
+        while not self._closed:
+            batch = [self._outbox.get()]
+            while len(batch) < _BATCH and (item := self._outbox.get_nowait()):
+                batch.append(item)
+            try:
+                pipeline = client.pipeline(transaction=False)
+                for channel, payload in batch:
+                    pipeline.publish(channel, payload)
+                pipeline.execute()
+                backoff.reset()
+            except (self._redis.RedisError, OSError):
+                # Lost: pub/sub has no one to keep them for.  The subscriber
+                # loop logs the outage; wait before trying the next batch.
+                green.sleep(backoff.next())
+
+    def _safe_url(self) -> str:
+        parts = self._redis.connection.parse_url(self.url)
+        return (
+            f"{parts.get('host', '?')}:{parts.get('port', 6379)}/{parts.get('db', 0)}"
+        )

@@ -1,0 +1,264 @@
+"""The Redis broker against a real redis-server, started and stopped by each test."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from stargate.redis_broker import decode_payload, encode_payload
+from stargate.testing import WebSocketClient
+from tests.conftest import free_port
+from tests.test_live import eventually, listener_count, post
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+class RedisServer:
+    """A redis-server on 127.0.0.1 and a free port, without persistence."""
+
+    def __init__(self, tmp_path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tmp_path
+        self.process: subprocess.Popen | None = None
+        import redis
+
+        self.client = redis.Redis(host="127.0.0.1", port=self.port)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert eventually(self._answers, 10), "redis-server did not start"
+
+    def _answers(self) -> bool:
+        try:
+            return self.client.ping()
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def subscribers(self, channel: str) -> int:
+        return dict(self.client.pubsub_numsub(channel)).get(channel.encode(), 0)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    if not os.path.exists(REDIS_SERVER):
+        missing = "no redis-server (apt-get install redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pair(serve, redis_server):
+    """Two stargate servers (two brokers) sharing one Redis."""
+    settings = {"stargate.broker": redis_server.url}
+    return serve(settings), serve(settings)
+
+
+def connected(server, path):
+    client = WebSocketClient(server.ws_url(path))
+    assert eventually(lambda: listener_count(server, path) >= 1)
+    return client
+
+
+def test_payloads_keep_text_and_bytes_apart():
+    origin = b"12345678"
+    assert decode_payload(encode_payload(origin, "h\u00e9")) == (origin, "h\u00e9")
+    assert decode_payload(encode_payload(origin, b"\xff\x00")) == (origin, b"\xff\x00")
+    assert decode_payload(b"short") is None
+    assert decode_payload(origin + b"x" + b"unknown kind") is None
+    assert decode_payload(origin + b"t" + b"\xff") is None
+
+
+def test_a_post_to_one_process_reaches_both(pair, redis_server):
+    first, second = pair
+    a = connected(first, "/jobs/1/")
+    b = connected(second, "/jobs/1/")
+    assert eventually(lambda: redis_server.subscribers("/jobs/1") == 2)
+    post(first, "/jobs/1/", count=1, size=16)
+    assert a.receive().startswith("00000000")
+    assert b.receive().startswith("00000000")
+    with pytest.raises(TimeoutError):
+        a.receive(timeout=0.3)  # exactly once: our own message is not redelivered
+
+
+def test_a_relayed_message_crosses_processes_with_its_type(pair, redis_server):
+    first, second = pair
+    a = connected(first, "/relay/")
+    b = connected(second, "/relay/")
+    assert eventually(lambda: redis_server.subscribers("/relay") == 2)
+    a.send("text stays text")
+    a.send(b"\x00bytes stay bytes")
+    assert b.receive() == "text stays text"
+    assert b.receive() == b"\x00bytes stay bytes"
+
+
+def test_other_resources_hear_nothing(pair, redis_server):
+    first, second = pair
+    other = connected(second, "/jobs/2/")
+    assert eventually(lambda: redis_server.subscribers("/jobs/2") == 1)
+    post(first, "/jobs/1/", count=3, size=16)
+    with pytest.raises(TimeoutError):
+        other.receive(timeout=0.5)
+
+
+def test_messages_from_one_publisher_arrive_in_order(pair, redis_server):
+    first, second = pair
+    b = connected(second, "/jobs/order/")
+    assert eventually(lambda: redis_server.subscribers("/jobs/order") == 1)
+    post(first, "/jobs/order/", count=300, size=32)
+    assert [b.receive()[:8] for _ in range(300)] == [f"{i:08d}" for i in range(300)]
+
+
+def test_a_process_subscribes_only_while_it_has_listeners(serve, redis_server):
+    server = serve({"stargate.broker": redis_server.url})
+    client = connected(server, "/jobs/5/")
+    assert eventually(lambda: redis_server.subscribers("/jobs/5") == 1)
+    client.close()
+    assert eventually(lambda: redis_server.subscribers("/jobs/5") == 0)
+
+
+def test_channel_prefixes_keep_applications_apart(serve, redis_server):
+    app1 = serve(
+        {"stargate.broker": redis_server.url, "stargate.broker_channel_prefix": "a:"}
+    )
+    app2 = serve(
+        {"stargate.broker": redis_server.url, "stargate.broker_channel_prefix": "b:"}
+    )
+    listener = connected(app2, "/jobs/1/")
+    assert eventually(lambda: redis_server.subscribers("b:/jobs/1") == 1)
+    post(app1, "/jobs/1/", count=1, size=16)
+    with pytest.raises(TimeoutError):
+        listener.receive(timeout=0.5)
+
+
+def test_losing_redis_keeps_local_delivery_and_recovers(pair, redis_server, caplog):
+    caplog.set_level(logging.WARNING, logger="stargate")
+    first, second = pair
+    a = connected(first, "/jobs/1/")
+    b = connected(second, "/jobs/1/")
+    assert eventually(lambda: redis_server.subscribers("/jobs/1") == 2)
+
+    redis_server.stop()
+    assert eventually(lambda: "cannot reach" in caplog.text)
+    post(first, "/jobs/1/", count=1, size=16)
+    assert a.receive().startswith("00000000")  # local delivery goes on
+    post(second, "/jobs/1/", count=1, size=16)
+    assert b.receive().startswith("00000000")
+
+    redis_server.start()  # the same port: nothing else is restarted
+    assert eventually(lambda: redis_server.subscribers("/jobs/1") == 2, timeout=5)
+    post(first, "/jobs/1/", count=1, size=16)
+    assert a.receive().startswith("00000000")
+    assert b.receive(timeout=5).startswith("00000000")
+    assert "reconnected" in caplog.text
+
+
+def test_an_unreachable_redis_at_start_up_is_a_warning(serve, caplog):
+    caplog.set_level(logging.WARNING, logger="stargate")
+    server = serve({"stargate.broker": f"redis://127.0.0.1:{free_port()}/0"})
+    client = connected(server, "/jobs/1/")
+    post(server, "/jobs/1/", count=1, size=16)
+    assert client.receive().startswith("00000000")
+    assert eventually(lambda: "cannot reach 127.0.0.1" in caplog.text)
+
+
+def test_a_stalled_redis_stalls_nobody(pair, redis_server):
+    """SIGSTOP freezes Redis: publishing must not freeze the server."""
+    first, _ = pair
+    local = connected(first, "/jobs/1/")
+    echo = WebSocketClient(first.ws_url("/echo/"))
+    assert eventually(lambda: redis_server.subscribers("/jobs/1") == 1)
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        post(first, "/jobs/1/", count=20, size=16)  # queued for Redis, not awaited
+        assert [local.receive()[:8] for _ in range(20)] == [
+            f"{i:08d}" for i in range(20)
+        ]
+        echo.send("still answering")
+        assert echo.receive() == "still answering"
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+
+
+def test_two_pserve_processes_share_a_redis(pserve, redis_server):
+    settings = f"stargate.broker = {redis_server.url}"
+    first, second = pserve(app=settings), pserve(app=settings)
+    a = WebSocketClient(first.ws_url("/jobs/1/"))
+    b = WebSocketClient(second.ws_url("/jobs/1/"))
+    assert eventually(lambda: redis_server.subscribers("/jobs/1") == 2)
+    a.send("from the first process")
+    assert b.receive() == "from the first process"
+    assert a.receive() == "from the first process"
+    post(second, "/jobs/1/", count=1, size=16)
+    assert a.receive().startswith("00000000")
+
+
+def test_foreign_payloads_on_a_channel_are_ignored(pair, redis_server):
+    first, second = pair
+    b = connected(second, "/jobs/1/")
+    assert eventually(lambda: redis_server.subscribers("/jobs/1") == 1)
+    redis_server.client.publish("/jobs/1", b"not from stargate")
+    post(first, "/jobs/1/", count=1, size=16)
+    assert b.receive().startswith("00000000")
+
+
+def test_a_full_publish_queue_drops_with_a_warning(caplog):
+    from stargate.redis_broker import RedisBroker
+
+    broker = RedisBroker(f"redis://127.0.0.1:{free_port()}/0", queue_size=2)
+    with caplog.at_level(logging.WARNING, logger="stargate"):
+        for _ in range(3):  # the publisher green thread has not run yet
+            broker.publish("/c", "m")
+    assert "publish queue full" in caplog.text
+    broker.close()
+    assert broker._threads == []
+    broker.publish("/c", "after close: local delivery only")
+
+
+def test_subscription_changes_while_the_link_breaks_are_not_errors():
+    from stargate.redis_broker import RedisBroker
+    from tests.peers import Peer
+
+    class BrokenPubSub:
+        def subscribe(self, *channels):
+            raise OSError("connection reset")
+
+        unsubscribe = subscribe
+
+    broker = RedisBroker(f"redis://127.0.0.1:{free_port()}/0")
+    broker._pubsub = BrokenPubSub()  # as if Redis died a moment ago
+    peer = Peer()
+    assert broker.subscribe("/c", peer.conn) is True
+    assert broker.unsubscribe("/c", peer.conn) is True
+    broker.close()
