@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Debian packages the tests drive for real: the browser of the browser tests.
-SYSTEM_PACKAGES := chromium
+# Debian packages the tests drive for real: the browser of the browser tests,
+# the Redis of the scale-out tests, and nginx in front of them.
+SYSTEM_PACKAGES := chromium redis-server nginx
 
 # The demo: a project baked from the template with its defaults, in its own
 # virtual environment (it installs stargate from this checkout, not editable).

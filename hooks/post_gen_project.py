@@ -42,6 +42,8 @@ def stargate_source(template: str, repo_dir: str, checkout: str | None) -> str |
 
 def main() -> None:
     """Pin stargate to the template's source and print what to do next."""
+    if CONTEXT["broker"] != "redis":
+        Path("tests", "test_redis.py").unlink()
     source = stargate_source(
         CONTEXT["_template"], TEMPLATE_DIRECTORY, CONTEXT.get("_checkout")
     )
@@ -49,9 +51,10 @@ def main() -> None:
     if source:
         text = pyproject.read_text()
         text = text.replace('"stargate>=1.0"', f'"stargate @ {source}"')
-        text = text.replace(
-            '"stargate[testing]>=1.0"', f'"stargate[testing] @ {source}"'
-        )
+        for extra in ("[redis]", "[testing]"):
+            text = text.replace(
+                f'"stargate{extra}>=1.0"', f'"stargate{extra} @ {source}"'
+            )
         pyproject.write_text(text)
     port = CONTEXT["port"]
     print(
@@ -67,6 +70,10 @@ Your project is in {Path.cwd()}.  Next steps:
 then open http://127.0.0.1:{port}/ in two browser tabs and click Start.
 """
     )
+    if CONTEXT["broker"] == "redis":
+        print(
+            "The ini files expect Redis on 127.0.0.1:6379: apt-get install redis-server"
+        )
     if not source:
         print(
             "stargate will come from the package index (stargate>=1.0); "

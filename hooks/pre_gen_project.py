@@ -37,11 +37,8 @@ def problem(project: str, package: str, port: str, broker: str) -> str | None:
         )
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         return f"port {port!r} is not a TCP port: choose a number from 1 to 65535"
-    if broker != "memory":
-        return (
-            f"broker {broker!r} is not available in this version of stargate: "
-            "choose 'memory'"
-        )
+    if broker not in ("memory", "redis"):
+        return f"broker {broker!r} is not one of memory, redis"
     return None
 
 

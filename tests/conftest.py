@@ -192,26 +192,47 @@ def pserve(tmp_path) -> Iterator:
         process.stop()
 
 
+PROJECTS = {"memory": "demo_app", "redis": "redis_app"}
+
+
 @pytest.fixture(scope="session")
-def baked_project(tmp_path_factory):
-    """A project baked from the template with its defaults, installed in a fresh
-    virtual environment with stargate from this checkout: (folder, venv bin)."""
+def bake_installed(tmp_path_factory):
+    """Bake the template for a broker option and install the project in a fresh
+    virtual environment with stargate from this checkout, once per session;
+    return (project folder, venv bin)."""
     from cookiecutter.main import cookiecutter
 
-    output = tmp_path_factory.mktemp("baked")
-    project = Path(
-        cookiecutter(
-            str(ROOT),
-            no_input=True,
-            output_dir=str(output),
-            extra_context={"project": "demo_app"},
-        )
-    )
-    venv = project / ".venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "-e", ".[testing]"], cwd=project, check=True, timeout=900)
-    return project, venv / "bin"
+    made: dict[str, tuple[Path, Path]] = {}
+
+    def bake(broker: str = "memory") -> tuple[Path, Path]:
+        if broker not in made:
+            output = tmp_path_factory.mktemp(f"baked-{broker}")
+            project = Path(
+                cookiecutter(
+                    str(ROOT),
+                    no_input=True,
+                    output_dir=str(output),
+                    extra_context={"project": PROJECTS[broker], "broker": broker},
+                )
+            )
+            venv = project / ".venv"
+            subprocess.run(
+                [sys.executable, "-m", "venv", str(venv)], check=True, timeout=120
+            )
+            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+            subprocess.run(
+                [*pip, "-e", ".[testing]"], cwd=project, check=True, timeout=900
+            )
+            made[broker] = (project, venv / "bin")
+        return made[broker]
+
+    return bake
+
+
+@pytest.fixture(scope="session")
+def baked_project(bake_installed):
+    """The project baked with the template's defaults, installed."""
+    return bake_installed("memory")
 
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

@@ -1,0 +1,128 @@
+"""Two application processes sharing a real redis-server: the Redis broker path.
+
+The redis-server is started on a free port by the fixture (apt-get install
+redis-server); without it the tests are skipped, except when CI is set.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+from stargate.testing import LiveServer, WebSocketClient
+
+from {{ cookiecutter.package }} import main
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def eventually(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    server = shutil.which("redis-server")
+    if server is None:
+        if os.environ.get("CI"):
+            pytest.fail("no redis-server (apt-get install redis-server)")
+        pytest.skip("no redis-server (apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+
+    def answers():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    assert eventually(answers), "redis-server did not start"
+    yield f"redis://127.0.0.1:{port}/0"
+    process.kill()
+    process.wait(10)
+
+
+@pytest.fixture
+def two_processes(app_settings, redis_url):
+    settings = {**app_settings, "stargate.broker": redis_url}
+    with (
+        LiveServer(main({}, **settings)) as first,
+        LiveServer(main({}, **settings)) as second,
+    ):
+        yield first, second
+
+
+def post(server, path, **fields):
+    data = urllib.parse.urlencode(fields).encode()
+    with urllib.request.urlopen(server.url + path, data=data, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_a_post_to_one_process_reaches_clients_of_both(two_processes):
+    first, second = two_processes
+    with (
+        WebSocketClient(first.ws_url("/jobs/1/")) as a,
+        WebSocketClient(second.ws_url("/jobs/1/")) as b,
+    ):
+        a.receive(), b.receive()  # the states on connect
+
+        # Until the second process has subscribed, its client may miss the
+        # update: publish until it arrives (pub/sub keeps nothing).
+        def update_arrives():
+            post(first, "/jobs/1/", state="on")
+            try:
+                return json.loads(b.receive(timeout=0.5))["state"] == "on"
+            except TimeoutError:
+                return False
+
+        assert eventually(update_arrives)
+        assert json.loads(a.receive())["state"] == "on"
+
+
+def test_a_message_crosses_processes(two_processes):
+    first, second = two_processes
+    with (
+        WebSocketClient(first.ws_url("/jobs/2/")) as a,
+        WebSocketClient(second.ws_url("/jobs/2/")) as b,
+    ):
+        a.receive(), b.receive()
+
+        def message_arrives():
+            a.send("hello across processes")
+            try:
+                return b.receive(timeout=0.5) == "hello across processes"
+            except TimeoutError:
+                return False
+
+        assert eventually(message_arrives)
