@@ -252,6 +252,7 @@ def websocket_handshake(
     max_message_size: int | None = None,
     legacy: bool = False,
     key3: bytes = b"",
+    origin_host: str | None = None,
 ) -> ResponseHeaders:
     """Check an upgrade request's headers and return the handshake's response headers.
 
@@ -266,6 +267,8 @@ def websocket_handshake(
     :param legacy: also accept hixie-75/76 requests (no
         ``Sec-WebSocket-Version`` header).
     :param key3: the 8 bytes that follow a hixie-76 request's headers.
+    :param origin_host: the host the client used, for the same-origin check,
+        when it is not the ``Host`` header (behind a trusted proxy).
     :raises HandShakeFailed: 400 for a malformed request, 426 with
         ``Sec-WebSocket-Version: 13`` for an unsupported version.
     :raises InvalidOrigin: 403 for a refused origin.
@@ -279,9 +282,10 @@ def websocket_handshake(
     if not host:
         raise HandShakeFailed("the Host header is missing")
     origin = lowered.get("origin", lowered.get("sec-websocket-origin"))
+    site = origin_host or host
     version = lowered.get("sec-websocket-version")
     if version is None and legacy:
-        check_origin(origin, allowed_origins, host=host, secure=secure)
+        check_origin(origin, allowed_origins, host=site, secure=secure)
         base = ResponseHeaders([("Upgrade", "WebSocket"), ("Connection", "Upgrade")])
         if "sec-websocket-key1" in lowered:
             return handshake_v76(headers, base, key3, secure=secure)
@@ -301,7 +305,7 @@ def websocket_handshake(
         raise HandShakeFailed(
             "the Sec-WebSocket-Key header must be 16 random bytes in base64"
         )
-    check_origin(origin, allowed_origins, host=host, secure=secure)
+    check_origin(origin, allowed_origins, host=site, secure=secure)
     chosen = _choose_subprotocol(
         header_tokens(lowered.get("sec-websocket-protocol")), subprotocols
     )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from stargate.exceptions import IncorrectlyConfigured
+from stargate.proxies import parse_networks
 
 if TYPE_CHECKING:  # at run time this module imports nothing of Pyramid (see factory)
     from pyramid.registry import Registry
@@ -74,6 +75,10 @@ class Settings:
     #: ``stargate.broker_channel_prefix``: prepended to every channel name so
     #: that several applications can share one broker.  Default empty.
     broker_channel_prefix: str = ""
+    #: ``stargate.trusted_proxies``: addresses or networks (CIDR) of reverse
+    #: proxies whose ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` headers
+    #: the origin check believes.  Default none.
+    trusted_proxies: tuple[Any, ...] = ()
     #: ``stargate.legacy_protocols``: also accept the hixie-75/76 handshakes of
     #: 2010-era browsers.  Default false: browsers dropped them for security
     #: reasons.
@@ -173,6 +178,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "broker": _broker,
     "broker_channel_prefix": _text,
     "legacy_protocols": parse_bool,
+    "trusted_proxies": parse_networks,
 }
 
 

@@ -19,6 +19,7 @@ from stargate.connection import (
 from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
 from stargate.handshake import HandShakeFailed, InvalidOrigin, websocket_handshake
 from stargate.legacy import HixieProtocol
+from stargate.proxies import TrustedProxies
 from stargate.resource import WebSocketAwareResource
 from stargate.settings import Settings, get_settings
 
@@ -112,11 +113,15 @@ class WebSocketView:
                     headers=[("Allow", "GET")],
                 )
             )
+        origin_host, secure = TrustedProxies(settings.trusted_proxies).origin_of(
+            request.environ, request.host, request.scheme == "https"
+        )
         try:
             response = websocket_handshake(
                 request.headers,
                 settings.allowed_origins,
-                secure=request.scheme == "https",
+                secure=secure,
+                origin_host=origin_host,
                 subprotocols=self.subprotocols,
                 compression=settings.compression,
                 max_message_size=settings.max_message_size,

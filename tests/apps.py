@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -174,6 +175,11 @@ def sleepy(context, request):
     return Response("slept")
 
 
+def pid(context, request):
+    """Which process answered (for the reuse_port tests)."""
+    return Response(json=os.getpid())
+
+
 def make_app(settings: dict | None = None):
     root = Root()
     merged = {"stargate.ping_interval": "0", **(settings or {})}
@@ -193,6 +199,7 @@ def make_app(settings: dict | None = None):
         config.add_view(burst, context=Node, request_method="POST")
         config.add_view(listeners, context=Node, request_method="GET", websocket=False)
         config.add_view(sleepy, context=Root, name="sleep", websocket=False)
+        config.add_view(pid, context=Root, name="pid")
         # No predicate: every request reaches the upgrade, well-formed or not.
         config.add_view(EchoView, context=Root, name="raw")
         app = config.make_wsgi_app()

@@ -155,15 +155,15 @@ class PServe:
         return f"ws://127.0.0.1:{self.port}{path}"
 
     def wait_listening(self, timeout: float = 20) -> None:
+        """Wait for this process's own "serving on" line (with reuse_port, the
+        port may already answer through another process)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"pserve exited:\n{self.output()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            if "stargate serving on" in self.output():
                 return
-            except OSError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         raise AssertionError(f"pserve did not listen in time:\n{self.output()}")
 
     def output(self) -> str:
@@ -263,3 +263,75 @@ def browser():
         )
         yield browser
         browser.close()
+
+
+def _eventually(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+class RedisServer:
+    """A redis-server on 127.0.0.1 and a free port, without persistence."""
+
+    def __init__(self, tmp_path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tmp_path
+        self.process: subprocess.Popen | None = None
+        import redis
+
+        self.client = redis.Redis(host="127.0.0.1", port=self.port)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert _eventually(self._answers, 10), "redis-server did not start"
+
+    def _answers(self) -> bool:
+        try:
+            return self.client.ping()
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def subscribers(self, channel: str) -> int:
+        return dict(self.client.pubsub_numsub(channel)).get(channel.encode(), 0)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    if not os.path.exists(REDIS_SERVER):
+        missing = "no redis-server (apt-get install redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
@@ -343,3 +344,24 @@ def test_pserve_refuses_a_busy_port(pserve, tmp_path):
     with WebSocketClient(first.ws_url("/echo/")) as client:  # the first is unharmed
         client.send("still mine")
         assert client.receive() == "still mine"
+
+
+def test_reuse_port_lets_two_pserve_processes_share_one_port(pserve, redis_server):
+    first = pserve(
+        server="reuse_port = true", app=f"stargate.broker = {redis_server.url}"
+    )
+    second = pserve(
+        server="reuse_port = true",
+        app=f"stargate.broker = {redis_server.url}",
+        port=first.port,
+    )
+    pids = set()
+    for _ in range(40):  # the kernel spreads new connections over both
+        with urllib.request.urlopen(first.url + "/pid", timeout=10) as response:
+            pids.add(json.loads(response.read()))
+    assert pids == {first.process.pid, second.process.pid}
+    # Clients on whichever process all hear one broadcast, through Redis.
+    clients = [WebSocketClient(first.ws_url("/jobs/1/")) for _ in range(10)]
+    assert eventually(lambda: redis_server.subscribers("/jobs/1") == 2)
+    clients[0].send("to all")
+    assert [client.receive() for client in clients] == ["to all"] * 10

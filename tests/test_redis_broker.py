@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import signal
-import subprocess
 
 import pytest
 
@@ -14,68 +11,6 @@ from stargate.redis_broker import decode_payload, encode_payload
 from stargate.testing import WebSocketClient
 from tests.conftest import free_port
 from tests.test_live import eventually, listener_count, post
-
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-class RedisServer:
-    """A redis-server on 127.0.0.1 and a free port, without persistence."""
-
-    def __init__(self, tmp_path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.dir = tmp_path
-        self.process: subprocess.Popen | None = None
-        import redis
-
-        self.client = redis.Redis(host="127.0.0.1", port=self.port)
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        assert eventually(self._answers, 10), "redis-server did not start"
-
-    def _answers(self) -> bool:
-        try:
-            return self.client.ping()
-        except Exception:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def subscribers(self, channel: str) -> int:
-        return dict(self.client.pubsub_numsub(channel)).get(channel.encode(), 0)
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    if not os.path.exists(REDIS_SERVER):
-        missing = "no redis-server (apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(missing)
-        pytest.skip(missing)
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from tests.conftest import ROOT
 EXPECTED_FILES = {
     ".gitignore",
     "README.md",
+    "deploy/nginx.conf",
     "development.ini",
     "production.ini",
     "pyproject.toml",

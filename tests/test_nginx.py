@@ -1,0 +1,161 @@
+"""Real nginx before two stargate servers, with the template's deploy/nginx.conf."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+
+import pytest
+import websocket
+
+from stargate.testing import WebSocketClient
+from tests.conftest import ROOT, free_port
+from tests.test_live import eventually, post
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def site_config(cookies) -> str:
+    """deploy/nginx.conf as the template generates it."""
+    result = cookies.bake(extra_context={"project": "demo_app"}, template=str(ROOT))
+    assert result.exit_code == 0, result.exception
+    return (result.project_path / "deploy" / "nginx.conf").read_text()
+
+
+class Nginx:
+    """nginx in the foreground on 127.0.0.1, with everything under ``directory``."""
+
+    def __init__(self, directory, site: str, backends: list[int]) -> None:
+        self.port = free_port()
+        servers = iter(backends)
+        site = re.sub(
+            r"server 127\.0\.0\.1:\d+;",
+            lambda _: f"server 127.0.0.1:{next(servers)};",
+            site,
+        )
+        site = site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
+        (directory / "site.conf").write_text(site)
+        paths = "\n".join(
+            f"{kind}_temp_path {directory}/{kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        (directory / "nginx.conf").write_text(
+            f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {directory}/access.log;
+    {paths}
+    include {directory}/site.conf;
+}}
+"""
+        )
+        self.process = subprocess.Popen(
+            [NGINX, "-c", str(directory / "nginx.conf"), "-p", str(directory)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        self.directory = directory
+        assert eventually(self._listening, 10), (directory / "error.log").read_text()
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def behind_nginx(cookies, serve, redis_server, tmp_path):
+    if not os.path.exists(NGINX):
+        if os.environ.get("CI"):
+            pytest.fail("no nginx (apt-get install nginx)")
+        pytest.skip("no nginx (apt-get install nginx)")
+
+    def start(**settings):
+        merged = {"stargate.broker": redis_server.url, **settings}
+        backends = [serve(merged), serve(merged)]
+        proxy = Nginx(tmp_path, site_config(cookies), [b.port for b in backends])
+        started.append(proxy)
+        return proxy, backends
+
+    started: list[Nginx] = []
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+def test_clients_are_spread_over_both_processes_and_all_hear_a_broadcast(
+    behind_nginx, redis_server
+):
+    proxy, backends = behind_nginx(**{"stargate.trusted_proxies": "127.0.0.1"})
+    origin = f"http://127.0.0.1:{proxy.port}"  # the page the browser loaded
+    clients = [
+        WebSocketClient(proxy.ws_url("/jobs/1/"), origin=origin) for _ in range(6)
+    ]
+    assert eventually(lambda: redis_server.subscribers("/jobs/1") == 2)
+    assert all(backend.open_connections > 0 for backend in backends)
+    assert sum(backend.open_connections for backend in backends) == 6
+    post(proxy, "/jobs/1/", count=1, size=16)
+    for client in clients:
+        assert client.receive().startswith("00000000")
+    for client in clients:
+        client.close()
+    assert all(backend.wait_for_connections(0) for backend in backends)
+
+
+def test_the_origin_check_works_behind_the_proxy(behind_nginx):
+    proxy, _ = behind_nginx(**{"stargate.trusted_proxies": "127.0.0.1"})
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(
+            proxy.ws_url("/jobs/1/"), origin="http://evil.example", timeout=5
+        )
+    assert refused.value.status_code == 403
+
+
+def test_without_trusting_the_proxy_the_public_origin_is_refused(behind_nginx):
+    """nginx sends Host without the port: only X-Forwarded-Host tells the truth."""
+    proxy, _ = behind_nginx()
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(
+            proxy.ws_url("/jobs/1/"), origin=f"http://127.0.0.1:{proxy.port}", timeout=5
+        )
+    assert refused.value.status_code == 403
+
+
+def test_forwarded_headers_from_an_untrusted_peer_are_ignored(serve):
+    server = serve({"stargate.trusted_proxies": "192.0.2.1"})
+    with pytest.raises(websocket.WebSocketBadStatusException):
+        websocket.create_connection(
+            server.ws_url("/jobs/1/"),
+            origin="https://www.example.com",
+            header=["X-Forwarded-Proto: https", "X-Forwarded-Host: www.example.com"],
+            timeout=5,
+        )
+    # The same request from a trusted address passes.
+    trusting = serve({"stargate.trusted_proxies": "127.0.0.1"})
+    websocket.create_connection(
+        trusting.ws_url("/jobs/1/"),
+        origin="https://www.example.com",
+        header=["X-Forwarded-Proto: https", "X-Forwarded-Host: www.example.com"],
+        timeout=5,
+    ).close()

@@ -1,0 +1,88 @@
+"""X-Forwarded-* headers are believed only from trusted proxies."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from stargate.exceptions import IncorrectlyConfigured
+from stargate.proxies import TrustedProxies, parse_networks
+from stargate.settings import parse_settings
+
+FORWARDED = {
+    "HTTP_X_FORWARDED_PROTO": "https",
+    "HTTP_X_FORWARDED_HOST": "www.example.com",
+}
+
+
+def proxies(*items):
+    return TrustedProxies(parse_networks(" ".join(items)))
+
+
+def test_networks_from_settings():
+    settings = parse_settings({"stargate.trusted_proxies": "127.0.0.1 10.0.0.0/8 ::1"})
+    assert settings.trusted_proxies == (
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    assert parse_settings({}).trusted_proxies == ()
+    assert parse_networks(["192.168.1.7"]) == (ipaddress.ip_network("192.168.1.7/32"),)
+
+
+def test_bad_networks_name_the_setting():
+    with pytest.raises(IncorrectlyConfigured, match="stargate.trusted_proxies"):
+        parse_settings({"stargate.trusted_proxies": "nginx.local"})
+
+
+@pytest.mark.parametrize(
+    ("address", "trusted"),
+    [
+        ("10.1.2.3", True),
+        ("127.0.0.1", True),
+        ("11.0.0.1", False),
+        ("", False),
+        (None, False),
+        ("not-an-address", False),
+    ],
+)
+def test_trusts(address, trusted):
+    assert proxies("10.0.0.0/8", "127.0.0.1").trusts(address) is trusted
+
+
+def test_nobody_is_trusted_by_default():
+    assert TrustedProxies().trusts("127.0.0.1") is False
+
+
+def test_forwarded_values_from_a_trusted_proxy():
+    environ = {"REMOTE_ADDR": "127.0.0.1", **FORWARDED}
+    assert proxies("127.0.0.1").origin_of(environ, "backend:6543", False) == (
+        "www.example.com",
+        True,
+    )
+
+
+def test_forwarded_values_from_anybody_else_are_ignored():
+    environ = {"REMOTE_ADDR": "203.0.113.9", **FORWARDED}
+    assert proxies("127.0.0.1").origin_of(environ, "backend:6543", False) == (
+        "backend:6543",
+        False,
+    )
+
+
+def test_the_value_the_proxy_appended_wins():
+    environ = {
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_X_FORWARDED_PROTO": "https, http",
+        "HTTP_X_FORWARDED_HOST": "evil.example, www.example.com",
+    }
+    assert proxies("127.0.0.1").origin_of(environ, "b", True) == (
+        "www.example.com",
+        False,
+    )
+
+
+def test_missing_forwarded_values_keep_the_request_s_own():
+    environ = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_HOST": " , "}
+    assert proxies("127.0.0.1").origin_of(environ, "b:1", True) == ("b:1", True)
