@@ -15,7 +15,7 @@ DEMO_PROJECT := $(DEMO)/myproject
 DEMO_STAMP := $(DEMO_VENV)/.installed
 LIBRARY := $(wildcard stargate/*.py) pyproject.toml
 
-.PHONY: demo test lint venv system-packages clean
+.PHONY: demo test bench lint venv system-packages clean
 
 venv: $(STAMP)
 
@@ -61,11 +61,16 @@ demo: $(DEMO_STAMP)
 	cd $(DEMO_PROJECT) && exec ../.venv/bin/pserve development.ini
 
 lint: $(STAMP)
-	$(BIN)/ruff check stargate tests hooks local_extensions.py
-	$(BIN)/ruff format --check stargate tests hooks local_extensions.py
+	$(BIN)/ruff check stargate tests bench hooks local_extensions.py
+	$(BIN)/ruff format --check stargate tests bench hooks local_extensions.py
 
 test: system-packages lint
 	$(BIN)/python -m pytest --cov=stargate --cov-report=term-missing
+
+# The benchmarks, with figures (minutes; not part of make test, which runs
+# their quick mode and checks only that every message arrived).
+bench: system-packages $(STAMP)
+	$(BIN)/python bench/broadcast.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache .coverage .coverage.* test-artifacts

@@ -265,7 +265,8 @@ def browser():
         browser.close()
 
 
-def _eventually(condition, timeout: float) -> bool:
+def eventually(condition, timeout: float = 5.0) -> bool:
+    """Poll ``condition`` until it is true or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -307,7 +308,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        assert _eventually(self._answers, 10), "redis-server did not start"
+        assert eventually(self._answers, 10), "redis-server did not start"
 
     def _answers(self) -> bool:
         try:

@@ -22,8 +22,7 @@ from stargate.factory import (
 )
 from stargate.testing import LiveServer, WebSocketClient
 from tests.apps import make_app
-from tests.conftest import PServe, free_port, raw_upgrade
-from tests.test_live import eventually
+from tests.conftest import PServe, eventually, free_port, raw_upgrade
 
 
 class TestOptions:

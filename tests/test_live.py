@@ -16,7 +16,7 @@ import websocket  # websocket-client: frame-level control for protocol tests
 from websocket import ABNF
 
 from stargate.testing import WebSocketClient
-from tests.conftest import raw_upgrade, read_http_response
+from tests.conftest import eventually, raw_upgrade, read_http_response
 
 
 def connect(server, path="/echo/", **kwargs) -> websocket.WebSocket:
@@ -44,15 +44,6 @@ def post(server, path, **fields) -> object:
 def listener_count(server, path) -> int:
     with urllib.request.urlopen(server.url + path, timeout=10) as response:
         return json.loads(response.read())
-
-
-def eventually(predicate, timeout=5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 # -- messages ---------------------------------------------------------------

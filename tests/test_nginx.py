@@ -12,8 +12,8 @@ import pytest
 import websocket
 
 from stargate.testing import WebSocketClient
-from tests.conftest import ROOT, free_port
-from tests.test_live import eventually, post
+from tests.conftest import ROOT, eventually, free_port
+from tests.test_live import post
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from stargate.testing import WebSocketClient
-from tests.conftest import ROOT, free_port
-from tests.test_live import eventually
+from tests.conftest import ROOT, eventually, free_port
 
 
 def code_block(language: str) -> str:

@@ -9,8 +9,8 @@ import pytest
 
 from stargate.redis_broker import decode_payload, encode_payload
 from stargate.testing import WebSocketClient
-from tests.conftest import free_port
-from tests.test_live import eventually, listener_count, post
+from tests.conftest import eventually, free_port
+from tests.test_live import listener_count, post
 
 
 @pytest.fixture

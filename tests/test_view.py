@@ -11,7 +11,8 @@ from webtest import TestApp
 
 from stargate import IncorrectlyConfigured, WebSocketView
 from stargate.testing import WebSocketClient
-from tests.test_live import eventually, listener_count, post
+from tests.conftest import eventually
+from tests.test_live import listener_count, post
 
 UPGRADE = {
     "Upgrade": "websocket",

@@ -1,0 +1,245 @@
+"""Broadcast latency of the template's Job: one process, and two sharing Redis.
+
+For each listener count, listeners connect to ``/jobs/1/`` of a project baked
+from the template and served by ``pserve`` with ``egg:stargate#server``;
+each round POSTs ``state=`` to ``/jobs/1/`` and measures the time until the
+last listener has the state message.  With two processes, the listeners
+are split evenly and the POST goes to the first: half of them are reached
+through Redis.  The single-process figure of the same run is the baseline.
+
+    python bench/broadcast.py                    # 1,000 and 10,000 listeners
+    python bench/broadcast.py --quick            # a smoke run (make test)
+
+Prints a markdown table and writes bench/results/broadcast.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from loadgen import Listeners  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"a server exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def bake(directory: Path) -> Path:
+    """Bake the template's defaults (quietly: the hook prints next steps)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cookiecutter",
+            "--no-input",
+            "--output-dir",
+            str(directory),
+            str(ROOT),
+            "project=bench_app",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        timeout=120,
+    )
+    return directory / "bench_app"
+
+
+class Servers:
+    """pserve processes of the baked project, stopped on exit."""
+
+    def __init__(self, project: Path, directory: Path) -> None:
+        self.project, self.directory = project, directory
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, port: int, broker: str) -> None:
+        ini = self.directory / f"bench-{port}.ini"
+        ini.write_text(
+            "[app:main]\nuse = call:bench_app:main\n"
+            f"stargate.broker = {broker}\nstargate.ping_interval = 0\n"
+            "[server:main]\nuse = egg:stargate#server\n"
+            f"listen = 127.0.0.1:{port}\n"
+            "[loggers]\nkeys = root\n[handlers]\nkeys = console\n"
+            "[formatters]\nkeys = generic\n"
+            "[logger_root]\nlevel = WARN\nhandlers = console\n"
+            "[handler_console]\nclass = StreamHandler\nargs = (sys.stderr,)\n"
+            "level = NOTSET\nformatter = generic\n"
+            "[formatter_generic]\nformat = %(levelname)s %(message)s\n"
+        )
+        process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("pserve")), str(ini)],
+            cwd=self.directory,
+            env={**os.environ, "PYTHONPATH": str(self.project)},
+        )
+        self.processes.append(process)
+        wait_for_port(port, process)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(30)
+        self.processes = []
+
+
+def post_state(port: int, state: str) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request(
+        "POST",
+        "/jobs/1/",
+        body=f"state={state}",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"POST /jobs/1/ answered {response.status}")
+
+
+def measure(ports: list[int], listeners: int, rounds: int) -> dict:
+    """Connect the listeners spread over ``ports``; time ``rounds`` broadcasts."""
+    groups = []
+    share = listeners // len(ports)
+    for index, port in enumerate(ports):
+        count = share if index < len(ports) - 1 else listeners - share * index
+        group = Listeners(("127.0.0.1", port), "/jobs/1/", count)
+        group.connect()
+        groups.append(group)
+    time.sleep(0.5)  # every process has subscribed on Redis by now
+    latencies, delivered = [], 0
+    try:
+        for round_number in range(rounds):
+            started = time.perf_counter()
+            post_state(ports[0], "on" if round_number % 2 == 0 else "off")
+            last = started
+            for group in groups:
+                finished, count = group.wait_one_message_each()
+                delivered += count
+                last = max(last, finished)
+            latencies.append(last - started)
+    finally:
+        for group in groups:
+            group.close()
+    latencies.sort()
+    return {
+        "listeners": listeners,
+        "processes": len(ports),
+        "rounds": rounds,
+        "delivered": delivered,
+        "expected": listeners * rounds,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+    }
+
+
+def redis_server(directory: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_for_port(port, process)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def run(listener_counts: list[int], rounds: int) -> list[dict]:
+    results = []
+    with tempfile.TemporaryDirectory() as temporary:
+        directory = Path(temporary)
+        project = bake(directory)
+        redis, redis_url = redis_server(directory)
+        try:
+            for listeners in listener_counts:
+                for processes in (1, 2):
+                    servers = Servers(project, directory)
+                    broker = "memory://" if processes == 1 else redis_url
+                    ports = [free_port() for _ in range(processes)]
+                    try:
+                        for port in ports:
+                            servers.start(port, broker)
+                        results.append(measure(ports, listeners, rounds))
+                    finally:
+                        servers.stop()
+        finally:
+            redis.terminate()
+            redis.wait(10)
+    return results
+
+
+def table(results: list[dict]) -> str:
+    baseline = {r["listeners"]: r for r in results if r["processes"] == 1}
+    lines = [
+        "| listeners | processes | p50 ms | p99 ms | p50 vs one process | delivered |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        ratio = r["p50_ms"] / baseline[r["listeners"]]["p50_ms"]
+        lines.append(
+            f"| {r['listeners']:,} | {r['processes']} | {r['p50_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {ratio:.2f}x | {r['delivered']:,}/{r['expected']:,} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--listeners", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="100 listeners, 3 rounds")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.listeners, args.rounds = [100], 3
+    results = run(args.listeners, args.rounds)
+    output = HERE / "results"
+    output.mkdir(exist_ok=True)
+    (output / "broadcast.json").write_text(json.dumps(results, indent=2))
+    print(table(results))
+    lost = [r for r in results if r["delivered"] != r["expected"]]
+    return 1 if lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
