@@ -87,7 +87,7 @@ class Servers:
             "[app:main]\nuse = call:bench_app:main\n"
             f"stargate.broker = {broker}\nstargate.ping_interval = 0\n"
             "[server:main]\nuse = egg:stargate#server\n"
-            f"listen = 127.0.0.1:{port}\n"
+            f"listen = 127.0.0.1:{port}\nmax_connections = 30000\n"
             "[loggers]\nkeys = root\n[handlers]\nkeys = console\n"
             "[formatters]\nkeys = generic\n"
             "[logger_root]\nlevel = WARN\nhandlers = console\n"

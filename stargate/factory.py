@@ -48,6 +48,15 @@ access_log = logging.getLogger("stargate.access")
 
 _WSGI_APP = Callable[[dict[str, Any], Callable[..., Any]], Any]
 
+_BUSY_BODY = b"the server is at max_connections: try again shortly\n"
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Retry-After: 1\r\n"
+    b"Connection: close\r\n\r\n" % len(_BUSY_BODY)
+) + _BUSY_BODY
+
 
 @dataclass(frozen=True)
 class ServerOptions:
@@ -59,8 +68,8 @@ class ServerOptions:
     #: (``listen = host:port`` sets both, as with waitress.)
     port: int = 6543
     #: ``max_connections``: simultaneous connections, WebSockets included;
-    #: more wait in the backlog.  Default 10000 (eventlet's own 1024 is far
-    #: too low for long-lived connections).
+    #: more are answered 503 at once.  Default 10000 (eventlet's own 1024 is
+    #: far too low for long-lived connections).
     max_connections: int = 10000
     #: ``backlog``: the listen queue, for bursts of handshakes.  Default 2048.
     backlog: int = 2048
@@ -151,7 +160,8 @@ class Server:
         self.handle_signals = handle_signals
         #: The open WebSockets of this server.
         self.tracker = ConnectionTracker()
-        self._pool = green.GreenPool(options.max_connections)
+        self._pool = green.RefusingPool(options.max_connections, self._refuse)
+        self._last_refusal_log = 0.0
         self._socket: Any = None
         self._wakeup = green.Wakeup()
         self._stopping = False
@@ -230,8 +240,29 @@ class Server:
             green.sleep(0.02)
         for connection in self.tracker:
             connection.abort(CLOSE_GOING_AWAY, "server shutting down")
-        for thread in list(self._pool.coroutines_running):
-            thread.kill()
+        self._pool.kill_all()
+
+    def _refuse(self, connection: list[Any]) -> None:
+        """Answer 503 to a connection past ``max_connections``, at once."""
+        sock = connection[1]
+        # Read the request first: closing with unread data would send a TCP
+        # reset, and the client would see that instead of the 503.
+        with green.timeout(1.0):
+            try:
+                sock.recv(16384)
+            except OSError:
+                pass
+        try:
+            sock.sendall(_BUSY)
+        except OSError:
+            pass  # the client gave up already
+        now = time.monotonic()
+        if now - self._last_refusal_log >= 1.0:
+            self._last_refusal_log = now
+            log.warning(
+                "max_connections (%d) reached: refusing new connections with 503",
+                self.options.max_connections,
+            )
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         previous: dict[int, Any] = {}

@@ -39,8 +39,8 @@ with warnings.catch_warnings():
 __all__ = [
     "DISCONNECTED",
     "Event",
-    "GreenPool",
     "Queue",
+    "RefusingPool",
     "Wakeup",
     "already_handled",
     "import_green",
@@ -62,7 +62,42 @@ DISCONNECTED = frozenset(
 
 spawn = eventlet.spawn
 sleep = eventlet.sleep
-GreenPool = eventlet.GreenPool
+
+
+class RefusingPool:
+    """A pool of green threads that refuses work past its size, never queues it.
+
+    eventlet's own pool makes the accept loop wait for a free slot, so that
+    past ``max_connections`` new clients hang in the listen backlog with no
+    answer.  Here a connection that finds the pool full is handed to
+    ``refuse`` in a green thread of its own, outside the count.
+
+    :param size: green threads at most.
+    :param refuse: called with the connection that found the pool full.
+    """
+
+    def __init__(self, size: int, refuse: Callable[[Any], object]) -> None:
+        self._pool = eventlet.GreenPool(size)
+        self._refuse = refuse
+
+    def spawn(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run ``function(*args)`` in the pool, or refuse if it is full."""
+        if self._pool.free() == 0:
+            return eventlet.spawn(self._refuse, *args)
+        return self._pool.spawn(function, *args)
+
+    def waitall(self) -> None:
+        """Wait until every green thread of the pool has finished."""
+        self._pool.waitall()
+
+    def running(self) -> int:
+        """Return how many green threads of the pool are running."""
+        return self._pool.running()
+
+    def kill_all(self) -> None:
+        """Stop every green thread of the pool."""
+        for thread in list(self._pool.coroutines_running):
+            thread.kill()
 
 
 class Event:

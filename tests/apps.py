@@ -66,6 +66,33 @@ class Stubborn(Node):
     """Its handler ignores the connection and sleeps for a minute."""
 
 
+class Private(Node):
+    """Its WebSocket needs the "listen" permission."""
+
+
+class TokenPolicy:
+    """Grants "listen" to requests that carry the cookie token=letmein."""
+
+    def identity(self, request):
+        return "alice" if request.cookies.get("token") == "letmein" else None
+
+    def authenticated_userid(self, request):
+        return self.identity(request)
+
+    def permits(self, request, context, permission):
+        from pyramid.security import Allowed, Denied
+
+        if self.identity(request) is not None:
+            return Allowed("the token cookie is right")
+        return Denied("no token cookie")
+
+    def remember(self, request, userid, **kw):
+        return []
+
+    def forget(self, request, **kw):
+        return []
+
+
 class Narrow(Node):
     """Its WebSockets have a small kernel send buffer, like a congested network."""
 
@@ -85,6 +112,7 @@ class Root(Node):
             "late": Late("late", self),
             "delegating": Delegating("delegating", self),
             "stubborn": Stubborn("stubborn", self),
+            "private": Private("private", self),
         }
 
     def __getitem__(self, key: str) -> Node:
@@ -196,6 +224,8 @@ def make_app(settings: dict | None = None):
         config.add_view(LateView, context=Late, websocket=True)
         config.add_view(DelegatingView, context=Delegating, websocket=True)
         config.add_view(StubbornView, context=Stubborn, websocket=True)
+        config.set_security_policy(TokenPolicy())
+        config.add_view(EchoView, context=Private, websocket=True, permission="listen")
         config.add_view(burst, context=Node, request_method="POST")
         config.add_view(listeners, context=Node, request_method="GET", websocket=False)
         config.add_view(sleepy, context=Root, name="sleep", websocket=False)

@@ -22,7 +22,13 @@ from stargate.factory import (
 )
 from stargate.testing import LiveServer, WebSocketClient
 from tests.apps import make_app
-from tests.conftest import PServe, eventually, free_port, raw_upgrade
+from tests.conftest import (
+    PServe,
+    eventually,
+    free_port,
+    raw_upgrade,
+    read_http_response,
+)
 
 
 class TestOptions:
@@ -164,6 +170,27 @@ class TestServer:
         server = Server(make_app(), ServerOptions(port=0), handle_signals=False)
         with pytest.raises(OSError, match="Too many open files"):
             server.serve_forever()
+
+    def test_past_max_connections_new_clients_get_503_at_once(self, caplog):
+        caplog.set_level(logging.WARNING, logger="stargate")
+        with LiveServer(make_app(), max_connections=3) as server:
+            clients = [WebSocketClient(server.ws_url("/echo/")) for _ in range(3)]
+            assert server.wait_for_connections(3)
+            for _ in range(2):  # refused, not left hanging in the backlog
+                sock, head = raw_upgrade(server, "/echo/")
+                status, body = read_http_response(sock, head)
+                assert status == 503
+                assert b"max_connections" in body
+                assert b"\r\nRetry-After: 1\r\n" in head
+                sock.close()
+            assert "max_connections (3) reached" in caplog.text
+            clients.pop().close()
+            assert server.wait_for_connections(2)
+            with WebSocketClient(server.ws_url("/echo/")) as again:  # service resumes
+                again.send("back")
+                assert again.receive() == "back"
+            for client in clients:
+                client.close()
 
     def test_live_server_stop_says_when_it_times_out(self):
         server = LiveServer(make_app(), shutdown_timeout=1).start()

@@ -151,12 +151,17 @@ def test_two_pserve_processes_share_a_redis(pserve, redis_server):
     first, second = pserve(app=settings), pserve(app=settings)
     a = WebSocketClient(first.ws_url("/jobs/1/"))
     b = WebSocketClient(second.ws_url("/jobs/1/"))
+    other = WebSocketClient(first.ws_url("/jobs/2/"))
     assert eventually(lambda: redis_server.subscribers("/jobs/1") == 2)
+    assert eventually(lambda: redis_server.subscribers("/jobs/2") == 1)
     a.send("from the first process")
     assert b.receive() == "from the first process"
     assert a.receive() == "from the first process"
     post(second, "/jobs/1/", count=1, size=16)
     assert a.receive().startswith("00000000")
+    assert b.receive().startswith("00000000")
+    with pytest.raises(TimeoutError):
+        other.receive(timeout=0.5)  # /jobs/2/ heard nothing of /jobs/1/
 
 
 def test_foreign_payloads_on_a_channel_are_ignored(pair, redis_server):

@@ -75,3 +75,17 @@ def test_refusals_are_plain_text(live):
     assert failure.value.code == 400
     assert failure.value.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert b"'upgrade'" in failure.value.read()
+
+
+def test_a_permission_is_checked_before_the_upgrade(live):
+    """Pyramid's own security: no permission, no WebSocket (403, no 101)."""
+    import websocket
+
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(live.ws_url("/private/"), timeout=5)
+    assert refused.value.status_code == 403
+    with WebSocketClient(
+        live.ws_url("/private/"), headers={"Cookie": "token=letmein"}
+    ) as client:
+        client.send("allowed")
+        assert client.receive() == "allowed"
