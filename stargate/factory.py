@@ -28,6 +28,7 @@ green-local.  This module therefore imports nothing of Pyramid.
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import socket
 import sys
@@ -162,6 +163,7 @@ class Server:
         self.tracker = ConnectionTracker()
         self._pool = green.RefusingPool(options.max_connections, self._refuse)
         self._last_refusal_log = 0.0
+        self._last_exhaustion_log = 0.0
         self._socket: Any = None
         self._wakeup = green.Wakeup()
         self._stopping = False
@@ -181,11 +183,13 @@ class Server:
         """
         if self._socket is None:
             options = self.options
+            _raise_file_limit(options.max_connections)
             self._socket = green.listen(
                 options.host,
                 options.port,
                 backlog=options.backlog,
                 reuse_port=options.reuse_port,
+                on_exhausted=self._on_exhausted,
             )
         return self.address
 
@@ -242,6 +246,17 @@ class Server:
             connection.abort(CLOSE_GOING_AWAY, "server shutting down")
         self._pool.kill_all()
 
+    def _on_exhausted(self, error: OSError) -> None:
+        now = time.monotonic()
+        if now - self._last_exhaustion_log >= 1.0:
+            self._last_exhaustion_log = now
+            log.warning(
+                "cannot accept connections (%s): waiting for clients to leave; "
+                "raise the file limit (ulimit -n, LimitNOFILE=) or lower "
+                "max_connections",
+                error.strerror,
+            )
+
     def _refuse(self, connection: list[Any]) -> None:
         """Answer 503 to a connection past ``max_connections``, at once."""
         sock = connection[1]
@@ -284,6 +299,22 @@ class Server:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stop()
+
+
+def _raise_file_limit(max_connections: int) -> None:
+    """Let the process open a file per connection, as far as the hard limit allows."""
+    wanted = max_connections + 256  # listening socket, logs, Redis, templates...
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < ceiling:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+    if ceiling < wanted:
+        log.warning(
+            "max_connections is %d but this process may open only %d files: "
+            "raise the hard limit (ulimit -Hn, LimitNOFILE=) to serve that many",
+            max_connections,
+            ceiling,
+        )
 
 
 def _patch_before_the_application() -> None:

@@ -39,6 +39,7 @@ with warnings.catch_warnings():
 __all__ = [
     "DISCONNECTED",
     "Event",
+    "PatientListener",
     "Queue",
     "RefusingPool",
     "Wakeup",
@@ -137,7 +138,50 @@ def timeout(seconds: float | None) -> Iterator[None]:
         yield
 
 
-def listen(host: str, port: int, *, backlog: int, reuse_port: bool) -> socket.socket:
+#: ``accept()`` errors that mean "no resources right now", not "stop".
+EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class PatientListener:
+    """A listening socket whose ``accept()`` waits out resource exhaustion.
+
+    eventlet's server loop ends (and the server with it) on any ``accept()``
+    error it does not expect, ``EMFILE`` included: one client too many for
+    the file limit would stop the whole process.  Here such errors pause
+    accepting for ``pause`` seconds, with ``on_exhausted(error)`` called, and
+    the connection waits in the backlog meanwhile.
+    """
+
+    def __init__(
+        self, sock: Any, on_exhausted: Callable[[OSError], object], pause: float = 0.1
+    ) -> None:
+        self._sock = sock
+        self._on_exhausted = on_exhausted
+        self._pause = pause
+
+    def accept(self) -> tuple[Any, Any]:
+        """Accept the next connection, waiting while resources are exhausted."""
+        while True:
+            try:
+                return self._sock.accept()
+            except OSError as error:
+                if error.errno not in EXHAUSTED:
+                    raise
+                self._on_exhausted(error)
+                eventlet.sleep(self._pause)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def listen(
+    host: str,
+    port: int,
+    *,
+    backlog: int,
+    reuse_port: bool,
+    on_exhausted: Callable[[OSError], object],
+) -> PatientListener:
     """Open a listening green socket.
 
     ``eventlet.listen`` turns ``SO_REUSEPORT`` on by default, so a second
@@ -146,9 +190,10 @@ def listen(host: str, port: int, *, backlog: int, reuse_port: bool) -> socket.so
     ``OSError`` at start-up.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return eventlet.listen(
+    sock = eventlet.listen(
         (host, port), family=family, backlog=backlog, reuse_port=reuse_port
     )
+    return PatientListener(sock, on_exhausted)
 
 
 def serve(

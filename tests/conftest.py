@@ -112,7 +112,14 @@ class PServe:
     """A ``pserve`` process serving the test application with egg:stargate#server."""
 
     def __init__(
-        self, tmp_path: Path, *, server: str = "", app: str = "", args=(), port=None
+        self,
+        tmp_path: Path,
+        *,
+        server: str = "",
+        app: str = "",
+        args=(),
+        port=None,
+        max_files: int | None = None,
     ):
         self.port = port or free_port()
         self.ini = tmp_path / f"test-{self.port}-{id(self)}.ini"
@@ -136,8 +143,10 @@ class PServe:
         self.log = self.ini.with_suffix(".log")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         pserve = Path(sys.executable).with_name("pserve")
+        # prlimit (util-linux) sets the file limit and execs pserve.
+        limit = [] if max_files is None else ["prlimit", f"--nofile={max_files}"]
         self.process = subprocess.Popen(
-            [str(pserve), str(self.ini), *args],
+            [*limit, str(pserve), str(self.ini), *args],
             cwd=tmp_path,
             env=env,
             stdout=self.log.open("wb"),

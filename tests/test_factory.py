@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -391,3 +392,32 @@ def test_reuse_port_lets_two_pserve_processes_share_one_port(pserve, redis_serve
     assert eventually(lambda: redis_server.subscribers("/jobs/1") == 2)
     clients[0].send("to all")
     assert [client.receive() for client in clients] == ["to all"] * 10
+
+
+def test_running_out_of_files_pauses_accepting_instead_of_crashing(pserve):
+    server = pserve(max_files=64)
+    crowd = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(80)]
+    assert eventually(lambda: "cannot accept connections" in server.output())
+    for sock in crowd:
+        sock.close()
+    with WebSocketClient(server.ws_url("/echo/"), timeout=15) as client:
+        client.send("still serving")
+        assert client.receive() == "still serving"
+    assert server.process.poll() is None
+    assert "may open only 64 files" in server.output()
+
+
+def test_the_soft_file_limit_is_raised_for_max_connections():
+    import resource
+
+    from stargate.factory import _raise_file_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1300:
+        pytest.skip(f"the hard file limit ({hard}) is too low for this test")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+    try:
+        _raise_file_limit(1000)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 1256
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
