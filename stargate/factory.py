@@ -88,6 +88,11 @@ class ServerOptions:
     #: ``url_length_limit``: the longest request line accepted; longer gets
     #: 414.  Default 8192.
     url_length_limit: int = 8192
+    #: ``header_timeout``: seconds a connection has to deliver a whole
+    #: request line and headers (and the longest a keep-alive connection may
+    #: idle between requests); slower clients are cut off.  WebSockets, once
+    #: open, are not affected.  Default 15.
+    header_timeout: float = 15.0
 
 
 def _parse_listen(value: Any) -> tuple[str, int]:
@@ -119,6 +124,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "shutdown_timeout": parse_seconds,
     "monkey_patch": parse_bool,
     "url_length_limit": parse_count,
+    "header_timeout": parse_seconds,
 }
 
 
@@ -144,6 +150,35 @@ def parse_server_options(options: Mapping[str, Any]) -> ServerOptions:
     return replace(ServerOptions(), **values)
 
 
+class _ClosingResponse:
+    """A WSGI response iterable that calls ``on_close`` once it is closed."""
+
+    def __init__(self, result: Any, on_close: Callable[[], None]) -> None:
+        self._result = result
+        self._on_close = on_close
+
+    @classmethod
+    def wrap(cls, result: Any, on_close: Callable[[], None]) -> Any:
+        # eventlet computes Content-Length for responses that have a len().
+        kind = _SizedClosingResponse if hasattr(result, "__len__") else cls
+        return kind(result, on_close)
+
+    def __iter__(self) -> Any:
+        return iter(self._result)
+
+    def close(self) -> None:
+        try:
+            if hasattr(self._result, "close"):
+                self._result.close()
+        finally:
+            self._on_close()
+
+
+class _SizedClosingResponse(_ClosingResponse):
+    def __len__(self) -> int:
+        return len(self._result)
+
+
 class Server:
     """eventlet's WSGI server serving one application, with graceful shutdown.
 
@@ -161,7 +196,10 @@ class Server:
         self.handle_signals = handle_signals
         #: The open WebSockets of this server.
         self.tracker = ConnectionTracker()
-        self._pool = green.RefusingPool(options.max_connections, self._refuse)
+        self._deadlines = green.RequestDeadlines(options.header_timeout)
+        self._pool = green.RefusingPool(
+            options.max_connections, self._refuse, self._deadlines
+        )
         self._last_refusal_log = 0.0
         self._last_exhaustion_log = 0.0
         self._socket: Any = None
@@ -203,7 +241,7 @@ class Server:
         try:
             green.serve(
                 self._socket,
-                self.app,
+                self._application,
                 pool=self._pool,
                 environ={TRACKER_KEY: self.tracker},
                 log=access_log,
@@ -245,6 +283,12 @@ class Server:
         for connection in self.tracker:
             connection.abort(CLOSE_GOING_AWAY, "server shutting down")
         self._pool.kill_all()
+
+    def _application(self, environ: dict[str, Any], start_response: Any) -> Any:
+        """Run the application with the request deadline lifted."""
+        self._deadlines.request_started()
+        result = self.app(environ, start_response)
+        return _ClosingResponse.wrap(result, self._deadlines.request_finished)
 
     def _on_exhausted(self, error: OSError) -> None:
         now = time.monotonic()

@@ -42,6 +42,8 @@ __all__ = [
     "PatientListener",
     "Queue",
     "RefusingPool",
+    "RequestDeadlines",
+    "RequestTimedOut",
     "Wakeup",
     "already_handled",
     "import_green",
@@ -65,6 +67,60 @@ spawn = eventlet.spawn
 sleep = eventlet.sleep
 
 
+class RequestTimedOut(BaseException):
+    """A connection did not deliver a whole request head in time.
+
+    A ``BaseException``, so that eventlet's own ``except Exception`` blocks
+    do not swallow it on its way out of the connection's green thread.
+    """
+
+
+class RequestDeadlines:
+    """Cut connections whose next request does not reach the application in time.
+
+    eventlet waits for a request line and headers without any limit, so a
+    client that sends garbage without a line end, or trickles a header a
+    byte at a time (slowloris), would hold its connection slot forever.
+    :meth:`guard` arms a deadline when a connection's green thread starts;
+    :meth:`request_started` (the request reached the application) cancels
+    it, and :meth:`request_finished` (its response was written) arms it
+    again for the next request of a keep-alive connection.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._timers: dict[Any, Any] = {}
+
+    def guard(self, function: Callable[..., Any]) -> Callable[..., None]:
+        """Return ``function`` running under the deadline."""
+
+        def guarded(*args: Any) -> None:
+            current = eventlet.getcurrent()
+            self._timers[current] = eventlet.Timeout(self.seconds, RequestTimedOut)
+            try:
+                function(*args)
+            except RequestTimedOut:
+                pass  # the server closes the connection when this returns
+            finally:
+                timer = self._timers.pop(current, None)
+                if timer is not None:
+                    timer.cancel()
+
+        return guarded
+
+    def request_started(self) -> None:
+        """Lift the deadline: the current request reached the application."""
+        timer = self._timers.get(eventlet.getcurrent())
+        if timer is not None:
+            timer.cancel()
+
+    def request_finished(self) -> None:
+        """Arm the deadline again: the response is written, the next may come."""
+        current = eventlet.getcurrent()
+        if current in self._timers:
+            self._timers[current] = eventlet.Timeout(self.seconds, RequestTimedOut)
+
+
 class RefusingPool:
     """A pool of green threads that refuses work past its size, never queues it.
 
@@ -77,14 +133,22 @@ class RefusingPool:
     :param refuse: called with the connection that found the pool full.
     """
 
-    def __init__(self, size: int, refuse: Callable[[Any], object]) -> None:
+    def __init__(
+        self,
+        size: int,
+        refuse: Callable[[Any], object],
+        deadlines: RequestDeadlines | None = None,
+    ) -> None:
         self._pool = eventlet.GreenPool(size)
         self._refuse = refuse
+        self._deadlines = deadlines
 
     def spawn(self, function: Callable[..., Any], *args: Any) -> Any:
         """Run ``function(*args)`` in the pool, or refuse if it is full."""
         if self._pool.free() == 0:
             return eventlet.spawn(self._refuse, *args)
+        if self._deadlines is not None:
+            function = self._deadlines.guard(function)
         return self._pool.spawn(function, *args)
 
     def waitall(self) -> None:

@@ -179,6 +179,8 @@ class WebSocketView:
         )
         for name, value in refusal.headers:
             response.headers[name] = value
+        # The client wanted a WebSocket, not an HTTP session: hang up.
+        response.headers["Connection"] = "close"
         return response
 
     def handle_websocket(self, websocket: Connection) -> Response:
