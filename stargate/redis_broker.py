@@ -189,9 +189,12 @@ class RedisBroker(Broker):
             pubsub = None
             try:
                 pubsub = self._client().pubsub(ignore_subscribe_messages=True)
-                channels = [self.prefix + name for name in self.local.channels()]
-                pubsub.subscribe(control, *channels)
+                channels = set(self.local.channels())
+                pubsub.subscribe(control, *(self.prefix + name for name in channels))
                 self._pubsub = pubsub
+                # Listeners that came or went while subscribing (a green
+                # switch) found no connection to tell: catch up now.
+                self._reconcile(pubsub, channels)
                 self.connected.set()
                 backoff.reset()
                 if outage:
@@ -216,6 +219,13 @@ class RedisBroker(Broker):
                 except (self._redis.RedisError, OSError):  # pragma: no cover
                     pass
             green.sleep(backoff.next())
+
+    def _reconcile(self, pubsub: Any, subscribed: set[str]) -> None:
+        now = set(self.local.channels())
+        if now - subscribed:
+            pubsub.subscribe(*(self.prefix + name for name in now - subscribed))
+        if subscribed - now:
+            pubsub.unsubscribe(*(self.prefix + name for name in subscribed - now))
 
     def _on_redis_message(self, item: dict[str, Any]) -> None:
         # Only "message" items come: subscribe confirmations are ignored.

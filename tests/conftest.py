@@ -179,11 +179,17 @@ class PServe:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # the group is gone already
-        self.process.wait(10)
+        """Stop gracefully (coverage data of the process gets written), or kill."""
+        for how, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.process.pid, how)
+            except ProcessLookupError:
+                return  # the group is gone already
+            try:
+                self.process.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -192,6 +193,40 @@ class TestServer:
                 assert again.receive() == "back"
             for client in clients:
                 client.close()
+
+    def test_a_refused_client_that_already_left_is_no_error(self):
+        with LiveServer(make_app(), max_connections=1) as server:
+            with WebSocketClient(server.ws_url("/echo/")):
+                for _ in range(3):
+                    sock = socket.create_connection((server.host, server.port))
+                    sock.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    sock.close()  # a reset before the 503 can be written
+            with WebSocketClient(server.ws_url("/echo/")) as client:
+                client.send("fine")
+                assert client.receive() == "fine"
+
+    def test_responses_keep_their_length_and_close(self):
+        from stargate.factory import _ClosingResponse
+
+        closed = []
+
+        class Body:
+            def __iter__(self):
+                return iter([b"a", b"b"])
+
+            def close(self):
+                closed.append("body")
+
+        sized = _ClosingResponse.wrap([b"abc"], lambda: closed.append("sized"))
+        assert len(sized) == 1 and list(sized) == [b"abc"]
+        sized.close()
+        streamed = _ClosingResponse.wrap(Body(), lambda: closed.append("streamed"))
+        assert not hasattr(streamed, "__len__")
+        assert list(streamed) == [b"a", b"b"]
+        streamed.close()
+        assert closed == ["sized", "body", "streamed"]
 
     def test_live_server_stop_says_when_it_times_out(self):
         server = LiveServer(make_app(), shutdown_timeout=1).start()

@@ -202,3 +202,49 @@ def test_subscription_changes_while_the_link_breaks_are_not_errors():
     assert broker.subscribe("/c", peer.conn) is True
     assert broker.unsubscribe("/c", peer.conn) is True
     broker.close()
+
+
+def test_listeners_that_arrive_while_subscribing_are_not_forgotten(redis_server):
+    """The first SUBSCRIBE is network I/O: other green threads run meanwhile."""
+    import eventlet
+
+    from stargate.redis_broker import RedisBroker
+    from tests.peers import Peer
+
+    broker = RedisBroker(redis_server.url)
+    real_client = broker._client
+
+    def slow_client(*args, **kwargs):
+        client = real_client(*args, **kwargs)
+        real_pubsub = client.pubsub
+
+        def pubsub(**options):
+            subscription = real_pubsub(**options)
+            real_subscribe = subscription.subscribe
+
+            def subscribe(*channels):
+                eventlet.sleep(0.2)  # a slow network: others run meanwhile
+                return real_subscribe(*channels)
+
+            subscription.subscribe = subscribe
+            return subscription
+
+        client.pubsub = pubsub
+        return client
+
+    broker._client = slow_client
+    early, late, leaving = Peer(), Peer(), Peer()
+    broker.subscribe("/early", early.conn)  # starts the subscriber loop
+    broker.subscribe("/leaving", leaving.conn)
+    eventlet.sleep(0.05)  # the loop is now inside its first, slow SUBSCRIBE
+    broker.subscribe("/late", late.conn)
+    broker.unsubscribe("/leaving", leaving.conn)
+    assert broker.connected.wait(5)
+    for _ in range(100):
+        if redis_server.subscribers("/late") == 1:
+            break
+        eventlet.sleep(0.02)
+    assert redis_server.subscribers("/early") == 1
+    assert redis_server.subscribers("/late") == 1
+    assert redis_server.subscribers("/leaving") == 0
+    broker.close()
