@@ -207,6 +207,11 @@ class Server:
         self._stopping = False
 
     @property
+    def running_requests(self) -> int:
+        """How many connections are being served right now (WebSockets included)."""
+        return self._pool.running()
+
+    @property
     def address(self) -> tuple[str, int]:
         """The bound ``(host, port)``; call :meth:`bind` first."""
         if self._socket is None:

@@ -46,6 +46,8 @@ __all__ = [
     "RequestTimedOut",
     "Wakeup",
     "already_handled",
+    "current",
+    "kill_later",
     "import_green",
     "is_monkey_patched",
     "listen",
@@ -65,6 +67,20 @@ DISCONNECTED = frozenset(
 
 spawn = eventlet.spawn
 sleep = eventlet.sleep
+current = eventlet.getcurrent
+
+
+def kill_later(seconds: float, thread: Any, before: Callable[[], object]) -> Any:
+    """Stop green thread ``thread`` in ``seconds`` (``before()`` is called first).
+
+    Returns a handle whose ``cancel()`` calls it off.
+    """
+
+    def stop() -> None:
+        before()
+        eventlet.kill(thread)
+
+    return eventlet.spawn_after(seconds, stop)
 
 
 class RequestTimedOut(BaseException):

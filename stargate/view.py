@@ -46,6 +46,30 @@ class HandledResponse(Response):
         return []
 
 
+class _HandlerWatchdog:
+    """Stops a handler that outlives its connection by more than a grace period."""
+
+    def __init__(self, path: str, grace: float) -> None:
+        self.path, self.grace = path, grace
+        self.thread = green.current()
+        self.timer: Any = None
+
+    def start(self, websocket: Connection) -> None:
+        self.timer = green.kill_later(self.grace, self.thread, self._warn)
+
+    def _warn(self) -> None:
+        log.warning(
+            "WebSocket handler of %s still running %ss after its connection "
+            "closed: stopping it",
+            self.path,
+            self.grace,
+        )
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+
 class WebSocketView:
     """A class-based :term:`view callable` that turns a request into a WebSocket.
 
@@ -187,9 +211,14 @@ class WebSocketView:
         """Run :meth:`handler`, then close the connection and wait until it is closed.
 
         An exception raised by the handler is logged and closes the
-        connection with 1011; the server goes on serving everyone else.
-        Returns a :class:`HandledResponse`.
+        connection with 1011; the server goes on serving everyone else.  A
+        handler still running ``stargate.close_timeout`` seconds after its
+        connection closed (blocked on something that never comes) is stopped,
+        so that it does not hold a connection slot forever.  Returns a
+        :class:`HandledResponse`.
         """
+        watchdog = _HandlerWatchdog(self.request.path, self.settings.close_timeout)
+        websocket.on_close(watchdog.start)
         try:
             self.handler(websocket)
         except ConnectionClosed:
@@ -198,12 +227,18 @@ class WebSocketView:
             log.exception("WebSocket handler of %s failed", self.request.path)
             websocket.close(CLOSE_INTERNAL_ERROR, "internal error")
         finally:
+            watchdog.cancel()
             websocket.close()
             websocket.wait_closed()
         return HandledResponse()
 
     def handler(self, websocket: Connection) -> None:
         """Serve one WebSocket; the connection is closed when this returns.
+
+        Keep reading (``for message in websocket``, ``receive()`` or
+        ``wait_closed()``) for as long as the connection matters: pongs and
+        the client's close are read there, so a handler that never reads is
+        disconnected by the keepalive check.
 
         The default makes the client a listener of the :term:`context` (if it
         is a :class:`~stargate.resource.WebSocketAwareResource`) and ignores

@@ -89,3 +89,24 @@ def test_a_permission_is_checked_before_the_upgrade(live):
     ) as client:
         client.send("allowed")
         assert client.receive() == "allowed"
+
+
+def test_a_handler_stuck_after_its_client_left_is_stopped(serve, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="stargate")
+    # A handler that never reads learns nothing of its client: keepalive finds
+    # the client gone (its pongs go unread), then the grace period runs.
+    server = serve(
+        {
+            "stargate.close_timeout": "0.3",
+            "stargate.ping_interval": "0.1",
+            "stargate.ping_timeout": "0.2",
+        }
+    )
+    with WebSocketClient(server.ws_url("/stubborn/")):
+        assert eventually(lambda: server.server.running_requests == 1)
+    # The client is gone; the handler sleeps for a minute: it is stopped.
+    assert eventually(lambda: server.server.running_requests == 0)
+    assert "still running 0.3s after its connection closed" in caplog.text
+    assert server.wait_for_connections(0)
