@@ -71,6 +71,7 @@ test: system-packages lint
 # their quick mode and checks only that every message arrived).
 bench: system-packages $(STAMP)
 	$(BIN)/python bench/broadcast.py
+	$(BIN)/python bench/churn.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache .coverage .coverage.* test-artifacts

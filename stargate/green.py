@@ -19,7 +19,9 @@ from __future__ import annotations
 import errno
 import functools
 import socket
+import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -73,14 +75,21 @@ current = eventlet.getcurrent
 def kill_later(seconds: float, thread: Any, before: Callable[[], object]) -> Any:
     """Stop green thread ``thread`` in ``seconds`` (``before()`` is called first).
 
-    Returns a handle whose ``cancel()`` calls it off.
+    Returns a handle whose ``cancel()`` calls it off.  A cancelled timer
+    stays in eventlet's queue until its time, so it holds only a weak
+    reference to the thread; and it is a plain hub timer, because cancelling
+    an ``eventlet.spawn_after`` thread raises into it and keeps the
+    traceback, with the canceller's frames and all they reference.
     """
+    reference = weakref.ref(thread)
 
     def stop() -> None:
-        before()
-        eventlet.kill(thread)
+        target = reference()
+        if target is not None and not target.dead:
+            before()
+            eventlet.kill(target)
 
-    return eventlet.spawn_after(seconds, stop)
+    return eventlet.hubs.get_hub().schedule_call_global(seconds, stop)
 
 
 class RequestTimedOut(BaseException):
@@ -97,44 +106,65 @@ class RequestDeadlines:
     eventlet waits for a request line and headers without any limit, so a
     client that sends garbage without a line end, or trickles a header a
     byte at a time (slowloris), would hold its connection slot forever.
-    :meth:`guard` arms a deadline when a connection's green thread starts;
-    :meth:`request_started` (the request reached the application) cancels
-    it, and :meth:`request_finished` (its response was written) arms it
-    again for the next request of a keep-alive connection.
+    :meth:`guard` sets a deadline when a connection's green thread starts;
+    :meth:`request_started` (the request reached the application) lifts it,
+    and :meth:`request_finished` (its response was written) sets it again
+    for the next request of a keep-alive connection.
+
+    One sweeper green thread, running only while deadlines are set, enforces
+    them all: a timer per connection would keep each finished connection's
+    green thread, and all it references, alive until the timer's time.
     """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self._timers: dict[Any, Any] = {}
+        self._deadlines: dict[Any, float] = {}
+        self._sweeping = False
 
     def guard(self, function: Callable[..., Any]) -> Callable[..., None]:
         """Return ``function`` running under the deadline."""
 
         def guarded(*args: Any) -> None:
             current = eventlet.getcurrent()
-            self._timers[current] = eventlet.Timeout(self.seconds, RequestTimedOut)
+            self._set(current)
             try:
                 function(*args)
             except RequestTimedOut:
                 pass  # the server closes the connection when this returns
             finally:
-                timer = self._timers.pop(current, None)
-                if timer is not None:
-                    timer.cancel()
+                self._deadlines.pop(current, None)
 
         return guarded
 
+    def _set(self, thread: Any) -> None:
+        self._deadlines[thread] = time.monotonic() + self.seconds
+        if not self._sweeping:
+            self._sweeping = True
+            eventlet.spawn(self._sweep)
+
+    def _sweep(self) -> None:
+        try:
+            while self._deadlines:
+                eventlet.sleep(min(1.0, self.seconds / 4))
+                now = time.monotonic()
+                expired = [t for t, d in self._deadlines.items() if d <= now]
+                for thread in expired:
+                    if self._deadlines.pop(thread, None) is not None:
+                        eventlet.kill(thread, RequestTimedOut)
+        finally:
+            self._sweeping = False
+
     def request_started(self) -> None:
         """Lift the deadline: the current request reached the application."""
-        timer = self._timers.get(eventlet.getcurrent())
-        if timer is not None:
-            timer.cancel()
+        current = eventlet.getcurrent()
+        if current in self._deadlines:
+            self._deadlines[current] = float("inf")
 
     def request_finished(self) -> None:
-        """Arm the deadline again: the response is written, the next may come."""
+        """Set the deadline again: the response is written, the next may come."""
         current = eventlet.getcurrent()
-        if current in self._timers:
-            self._timers[current] = eventlet.Timeout(self.seconds, RequestTimedOut)
+        if current in self._deadlines:
+            self._set(current)
 
 
 class RefusingPool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,11 +52,13 @@ class _HandlerWatchdog:
 
     def __init__(self, path: str, grace: float) -> None:
         self.path, self.grace = path, grace
-        self.thread = green.current()
+        self.thread = weakref.ref(green.current())
         self.timer: Any = None
 
     def start(self, websocket: Connection) -> None:
-        self.timer = green.kill_later(self.grace, self.thread, self._warn)
+        thread = self.thread()
+        if thread is not None:
+            self.timer = green.kill_later(self.grace, thread, self._warn)
 
     def _warn(self) -> None:
         log.warning(

@@ -456,3 +456,31 @@ def test_the_soft_file_limit_is_raised_for_max_connections():
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 1256
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_sigterm_under_load_still_closes_everyone_with_1001(pserve):
+    server = pserve()
+    clients = [WebSocketClient(server.ws_url("/jobs/load/")) for _ in range(50)]
+
+    def stream():  # a long broadcast, still running when SIGTERM comes
+        try:
+            urllib.request.urlopen(
+                urllib.request.Request(
+                    server.url + "/jobs/load/", data=b"count=100000&size=64"
+                ),
+                timeout=30,
+            ).read()
+        except OSError:
+            pass  # the server went away mid-stream, as intended
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    assert clients[0].receive(timeout=10).startswith("00000000")  # it is flowing
+    server.process.send_signal(signal.SIGTERM)
+    for client in clients:
+        for _ in range(200_000):  # read out the stream, up to the close
+            if client.receive(timeout=15) is None:
+                break
+        assert client.close_code == 1001
+    assert server.process.wait(15) == 0
+    streamer.join(30)

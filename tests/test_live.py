@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -15,6 +16,7 @@ import pytest
 import websocket  # websocket-client: frame-level control for protocol tests
 from websocket import ABNF
 
+from stargate.connection import Connection
 from stargate.testing import WebSocketClient
 from tests.conftest import eventually, raw_upgrade, read_http_response
 
@@ -500,3 +502,16 @@ def test_churn_leaves_no_listener_and_no_file_descriptor(live):
     assert eventually(lambda: listener_count(live, "/jobs/churn/") == 0)
     assert live.wait_for_connections(0)
     assert eventually(lambda: open_fds() <= before, timeout=10), (open_fds(), before)
+    # And no connection object outlives its connection (no garbage
+    # collection needed): a cancelled timer once kept each one for seconds.
+    # (Polled: the last one may still be unwinding in the server's thread.)
+    tracker = live.server.tracker
+
+    def survivors() -> int:
+        return sum(
+            1
+            for obj in gc.get_objects()
+            if isinstance(obj, Connection) and obj._tracker is tracker
+        )
+
+    assert eventually(lambda: survivors() == 0), survivors()
