@@ -23,6 +23,7 @@ EXPECTED_FILES = {
     "testing.ini",
     "{package}/__init__.py",
     "{package}/resources.py",
+    "{package}/security.py",
     "{package}/views.py",
     "{package}/static/app.css",
     "{package}/static/app.js",
@@ -34,6 +35,7 @@ EXPECTED_FILES = {
     "tests/test_browser.py",
     "tests/test_live.py",
     "tests/test_resources.py",
+    "tests/test_security.py",
     "tests/test_views.py",
 }
 # Jinja2 page templates are copied as they are: their {{ }} is for Pyramid.

@@ -1,8 +1,10 @@
 """{{ cookiecutter.description }}."""
 
 from pyramid.config import Configurator
+from pyramid.session import SignedCookieSessionFactory
 
 from .resources import Root
+from .security import SessionSecurityPolicy
 
 
 def main(global_config, **settings):
@@ -11,6 +13,12 @@ def main(global_config, **settings):
     with Configurator(settings=settings, root_factory=lambda request: root) as config:
         config.include("pyramid_jinja2")
         config.include("stargate")  # the websocket= predicate and the broker
+        config.set_session_factory(
+            SignedCookieSessionFactory(
+                settings["session.secret"], httponly=True, samesite="Lax"
+            )
+        )
+        config.set_security_policy(SessionSecurityPolicy())
         config.add_static_view("static", "static", cache_max_age=3600)
         config.scan()
     return config.make_wsgi_app()

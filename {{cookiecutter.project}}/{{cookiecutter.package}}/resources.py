@@ -33,10 +33,13 @@ class Root:
 
     def __init__(self):
         self.jobs = JobRoot(self)
+        self.backstage = Backstage(self)
 
     def __getitem__(self, name):
         if name == "jobs":
             return self.jobs
+        if name == "backstage":
+            return self.backstage
         raise KeyError(name)
 
 
@@ -58,6 +61,15 @@ class JobRoot:
 
     def __iter__(self):
         return iter(self._jobs.values())
+
+
+class Backstage(WebSocketAwareResource):
+    """A room for logged-in users: its WebSocket view needs the ``watch`` permission."""
+
+    __name__ = "backstage"
+
+    def __init__(self, parent):
+        self.__parent__ = parent
 
 
 class Job(WebSocketAwareResource):

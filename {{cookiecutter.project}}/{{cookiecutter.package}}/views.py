@@ -1,10 +1,14 @@
 """The views: the home page, a job's WebSocket, and a job's HTTP interface."""
 
+import json
+
 from pyramid.httpexceptions import HTTPBadRequest
+from pyramid.security import forget, remember
 from pyramid.view import view_config
 from stargate import WebSocketView
 
-from .resources import Job, Root
+from .resources import Backstage, Job, Root
+from .security import WATCH
 
 #: The jobs the home page shows.
 HOME_JOBS = ("1", "2", "3")
@@ -48,3 +52,39 @@ def control(context, request):
 def job_json(context, request):
     """``GET /jobs/<id>/`` answers the job as JSON."""
     return context.as_json()
+
+
+@view_config(context=Backstage, websocket=True, permission=WATCH)
+class BackstageView(WebSocketView):
+    """``ws://host/backstage/``: for logged-in users only (403 otherwise)."""
+
+    def handler(self, websocket):
+        """Greet the user, then relay every message with its author's name."""
+        name = self.request.identity
+        room = self.context
+        room.add_listener(websocket)
+        websocket.send(json.dumps({"welcome": name}))
+        for message in websocket:
+            if isinstance(message, str):
+                room.send(json.dumps({"from": name, "text": message}))
+
+
+@view_config(context=Root, name="login", request_method="POST", renderer="json")
+def login(context, request):
+    """``POST /login`` with ``name``: log in (a session cookie).
+
+    This demo trusts any name: check a password against your user store here.
+    """
+    name = request.POST.get("name", "").strip()
+    if not name or len(name) > 64:
+        raise HTTPBadRequest(json_body={"error": "name must be 1 to 64 characters"})
+    request.session.invalidate()  # a new session for a new user
+    request.response.headerlist.extend(remember(request, name))
+    return {"name": name}
+
+
+@view_config(context=Root, name="logout", request_method="POST", renderer="json")
+def logout(context, request):
+    """``POST /logout``: log out."""
+    request.response.headerlist.extend(forget(request))
+    return {}
