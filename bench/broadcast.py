@@ -84,7 +84,7 @@ class Servers:
     def start(self, port: int, broker: str) -> None:
         ini = self.directory / f"bench-{port}.ini"
         ini.write_text(
-            "[app:main]\nuse = call:bench_app:main\n"
+            "[app:main]\nuse = call:bench_app:main\nsession.secret = bench\n"
             f"stargate.broker = {broker}\nstargate.ping_interval = 0\n"
             "[server:main]\nuse = egg:stargate#server\n"
             f"listen = 127.0.0.1:{port}\nmax_connections = 30000\n"

@@ -1,5 +1,8 @@
 """The HTTP side of the views, through WebTest."""
 
+import pytest
+
+from {{ cookiecutter.package }} import main
 from {{ cookiecutter.package }}.resources import Root
 from {{ cookiecutter.package }}.views import control, home, job_json
 
@@ -51,3 +54,9 @@ def test_post_refuses_unknown_states(testapp):
 def test_unknown_paths_are_404(testapp):
     testapp.get("/nothing", status=404)
     testapp.get("/jobs/a b/", status=404)
+
+
+def test_main_needs_a_session_secret(app_settings):
+    settings = {k: v for k, v in app_settings.items() if k != "session.secret"}
+    with pytest.raises(ValueError, match="session.secret"):
+        main({}, **settings)
