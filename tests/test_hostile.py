@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import pytest
@@ -117,16 +118,34 @@ CASES = {
 }
 
 
+#: Refused by stargate's handshake (the others by eventlet's HTTP parser).
+BY_THE_HANDSHAKE = {
+    "missing key",
+    "key not base64",
+    "key of the wrong length",
+    "duplicate keys",
+    "unknown version",
+    "POST upgrade",
+    "missing Host",
+}
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_malformed_upgrades_get_a_clear_4xx(live, name):
+def test_malformed_upgrades_get_a_clear_4xx(live, name, caplog):
     raw, status, reason = CASES[name]
+    caplog.set_level(logging.INFO, logger="stargate.view")
     with WebSocketClient(live.ws_url("/echo/")) as bystander:
         bystander.send("before")
         assert bystander.receive() == "before"
+        caplog.clear()
         response = exchange(live, raw.encode("latin-1"))
         assert status_of(response) == status, response[:200]
         assert reason in response
         assert b"connection: close" in response.lower()
+        refusals = [r for r in caplog.records if r.name == "stargate.view"]
+        if name in BY_THE_HANDSHAKE:  # one line, with the status and reason
+            assert len(refusals) == 1
+            assert f"refused: {status}" in refusals[0].getMessage()
         bystander.send("after")
         assert bystander.receive() == "after"
     assert live.wait_for_connections(0)
