@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from broadcast import Servers, bake, free_port  # noqa: E402
-from loadgen import KEY  # noqa: E402
+from loadgen import KEY, read_upgrade  # noqa: E402
 
 REQUEST = (
     "GET /jobs/1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
@@ -49,12 +49,7 @@ def process_state(pid: int) -> tuple[int, int]:
 def cycle(port: int, clean: bool) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(REQUEST)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(4096)
-            if not chunk:
-                raise ConnectionError("closed during the handshake")
-            head += chunk
+        read_upgrade(sock)
         if clean:
             sock.sendall(CLOSE)
             sock.recv(4096)

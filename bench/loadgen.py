@@ -16,6 +16,19 @@ import time
 KEY = base64.b64encode(os.urandom(16)).decode()
 
 
+def read_upgrade(sock: socket.socket) -> bytes:
+    """Read the server's answer to an upgrade request; raise unless it is 101."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("the server closed during the handshake")
+        head += chunk
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
+    return head
+
+
 class Listeners:
     """``count`` WebSocket clients on ``path`` of ``(host, port)``."""
 
@@ -43,14 +56,7 @@ class Listeners:
                 sock.sendall(request)
                 group.append(sock)
             for sock in group:
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    chunk = sock.recv(4096)
-                    if not chunk:
-                        raise ConnectionError("the server closed during the handshake")
-                    head += chunk
-                if not head.startswith(b"HTTP/1.1 101"):
-                    raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
+                read_upgrade(sock)
                 sock.setblocking(False)
                 self.sockets.append(sock)
                 self.selector.register(sock, selectors.EVENT_READ)
