@@ -200,8 +200,7 @@ class Server:
         self._pool = green.RefusingPool(
             options.max_connections, self._refuse, self._deadlines
         )
-        self._last_refusal_log = 0.0
-        self._last_exhaustion_log = 0.0
+        self._last_warning: dict[str, float] = {}
         self._socket: Any = None
         self._wakeup = green.Wakeup()
         self._stopping = False
@@ -295,16 +294,20 @@ class Server:
         result = self.app(environ, start_response)
         return _ClosingResponse.wrap(result, self._deadlines.request_finished)
 
-    def _on_exhausted(self, error: OSError) -> None:
+    def _warn_once_a_second(self, message: str, *args: Any) -> None:
+        """Log ``message`` at most once a second: floods must not flood the log."""
         now = time.monotonic()
-        if now - self._last_exhaustion_log >= 1.0:
-            self._last_exhaustion_log = now
-            log.warning(
-                "cannot accept connections (%s): waiting for clients to leave; "
-                "raise the file limit (ulimit -n, LimitNOFILE=) or lower "
-                "max_connections",
-                error.strerror,
-            )
+        if now - self._last_warning.get(message, 0.0) >= 1.0:
+            self._last_warning[message] = now
+            log.warning(message, *args)
+
+    def _on_exhausted(self, error: OSError) -> None:
+        self._warn_once_a_second(
+            "cannot accept connections (%s): waiting for clients to leave; "
+            "raise the file limit (ulimit -n, LimitNOFILE=) or lower "
+            "max_connections",
+            error.strerror,
+        )
 
     def _refuse(self, connection: list[Any]) -> None:
         """Answer 503 to a connection past ``max_connections``, at once."""
@@ -317,13 +320,10 @@ class Server:
             sock.sendall(_BUSY)
         except OSError:
             pass  # the client gave up already
-        now = time.monotonic()
-        if now - self._last_refusal_log >= 1.0:
-            self._last_refusal_log = now
-            log.warning(
-                "max_connections (%d) reached: refusing new connections with 503",
-                self.options.max_connections,
-            )
+        self._warn_once_a_second(
+            "max_connections (%d) reached: refusing new connections with 503",
+            self.options.max_connections,
+        )
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         previous: dict[int, Any] = {}

@@ -39,7 +39,6 @@ with warnings.catch_warnings():
     import eventlet.wsgi
 
 __all__ = [
-    "DISCONNECTED",
     "Event",
     "PatientListener",
     "Queue",
@@ -61,11 +60,6 @@ __all__ = [
     "spawn",
     "timeout",
 ]
-
-#: ``errno`` values that mean the peer went away; not worth a traceback.
-DISCONNECTED = frozenset(
-    {errno.EPIPE, errno.ECONNRESET, errno.ESHUTDOWN, errno.ENOTCONN, errno.EBADF}
-)
 
 spawn = eventlet.spawn
 sleep = eventlet.sleep

@@ -14,31 +14,31 @@ import pytest
 from tests.conftest import ROOT
 
 
-@pytest.mark.timeout(600)
-def test_broadcast_benchmark_quick_mode(redis_server):
+def quick(name: str) -> tuple[str, object]:
+    """Run ``bench/<name>.py --quick``; return its table and its JSON results."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "broadcast.py"), "--quick"],
+        [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--quick"],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    results = json.loads((ROOT / "bench" / "results" / "broadcast.json").read_text())
+    return result.stdout, json.loads(
+        (ROOT / "bench" / "results" / f"{name}.json").read_text()
+    )
+
+
+@pytest.mark.timeout(600)
+def test_broadcast_benchmark_quick_mode(redis_server):
+    table, results = quick("broadcast")
     assert {(r["listeners"], r["processes"]) for r in results} == {(100, 1), (100, 2)}
     for scenario in results:
         assert scenario["delivered"] == scenario["expected"] == 300
-    assert "| 100 | 2 |" in result.stdout
+    assert "| 100 | 2 |" in table
 
 
 @pytest.mark.timeout(600)
 def test_churn_benchmark_quick_mode():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "churn.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    churn = json.loads((ROOT / "bench" / "results" / "churn.json").read_text())
+    _, churn = quick("churn")
     assert churn["cycles"] == 500
     assert churn["fds_after"] <= churn["fds_before"]
