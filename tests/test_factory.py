@@ -203,6 +203,8 @@ class TestServer:
                         socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
                     )
                     sock.close()  # a reset before the 503 can be written
+            # The one slot is free again once the first client's request ends.
+            assert eventually(lambda: server.server.running_requests == 0)
             with WebSocketClient(server.ws_url("/echo/")) as client:
                 client.send("fine")
                 assert client.receive() == "fine"
