@@ -206,7 +206,7 @@ class RefusingPool:
 
 
 class Event:
-    """A one-shot event that green threads can wait on."""
+    """An event that green threads can wait on, set and cleared again."""
 
     __slots__ = ("_event",)
 
@@ -218,13 +218,26 @@ class Event:
         if not self._event.ready():
             self._event.send(True)
 
+    def is_set(self) -> bool:
+        """Return whether the event is set."""
+        return self._event.ready()
+
+    def clear(self) -> None:
+        """Unset the event, so that later waiters wait for the next :meth:`set`.
+
+        Green threads already woken are not affected.
+        """
+        if self._event.ready():
+            self._event = eventlet.event.Event()
+
     def wait(self, seconds: float | None = None) -> bool:
         """Wait until set or until ``seconds`` pass; return whether it is set."""
-        if self._event.ready():
+        event = self._event  # clear() may replace it once this one is set
+        if event.ready():
             return True
         with timeout(seconds):
-            self._event.wait()
-        return self._event.ready()
+            event.wait()
+        return event.ready()
 
 
 @contextmanager
@@ -429,43 +442,46 @@ def is_monkey_patched() -> bool:
     return eventlet.patcher.is_monkey_patched("socket")
 
 
-# The unpatched os module: a signal handler runs inside eventlet's hub, where
-# the green os.write() (after monkey-patching) may not wait.
-_os = eventlet.patcher.original("os")
+# Unpatched sockets: a signal handler runs inside eventlet's hub, where a
+# green send() may not wait.
+_socket = eventlet.patcher.original("socket")
 
 
 class Wakeup:
     """Wake a green thread from a signal handler or from another OS thread.
 
-    :meth:`fire` writes one byte to a pipe, which is safe anywhere;
+    :meth:`fire` sends one byte over a socket pair, which is safe anywhere;
     :meth:`wait` blocks only the calling green thread until that happens.
+    Socket objects (rather than raw descriptors) make :meth:`fire` and
+    :meth:`close` harmless after :meth:`close`: a closed socket object
+    never writes to, or closes, a descriptor number the system has since
+    given to someone else.
     """
 
     def __init__(self) -> None:
-        self._read_fd, self._write_fd = _os.pipe()
-        _os.set_blocking(self._read_fd, False)
-        _os.set_blocking(self._write_fd, False)
+        self._reader, self._writer = _socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
 
     def fire(self) -> None:
         """Wake the waiter (repeated calls are harmless)."""
         try:
-            _os.write(self._write_fd, b"!")
-        except (BlockingIOError, OSError):
-            pass  # already woken, or closed
+            self._writer.send(b"!")
+        except OSError:
+            pass  # already woken (the buffer is full), or closed
 
     def wait(self) -> None:
-        """Wait, in a green thread, until :meth:`fire` is called."""
+        """Wait, in a green thread, until :meth:`fire` or :meth:`close` is called."""
         while True:
             try:
-                if _os.read(self._read_fd, 64):
-                    return
+                self._reader.recv(64)
+                return  # a byte (or, were the writer gone, the end of the stream)
             except BlockingIOError:
-                eventlet.hubs.trampoline(self._read_fd, read=True)
+                eventlet.hubs.trampoline(self._reader.fileno(), read=True)
+            except OSError:
+                return  # closed
 
     def close(self) -> None:
-        """Release the pipe."""
-        for fd in (self._read_fd, self._write_fd):
-            try:
-                _os.close(fd)
-            except OSError:
-                pass
+        """Release the socket pair, once no green thread is in :meth:`wait`."""
+        self._writer.close()
+        self._reader.close()

@@ -186,9 +186,13 @@ class RedisBroker(Broker):
         control = self.prefix + "\x00stargate"  # keeps the subscription open
         outage = False
         while not self._closed:
-            pubsub = None
+            client = pubsub = None
             try:
-                pubsub = self._client().pubsub(ignore_subscribe_messages=True)
+                # The client is kept until the subscription ends: redis-py
+                # disconnects its whole pool (the subscription's connection
+                # included) when a client made by from_url() is collected.
+                client = self._client()
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
                 channels = set(self.local.channels())
                 pubsub.subscribe(control, *(self.prefix + name for name in channels))
                 self._pubsub = pubsub
@@ -211,14 +215,19 @@ class RedisBroker(Broker):
                         error,
                     )
                     outage = True
-            self._pubsub = None
-            self.connected = green.Event()
-            if pubsub is not None:
+            finally:  # also when close() kills this green thread
+                self._pubsub = None
+                self.connected.clear()
+                self._release(pubsub, client)
+            green.sleep(backoff.next())
+
+    def _release(self, *resources: Any) -> None:
+        for resource in resources:
+            if resource is not None:
                 try:
-                    pubsub.close()
+                    resource.close()
                 except (self._redis.RedisError, OSError):  # pragma: no cover
                     pass
-            green.sleep(backoff.next())
 
     def _reconcile(self, pubsub: Any, subscribed: set[str]) -> None:
         now = set(self.local.channels())
@@ -243,20 +252,23 @@ class RedisBroker(Broker):
     def _publish_loop(self) -> None:
         backoff = _Backoff(*self._backoff)
         client = self._client(timeout=5)  # a hung Redis costs one batch, not all
-        while not self._closed:
-            batch = [self._outbox.get()]
-            while len(batch) < _BATCH and (item := self._outbox.get_nowait()):
-                batch.append(item)
-            try:
-                pipeline = client.pipeline(transaction=False)
-                for channel, payload in batch:
-                    pipeline.publish(channel, payload)
-                pipeline.execute()
-                backoff.reset()
-            except (self._redis.RedisError, OSError):
-                # Lost: pub/sub has no one to keep them for.  The subscriber
-                # loop logs the outage; wait before trying the next batch.
-                green.sleep(backoff.next())
+        try:
+            while not self._closed:
+                batch = [self._outbox.get()]
+                while len(batch) < _BATCH and (item := self._outbox.get_nowait()):
+                    batch.append(item)
+                try:
+                    pipeline = client.pipeline(transaction=False)
+                    for channel, payload in batch:
+                        pipeline.publish(channel, payload)
+                    pipeline.execute()
+                    backoff.reset()
+                except (self._redis.RedisError, OSError):
+                    # Lost: pub/sub has no one to keep them for.  The subscriber
+                    # loop logs the outage; wait before trying the next batch.
+                    green.sleep(backoff.next())
+        finally:  # close() kills this green thread
+            self._release(client)
 
     def _safe_url(self) -> str:
         parts = self._redis.connection.parse_url(self.url)

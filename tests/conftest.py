@@ -280,13 +280,17 @@ def browser():
         browser.close()
 
 
-def eventually(condition, timeout: float = 5.0) -> bool:
-    """Poll ``condition`` until it is true or ``timeout`` seconds pass."""
+def eventually(condition, timeout: float = 5.0, sleep=time.sleep) -> bool:
+    """Poll ``condition`` until it is true or ``timeout`` seconds pass.
+
+    Pass ``sleep=eventlet.sleep`` when green threads of this thread must
+    run meanwhile.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(0.02)
+        sleep(0.02)
     return condition()
 
 
@@ -335,6 +339,9 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+    def connections_received(self) -> int:
+        return self.client.info("stats")["total_connections_received"]
 
     def subscribers(self, channel: str) -> int:
         return dict(self.client.pubsub_numsub(channel)).get(channel.encode(), 0)
