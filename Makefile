@@ -70,6 +70,7 @@ test: system-packages lint
 # The benchmarks, with figures (minutes; not part of make test, which runs
 # their quick mode and checks only that every message arrived).
 bench: system-packages $(STAMP)
+	$(BIN)/python bench/suite.py
 	$(BIN)/python bench/broadcast.py
 	$(BIN)/python bench/churn.py
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,86 +27,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from common import RESULTS, Servers, bake, free_port, wait_for_port  # noqa: E402
 from loadgen import Listeners  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"a server exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {port}")
-
-
-def bake(directory: Path) -> Path:
-    """Bake the template's defaults (quietly: the hook prints next steps)."""
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cookiecutter",
-            "--no-input",
-            "--output-dir",
-            str(directory),
-            str(ROOT),
-            "project=bench_app",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        timeout=120,
-    )
-    return directory / "bench_app"
-
-
-class Servers:
-    """pserve processes of the baked project, stopped on exit."""
-
-    def __init__(self, project: Path, directory: Path) -> None:
-        self.project, self.directory = project, directory
-        self.processes: list[subprocess.Popen] = []
-
-    def start(self, port: int, broker: str) -> None:
-        ini = self.directory / f"bench-{port}.ini"
-        ini.write_text(
-            "[app:main]\nuse = call:bench_app:main\nsession.secret = bench\n"
-            f"stargate.broker = {broker}\nstargate.ping_interval = 0\n"
-            "[server:main]\nuse = egg:stargate#server\n"
-            f"listen = 127.0.0.1:{port}\nmax_connections = 30000\n"
-            "[loggers]\nkeys = root\n[handlers]\nkeys = console\n"
-            "[formatters]\nkeys = generic\n"
-            "[logger_root]\nlevel = WARN\nhandlers = console\n"
-            "[handler_console]\nclass = StreamHandler\nargs = (sys.stderr,)\n"
-            "level = NOTSET\nformatter = generic\n"
-            "[formatter_generic]\nformat = %(levelname)s %(message)s\n"
-        )
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("pserve")), str(ini)],
-            cwd=self.directory,
-            env={**os.environ, "PYTHONPATH": str(self.project)},
-        )
-        self.processes.append(process)
-        wait_for_port(port, process)
-
-    def stop(self) -> None:
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
-            process.wait(30)
-        self.processes = []
 
 
 def post_state(port: int, state: str) -> None:
@@ -233,9 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.listeners, args.rounds = [100], 3
     results = run(args.listeners, args.rounds)
-    output = HERE / "results"
-    output.mkdir(exist_ok=True)
-    (output / "broadcast.json").write_text(json.dumps(results, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "broadcast.json").write_text(json.dumps(results, indent=2))
     print(table(results))
     lost = [r for r in results if r["delivered"] != r["expected"]]
     return 1 if lost else 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import struct
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from broadcast import Servers, bake, free_port  # noqa: E402
+from common import RESULTS, Servers, bake, free_port, process_state  # noqa: E402
 from loadgen import KEY, read_upgrade  # noqa: E402
 
 REQUEST = (
@@ -35,15 +34,6 @@ REQUEST = (
     "Sec-WebSocket-Version: 13\r\n\r\n"
 ).encode()
 CLOSE = b"\x88\x82\x00\x00\x00\x00\x03\xe8"  # masked close 1000
-
-
-def process_state(pid: int) -> tuple[int, int]:
-    """Return (resident memory in KiB, open file descriptors) of ``pid``."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss = next(
-        int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")
-    )
-    return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def cycle(port: int, clean: bool) -> None:
@@ -105,9 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="500 cycles")
     args = parser.parse_args(argv)
     result = run(500 if args.quick else args.cycles)
-    output = HERE / "results"
-    output.mkdir(exist_ok=True)
-    (output / "churn.json").write_text(json.dumps(result, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "churn.json").write_text(json.dumps(result, indent=2))
     print(
         "| cycles | cycles/s | RSS before KiB | RSS after KiB "
         "| fds before | fds after |\n"

@@ -42,3 +42,28 @@ def test_churn_benchmark_quick_mode():
     _, churn = quick("churn")
     assert churn["cycles"] == 500
     assert churn["fds_after"] <= churn["fds_before"]
+
+
+@pytest.mark.timeout(600)
+def test_comparison_suite_quick_mode():
+    table, results = quick("suite")
+    records = results["records"]
+    ran = {(r["scenario"], r["server"]) for r in records}
+    for scenario in (
+        "echo, 1 connection",
+        "echo, 100 connections",
+        "echo of 1 MiB",
+    ):
+        for server in ("tcp-echo", "eventlet", "websockets", "stargate"):
+            assert (scenario, server) in ran
+    for scenario in ("broadcast to 100", "broadcast to 300", "300 idle, deflate"):
+        for server in ("eventlet", "websockets", "stargate"):
+            assert (scenario, server) in ran
+    for record in records:
+        assert record["complete"], record
+        if "sent" in record:
+            assert record["received"] == record["sent"] > 0
+        if "rounds" in record:
+            assert record["delivered"] == record["listeners"] * record["rounds"]
+    assert len(results["targets"]) == 6
+    assert "| echo of 1 MiB | MB/s |" in table

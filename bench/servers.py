@@ -1,0 +1,204 @@
+"""The servers stargate is compared with, each doing what the template's Job does.
+
+Every server keeps jobs by id: a WebSocket on ``/jobs/<id>/`` gets the job's
+state message (``{"id": "1", "state": "off"}``), then every message a client
+sends to a job goes to every client of that job (one client: an echo), and
+``POST /jobs/<id>/`` with ``state=on`` changes the state and sends the state
+message to all of them.
+
+    python bench/servers.py eventlet PORT [--compression]    # the baseline
+    python bench/servers.py websockets PORT [--compression]  # the reference
+    python bench/servers.py tcp-echo PORT                    # the ceiling
+
+- ``eventlet``: a bare ``eventlet.websocket.WebSocketWSGI`` in eventlet's
+  WSGI server, written the obvious way (one ``send`` per listener).
+- ``websockets``: the ``websockets`` library's asyncio server.  Its HTTP
+  side answers GET only, so the state change is ``GET /jobs/<id>/?state=on``.
+- ``tcp-echo``: no WebSocket at all, bytes back as they come, with asyncio:
+  what the load generator reaches when the server costs next to nothing.
+
+Each runs until SIGTERM.  Messages may be up to 8 MiB.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import warnings
+from urllib.parse import parse_qs
+
+# It is the baseline on purpose: its deprecation notice is known.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+MAX_SIZE = 8 * 1024 * 1024
+
+
+class Jobs:
+    """Jobs by id: a state and the set of its clients."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, str] = {}
+        self.listeners: dict[str, set] = {}
+
+    @staticmethod
+    def job_id(path: str) -> str | None:
+        parts = path.split("?")[0].strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "jobs" and parts[1]:
+            return parts[1]
+        return None
+
+    def message(self, job: str) -> str:
+        return json.dumps({"id": job, "state": self.states.get(job, "off")})
+
+    def clients(self, job: str) -> set:
+        return self.listeners.setdefault(job, set())
+
+
+def run_eventlet(port: int, compression: bool) -> None:
+    import eventlet
+    import eventlet.websocket
+    import eventlet.wsgi
+
+    jobs = Jobs()
+
+    @eventlet.websocket.WebSocketWSGI
+    def job_socket(ws) -> None:
+        job = jobs.job_id(ws.environ["PATH_INFO"])
+        clients = jobs.clients(job)
+        clients.add(ws)
+        try:
+            ws.send(jobs.message(job))
+            while True:
+                message = ws.wait()
+                if message is None:
+                    break
+                for client in list(clients):
+                    client.send(message)
+        finally:
+            clients.discard(ws)
+
+    def application(environ, start_response):
+        job = jobs.job_id(environ["PATH_INFO"])
+        if job is None:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found\n"]
+        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            if not compression:
+                environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+            return job_socket(environ, start_response)
+        if environ["REQUEST_METHOD"] == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            form = parse_qs(environ["wsgi.input"].read(length).decode())
+            jobs.states[job] = form.get("state", ["off"])[0]
+            message = jobs.message(job)
+            for client in list(jobs.clients(job)):
+                try:
+                    client.send(message)
+                except OSError:
+                    jobs.clients(job).discard(client)
+        body = jobs.message(job).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+
+    job_socket.max_frame_length = MAX_SIZE
+    eventlet.wsgi.server(
+        eventlet.listen(("127.0.0.1", port), backlog=4096),
+        application,
+        max_size=50_000,
+        log_output=False,
+        socket_timeout=None,
+    )
+
+
+def run_websockets(port: int, compression: bool) -> None:
+    import asyncio
+    from http import HTTPStatus
+
+    import websockets
+    from websockets.asyncio.server import broadcast, serve
+
+    jobs = Jobs()
+
+    async def job_socket(connection) -> None:
+        job = jobs.job_id(connection.request.path)
+        clients = jobs.clients(job)
+        clients.add(connection)
+        try:
+            await connection.send(jobs.message(job))
+            async for message in connection:
+                broadcast(clients, message)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            clients.discard(connection)
+
+    def process_request(connection, request):
+        job = jobs.job_id(request.path)
+        if job is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        if "?" in request.path:  # the state change: GET /jobs/<id>/?state=on
+            query = parse_qs(request.path.split("?", 1)[1])
+            jobs.states[job] = query.get("state", ["off"])[0]
+            broadcast(jobs.clients(job), jobs.message(job))
+            return connection.respond(HTTPStatus.OK, jobs.message(job))
+        return None
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = loop.create_future()
+        loop.add_signal_handler(signal.SIGTERM, stop.set_result, 0)
+        async with serve(
+            job_socket,
+            "127.0.0.1",
+            port,
+            process_request=process_request,
+            compression="deflate" if compression else None,
+            max_size=MAX_SIZE,
+            max_queue=16,
+            ping_interval=None,
+            backlog=4096,
+        ):
+            await stop
+
+    asyncio.run(main())
+
+
+def run_tcp_echo(port: int) -> None:
+    import asyncio
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(data)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = loop.create_future()
+        loop.add_signal_handler(signal.SIGTERM, stop.set_result, 0)
+        server = await loop.create_server(Echo, "127.0.0.1", port, backlog=4096)
+        async with server:
+            await stop
+
+    asyncio.run(main())
+
+
+def main(argv: list[str]) -> int:
+    kind, port = argv[0], int(argv[1])
+    compression = "--compression" in argv
+    if kind == "eventlet":
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        run_eventlet(port, compression)
+    elif kind == "websockets":
+        run_websockets(port, compression)
+    elif kind == "tcp-echo":
+        run_tcp_echo(port)
+    else:
+        raise SystemExit(f"unknown server {kind!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

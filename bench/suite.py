@@ -1,0 +1,468 @@
+"""stargate side by side with bare eventlet, websockets and a raw TCP echo.
+
+Every scenario starts each server fresh, pinned to one processor while this
+load generator runs on the other (when there are two):
+
+- ``stargate``: the template's project served by ``pserve`` with
+  ``egg:stargate#server`` (WebSockets on ``/jobs/<id>/``, ``POST /jobs/1/``
+  with ``state=`` to broadcast);
+- ``eventlet``: the baseline, a bare ``eventlet.websocket.WebSocketWSGI``
+  doing the same (``bench/servers.py``);
+- ``websockets``: the reference, the ``websockets`` library doing the same;
+- ``tcp-echo``: the ceiling of this load generator (echo scenarios only).
+
+Scenarios: 32-byte text echo over 1 and 100 connections (each connection is
+the only client of its own job, so the job's relay is an echo), 1 MiB
+binary echo, broadcast of the job's state message to 1,000 and 10,000
+listeners (from the request until the last listener has it), 1,000 and
+10,000 idle connections (resident memory per connection, handshakes per
+second), idle and echo again with permessage-deflate offered.  Figures are
+medians over the repetitions; each ratio is taken against the baseline of
+the same repetition, then the median of those is reported.
+
+    python bench/suite.py                 # 3 repetitions (make bench)
+    python bench/suite.py --quick         # small and once (make test)
+
+Writes bench/results/suite.json and bench/results/suite.md and prints the
+table.  Exits 1 if a message was lost, or (not with --quick) if a target
+is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import RESULTS, Servers, bake, free_port, pin, process_state  # noqa: E402
+from loadgen import BINARY, Listeners, client_frame, echo  # noqa: E402
+
+BASELINE = "eventlet"
+SERVERS = ("tcp-echo", "eventlet", "websockets", "stargate")
+ECHO_PAYLOAD = b"x" * 32
+MIB = 1024 * 1024
+
+
+def scenarios(quick: bool) -> list[dict]:
+    """Return the scenarios: what runs, on which servers, and what it reports."""
+    n = {"echo": 2 if quick else 3, "big": 1 if quick else 4}
+    web = ("eventlet", "websockets", "stargate")
+    everyone = ("tcp-echo", *web)
+    small = client_frame(ECHO_PAYLOAD)
+    big = client_frame(bytes(range(256)) * (MIB // 256), BINARY)
+    max_messages = 300 if quick else 10_000_000
+    listeners = (100, 300) if quick else (1_000, 10_000)
+    return [
+        {
+            "name": "echo, 1 connection",
+            "servers": everyone,
+            "run": "echo",
+            "args": {"connections": 1, "frame": small, "duration": n["echo"]},
+            "max": max_messages,
+        },
+        {
+            "name": "echo, 100 connections",
+            "servers": everyone,
+            "run": "echo",
+            "args": {
+                "connections": 10 if quick else 100,
+                "frame": small,
+                "duration": n["echo"],
+            },
+            "max": max_messages,
+        },
+        {
+            "name": "echo, 1 connection, deflate offered",
+            "servers": web,
+            "run": "echo",
+            "compression": True,
+            "args": {"connections": 1, "frame": small, "duration": n["echo"]},
+            "max": max_messages,
+        },
+        {
+            "name": "echo of 1 MiB",
+            "servers": everyone,
+            "run": "echo",
+            "args": {"connections": 1, "frame": big, "duration": n["big"]},
+            "max": 3 if quick else 10_000,
+        },
+        *(
+            {
+                "name": f"broadcast to {count:,}",
+                "servers": web,
+                "run": "broadcast",
+                "args": {"listeners": count, "rounds": 3 if quick else 20},
+            }
+            for count in listeners
+        ),
+        *(
+            {
+                "name": f"{count:,} idle{', deflate' if deflate else ''}",
+                "servers": web,
+                "run": "idle",
+                "compression": deflate,
+                "args": {"count": count},
+            }
+            for count in listeners
+            for deflate in (False, True)
+            if count == listeners[-1] or not deflate
+        ),
+    ]
+
+
+# -- running one scenario on one server --------------------------------------
+
+
+def start(kind: str, servers: Servers, port: int, compression: bool):
+    """Start server ``kind`` on ``port``, pinned to the first processor."""
+    if kind == "stargate":
+        process = servers.start(
+            port,
+            compression="true" if compression else "false",
+            max_message_size="8MiB",
+        )
+    else:
+        argv = [sys.executable, str(HERE / "servers.py"), kind, str(port)]
+        process = servers.command(port, argv + ["--compression"] * compression)
+    pin(process.pid, 0)
+    return process
+
+
+def trigger(kind: str, port: int, state: str) -> None:
+    """Change job 1's state: the broadcast's cause."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    if kind == "websockets":  # its HTTP side answers GET only
+        connection.request("GET", f"/jobs/1/?state={state}")
+    else:
+        connection.request(
+            "POST",
+            "/jobs/1/",
+            body=f"state={state}",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"the state change answered {response.status}")
+
+
+def run_echo(kind, port, process, scenario) -> dict:
+    result = echo(
+        ("127.0.0.1", port),
+        handshake=kind != "tcp-echo",
+        greeting=kind != "tcp-echo",
+        compression=scenario.get("compression", False),
+        max_messages=scenario["max"],
+        **scenario["args"],
+    )
+    result["complete"] = result["received"] == result["sent"]
+    return result
+
+
+def run_broadcast(kind, port, process, scenario) -> dict:
+    count, rounds = scenario["args"]["listeners"], scenario["args"]["rounds"]
+    group = Listeners(("127.0.0.1", port), "/jobs/1/", count)
+    group.connect()
+    latencies, delivered = [], 0
+    try:
+        for number in range(rounds):
+            started = time.perf_counter()
+            trigger(kind, port, "on" if number % 2 == 0 else "off")
+            finished, reached = group.wait_one_message_each()
+            delivered += reached
+            latencies.append(finished - started)
+    finally:
+        group.close()
+    latencies.sort()
+    return {
+        "listeners": count,
+        "rounds": rounds,
+        "delivered": delivered,
+        "complete": delivered == count * rounds,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[min(rounds - 1, int(rounds * 0.99))] * 1000,
+    }
+
+
+def run_idle(kind, port, process, scenario) -> dict:
+    count = scenario["args"]["count"]
+    address = ("127.0.0.1", port)
+    compression = scenario.get("compression", False)
+    warm_up = Listeners(address, "/jobs/1/", 10, compression=compression)
+    warm_up.connect()  # first connections import and allocate what all share
+    warm_up.close()
+    time.sleep(0.5)
+    before, _ = process_state(process.pid)
+    group = Listeners(address, "/jobs/1/", count, compression=compression)
+    group.connect()
+    try:
+        time.sleep(1.0)  # the server settles (and nothing is in flight)
+        after, fds = process_state(process.pid)
+    finally:
+        group.close()
+    return {
+        "connections": count,
+        "complete": fds >= count,
+        "handshakes_per_s": count / group.handshake_seconds,
+        "rss_kib_before": before,
+        "rss_kib_after": after,
+        "kib_per_connection": (after - before) / count,
+    }
+
+
+RUNNERS = {"echo": run_echo, "broadcast": run_broadcast, "idle": run_idle}
+
+
+def run(repetitions: int, quick: bool) -> list[dict]:
+    """Run every scenario on every server ``repetitions`` times."""
+    pinned = pin(0, 1)
+    records = []
+    with tempfile.TemporaryDirectory() as temporary:
+        directory = Path(temporary)
+        project = bake(directory)
+        for repetition in range(repetitions):
+            for scenario in scenarios(quick):
+                for kind in scenario["servers"]:
+                    servers = Servers(project, directory)
+                    port = free_port()
+                    try:
+                        process = start(
+                            kind, servers, port, scenario.get("compression", False)
+                        )
+                        result = RUNNERS[scenario["run"]](kind, port, process, scenario)
+                    finally:
+                        servers.stop()
+                    result.update(
+                        scenario=scenario["name"],
+                        server=kind,
+                        repetition=repetition,
+                        pinned=pinned,
+                    )
+                    records.append(result)
+                    print(f"  {scenario['name']} / {kind}: {brief(result)}", flush=True)
+    return records
+
+
+def brief(result: dict) -> str:
+    keys = ("messages_per_s", "mb_per_s", "p50_ms", "kib_per_connection")
+    return ", ".join(f"{k}={result[k]:.4g}" for k in keys if k in result)
+
+
+# -- the summary ----------------------------------------------------------------
+
+#: (scenario, metric, unit, higher is better)
+FIGURES = [
+    ("echo, 1 connection", "messages_per_s", "msg/s", True),
+    ("echo, 1 connection", "p50_ms", "p50 ms", False),
+    ("echo, 1 connection", "p99_ms", "p99 ms", False),
+    ("echo, 100 connections", "messages_per_s", "msg/s", True),
+    ("echo, 100 connections", "p50_ms", "p50 ms", False),
+    ("echo, 100 connections", "p99_ms", "p99 ms", False),
+    ("echo, 1 connection, deflate offered", "messages_per_s", "msg/s", True),
+    ("echo of 1 MiB", "mb_per_s", "MB/s", True),
+    ("broadcast to {small}", "p50_ms", "p50 ms", False),
+    ("broadcast to {small}", "p99_ms", "p99 ms", False),
+    ("broadcast to {large}", "p50_ms", "p50 ms", False),
+    ("broadcast to {large}", "p99_ms", "p99 ms", False),
+    ("{small} idle", "kib_per_connection", "KiB/conn", False),
+    ("{large} idle", "kib_per_connection", "KiB/conn", False),
+    ("{large} idle", "handshakes_per_s", "handshakes/s", True),
+    ("{large} idle, deflate", "kib_per_connection", "KiB/conn", False),
+    ("{large} idle, deflate", "handshakes_per_s", "handshakes/s", True),
+]
+
+#: (scenario, metric, "ratio" or "value", comparison, bound)
+TARGETS = [
+    ("echo, 1 connection", "messages_per_s", "ratio", ">=", 1.0),
+    ("echo, 100 connections", "messages_per_s", "ratio", ">=", 1.0),
+    ("echo of 1 MiB", "mb_per_s", "ratio", ">=", 100.0),
+    ("broadcast to {large}", "p50_ms", "ratio", "<=", 1.0),
+    ("{large} idle", "kib_per_connection", "value", "<=", 20.0),
+    ("{large} idle", "handshakes_per_s", "ratio", ">=", 1.0),
+]
+
+
+def summarise(records: list[dict], quick: bool) -> dict:
+    small, large = (100, 300) if quick else (1_000, 10_000)
+
+    def name(template: str) -> str:
+        return template.format(small=f"{small:,}", large=f"{large:,}")
+
+    def values(scenario: str, server: str, metric: str) -> dict[int, float]:
+        return {
+            r["repetition"]: r[metric]
+            for r in records
+            if r["scenario"] == scenario and r["server"] == server
+        }
+
+    figures = []
+    for template, metric, unit, higher in FIGURES:
+        scenario = name(template)
+        baseline = values(scenario, BASELINE, metric)
+        row = {"scenario": scenario, "metric": metric, "unit": unit, "servers": {}}
+        for server in SERVERS:
+            mine = values(scenario, server, metric)
+            if not mine:
+                continue
+            ratios = [mine[rep] / baseline[rep] for rep in mine if baseline.get(rep)]
+            row["servers"][server] = {
+                "median": statistics.median(mine.values()),
+                "ratio": statistics.median(ratios) if ratios else None,
+            }
+        row["higher_is_better"] = higher
+        figures.append(row)
+    targets = []
+    for template, metric, kind, comparison, bound in TARGETS:
+        scenario = name(template)
+        row = next(
+            f for f in figures if f["scenario"] == scenario and f["metric"] == metric
+        )
+        figure = row["servers"]["stargate"]["median" if kind == "value" else "ratio"]
+        met = figure >= bound if comparison == ">=" else figure <= bound
+        targets.append(
+            {
+                "scenario": scenario,
+                "metric": metric,
+                "of": kind,
+                "target": f"{comparison} {bound:g}{'x' if kind == 'ratio' else ''}",
+                "figure": figure,
+                "met": met,
+            }
+        )
+    growth = {}
+    for server in ("eventlet", "websockets", "stargate"):
+        broadcast = [
+            next(
+                f["servers"][server]["median"]
+                for f in figures
+                if f["scenario"] == name(f"broadcast to {{{size}}}")
+                and f["metric"] == "p50_ms"
+            )
+            for size in ("small", "large")
+        ]
+        memory = [
+            next(
+                f["servers"][server]["median"]
+                for f in figures
+                if f["scenario"] == name(f"{{{size}}} idle")
+                and f["metric"] == "kib_per_connection"
+            )
+            for size in ("small", "large")
+        ]
+        growth[server] = {
+            "broadcast_p50_large_over_small": broadcast[1] / broadcast[0],
+            "kib_per_connection_small": memory[0],
+            "kib_per_connection_large": memory[1],
+        }
+    return {
+        "sizes": [small, large],
+        "figures": figures,
+        "targets": targets,
+        "growth": growth,
+    }
+
+
+def markdown(summary: dict, repetitions: int, pinned: bool) -> str:
+    small, large = summary["sizes"]
+    lines = [
+        f"Medians of {repetitions} repetition(s); (ratio) is to bare eventlet "
+        "in the same repetition.  "
+        + ("Server and load generator pinned to different cores." if pinned else ""),
+        "",
+        "| scenario | figure | raw TCP echo | eventlet (baseline) | websockets "
+        "| stargate |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in summary["figures"]:
+        cells = []
+        for server in SERVERS:
+            entry = row["servers"].get(server)
+            if entry is None:
+                cells.append("")
+                continue
+            text = _number(entry["median"])
+            if server != BASELINE and entry["ratio"] is not None:
+                text += f" ({entry['ratio']:.2f}x)"
+            cells.append(text)
+        lines.append(
+            f"| {row['scenario']} | {row['unit']} | " + " | ".join(cells) + " |"
+        )
+    lines += [
+        "",
+        "| target (stargate) | figure | met |",
+        "|---|---:|---|",
+    ]
+    for target in summary["targets"]:
+        figure = target["figure"]
+        text = f"{figure:.2f}x" if target["of"] == "ratio" else f"{figure:.1f}"
+        lines.append(
+            f"| {target['scenario']}, {target['metric']} {target['target']} "
+            f"| {text} | {'yes' if target['met'] else '**no**'} |"
+        )
+    lines += [
+        "",
+        f"| growth, {small:,} to {large:,} | broadcast p50 ratio "
+        "| KiB/conn small | KiB/conn large |",
+        "|---|---:|---:|---:|",
+    ]
+    for server, growth in summary["growth"].items():
+        lines.append(
+            f"| {server} | {growth['broadcast_p50_large_over_small']:.1f}x "
+            f"| {growth['kib_per_connection_small']:.1f} "
+            f"| {growth['kib_per_connection_large']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument(
+        "--quick", action="store_true", help="once, small counts, no targets"
+    )
+    args = parser.parse_args(argv)
+    repetitions = 1 if args.quick else max(3, args.repetitions)
+    records = run(repetitions, args.quick)
+    summary = summarise(records, args.quick)
+    pinned = all(r["pinned"] for r in records)
+    table = markdown(summary, repetitions, pinned)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "suite.json").write_text(
+        json.dumps(
+            {
+                "repetitions": repetitions,
+                "quick": args.quick,
+                "records": records,
+                **summary,
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    (RESULTS / "suite.md").write_text(table + "\n")
+    print(table)
+    if not all(r["complete"] for r in records):
+        print("messages were lost", file=sys.stderr)
+        return 1
+    if not args.quick and not all(t["met"] for t in summary["targets"]):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
