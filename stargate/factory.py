@@ -27,6 +27,7 @@ green-local.  This module therefore imports nothing of Pyramid.
 
 from __future__ import annotations
 
+import gc
 import logging
 import resource
 import signal
@@ -93,6 +94,15 @@ class ServerOptions:
     #: idle between requests); slower clients are cut off.  WebSockets, once
     #: open, are not affected.  Default 15.
     header_timeout: float = 15.0
+    #: ``gc_threshold``: the garbage collector's first threshold
+    #: (``gc.set_threshold``) while the server runs; the objects that exist
+    #: when it starts serving are also frozen (``gc.freeze``), so that
+    #: collections no longer scan the application's start-up objects.  Each
+    #: handshake allocates a few hundred objects: with Python's defaults a
+    #: server holding thousands of connections spent a quarter of its
+    #: handshake time collecting.  ``0`` leaves the collector alone.
+    #: Default 7000.
+    gc_threshold: int = 7000
 
 
 def _parse_listen(value: Any) -> tuple[str, int]:
@@ -115,6 +125,13 @@ def _parse_port(value: Any) -> int:
     return port
 
 
+def _parse_threshold(value: Any) -> int:
+    number = int(str(value).strip())
+    if number < 0:
+        raise ValueError("expected a whole number, 0 or more")
+    return number
+
+
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "host": lambda value: str(value).strip(),
     "port": _parse_port,
@@ -125,6 +142,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "monkey_patch": parse_bool,
     "url_length_limit": parse_count,
     "header_timeout": parse_seconds,
+    "gc_threshold": _parse_threshold,
 }
 
 
@@ -241,6 +259,10 @@ class Server:
         host, port = self.address
         log.info("stargate serving on http://%s:%s", host, port)
         previous = self._install_signal_handlers()
+        collecting = gc.get_threshold()
+        if self.options.gc_threshold:
+            gc.set_threshold(self.options.gc_threshold, *collecting[1:])
+            gc.freeze()  # what start-up made lives on: never scan it again
         watcher = green.spawn(self._wait_for_stop)
         try:
             green.serve(
@@ -257,6 +279,9 @@ class Server:
                 raise
         finally:
             watcher.kill()
+            if self.options.gc_threshold:
+                gc.unfreeze()
+            gc.set_threshold(*collecting)
             self._restore_signal_handlers(previous)
             self._wakeup.close()
         log.info("stargate stopped")

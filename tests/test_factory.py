@@ -53,6 +53,7 @@ class TestOptions:
                 "shutdown_timeout": "2.5",
                 "monkey_patch": "false",
                 "url_length_limit": "4096",
+                "gc_threshold": "0",
             }
         )
         assert options == ServerOptions(
@@ -64,6 +65,7 @@ class TestOptions:
             shutdown_timeout=2.5,
             monkey_patch=False,
             url_length_limit=4096,
+            gc_threshold=0,
         )
 
     @pytest.mark.parametrize(
@@ -88,6 +90,7 @@ class TestOptions:
             ({"max_connections": "0"}, "at least 1"),
             ({"reuse_port": "sometimes"}, "true or false"),
             ({"shutdown_timeout": "-1"}, "0 or more"),
+            ({"gc_threshold": "-700"}, "0 or more"),
         ],
     )
     def test_bad_values_name_the_option(self, options, expected):
@@ -108,6 +111,27 @@ class TestOptions:
 
 
 class TestServer:
+    @pytest.mark.parametrize("threshold", [7000, 0])
+    def test_gc_threshold_holds_while_serving_only(self, threshold):
+        import gc
+
+        before = gc.get_threshold()
+        seen = []
+
+        def app(environ, start_response):
+            seen.append((gc.get_threshold(), gc.get_freeze_count() > 0))
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+
+        with LiveServer(app, gc_threshold=threshold) as server:
+            with socket.create_connection((server.host, server.port)) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        expected = before if threshold == 0 else (threshold, *before[1:])
+        assert seen == [(expected, threshold != 0)]
+        assert gc.get_threshold() == before
+        assert gc.get_freeze_count() == 0
+
     def test_address_before_bind(self):
         with pytest.raises(RuntimeError, match="not bound"):
             _ = Server(make_app(), ServerOptions(port=0)).address
