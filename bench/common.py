@@ -85,18 +85,28 @@ class Servers:
         self.processes: list[subprocess.Popen] = []
 
     def start(
-        self, port: int, broker: str = "memory://", **settings: str
+        self,
+        port: int,
+        broker: str = "memory://",
+        server: dict[str, str] | None = None,
+        **settings: str,
     ) -> subprocess.Popen:
-        """Serve the baked project with pserve and ``egg:stargate#server``."""
+        """Serve the baked project with pserve and ``egg:stargate#server``.
+
+        ``settings`` are ``stargate.*`` settings, ``server`` server options.
+        """
         app_settings = "".join(
             f"stargate.{name} = {value}\n" for name, value in settings.items()
+        )
+        server_options = "".join(
+            f"{name} = {value}\n" for name, value in (server or {}).items()
         )
         ini = self.directory / f"bench-{port}.ini"
         ini.write_text(
             "[app:main]\nuse = call:bench_app:main\nsession.secret = bench\n"
             f"stargate.broker = {broker}\nstargate.ping_interval = 0\n{app_settings}"
             "[server:main]\nuse = egg:stargate#server\n"
-            f"listen = 127.0.0.1:{port}\nmax_connections = 15000\n"
+            f"listen = 127.0.0.1:{port}\nmax_connections = 15000\n{server_options}"
             "[loggers]\nkeys = root\n[handlers]\nkeys = console\n"
             "[formatters]\nkeys = generic\n"
             "[logger_root]\nlevel = WARN\nhandlers = console\n"

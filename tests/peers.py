@@ -15,7 +15,7 @@ from stargate.settings import Settings
 class Peer:
     """The client end of a connection, speaking through wsproto."""
 
-    def __init__(self, **settings):
+    def __init__(self, extensions=(), shares_frames=None, **settings):
         options = {"ping_interval": 0.0, "close_timeout": 0.5, **settings}
         self.settings = Settings(**options)
         server_sock, self.sock = green_socket.socketpair()
@@ -23,9 +23,10 @@ class Peer:
         self.tracker = ConnectionTracker()
         self.conn = Connection(
             server_sock,
-            rfc6455_protocol([], self.settings.max_message_size),
+            rfc6455_protocol(list(extensions), self.settings.max_message_size),
             self.settings,
             tracker=self.tracker,
+            shares_frames=not extensions if shares_frames is None else shares_frames,
         )
 
     def send(self, *events) -> None:

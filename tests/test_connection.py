@@ -47,9 +47,10 @@ def test_send_text_and_binary():
     assert peer.messages(0.1) == ["caf\u00e9", b"\x01\x02", b"ba", b"mv"]
 
 
-def test_send_refuses_other_types():
+@pytest.mark.parametrize("shares_frames", [True, False])
+def test_send_refuses_other_types(shares_frames):
     with pytest.raises(TypeError, match="str or bytes, not dict"):
-        Peer().conn.send({"a": 1})
+        Peer(shares_frames=shares_frames).conn.send({"a": 1})
 
 
 def test_pings_are_answered_with_the_same_payload():
@@ -220,8 +221,9 @@ def test_a_backlog_is_written_in_order_by_the_writer():
     ]
 
 
-def test_keepalive_pings_and_expects_the_pong():
-    peer = Peer(ping_interval=10.0, ping_timeout=5.0)
+@pytest.mark.parametrize("shares_frames", [True, False])  # pongs without wsproto
+def test_keepalive_pings_and_expects_the_pong(shares_frames):
+    peer = Peer(ping_interval=10.0, ping_timeout=5.0, shares_frames=shares_frames)
     conn = peer.conn
     start = conn._last_ping
     conn.on_tick(start + 1)
@@ -278,6 +280,25 @@ def test_tick_hint_follows_the_settings():
 def test_encode_message_is_an_unmasked_server_frame():
     assert encode_message("hi") == b"\x81\x02hi"
     assert encode_message(b"\x00") == b"\x82\x01\x00"
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_encode_message_matches_wsproto_for_every_length(length):
+    from wsproto.frame_protocol import FrameProtocol
+
+    def reference(message):
+        return bytes(FrameProtocol(client=False, extensions=[]).send_data(message))
+
+    text = ("\u00e9" * length)[: max(0, length - length // 2)]
+    data = bytes(range(256)) * (length // 256) + bytes(range(length % 256))
+    assert encode_message(text) == reference(text)
+    for payload in (data, bytearray(data), memoryview(data)):
+        assert encode_message(payload) == reference(bytes(payload))
+
+
+def test_encode_message_refuses_other_types():
+    with pytest.raises(TypeError, match="not int"):
+        encode_message(42)
 
 
 def test_abort_sends_a_close_frame_when_it_can():
@@ -402,3 +423,14 @@ def test_other_socket_errors_while_receiving_are_a_lost_connection():
     assert conn.receive() is None
     assert conn.close_code == 1006
     assert conn.state is State.CLOSED
+
+
+def test_an_unfinished_text_frame_with_bad_utf8_at_the_end_is_1007():
+    """wsproto checks UTF-8 as a frame arrives: the simple frames hand it over."""
+    peer = Peer()
+    mask = b"\x01\x02\x03\x04"
+    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"\xff\xfe\xfd"))
+    peer.sock.sendall(b"\x81\x89" + mask + payload)  # 3 of 9 bytes, then the end
+    peer.sock.shutdown(socket.SHUT_WR)
+    assert peer.conn.receive() is None
+    assert peer.conn.close_code == 1007

@@ -12,7 +12,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
 from stargate.broker import MemoryBroker
-from stargate.connection import State, rfc6455_protocol
+from stargate.connection import State
 from stargate.limits import BoundedPerMessageDeflate
 from tests.peers import Peer
 
@@ -32,12 +32,12 @@ def legal_close_code(code: int) -> bool:
 
 def run(data: bytes, *, deflate: bool = False) -> Peer:
     """Feed ``data`` to a server connection, then end the stream; read it all."""
-    peer = Peer(max_message_size=LIMIT)
+    extensions = []
     if deflate:
         extension = BoundedPerMessageDeflate(LIMIT)
         extension.accept("permessage-deflate")
-        peer.conn._proto = rfc6455_protocol([extension], LIMIT)
-        peer.conn.shares_frames = False
+        extensions.append(extension)
+    peer = Peer(extensions, max_message_size=LIMIT)
     broker = MemoryBroker()
     broker.subscribe("/fuzz", peer.conn)
     peer.sock.sendall(data)
