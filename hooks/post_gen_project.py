@@ -50,8 +50,7 @@ def main() -> None:
     pyproject = Path("pyproject.toml")
     if source:
         text = pyproject.read_text()
-        text = text.replace('"stargate>=1.0"', f'"stargate @ {source}"')
-        for extra in ("[redis]", "[testing]"):
+        for extra in ("[speedups]", "[redis,speedups]", "[testing]"):
             text = text.replace(
                 f'"stargate{extra}>=1.0"', f'"stargate{extra} @ {source}"'
             )

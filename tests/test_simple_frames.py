@@ -36,10 +36,18 @@ def frame(payload: bytes, first: int = 0x81, mask: bytes | None = MASK) -> bytes
     return bytes((header[0], header[1] | 0x80)) + header[2:] + mask + masked
 
 
+@pytest.mark.parametrize("accelerated", [True, False])
 @pytest.mark.parametrize("length", [0, 1, 3, 125, 126, 4096, 4097, 65535, 65536])
-def test_unmask_matches_wsproto(length):
+def test_unmask_matches_wsproto(length, accelerated, monkeypatch):
+    from stargate import simple_frames
+
+    if not accelerated:
+        monkeypatch.setattr(simple_frames, "_apply_mask", None)
+    else:
+        assert simple_frames._apply_mask is not None  # websockets is a test dependency
     data = os.urandom(length)
-    assert unmask(data, MASK) == bytes(XorMaskerSimple(MASK).process(data))
+    for payload in (data, bytearray(data), memoryview(data)):
+        assert unmask(payload, MASK) == bytes(XorMaskerSimple(MASK).process(data))
 
 
 def test_text_binary_and_pong_frames_in_any_pieces():

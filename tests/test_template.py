@@ -103,7 +103,7 @@ def test_the_redis_option_wires_redis(cookies):
         )
     assert "stargate.broker = memory://" in (project / "testing.ini").read_text()
     pyproject = (project / "pyproject.toml").read_text()
-    assert f'"stargate[redis] @ {ROOT.as_uri()}"' in pyproject
+    assert f'"stargate[redis,speedups] @ {ROOT.as_uri()}"' in pyproject
 
 
 def test_the_memory_option_has_no_redis(cookies):
@@ -117,9 +117,9 @@ def test_the_memory_option_has_no_redis(cookies):
 def test_the_project_requires_this_checkout_of_stargate(cookies):
     result = bake(cookies, project="demo_app")
     pyproject = (result.project_path / "pyproject.toml").read_text()
-    assert f'"stargate @ {ROOT.as_uri()}"' in pyproject
+    assert f'"stargate[speedups] @ {ROOT.as_uri()}"' in pyproject
     assert f'"stargate[testing] @ {ROOT.as_uri()}"' in pyproject
-    assert "stargate>=1.0" not in pyproject
+    assert "stargate[speedups]>=1.0" not in pyproject
 
 
 def test_every_ini_file_writes_out_every_setting(cookies):
@@ -232,7 +232,7 @@ def test_a_relative_template_path_still_points_at_the_checkout(tmp_path):
         timeout=120,
     )
     pyproject = (workdir / "rel_app" / "pyproject.toml").read_text()
-    assert f'"stargate @ {ROOT.as_uri()}"' in pyproject
+    assert f'"stargate[speedups] @ {ROOT.as_uri()}"' in pyproject
 
 
 @pytest.mark.timeout(1800)  # the first use installs the project's dependencies
