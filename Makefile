@@ -68,11 +68,14 @@ test: system-packages lint
 	$(BIN)/python -m pytest --cov=stargate --cov-report=term-missing
 
 # The benchmarks, with figures (minutes; not part of make test, which runs
-# their quick mode and checks only that every message arrived).
+# their quick mode and checks only that every message arrived).  Every one
+# runs; the target fails if one lost a message or missed a target.
 bench: system-packages $(STAMP)
-	$(BIN)/python bench/suite.py
-	$(BIN)/python bench/broadcast.py
-	$(BIN)/python bench/churn.py
+	@status=0; \
+	$(BIN)/python bench/suite.py || status=1; \
+	$(BIN)/python bench/broadcast.py || status=1; \
+	$(BIN)/python bench/churn.py || status=1; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache .coverage .coverage.* test-artifacts
