@@ -59,6 +59,7 @@ __all__ = [
     "CLOSE_NORMAL",
     "CLOSE_TOO_SLOW",
     "Connection",
+    "HAND_OVER_KEY",
     "ConnectionTracker",
     "Message",
     "State",
@@ -89,6 +90,12 @@ CLOSE_ABNORMAL = 1006
 #: The WSGI environ key under which ``egg:stargate#server`` hands its
 #: :class:`ConnectionTracker` to the application's WebSocket views.
 TRACKER_KEY = "stargate.tracker"
+
+#: The WSGI environ key under which ``egg:stargate#server`` offers to take
+#: over an upgraded connection: ``hand_over(sock, function, *args)`` serves
+#: it with ``function(*args)`` in a green thread of its own, after the
+#: request's own green thread has ended (see :class:`~stargate.WebSocketView`).
+HAND_OVER_KEY = "stargate.hand_over"
 
 #: A read asks for this much; while reads come back full (a large message
 #: is arriving), each asks for twice as much, up to the largest size.
@@ -249,9 +256,11 @@ class Connection:
         self._settings = settings
         self._tracker = tracker
         self._state = State.OPEN
-        self._messages: deque[Message] = deque()
+        # Both queues are made on first use: most connections are idle
+        # listeners, and an empty deque costs 760 bytes.
+        self._messages: deque[Message] | None = None
         self._fragments: list[Any] = []
-        self._outbox: deque[bytes | memoryview] = deque()
+        self._outbox: deque[bytes | memoryview] | None = None
         self._writing = False
         self._reading = False
         self._recv_size = _RECV_SIZE
@@ -329,7 +338,8 @@ class Connection:
             return
         self._state = State.CLOSED
         self._input_done = True
-        self._outbox.clear()
+        if self._outbox:
+            self._outbox.clear()
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -380,12 +390,13 @@ class Connection:
         if self._state is State.CLOSED or not data:
             return
         if self._writing or self._outbox:
-            if not control and len(self._outbox) >= self._settings.send_queue_size:
+            outbox = self._outbox_queue()
+            if not control and len(outbox) >= self._settings.send_queue_size:
                 self.abort(
                     CLOSE_TOO_SLOW, "send queue overflow: the client is not reading"
                 )
                 return
-            self._outbox.append(data)
+            outbox.append(data)
             return
         try:
             sent = green.send_nowait(self._sock, data)
@@ -393,27 +404,39 @@ class Connection:
             self._lost()
             return
         if sent < len(data):
-            self._outbox.append(memoryview(data)[sent:])
+            self._outbox_queue().append(memoryview(data)[sent:])
             self._writing = True
             green.spawn(self._drain_outbox)
 
+    def _outbox_queue(self) -> deque[bytes | memoryview]:
+        if self._outbox is None:
+            self._outbox = deque()
+        return self._outbox
+
+    def _message_queue(self) -> deque[Message]:
+        if self._messages is None:
+            self._messages = deque()
+        return self._messages
+
     def _drain_outbox(self) -> None:
+        outbox = self._outbox_queue()
         try:
-            while self._outbox:
-                if len(self._outbox) > 1:
+            while outbox:
+                if len(outbox) > 1:
                     # One system call for a backlog of small frames.
-                    chunk: bytes | memoryview = b"".join(self._outbox)
-                    count = len(self._outbox)
+                    chunk: bytes | memoryview = b"".join(outbox)
+                    count = len(outbox)
                 else:
-                    chunk, count = self._outbox[0], 1
+                    chunk, count = outbox[0], 1
                 self._sock.sendall(chunk)
                 for _ in range(count):
-                    self._outbox.popleft()
+                    outbox.popleft()
         except OSError:
             self._writing = False
             self._lost()
             return
         self._writing = False
+        self._outbox = None  # caught up: let the queue go
         if self._teardown_after_flush:
             self._finish()
 
@@ -591,7 +614,7 @@ class Connection:
             if payload == self._ping_payload:
                 self._ping_payload = None
         elif self._state is State.OPEN:
-            self._messages.append(payload)
+            self._message_queue().append(payload)
 
     def _process_events(self) -> None:
         for event in self._proto.events():
@@ -599,7 +622,7 @@ class Connection:
                 if self._state is State.OPEN:
                     self._fragments.append(event.data)
                     if event.message_finished:
-                        self._messages.append(self._assemble(event))
+                        self._message_queue().append(self._assemble(event))
             elif isinstance(event, Ping):
                 if self._proto.state is ConnectionState.OPEN:
                     self._write(self._proto.send(event.response()), control=True)

@@ -39,7 +39,12 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from stargate import green
-from stargate.connection import CLOSE_GOING_AWAY, TRACKER_KEY, ConnectionTracker
+from stargate.connection import (
+    CLOSE_GOING_AWAY,
+    HAND_OVER_KEY,
+    TRACKER_KEY,
+    ConnectionTracker,
+)
 from stargate.exceptions import IncorrectlyConfigured
 from stargate.settings import convert, parse_bool, parse_count, parse_seconds
 
@@ -269,7 +274,10 @@ class Server:
                 self._socket,
                 self._application,
                 pool=self._pool,
-                environ={TRACKER_KEY: self.tracker},
+                environ={
+                    TRACKER_KEY: self.tracker,
+                    HAND_OVER_KEY: self._pool.hand_over,
+                },
                 log=access_log,
                 socket_timeout=None,
                 url_length_limit=self.options.url_length_limit,

@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from pyramid.response import Response
+from pyramid.threadlocal import manager
 
 from stargate import green
 from stargate.connection import (
     CLOSE_INTERNAL_ERROR,
+    HAND_OVER_KEY,
     TRACKER_KEY,
     Connection,
     ConnectionTracker,
@@ -90,6 +92,18 @@ class WebSocketView:
     ``101`` response), then :meth:`handle_websocket`, which runs
     :meth:`handler` until it returns, and closes the connection afterwards
     whatever happened.
+
+    Under ``egg:stargate#server`` the upgraded connection is handed over to
+    a green thread of its own, and the view returns at once: the request
+    *finishes* (tweens, response and finished callbacks run, as for any
+    view) and then :meth:`handle_websocket` runs, with ``self.request``,
+    its ``context`` and Pyramid's current request and registry still in
+    place.  So the deep stack of the request and the HTTP server's objects
+    do not stay alive as long as the WebSocket: an idle WebSocket costs
+    half the memory.  Work that must happen inside the request (a
+    transaction of ``pyramid_tm``, say) belongs in the handler's own
+    scope.  Under another eventlet server the handler runs inside the
+    request.
 
     :cvar subprotocols: the subprotocols this view speaks, preferred first;
         when the client offers some, exactly one of them is chosen.
@@ -172,7 +186,29 @@ class WebSocketView:
             keepalive=response.version not in (75, 76),
             shares_frames=response.version not in (75, 76) and not response.extensions,
         )
-        return self.handle_websocket(websocket)
+        hand_over = request.environ.get(HAND_OVER_KEY)
+        if hand_over is None:  # another eventlet server: serve it right here
+            return self.handle_websocket(websocket)
+        hand_over(sock, self._serve_handed_over, websocket, sock, request.context)
+        return HandledResponse()
+
+    def _serve_handed_over(
+        self, websocket: Connection, sock: Any, context: Any
+    ) -> None:
+        """Run :meth:`handle_websocket` in the green thread the server gave it."""
+        request = self.request
+        request.context = context  # Pyramid drops it when a request finishes
+        for name in ("response_callbacks", "finished_callbacks"):
+            # Empty queues Pyramid made while finishing the request: 1.5 KiB
+            # per open WebSocket.  They come back if a handler asks for them.
+            if not request.__dict__.get(name, True):
+                del request.__dict__[name]
+        manager.push({"request": request, "registry": request.registry})
+        try:
+            self.handle_websocket(websocket)
+        finally:
+            manager.pop()
+            sock.close()
 
     def _legacy_key3(self, settings: Settings) -> bytes:
         """Read the 8 bytes that follow a hixie-76 request's headers."""

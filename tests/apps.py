@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -113,6 +114,7 @@ class Root(Node):
             "delegating": Delegating("delegating", self),
             "stubborn": Stubborn("stubborn", self),
             "private": Private("private", self),
+            "lifecycle": Lifecycle("lifecycle", self),
         }
 
     def __getitem__(self, key: str) -> Node:
@@ -164,6 +166,34 @@ class BrokenView(WebSocketView):
     def handler(self, websocket):
         websocket.receive()
         raise ValueError("this handler is broken on purpose")
+
+
+class Lifecycle(Node):
+    """Its handler tells what it sees of the request it came from."""
+
+
+class LifecycleView(WebSocketView):
+    def __init__(self, request):
+        super().__init__(request)
+        request.add_finished_callback(
+            lambda finished: finished.environ.__setitem__("test.finished", True)
+        )
+
+    def handler(self, websocket):
+        from pyramid.threadlocal import get_current_registry, get_current_request
+
+        request = self.request
+        websocket.send(
+            json.dumps(
+                {
+                    "request_finished": request.environ.get("test.finished", False),
+                    "current_request": get_current_request() is request,
+                    "current_registry": get_current_registry() is request.registry,
+                    "context": type(request.context).__name__,
+                }
+            )
+        )
+        websocket.wait_closed()
 
 
 class ChatView(WebSocketView):
@@ -224,6 +254,7 @@ def make_app(settings: dict | None = None):
         config.add_view(LateView, context=Late, websocket=True)
         config.add_view(DelegatingView, context=Delegating, websocket=True)
         config.add_view(StubbornView, context=Stubborn, websocket=True)
+        config.add_view(LifecycleView, context=Lifecycle, websocket=True)
         config.set_security_policy(TokenPolicy())
         config.add_view(EchoView, context=Private, websocket=True, permission="listen")
         config.add_view(burst, context=Node, request_method="POST")

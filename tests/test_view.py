@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import urllib.request
 
@@ -110,3 +111,69 @@ def test_a_handler_stuck_after_its_client_left_is_stopped(serve, caplog):
     assert eventually(lambda: server.server.running_requests == 0)
     assert "still running 0.3s after its connection closed" in caplog.text
     assert server.wait_for_connections(0)
+
+
+# -- after the upgrade: the connection is handed over --------------------------
+
+
+def test_the_handler_runs_after_its_request_finished(live):
+    """Under egg:stargate#server the handler gets a green thread of its own."""
+    with WebSocketClient(live.ws_url("/lifecycle/")) as client:
+        assert json.loads(client.receive()) == {
+            "request_finished": True,  # Pyramid's finished callbacks have run
+            "current_request": True,
+            "current_registry": True,
+            "context": "Lifecycle",
+        }
+
+
+def test_an_open_websocket_keeps_nothing_of_eventlets_http_machinery(live):
+    import gc
+
+    from stargate import green
+
+    clients = [WebSocketClient(live.ws_url("/echo/")) for _ in range(3)]
+    try:
+        for client in clients:
+            client.send("up")
+            assert client.receive() == "up"
+        gc.collect()
+        protocols = [o for o in gc.get_objects() if isinstance(o, green._HttpProtocol)]
+        assert protocols == []  # nor its buffers, nor the request's stack
+        assert live.server.running_requests == 3  # still counted
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_another_eventlet_server_runs_the_handler_in_the_request():
+    """Plain eventlet.wsgi offers no hand-over: the request's thread serves."""
+    import socket
+    import threading
+
+    import eventlet
+    import eventlet.wsgi
+
+    from tests.apps import make_app
+
+    listener = eventlet.listen(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve():
+        try:
+            eventlet.wsgi.server(listener, make_app(), log_output=False)
+        except OSError:
+            pass  # EINVAL from accept(): the test shut the listener down
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with WebSocketClient(f"ws://127.0.0.1:{port}/lifecycle/") as client:
+        seen = json.loads(client.receive())
+    assert seen["request_finished"] is False  # the request is still running
+    assert seen["current_request"] and seen["context"] == "Lifecycle"
+    with WebSocketClient(f"ws://127.0.0.1:{port}/echo/") as client:
+        client.send("inline")
+        assert client.receive() == "inline"
+    listener.shutdown(socket.SHUT_RDWR)  # wakes the accept loop: the server ends
+    thread.join(10)
+    assert not thread.is_alive()
