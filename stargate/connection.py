@@ -238,7 +238,7 @@ class Connection:
     def __init__(
         self,
         sock: socket.socket,
-        protocol: SansIOProtocol,
+        protocol: SansIOProtocol | Callable[[], SansIOProtocol],
         settings: Settings,
         *,
         request: Any = None,
@@ -252,7 +252,15 @@ class Connection:
         self.close_code: int | None = None
         self.close_reason = ""
         self._sock = sock
-        self._proto = protocol
+        # A factory is called when a frame first needs the protocol object:
+        # while only simple frames come (see stargate.simple_frames), an
+        # idle connection does without it (1.8 KiB for wsproto's).
+        self._protocol: SansIOProtocol | None = None
+        self._make_protocol: Callable[[], SansIOProtocol] | None = None
+        if hasattr(protocol, "receive_data"):
+            self._protocol = protocol  # type: ignore[assignment]
+        else:
+            self._make_protocol = protocol  # type: ignore[assignment]
         self._settings = settings
         self._tracker = tracker
         self._state = State.OPEN
@@ -283,6 +291,13 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._state.name} at {id(self):#x}>"
+
+    @property
+    def _proto(self) -> SansIOProtocol:
+        if self._protocol is None:
+            assert self._make_protocol is not None
+            self._protocol, self._make_protocol = self._make_protocol(), None
+        return self._protocol
 
     # -- state ---------------------------------------------------------------
 
@@ -513,9 +528,11 @@ class Connection:
         elif now - self._last_ping >= self._settings.ping_interval:
             self._ping_payload = os.urandom(4)
             self._last_ping = now
-            self._write(
-                self._proto.send(Ping(payload=self._ping_payload)), control=True
-            )
+            if self.shares_frames:  # a control frame: the same for everyone
+                ping = bytes((0x89, len(self._ping_payload))) + self._ping_payload
+            else:
+                ping = self._proto.send(Ping(payload=self._ping_payload))
+            self._write(ping, control=True)
 
     # -- receiving -----------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import weakref
 from collections.abc import Sequence
@@ -174,8 +175,12 @@ class WebSocketView:
         sock.sendall(response.to_bytes())
         if response.version in (75, 76):
             protocol: Any = HixieProtocol(response.version, settings.max_message_size)
-        else:
+        elif response.extensions:
             protocol = rfc6455_protocol(response.extensions, settings.max_message_size)
+        else:  # made only if a frame needs wsproto
+            protocol = functools.partial(
+                rfc6455_protocol, [], settings.max_message_size
+            )
         websocket = Connection(
             sock,
             protocol,

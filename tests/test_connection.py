@@ -434,3 +434,34 @@ def test_an_unfinished_text_frame_with_bad_utf8_at_the_end_is_1007():
     peer.sock.shutdown(socket.SHUT_WR)
     assert peer.conn.receive() is None
     assert peer.conn.close_code == 1007
+
+
+def test_wsproto_is_made_only_when_a_frame_needs_it():
+    import functools
+
+    from eventlet.green import socket as green_socket
+    from wsproto.connection import Connection as WSProto
+    from wsproto.connection import ConnectionType
+
+    from stargate.connection import Connection, rfc6455_protocol
+    from stargate.settings import Settings
+
+    server_sock, client_sock = green_socket.socketpair()
+    conn = Connection(
+        server_sock,
+        functools.partial(rfc6455_protocol, [], 100),
+        Settings(ping_interval=10.0),
+        shares_frames=True,
+    )
+    client = WSProto(ConnectionType.CLIENT)
+    client_sock.sendall(client.send(TextMessage(data="simple")))
+    assert conn.receive() == "simple"
+    conn.on_tick(conn._last_ping + 10)  # a keepalive ping needs no wsproto
+    assert conn._protocol is None
+    client_sock.sendall(
+        client.send(Ping(payload=b"?")) + client.send(TextMessage(data="x"))
+    )
+    assert conn.receive() == "x"
+    assert conn._protocol is not None  # the client's ping needed it
+    client.receive_data(client_sock.recv(100))
+    assert [type(e).__name__ for e in client.events()] == ["Ping", "Pong"]
