@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import socket
 import time
 import warnings
@@ -390,7 +391,9 @@ def serve(
         debug=False,
         socket_timeout=socket_timeout,
         url_length_limit=url_length_limit,
-        log_output=log is not None,
+        # eventlet formats every access line before logging it: only when
+        # the logger would keep it (its level is read at start-up).
+        log_output=log is not None and log.isEnabledFor(logging.INFO),
     )
 
 

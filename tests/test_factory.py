@@ -510,3 +510,28 @@ def test_sigterm_under_load_still_closes_everyone_with_1001(pserve):
         assert client.close_code == 1001
     assert server.process.wait(15) == 0
     streamer.join(30)
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.WARNING])
+def test_access_lines_are_formatted_only_for_a_logger_that_keeps_them(
+    level, caplog, monkeypatch
+):
+    import eventlet.wsgi
+
+    formatted = []
+    real_server = eventlet.wsgi.server
+
+    def server(*args, **kwargs):
+        formatted.append(kwargs["log_output"])
+        return real_server(*args, **kwargs)
+
+    monkeypatch.setattr(eventlet.wsgi, "server", server)
+    caplog.set_level(level, logger="stargate.access")
+    with LiveServer(make_app()) as live:
+        with urllib.request.urlopen(live.url + "/pid", timeout=10) as response:
+            assert response.status == 200
+    assert formatted == [level == logging.INFO]
+    lines = [r for r in caplog.records if r.name == "stargate.access"]
+    assert any('"GET /pid HTTP/1.1" 200' in r.getMessage() for r in lines) == (
+        level == logging.INFO
+    )
