@@ -16,7 +16,6 @@ Prints a markdown table and writes bench/results/broadcast.json.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import shutil
 import statistics
@@ -29,23 +28,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import RESULTS, Servers, bake, free_port, wait_for_port  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    Servers,
+    bake,
+    change_state,
+    free_port,
+    wait_for_port,
+)
 from loadgen import Listeners  # noqa: E402
-
-
-def post_state(port: int, state: str) -> None:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    connection.request(
-        "POST",
-        "/jobs/1/",
-        body=f"state={state}",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
-    response = connection.getresponse()
-    response.read()
-    connection.close()
-    if response.status != 200:
-        raise RuntimeError(f"POST /jobs/1/ answered {response.status}")
 
 
 def measure(ports: list[int], listeners: int, rounds: int) -> dict:
@@ -62,7 +53,7 @@ def measure(ports: list[int], listeners: int, rounds: int) -> dict:
     try:
         for round_number in range(rounds):
             started = time.perf_counter()
-            post_state(ports[0], "on" if round_number % 2 == 0 else "off")
+            change_state(ports[0], "on" if round_number % 2 == 0 else "off")
             last = started
             for group in groups:
                 finished, count = group.wait_one_message_each()

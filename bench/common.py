@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import subprocess
@@ -31,6 +32,25 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> 
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {port}")
+
+
+def change_state(port: int, state: str, *, query: bool = False) -> None:
+    """Put job 1 in ``state``: ``POST /jobs/1/``, or a GET with a query string."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    if query:
+        connection.request("GET", f"/jobs/1/?state={state}")
+    else:
+        connection.request(
+            "POST",
+            "/jobs/1/",
+            body=f"state={state}",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"the state change answered {response.status}")
 
 
 def bake(directory: Path) -> Path:

@@ -31,7 +31,6 @@ is missed.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import statistics
 import sys
@@ -42,7 +41,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import RESULTS, Servers, bake, free_port, pin, process_state  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    Servers,
+    bake,
+    change_state,
+    free_port,
+    pin,
+    process_state,
+)
 from loadgen import BINARY, Listeners, client_frame, echo  # noqa: E402
 
 BASELINE = "eventlet"
@@ -136,25 +143,6 @@ def start(kind: str, servers: Servers, port: int, compression: bool):
     return process
 
 
-def trigger(kind: str, port: int, state: str) -> None:
-    """Change job 1's state: the broadcast's cause."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    if kind == "websockets":  # its HTTP side answers GET only
-        connection.request("GET", f"/jobs/1/?state={state}")
-    else:
-        connection.request(
-            "POST",
-            "/jobs/1/",
-            body=f"state={state}",
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )
-    response = connection.getresponse()
-    response.read()
-    connection.close()
-    if response.status != 200:
-        raise RuntimeError(f"the state change answered {response.status}")
-
-
 def run_echo(kind, port, process, scenario) -> dict:
     result = echo(
         ("127.0.0.1", port),
@@ -176,7 +164,9 @@ def run_broadcast(kind, port, process, scenario) -> dict:
     try:
         for number in range(rounds):
             started = time.perf_counter()
-            trigger(kind, port, "on" if number % 2 == 0 else "off")
+            # The websockets server's HTTP side answers GET only.
+            state = "on" if number % 2 == 0 else "off"
+            change_state(port, state, query=kind == "websockets")
             finished, reached = group.wait_one_message_each()
             delivered += reached
             latencies.append(finished - started)
@@ -338,24 +328,23 @@ def summarise(records: list[dict], quick: bool) -> dict:
                 "met": met,
             }
         )
+
+    def median(server: str, scenario: str, metric: str) -> float:
+        row = next(
+            f
+            for f in figures
+            if f["scenario"] == name(scenario) and f["metric"] == metric
+        )
+        return row["servers"][server]["median"]
+
     growth = {}
     for server in ("eventlet", "websockets", "stargate"):
         broadcast = [
-            next(
-                f["servers"][server]["median"]
-                for f in figures
-                if f["scenario"] == name(f"broadcast to {{{size}}}")
-                and f["metric"] == "p50_ms"
-            )
+            median(server, f"broadcast to {{{size}}}", "p50_ms")
             for size in ("small", "large")
         ]
         memory = [
-            next(
-                f["servers"][server]["median"]
-                for f in figures
-                if f["scenario"] == name(f"{{{size}}} idle")
-                and f["metric"] == "kib_per_connection"
-            )
+            median(server, f"{{{size}}} idle", "kib_per_connection")
             for size in ("small", "large")
         ]
         growth[server] = {
