@@ -240,8 +240,11 @@ class RefusingPool:
 class _KeepsHandedOver:
     """A request's green thread, as eventlet's server sees it.
 
-    The server links a clean-up to it that shuts the connection down when
-    the thread ends; for a connection that was handed over, it is skipped.
+    The server links a clean-up to it that forgets the connection and shuts
+    it down when the thread ends; for a connection that was handed over,
+    the clean-up gets a stand-in socket: the connection is forgotten (or
+    the server would keep every handed-over socket for good) but stays
+    open.
     """
 
     def __init__(self, thread: Any, handed_over: weakref.WeakSet[Any]) -> None:
@@ -249,13 +252,27 @@ class _KeepsHandedOver:
         self._handed_over = handed_over
 
     def link(self, function: Callable[..., Any], connection: list[Any]) -> None:
-        """Call ``function`` when the thread ends, unless its socket was handed over."""
+        """Call ``function`` when the thread ends, sparing a handed-over socket."""
 
         def clean_up(thread: Any, state: list[Any]) -> None:
-            if state[1] not in self._handed_over:
-                function(thread, state)
+            if state[1] in self._handed_over:
+                state = [state[0], _KEPT_OPEN, *state[2:]]
+            function(thread, state)
 
         self._thread.link(clean_up, connection)
+
+
+class _KeptOpen:
+    """Stands for a handed-over socket in eventlet's clean-up: closes nothing."""
+
+    def shutdown(self, how: int) -> None:
+        """Do nothing."""
+
+    def close(self) -> None:
+        """Do nothing."""
+
+
+_KEPT_OPEN = _KeptOpen()
 
 
 class Event:

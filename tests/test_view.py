@@ -177,3 +177,27 @@ def test_another_eventlet_server_runs_the_handler_in_the_request():
     listener.shutdown(socket.SHUT_RDWR)  # wakes the accept loop: the server ends
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_handed_over_connections_are_forgotten_when_they_end(live):
+    """eventlet's server must not keep the sockets it no longer closes itself."""
+    import gc
+
+    from eventlet.greenio.base import GreenSocket
+
+    def sockets() -> int:
+        gc.collect()
+        return sum(isinstance(o, GreenSocket) for o in gc.get_objects())
+
+    def cycle() -> None:
+        with WebSocketClient(live.ws_url("/echo/")) as client:
+            client.send("x")
+            assert client.receive() == "x"
+
+    cycle()
+    assert eventually(lambda: live.server.running_requests == 0)
+    before = sockets()
+    for _ in range(20):
+        cycle()
+    assert eventually(lambda: live.server.running_requests == 0)
+    assert eventually(lambda: sockets() <= before + 2), (before, sockets())
