@@ -152,6 +152,11 @@ def encode_message(message: Message) -> bytes:
         raise TypeError(
             f"a WebSocket message is str or bytes, not {type(message).__name__}"
         )
+    return _server_frame(first, payload)
+
+
+def _server_frame(first: int, payload: bytes | bytearray | memoryview) -> bytes:
+    """Return an unmasked frame: ``first`` (FIN, RSV, opcode), length, payload."""
     length = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
     if length < 126:
         header = bytes((first, length))
@@ -529,7 +534,7 @@ class Connection:
             self._ping_payload = os.urandom(4)
             self._last_ping = now
             if self.shares_frames:  # a control frame: the same for everyone
-                ping = bytes((0x89, len(self._ping_payload))) + self._ping_payload
+                ping = _server_frame(0x89, self._ping_payload)
             else:
                 ping = self._proto.send(Ping(payload=self._ping_payload))
             self._write(ping, control=True)
@@ -628,8 +633,7 @@ class Connection:
 
     def _on_simple_frame(self, opcode: int, payload: Message) -> None:
         if opcode == PONG:
-            if payload == self._ping_payload:
-                self._ping_payload = None
+            self._pong_received(payload)
         elif self._state is State.OPEN:
             self._message_queue().append(payload)
 
@@ -644,11 +648,14 @@ class Connection:
                 if self._proto.state is ConnectionState.OPEN:
                     self._write(self._proto.send(event.response()), control=True)
             elif isinstance(event, Pong):
-                if event.payload == self._ping_payload:
-                    self._ping_payload = None
+                self._pong_received(event.payload)
             elif isinstance(event, CloseConnection):
                 self._on_close_event(event)
                 return
+
+    def _pong_received(self, payload: Message) -> None:
+        if payload == self._ping_payload:  # the keepalive ping was answered
+            self._ping_payload = None
 
     def _assemble(self, event: TextMessage | BytesMessage) -> Message:
         fragments, self._fragments = self._fragments, []

@@ -186,7 +186,8 @@ class WebSocketView:
         except HandShakeFailed as refusal:
             return self._refuse(refusal)
         sock.sendall(response.to_bytes())
-        if response.version in (75, 76):
+        legacy = response.version in (75, 76)
+        if legacy:
             protocol: Any = HixieProtocol(response.version, settings.max_message_size)
         elif response.extensions:
             protocol = rfc6455_protocol(response.extensions, settings.max_message_size)
@@ -201,8 +202,8 @@ class WebSocketView:
             request=request,
             subprotocol=response.subprotocol,
             tracker=request.environ.get(TRACKER_KEY, _fallback_tracker),
-            keepalive=response.version not in (75, 76),
-            shares_frames=response.version not in (75, 76) and not response.extensions,
+            keepalive=not legacy,
+            shares_frames=not legacy and not response.extensions,
         )
         hand_over = request.environ.get(HAND_OVER_KEY)
         if hand_over is None:  # another eventlet server: serve it right here
