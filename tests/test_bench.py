@@ -67,3 +67,12 @@ def test_comparison_suite_quick_mode():
             assert record["delivered"] == record["listeners"] * record["rounds"]
     assert len(results["targets"]) == 6
     assert "| echo of 1 MiB | MB/s |" in table
+
+
+@pytest.mark.timeout(600)
+def test_stuck_client_benchmark_quick_mode():
+    _, (alone, with_stuck) = quick("stuck")
+    for run in (alone, with_stuck):
+        assert run["delivered"] == run["expected"] == 100 * run["rounds"]
+    assert (alone["stuck_client"], with_stuck["stuck_client"]) == (False, True)
+    assert with_stuck["stuck_client_dropped"] is True
