@@ -198,7 +198,7 @@ class RefusingPool:
             return eventlet.spawn(self._refuse, *args)
         if self._deadlines is not None:
             function = self._deadlines.guard(function)
-        return _KeepsHandedOver(self._pool.spawn(function, *args), self._sockets)
+        return _KeepsHandedOver(self._pool.spawn(function, *args), self)
 
     def hand_over(
         self, sock: socket.socket, function: Callable[..., Any], *args: Any
@@ -247,15 +247,15 @@ class _KeepsHandedOver:
     open.
     """
 
-    def __init__(self, thread: Any, handed_over: weakref.WeakSet[Any]) -> None:
+    def __init__(self, thread: Any, pool: RefusingPool) -> None:
         self._thread = thread
-        self._handed_over = handed_over
+        self._pool = pool
 
     def link(self, function: Callable[..., Any], connection: list[Any]) -> None:
         """Call ``function`` when the thread ends, sparing a handed-over socket."""
 
         def clean_up(thread: Any, state: list[Any]) -> None:
-            if state[1] in self._handed_over:
+            if self._pool.handed_over(state[1]):
                 state = [state[0], _KEPT_OPEN, *state[2:]]
             function(thread, state)
 
