@@ -238,6 +238,23 @@ def pid(context, request):
     return Response(json=os.getpid())
 
 
+def request_seen(context, request):
+    """What the application sees of a plain HTTP request (for the parser tests)."""
+    return Response(
+        json={
+            "method": request.method,
+            "path": request.path_info,
+            "query": request.query_string,
+            "headers": {
+                name: value
+                for name, value in request.environ.items()
+                if name.startswith("HTTP_") or name.startswith("CONTENT_")
+            },
+            "body": request.body.decode("latin-1"),
+        }
+    )
+
+
 def make_app(settings: dict | None = None):
     root = Root()
     merged = {"stargate.ping_interval": "0", **(settings or {})}
@@ -261,6 +278,7 @@ def make_app(settings: dict | None = None):
         config.add_view(listeners, context=Node, request_method="GET", websocket=False)
         config.add_view(sleepy, context=Root, name="sleep", websocket=False)
         config.add_view(pid, context=Root, name="pid")
+        config.add_view(request_seen, context=Root, name="seen")
         # No predicate: every request reaches the upgrade, well-formed or not.
         config.add_view(EchoView, context=Root, name="raw")
         app = config.make_wsgi_app()
