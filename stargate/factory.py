@@ -19,10 +19,13 @@ I/O, so a view calling a blocking driver or ``time.sleep`` would freeze every
 connection of the process.  With ``monkey_patch = true`` (the default) the
 factory patches the standard library (sockets, threads, time, select, os)
 *before* the application is loaded: ``pserve`` loads the server before the
-application, so the application's own imports, Pyramid's thread-locals
-included, see green versions.  The patch is verified, and refused with a
-clear message if Pyramid's thread-locals were imported too early to become
-green-local.  This module therefore imports nothing of Pyramid.
+application, so the application's own imports see green versions.  The
+patch is verified, and refused with a clear message if Pyramid was imported
+first (a sign that the application was).  This module therefore imports
+nothing of Pyramid.
+
+Pyramid's thread-locals (the current request and registry) are kept per
+green thread, monkey-patched or not (:mod:`stargate.threadlocals`).
 """
 
 from __future__ import annotations
@@ -399,24 +402,21 @@ def _raise_file_limit(max_connections: int) -> None:
 def _patch_before_the_application() -> None:
     if "pyramid.threadlocal" in sys.modules and not green.is_monkey_patched():
         raise IncorrectlyConfigured(
-            "monkey_patch = true must run before Pyramid is imported, but "
-            "pyramid.threadlocal is already loaded, so its thread-locals would be "
-            "shared by every green thread.  Start the server with pserve and "
-            "[server:main] use = egg:stargate#server, or set monkey_patch = false "
-            "(views must then avoid blocking calls)"
+            "monkey_patch = true must run before Pyramid and the application are "
+            "imported, but pyramid.threadlocal is already loaded: what was "
+            "imported before the patch keeps the blocking functions.  Start the "
+            "server with pserve and [server:main] use = egg:stargate#server, or "
+            "set monkey_patch = false (views must then avoid blocking calls)"
         )
     green.monkey_patch()
 
 
-def _check_thread_locals_are_green() -> None:
-    threadlocal = sys.modules.get("pyramid.threadlocal")
-    if threadlocal is None:
-        return
-    classes = type(threadlocal.manager).__mro__
-    if not any(cls.__module__.startswith("eventlet") for cls in classes):
-        raise IncorrectlyConfigured(  # pragma: no cover - guarded at patch time
-            "Pyramid's thread-locals are not green-local after monkey-patching"
-        )
+def _keep_thread_locals_per_green_thread() -> None:
+    from pyramid.threadlocal import manager
+
+    from stargate.threadlocals import use_context_variable
+
+    use_context_variable(manager)
 
 
 def server_factory(
@@ -440,8 +440,7 @@ def server_factory(
         _patch_before_the_application()
 
     def serve(app: _WSGI_APP) -> None:
-        if parsed.monkey_patch:
-            _check_thread_locals_are_green()
+        _keep_thread_locals_per_green_thread()
         Server(app, parsed).serve_forever()
 
     return serve

@@ -405,23 +405,37 @@ def test_monkey_patch_after_pyramid_is_refused(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.returncode != 0
-    assert "monkey_patch = true must run before Pyramid is imported" in result.stderr
+    assert "monkey_patch = true must run before Pyramid" in result.stderr
 
 
-def test_monkey_patch_makes_pyramid_thread_locals_green(tmp_path):
+@pytest.mark.parametrize("monkey_patch", ["true", "false"])
+def test_pyramid_thread_locals_are_per_green_thread(monkey_patch):
+    """Under the factory's server each green thread has its own current request."""
     code = (
-        "from stargate.factory import server_factory, _check_thread_locals_are_green\n"
-        "server_factory({}, port='0')\n"
-        "_check_thread_locals_are_green()  # nothing to check yet\n"
-        "import pyramid.threadlocal, eventlet.corolocal\n"
-        "assert isinstance(pyramid.threadlocal.manager, eventlet.corolocal.local)\n"
-        "_check_thread_locals_are_green()\n"
-        "print('green')\n"
+        "from stargate.factory import server_factory\n"
+        f"serve = server_factory({{}}, port='0', monkey_patch='{monkey_patch}')\n"
+        "import eventlet, pyramid.threadlocal\n"
+        "from pyramid.threadlocal import get_current_request, manager\n"
+        "import stargate.factory\n"
+        "manager.push({'request': 'start-up', 'registry': None})\n"
+        "stargate.factory.Server = lambda app, options: app  # serve_forever below\n"
+        "class App:\n"
+        "    def serve_forever(self):\n"
+        "        seen = []\n"
+        "        def request(name):\n"
+        "            manager.push({'request': name, 'registry': None})\n"
+        "            eventlet.sleep(0.01)  # the others push meanwhile\n"
+        "            seen.append(get_current_request() == name)\n"
+        "            manager.pop()\n"
+        "        threads = [eventlet.spawn(request, n) for n in 'abc']\n"
+        "        [thread.wait() for thread in threads]\n"
+        "        print(seen, get_current_request())\n"
+        "serve(App())\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
-    assert result.stdout.strip() == "green", result.stderr
+    assert result.stdout.strip() == "[True, True, True] start-up", result.stderr
 
 
 def test_pserve_refuses_a_busy_port(pserve, tmp_path):
