@@ -25,7 +25,9 @@ def home(context, request):
     }
 
 
-@view_config(context=Job, websocket=True)
+# Pyramid tries the views of a resource with the most predicates first: with
+# two, this one comes before job_json, and an upgrade goes straight to it.
+@view_config(context=Job, websocket=True, request_method="GET")
 class JobView(WebSocketView):
     """A job's WebSocket: ``ws://host/jobs/<id>/``."""
 
@@ -48,7 +50,7 @@ def control(context, request):
     return context.as_json()
 
 
-@view_config(context=Job, request_method="GET", renderer="json", websocket=False)
+@view_config(context=Job, request_method="GET", renderer="json")
 def job_json(context, request):
     """``GET /jobs/<id>/`` answers the job as JSON."""
     return context.as_json()
