@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from wsproto.extensions import Extension
@@ -31,6 +32,7 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "HandShakeFailed",
     "InvalidOrigin",
+    "EnvironHeaders",
     "ResponseHeaders",
     "accept_key",
     "build_location_url",
@@ -136,7 +138,49 @@ class ResponseHeaders(list[tuple[str, str]]):
 
 
 def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
+    if type(headers) is EnvironHeaders:
+        return headers  # already lower-case
     return {name.lower(): value for name, value in headers.items()}
+
+
+#: The request headers the handshakes read, lower-case, by WSGI environ key.
+_READ = {
+    "HTTP_" + name.upper().replace("-", "_"): name
+    for name in (
+        "connection",
+        "upgrade",
+        "host",
+        "origin",
+        "sec-websocket-origin",
+        "sec-websocket-version",
+        "sec-websocket-key",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+        "sec-websocket-key1",
+        "sec-websocket-key2",
+        "websocket-protocol",
+    )
+}
+
+
+class EnvironHeaders(dict[str, str]):
+    """The request headers a handshake reads, by lower-case name, from a WSGI environ.
+
+    For :func:`websocket_handshake`, the same as WebOb's ``request.headers``
+    at a fraction of the cost: only the dozen headers a handshake reads are
+    copied.
+
+    :ivar environ: the environ, where :func:`build_location_url` finds the
+        scheme and path.
+    """
+
+    __slots__ = ("environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        super().__init__(
+            (name, environ[key]) for key, name in _READ.items() if key in environ
+        )
+        self.environ = environ
 
 
 def header_tokens(value: str | None) -> list[str]:

@@ -21,7 +21,12 @@ from stargate.connection import (
     rfc6455_protocol,
 )
 from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
-from stargate.handshake import HandShakeFailed, InvalidOrigin, websocket_handshake
+from stargate.handshake import (
+    EnvironHeaders,
+    HandShakeFailed,
+    InvalidOrigin,
+    websocket_handshake,
+)
 from stargate.legacy import HixieProtocol
 from stargate.proxies import TrustedProxies
 from stargate.resource import WebSocketAwareResource
@@ -34,19 +39,6 @@ log = logging.getLogger(__name__)
 #: Tracks connections made under a server that is not ``egg:stargate#server``
 #: (plain ``eventlet.wsgi``), so that they still get keepalive and time-outs.
 _fallback_tracker = ConnectionTracker()
-
-
-def _request_headers(environ: dict[str, Any]) -> dict[str, str]:
-    """Return the request's headers, named in lower case, from the WSGI environ.
-
-    What ``request.headers`` gives, at a third of the cost (it is read at
-    every handshake).
-    """
-    return {
-        name[5:].replace("_", "-").lower(): value
-        for name, value in environ.items()
-        if name.startswith("HTTP_")
-    }
 
 
 class HandledResponse(Response):
@@ -66,8 +58,8 @@ class HandledResponse(Response):
 class _HandlerWatchdog:
     """Stops a handler that outlives its connection by more than a grace period."""
 
-    def __init__(self, path: str, grace: float) -> None:
-        self.path, self.grace = path, grace
+    def __init__(self, request: Any, grace: float) -> None:
+        self.request, self.grace = request, grace
         self.thread = weakref.ref(green.current())
         self.timer: Any = None
 
@@ -80,7 +72,7 @@ class _HandlerWatchdog:
         log.warning(
             "WebSocket handler of %s still running %ss after its connection "
             "closed: stopping it",
-            self.path,
+            self.request.path,
             self.grace,
         )
 
@@ -173,7 +165,7 @@ class WebSocketView:
         )
         try:
             response = websocket_handshake(
-                _request_headers(request.environ),
+                EnvironHeaders(request.environ),
                 settings.allowed_origins,
                 secure=secure,
                 origin_host=origin_host,
@@ -275,7 +267,7 @@ class WebSocketView:
         so that it does not hold a connection slot forever.  Returns a
         :class:`HandledResponse`.
         """
-        watchdog = _HandlerWatchdog(self.request.path, self.settings.close_timeout)
+        watchdog = _HandlerWatchdog(self.request, self.settings.close_timeout)
         websocket.on_close(watchdog.start)
         try:
             self.handler(websocket)

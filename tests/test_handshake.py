@@ -6,6 +6,7 @@ import pytest
 from webob import Request
 
 from stargate.handshake import (
+    EnvironHeaders,
     HandShakeFailed,
     InvalidOrigin,
     ResponseHeaders,
@@ -347,3 +348,67 @@ class TestLegacy:
     def test_hixie75_needs_an_origin(self):
         with pytest.raises(HandShakeFailed, match="Origin"):
             handshake_pre76({"Host": "example.com"}, [])
+
+
+class TestEnvironHeaders:
+    """The view's cheap headers give every handshake what request.headers gives."""
+
+    CASES = {
+        "rfc6455": {
+            "Host": "h:1",
+            "Upgrade": "WebSocket",
+            "Connection": "keep-alive, Upgrade",
+            "Sec-WebSocket-Key": SAMPLE_KEY,
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Protocol": "b, a",
+            "Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits",
+            "Origin": "http://h:1",
+            "User-Agent": "not read",
+        },
+        "hixie-76": {**TestLegacy.HIXIE76, "Host": "h:1", "Origin": "http://h:1"},
+        "hixie-75": {
+            "Host": "h:1",
+            "Upgrade": "WebSocket",
+            "Connection": "Upgrade",
+            "Origin": "http://h:1",
+            "WebSocket-Protocol": "sample",
+        },
+        "bad origin": {
+            "Host": "h:1",
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": SAMPLE_KEY,
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Origin": "http://elsewhere",
+        },
+    }
+
+    @staticmethod
+    def outcome(headers):
+        try:
+            response = websocket_handshake(
+                headers,
+                None,
+                subprotocols=["a", "b"],
+                compression=True,
+                legacy=True,
+                key3=b"^n:ds[4U",
+            )
+        except HandShakeFailed as refusal:
+            return type(refusal), refusal.status, refusal.reason
+        return response.to_bytes(), response.version, response.subprotocol
+
+    @pytest.mark.parametrize("name", sorted(CASES))
+    def test_same_outcome_as_request_headers(self, name):
+        request = Request.blank("/ws/?room=1", headers=self.CASES[name])
+        cheap = EnvironHeaders(request.environ)
+        assert "user-agent" not in cheap  # only what a handshake reads
+        assert self.outcome(cheap) == self.outcome(request.headers)
+
+    def test_location_comes_from_the_environ(self):
+        request = Request.blank(
+            "https://h:1/ws/?room=1", headers=self.CASES["hixie-75"]
+        )
+        headers = EnvironHeaders(request.environ)
+        assert headers.environ is request.environ
+        assert build_location_url(headers) == "wss://h:1/ws/?room=1"

@@ -433,9 +433,11 @@ def test_hixie76_when_enabled(serve):
     server = serve({"stargate.legacy_protocols": "true"})
     origin = f"http://{server.host}:{server.port}"
     sock, head = raw_upgrade(
-        server, "/echo/", {**HIXIE76, "Origin": origin}, body=b"^n:ds[4U"
+        server, "/echo/?room=1", {**HIXIE76, "Origin": origin}, body=b"^n:ds[4U"
     )
     assert head.startswith(b"HTTP/1.1 101 WebSocket Protocol Handshake")
+    location = f"ws://{server.host}:{server.port}/echo/?room=1"
+    assert f"Sec-WebSocket-Location: {location}\r\n".encode() in head
     answer = head.partition(b"\r\n\r\n")[2]
     while len(answer) < 16:
         answer += sock.recv(16 - len(answer))
