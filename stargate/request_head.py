@@ -20,7 +20,7 @@ from __future__ import annotations
 import http.client
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import httptools
 
@@ -46,8 +46,7 @@ class BadRequestHead(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class RequestHead:
+class RequestHead(NamedTuple):
     """A parsed request head.
 
     :ivar method: the method, such as ``"GET"``.
@@ -61,6 +60,10 @@ class RequestHead:
     target: str
     version: tuple[int, int]
     headers: http.client.HTTPMessage
+
+
+#: The versions served, as httptools writes them (llhttp refuses the unknown).
+_VERSIONS = {"1.1": (1, 1), "1.0": (1, 0), "0.9": (0, 9)}
 
 
 class _Head:
@@ -117,15 +120,15 @@ def read_request_head(
         raise BadRequestHead(400, f"Bad request ({error})") from None
     if not head.complete:
         raise BadRequestHead(400, "Bad request (the head ended early)")
-    major, minor = (int(part) for part in parser.get_http_version().split("."))
-    if major >= 2:
-        raise BadRequestHead(505, f"Invalid HTTP version ({major}.{minor})")
+    version = _VERSIONS.get(parser.get_http_version())
+    if version is None:  # HTTP/2 and later (preface and upgrade alike)
+        raise BadRequestHead(505, f"Invalid HTTP version ({parser.get_http_version()})")
     headers = http.client.HTTPMessage()
     for name, value in head.fields:
         headers.set_raw(name.decode("latin-1"), value.decode("latin-1"))
     return RequestHead(
-        method=parser.get_method().decode("ascii"),
-        target=head.target.decode("latin-1"),
-        version=(major, minor),
-        headers=headers,
+        parser.get_method().decode("ascii"),
+        head.target.decode("latin-1"),
+        version,
+        headers,
     )

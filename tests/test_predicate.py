@@ -7,6 +7,7 @@ import warnings
 import pytest
 from pyramid import testing
 from pyramid.config import Configurator
+from pyramid.request import Request
 from pyramid.response import Response
 from webtest import TestApp
 
@@ -15,8 +16,18 @@ from stargate.predicate import WebSocketPredicate, is_websocket
 UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade"}
 
 
-def request(method="GET", **headers):
+def dummy_request(method="GET", **headers):
     return testing.DummyRequest(method=method, headers=headers)
+
+
+def real_request(method="GET", **headers):
+    return Request.blank("/", method=method, headers=headers)
+
+
+@pytest.fixture(params=[dummy_request, real_request], ids=["dummy", "real"])
+def make_request(request):
+    """Both kinds of request the predicate may be given: WebOb's, Pyramid's dummy."""
+    return request.param
 
 
 @pytest.mark.parametrize(
@@ -27,8 +38,8 @@ def request(method="GET", **headers):
         {"Upgrade": "websocket", "Connection": "UPGRADE"},
     ],
 )
-def test_upgrade_requests(headers):
-    assert is_websocket(None, request(**headers))
+def test_upgrade_requests(make_request, headers):
+    assert is_websocket(None, make_request(**headers))
 
 
 @pytest.mark.parametrize(
@@ -43,17 +54,17 @@ def test_upgrade_requests(headers):
         ("POST", UPGRADE),
     ],
 )
-def test_other_requests(method, headers):
-    assert not is_websocket(None, request(method, **headers))
+def test_other_requests(make_request, method, headers):
+    assert not is_websocket(None, make_request(method, **headers))
 
 
-def test_predicate_class():
+def test_predicate_class(make_request):
     predicate = WebSocketPredicate(True, None)
     assert predicate.text() == "websocket = True"
     assert predicate.phash() == predicate.text()
-    assert predicate(None, request(**UPGRADE))
-    assert not predicate(None, request())
-    assert WebSocketPredicate(False, None)(None, request())
+    assert predicate(None, make_request(**UPGRADE))
+    assert not predicate(None, make_request())
+    assert WebSocketPredicate(False, None)(None, make_request())
 
 
 def make_app(use_custom_predicates: bool = False):
