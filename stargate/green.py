@@ -165,20 +165,26 @@ class RequestDeadlines:
 
 
 class RefusingPool:
-    """A pool of green threads that refuses work past its size, never queues it.
+    """Green threads for a server's connections, refusing work past its size.
 
     eventlet's own pool makes the accept loop wait for a free slot, so that
     past ``max_connections`` new clients hang in the listen backlog with no
     answer.  Here a connection that finds the pool full is handed to
     ``refuse`` in a green thread of its own, outside the count.
 
-    A connection that became a WebSocket is *handed over* (:meth:`hand_over`)
-    to a green thread of its own with a shallow stack, and its request's
-    green thread ends: the request's stack, eventlet's HTTP protocol object
-    and its buffers are freed, which more than halves what an idle
-    WebSocket costs.  Handed-over threads count against the size.
+    A connection that became a WebSocket is *handed over*
+    (:meth:`hand_over`): once its request's green thread has ended (the
+    request's deep stack, eventlet's HTTP protocol object and its buffers
+    freed), a green thread of its own serves the WebSocket from a shallow
+    stack, which more than halves what an idle WebSocket costs.
+    Handed-over connections count against the size.
 
-    :param size: green threads at most.
+    Connections run on bare green threads (``spawn_n``), each with the
+    clean-up that eventlet's server links to it: eventlet's green threads
+    carry an event and a link queue that nobody here waits on (3 % of a
+    handshake).
+
+    :param size: connections at most.
     :param refuse: called with the connection that found the pool full.
     """
 
@@ -188,80 +194,115 @@ class RefusingPool:
         refuse: Callable[[Any], object],
         deadlines: RequestDeadlines | None = None,
     ) -> None:
-        self._pool = eventlet.GreenPool(size)
+        self.size = size
         self._refuse = refuse
         self._deadlines = deadlines
+        # Green thread -> its connection, while it serves HTTP requests.
+        self._requests: dict[Any, _Connection] = {}
         self._handed_over: set[Any] = set()
         self._sockets: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def spawn(self, function: Callable[..., Any], *args: Any) -> Any:
-        """Run ``function(*args)`` in the pool, or refuse if it is full."""
-        if self._pool.free() - len(self._handed_over) <= 0:
+        """Run ``function(*args)`` for a new connection, or refuse if full.
+
+        Returns what eventlet's server links its clean-up to.
+        """
+        if self.running() >= self.size:
             return eventlet.spawn(self._refuse, *args)
         if self._deadlines is not None:
             function = self._deadlines.guard(function)
-        return _KeepsHandedOver(self._pool.spawn(function, *args), self)
+        connection = _Connection(self)
+        thread = eventlet.spawn_n(connection.run, function, args)
+        self._requests[thread] = connection
+        return connection
 
     def hand_over(
         self, sock: socket.socket, function: Callable[..., Any], *args: Any
     ) -> None:
-        """Serve ``sock`` with ``function(*args)`` once its request's thread ends.
+        """Serve ``sock`` with ``function(*args)`` once the current request ends.
 
-        The HTTP server then leaves ``sock`` open: ``function`` owns it.
+        ``function`` runs in a green thread of its own; the HTTP server
+        leaves ``sock`` open: ``function`` owns it.
         """
         self._sockets.add(sock)
-        # spawn_n: a bare green thread, cheaper to start than a GreenThread.
-        self._handed_over.add(eventlet.spawn_n(self._run_handed_over, function, args))
+        handler = functools.partial(function, *args)
+        connection = self._requests.get(eventlet.getcurrent())
+        if connection is None:  # not one of this pool's requests
+            self._serve_handed_over(handler)
+        else:
+            connection.handler = handler
 
-    def _run_handed_over(self, function: Callable[..., Any], args: Any) -> None:
+    def _serve_handed_over(self, handler: Callable[[], object]) -> None:
+        """Run ``handler`` in a green thread of its own, counted from now on."""
+        self._handed_over.add(eventlet.spawn_n(self._run_handed_over, handler))
+
+    def _run_handed_over(self, handler: Callable[[], object]) -> None:
         try:
-            function(*args)
-        finally:  # not a link(): that would cost a deque per connection
+            handler()
+        finally:
             self._handed_over.discard(eventlet.getcurrent())
+
+    def _request_ended(self, connection: _Connection) -> None:
+        self._requests.pop(eventlet.getcurrent(), None)
+        for function, args in connection.links:
+            if args and self.handed_over(args[0][1]):
+                # eventlet's clean-up forgets the connection and closes its
+                # socket: let it forget this one, not close it.
+                args = ([args[0][0], _KEPT_OPEN, *args[0][2:]], *args[1:])
+            function(connection, *args)
 
     def handed_over(self, sock: socket.socket) -> bool:
         """Return whether ``sock`` was handed over."""
         return sock in self._sockets
 
     def waitall(self) -> None:
-        """Wait until every green thread of the pool has finished."""
-        self._pool.waitall()
-        while self._handed_over:  # the server's shutdown stops them in time
+        """Wait until every connection of the pool has ended."""
+        while self.running():  # the server's shutdown stops them in time
             eventlet.sleep(0.02)
 
     def running(self) -> int:
-        """Return how many green threads of the pool are running."""
-        return self._pool.running() + len(self._handed_over)
+        """Return how many connections the pool is serving."""
+        return len(self._requests) + len(self._handed_over)
 
     def kill_all(self) -> None:
         """Stop every green thread of the pool."""
-        for thread in [*self._pool.coroutines_running, *self._handed_over]:
+        for thread in [*self._requests, *self._handed_over]:
             eventlet.kill(thread)
+        # One killed before it started never ran, nor forgot itself.
+        for thread in [thread for thread in self._requests if thread.dead]:
+            del self._requests[thread]
+        self._handed_over = {thread for thread in self._handed_over if not thread.dead}
 
 
-class _KeepsHandedOver:
-    """A request's green thread, as eventlet's server sees it.
+class _Connection:
+    """A connection's green thread as eventlet's server sees it: it links to it.
 
-    The server links a clean-up to it that forgets the connection and shuts
-    it down when the thread ends; for a connection that was handed over,
-    the clean-up gets a stand-in socket: the connection is forgotten (or
-    the server would keep every handed-over socket for good) but stays
-    open.
+    :ivar handler: what serves the connection once its request has ended,
+        if it was handed over.
     """
 
-    def __init__(self, thread: Any, pool: RefusingPool) -> None:
-        self._thread = thread
-        self._pool = pool
+    __slots__ = ("pool", "links", "handler")
 
-    def link(self, function: Callable[..., Any], connection: list[Any]) -> None:
-        """Call ``function`` when the thread ends, sparing a handed-over socket."""
+    def __init__(self, pool: RefusingPool) -> None:
+        self.pool = pool
+        self.links: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self.handler: Callable[[], object] | None = None
 
-        def clean_up(thread: Any, state: list[Any]) -> None:
-            if self._pool.handed_over(state[1]):
-                state = [state[0], _KEPT_OPEN, *state[2:]]
-            function(thread, state)
+    def link(self, function: Callable[..., Any], *args: Any) -> None:
+        """Call ``function(self, *args)`` when the connection's request ends."""
+        self.links.append((function, args))
 
-        self._thread.link(clean_up, connection)
+    def run(self, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """Serve the connection's requests, then hand its WebSocket over, if any."""
+        try:
+            function(*args)
+        finally:
+            self.pool._request_ended(self)
+            if self.handler is not None:
+                # A fresh green thread: this one's stack grew deep serving
+                # the request, and Python keeps the pages it touched (5 KiB
+                # more per idle WebSocket than starting anew).
+                self.pool._serve_handed_over(self.handler)
 
 
 class _KeptOpen:

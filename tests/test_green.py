@@ -83,3 +83,127 @@ def test_an_event_can_be_cleared_and_set_again():
 def test_raw_socket_is_none_without_eventlet():
     assert green.raw_socket({}) is None
     assert green.raw_socket({"eventlet.input": object()}) is None
+
+
+# -- RefusingPool -----------------------------------------------------------------
+
+
+class Sock:
+    """Stands for a client socket; records what eventlet's clean-up does to it."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def shutdown(self, how: int) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def clean_up(_, connection):
+    """What eventlet's server links to every connection's green thread."""
+    connection[1].shutdown(socket.SHUT_RDWR)
+    connection[1].close()
+    CLEANED.append(connection[0])
+
+
+CLEANED: list = []
+
+
+def settle(pool, timeout=5.0):
+    for _ in range(int(timeout / 0.01)):
+        if not pool.running():
+            return
+        eventlet.sleep(0.01)
+    raise AssertionError(f"{pool.running()} connection(s) still running")
+
+
+def test_a_pool_refuses_past_its_size_without_waiting():
+    refused = []
+    pool = green.RefusingPool(2, refused.append)
+    gate = eventlet.event.Event()
+    for number in range(3):
+        pool.spawn(lambda connection: gate.wait(), [number, Sock(), "idle"])
+    eventlet.sleep(0)
+    assert pool.running() == 2
+    assert [connection[0] for connection in refused] == [2]
+    gate.send()
+    settle(pool)
+
+
+def test_a_handed_over_socket_is_forgotten_but_left_open():
+    pool = green.RefusingPool(10, lambda connection: None)
+    served = []
+
+    def request(connection):
+        pool.hand_over(connection[1], served.append, "websocket")
+
+    CLEANED.clear()
+    upgraded, plain = ["upgraded", Sock(), "idle"], ["plain", Sock(), "idle"]
+    pool.spawn(request, upgraded).link(clean_up, upgraded)
+    pool.spawn(lambda connection: None, plain).link(clean_up, plain)
+    settle(pool)
+    assert served == ["websocket"]
+    assert sorted(CLEANED) == ["plain", "upgraded"]  # both forgotten
+    assert upgraded[1].closed is False
+    assert plain[1].closed is True
+    assert pool.handed_over(upgraded[1]) and not pool.handed_over(plain[1])
+
+
+def test_a_failing_request_still_hands_its_websocket_over():
+    pool = green.RefusingPool(10, lambda connection: None)
+    served = []
+
+    def request(connection):
+        pool.hand_over(connection[1], served.append, "websocket")
+        raise RuntimeError("after the hand-over")
+
+    connection = [0, Sock(), "idle"]
+    pool.spawn(request, connection).link(clean_up, connection)
+    settle(pool)  # the hub prints the error
+    assert served == ["websocket"]
+    assert connection[1].closed is False
+
+
+def test_hand_over_outside_a_request_runs_at_once():
+    pool = green.RefusingPool(10, lambda connection: None)
+    served = []
+    pool.hand_over(Sock(), served.append, "websocket")
+    assert pool.running() == 1
+    settle(pool)
+    assert served == ["websocket"]
+
+
+def test_kill_all_stops_requests_and_handed_over_connections():
+    pool = green.RefusingPool(10, lambda connection: None)
+    forever = eventlet.event.Event()
+
+    def request(connection):
+        if connection[0] == "upgraded":
+            pool.hand_over(connection[1], forever.wait)
+        else:
+            forever.wait()
+
+    pool.spawn(request, ["upgraded", Sock(), "idle"])
+    pool.spawn(request, ["plain", Sock(), "idle"])
+    eventlet.sleep(0.01)
+    assert pool.running() == 2
+    pool.kill_all()
+    eventlet.spawn(pool.waitall).wait()
+    assert pool.running() == 0
+
+
+@pytest.mark.parametrize("what", ["request", "handed over"])
+def test_kill_all_forgets_what_never_started(what):
+    pool = green.RefusingPool(10, lambda connection: None)
+    started = []
+    if what == "request":
+        pool.spawn(started.append, ["request", Sock(), "idle"])
+    else:
+        pool.hand_over(Sock(), started.append, "websocket")
+    assert pool.running() == 1
+    pool.kill_all()
+    assert pool.running() == 0
+    eventlet.sleep(0.01)
+    assert started == []
