@@ -243,7 +243,7 @@ class Connection:
     def __init__(
         self,
         sock: socket.socket,
-        protocol: SansIOProtocol | Callable[[], SansIOProtocol],
+        protocol: SansIOProtocol | None,
         settings: Settings,
         *,
         request: Any = None,
@@ -257,15 +257,10 @@ class Connection:
         self.close_code: int | None = None
         self.close_reason = ""
         self._sock = sock
-        # A factory is called when a frame first needs the protocol object:
-        # while only simple frames come (see stargate.simple_frames), an
-        # idle connection does without it (1.8 KiB for wsproto's).
-        self._protocol: SansIOProtocol | None = None
-        self._make_protocol: Callable[[], SansIOProtocol] | None = None
-        if hasattr(protocol, "receive_data"):
-            self._protocol = protocol  # type: ignore[assignment]
-        else:
-            self._make_protocol = protocol  # type: ignore[assignment]
+        # None: RFC 6455 without extensions, made when a frame first needs
+        # wsproto.  While only simple frames come (see stargate.simple_frames),
+        # an idle connection does without it (1.8 KiB for wsproto's).
+        self._protocol = protocol
         self._settings = settings
         self._tracker = tracker
         self._state = State.OPEN
@@ -289,7 +284,7 @@ class Connection:
         self._last_ping = time.monotonic()
         self._ping_payload: bytes | None = None
         self._callbacks: list[Callable[[Connection], object]] = []
-        self._closed = green.Event()
+        self._closed: green.Event | None = None  # made when someone waits
         self.shares_frames = shares_frames
         if tracker is not None:
             tracker.add(self)
@@ -300,8 +295,7 @@ class Connection:
     @property
     def _proto(self) -> SansIOProtocol:
         if self._protocol is None:
-            assert self._make_protocol is not None
-            self._protocol, self._make_protocol = self._make_protocol(), None
+            self._protocol = rfc6455_protocol([], self._settings.max_message_size)
         return self._protocol
 
     # -- state ---------------------------------------------------------------
@@ -366,7 +360,16 @@ class Connection:
             pass  # already gone
         if self._tracker is not None:
             self._tracker.discard(self)
-        self._closed.set()
+        if self._closed is not None:
+            self._closed.set()
+
+    def _closed_event(self) -> green.Event:
+        """Return the event set once the connection is closed (made on first use)."""
+        if self._closed is None:
+            self._closed = green.Event()
+            if self._state is State.CLOSED:
+                self._closed.set()
+        return self._closed
 
     # -- sending -------------------------------------------------------------
 
@@ -557,7 +560,9 @@ class Connection:
                 return self._messages.popleft()
             if self._input_done:
                 if self._state is not State.CLOSED:
-                    self._closed.wait(max(0.0, self._close_deadline - time.monotonic()))
+                    self._closed_event().wait(
+                        max(0.0, self._close_deadline - time.monotonic())
+                    )
                     if self._state is not State.CLOSED:
                         self._finish()
                 return None
@@ -584,10 +589,16 @@ class Connection:
         If another green thread is receiving, wait for it to see the close.
         """
         if self._reading:
-            self._closed.wait()
+            self._closed_event().wait()
             return
         while self.receive() is not None:
             pass
+
+    def _recv(self) -> bytes:
+        try:
+            return self._sock.recv(self._recv_size)
+        except OSError:
+            return b""
 
     def _read_once(self, wait: float | None) -> None:
         if self._reading:
@@ -597,11 +608,11 @@ class Connection:
         self._reading = True
         data: bytes | None = None
         try:
-            with green.timeout(wait):
-                try:
-                    data = self._sock.recv(self._recv_size)
-                except OSError:
-                    data = b""
+            if wait is None:  # the usual wait: no context manager to keep
+                data = self._recv()
+            else:
+                with green.timeout(wait):
+                    data = self._recv()
         finally:
             self._reading = False
         if data is None:

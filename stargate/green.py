@@ -514,11 +514,37 @@ class _HttpProtocol(eventlet.wsgi.HttpProtocol):
         if self.pool is not None and self.pool.handed_over(self.connection):
             self.rfile.close()
             self.wfile.close()
-            # A closure over this object, kept by the request's environ (and
-            # so by the WebSocket): let this object and its headers go.
-            self.environ.pop("eventlet.set_idle", None)
+            # The request's environ lives as long as the WebSocket: let go of
+            # what refers to this object (a closure) and to the socket's
+            # buffered reader, which the WebSocket does not read through.
+            environ = self.environ
+            environ.pop("eventlet.set_idle", None)
+            environ.pop("eventlet.input", None)
+            environ["wsgi.input"] = _NO_BODY
             return
         super().finish()
+
+
+class _NoBody:
+    """The ``wsgi.input`` of a request whose connection was handed over."""
+
+    def read(self, size: int = -1) -> bytes:
+        """Return ``b""``: the connection now speaks another protocol."""
+        return b""
+
+    def readline(self, size: int = -1) -> bytes:
+        """Return ``b""``."""
+        return b""
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        """Return ``[]``."""
+        return []
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+
+_NO_BODY = _NoBody()
 
 
 class Queue:

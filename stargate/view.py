@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import weakref
 from collections.abc import Sequence
@@ -56,14 +55,19 @@ class HandledResponse(Response):
 
 
 class _HandlerWatchdog:
-    """Stops a handler that outlives its connection by more than a grace period."""
+    """Stops a handler that outlives its connection by more than a grace period.
+
+    Called when the connection closes (a close callback).
+    """
+
+    __slots__ = ("request", "grace", "thread", "timer")
 
     def __init__(self, request: Any, grace: float) -> None:
         self.request, self.grace = request, grace
         self.thread = weakref.ref(green.current())
         self.timer: Any = None
 
-    def start(self, websocket: Connection) -> None:
+    def __call__(self, websocket: Connection) -> None:
         thread = self.thread()
         if thread is not None:
             self.timer = green.kill_later(self.grace, thread, self._warn)
@@ -184,9 +188,7 @@ class WebSocketView:
         elif response.extensions:
             protocol = rfc6455_protocol(response.extensions, settings.max_message_size)
         else:  # made only if a frame needs wsproto
-            protocol = functools.partial(
-                rfc6455_protocol, [], settings.max_message_size
-            )
+            protocol = None
         websocket = Connection(
             sock,
             protocol,
@@ -268,7 +270,7 @@ class WebSocketView:
         :class:`HandledResponse`.
         """
         watchdog = _HandlerWatchdog(self.request, self.settings.close_timeout)
-        websocket.on_close(watchdog.start)
+        websocket.on_close(watchdog)
         try:
             self.handler(websocket)
         except ConnectionClosed:

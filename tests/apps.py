@@ -183,6 +183,7 @@ class LifecycleView(WebSocketView):
         from pyramid.threadlocal import get_current_registry, get_current_request
 
         request = self.request
+        body = request.environ["wsgi.input"]
         websocket.send(
             json.dumps(
                 {
@@ -190,6 +191,12 @@ class LifecycleView(WebSocketView):
                     "current_request": get_current_request() is request,
                     "current_registry": get_current_registry() is request.registry,
                     "context": type(request.context).__name__,
+                    "body": [
+                        body.read().decode(),
+                        body.readline().decode(),
+                        [line.decode() for line in body.readlines()],
+                        [line.decode() for line in body],
+                    ],
                 }
             )
         )

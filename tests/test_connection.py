@@ -437,20 +437,18 @@ def test_an_unfinished_text_frame_with_bad_utf8_at_the_end_is_1007():
 
 
 def test_wsproto_is_made_only_when_a_frame_needs_it():
-    import functools
-
     from eventlet.green import socket as green_socket
     from wsproto.connection import Connection as WSProto
     from wsproto.connection import ConnectionType
 
-    from stargate.connection import Connection, rfc6455_protocol
+    from stargate.connection import Connection
     from stargate.settings import Settings
 
     server_sock, client_sock = green_socket.socketpair()
     conn = Connection(
         server_sock,
-        functools.partial(rfc6455_protocol, [], 100),
-        Settings(ping_interval=10.0),
+        None,  # RFC 6455 without extensions, made when needed
+        Settings(ping_interval=10.0, max_message_size=100),
         shares_frames=True,
     )
     client = WSProto(ConnectionType.CLIENT)

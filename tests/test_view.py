@@ -124,11 +124,14 @@ def test_the_handler_runs_after_its_request_finished(live):
             "current_request": True,
             "current_registry": True,
             "context": "Lifecycle",
+            "body": ["", "", [], []],  # read(), readline(), readlines(), iteration
         }
 
 
 def test_an_open_websocket_keeps_nothing_of_eventlets_http_machinery(live):
     import gc
+
+    import eventlet.wsgi
 
     from stargate import green
 
@@ -140,6 +143,8 @@ def test_an_open_websocket_keeps_nothing_of_eventlets_http_machinery(live):
         gc.collect()
         protocols = [o for o in gc.get_objects() if isinstance(o, green._HttpProtocol)]
         assert protocols == []  # nor its buffers, nor the request's stack
+        inputs = [o for o in gc.get_objects() if isinstance(o, eventlet.wsgi.Input)]
+        assert inputs == []  # nor the socket's buffered reader
         assert live.server.running_requests == 3  # still counted
     finally:
         for client in clients:
