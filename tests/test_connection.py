@@ -166,6 +166,31 @@ def test_only_one_reader_at_a_time():
     assert reader.wait() == "for the first reader"
 
 
+def test_wait_closed_while_another_green_thread_receives():
+    peer = Peer()
+    reader = eventlet.spawn(list, peer.conn)
+    eventlet.sleep(0)  # the reader is waiting for data
+    waiter = eventlet.spawn(peer.conn.wait_closed)
+    eventlet.sleep(0)  # the waiter waits for the reader to see the close
+    assert not waiter.dead
+    peer.send(TextMessage(data="a"), CloseConnection(code=1000))
+    assert reader.wait() == ["a"]
+    waiter.wait()
+    assert peer.conn.state is State.CLOSED
+    peer.conn.wait_closed()  # at once, now that it is closed
+
+
+def test_wait_closed_after_an_abort_the_reader_has_not_seen_yet():
+    peer = Peer()
+    reader = eventlet.spawn(list, peer.conn)
+    eventlet.sleep(0)  # the reader is waiting for data
+    peer.conn.abort()  # closed, and the reader not woken yet
+    assert peer.conn.state is State.CLOSED
+    peer.conn.wait_closed()  # returns at once, not when the reader wakes
+    assert not reader.dead
+    assert reader.wait() == []
+
+
 def test_iteration_ends_at_close():
     peer = Peer()
     peer.send(TextMessage(data="a"), TextMessage(data="b"), CloseConnection(code=1000))
