@@ -101,14 +101,26 @@ class Sock:
         self.closed = True
 
 
-def clean_up(_, connection):
-    """What eventlet's server links to every connection's green thread."""
-    connection[1].shutdown(socket.SHUT_RDWR)
-    connection[1].close()
-    CLEANED.append(connection[0])
+class Server:
+    """What eventlet's server does with a pool.
 
+    It keeps a table of connections and links a clean-up to each that
+    forgets it and closes its socket.
+    """
 
-CLEANED: list = []
+    def __init__(self, pool) -> None:
+        self.pool = pool
+        self.connections: dict = {}
+
+    def accept(self, name, function):
+        connection = self.connections[name] = [name, Sock(), "idle"]
+        self.pool.spawn(function, connection).link(self.clean_up, connection)
+        return connection
+
+    def clean_up(self, _, connection):
+        self.connections.pop(connection[0], None)
+        connection[1].shutdown(socket.SHUT_RDWR)
+        connection[1].close()
 
 
 def settle(pool, timeout=5.0):
@@ -139,13 +151,12 @@ def test_a_handed_over_socket_is_forgotten_but_left_open():
     def request(connection):
         pool.hand_over(connection[1], served.append, "websocket")
 
-    CLEANED.clear()
-    upgraded, plain = ["upgraded", Sock(), "idle"], ["plain", Sock(), "idle"]
-    pool.spawn(request, upgraded).link(clean_up, upgraded)
-    pool.spawn(lambda connection: None, plain).link(clean_up, plain)
+    server = Server(pool)
+    upgraded = server.accept("upgraded", request)
+    plain = server.accept("plain", lambda connection: None)
     settle(pool)
     assert served == ["websocket"]
-    assert sorted(CLEANED) == ["plain", "upgraded"]  # both forgotten
+    assert server.connections == {}  # both forgotten
     assert upgraded[1].closed is False
     assert plain[1].closed is True
     assert pool.handed_over(upgraded[1]) and not pool.handed_over(plain[1])
@@ -159,8 +170,8 @@ def test_a_failing_request_still_hands_its_websocket_over():
         pool.hand_over(connection[1], served.append, "websocket")
         raise RuntimeError("after the hand-over")
 
-    connection = [0, Sock(), "idle"]
-    pool.spawn(request, connection).link(clean_up, connection)
+    server = Server(pool)
+    connection = server.accept("upgraded", request)
     settle(pool)  # the hub prints the error
     assert served == ["websocket"]
     assert connection[1].closed is False
