@@ -20,6 +20,7 @@ ABBREVIATIONS = {
     "gl": "https://gitlab.com/{}.git",
     "bb": "https://bitbucket.org/{}",
 }
+REQUIREMENT = re.compile(r'"stargate(\[[a-z,]+\])>=1\.0"')
 GIT_URL = re.compile(r"^(git\+)?(https?|ssh|git|file)://|^git@|\.git$")
 
 
@@ -49,11 +50,7 @@ def main() -> None:
     )
     pyproject = Path("pyproject.toml")
     if source:
-        text = pyproject.read_text()
-        for extra in ("[speedups]", "[redis,speedups]", "[testing]"):
-            text = text.replace(
-                f'"stargate{extra}>=1.0"', f'"stargate{extra} @ {source}"'
-            )
+        text = REQUIREMENT.sub(rf'"stargate\1 @ {source}"', pyproject.read_text())
         pyproject.write_text(text)
     port = CONTEXT["port"]
     print(

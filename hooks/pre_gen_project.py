@@ -14,7 +14,9 @@ IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 TAKEN = {"stargate", "pyramid", "tests", "test", "webob", "eventlet", "wsproto"}
 
 
-def problem(project: str, package: str, port: str, broker: str) -> str | None:
+def problem(
+    project: str, package: str, port: str, broker: str, runtime: str
+) -> str | None:
     """Return why these answers cannot work, or None."""
     if not project.strip():
         return "the project name is empty: choose one like 'myproject'"
@@ -39,11 +41,17 @@ def problem(project: str, package: str, port: str, broker: str) -> str | None:
         return f"port {port!r} is not a TCP port: choose a number from 1 to 65535"
     if broker not in ("memory", "redis"):
         return f"broker {broker!r} is not one of memory, redis"
+    if runtime not in ("eventlet", "gevent"):
+        return f"runtime {runtime!r} is not one of eventlet, gevent"
     return None
 
 
 reason = problem(
-    CONTEXT["project"], CONTEXT["package"], str(CONTEXT["port"]), CONTEXT["broker"]
+    CONTEXT["project"],
+    CONTEXT["package"],
+    str(CONTEXT["port"]),
+    CONTEXT["broker"],
+    CONTEXT["runtime"],
 )
 if reason:
     print(f"ERROR: {reason}", file=sys.stderr)

@@ -7,7 +7,7 @@ The public names are importable from here::
 and ``config.include("stargate")`` sets an application up.  The names are
 loaded on first use, so that ``egg:stargate#server`` can patch the standard
 library for green threads before Pyramid is imported (see
-:mod:`stargate.factory`).
+:mod:`stargate.server`).
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def includeme(config: Any) -> None:
     registers the ``websocket`` view predicate.
     """
     from stargate.broker import IBroker, make_broker
+    from stargate.config import get_settings
     from stargate.predicate import WebSocketPredicate
-    from stargate.settings import get_settings
 
     settings = get_settings(config.registry)
     config.registry.registerUtility(make_broker(settings), IBroker)

@@ -25,9 +25,9 @@ from pyramid.registry import Registry, global_registry
 from pyramid.threadlocal import get_current_registry
 from zope.interface import Interface
 
+from stargate.config import Settings, get_settings
 from stargate.connection import Connection, Message, encode_message
 from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
-from stargate.settings import Settings, get_settings
 
 __all__ = [
     "Broker",

@@ -46,10 +46,10 @@ from wsproto.events import (
 )
 from wsproto.extensions import Extension
 
-from stargate import green
+from stargate import runtime
+from stargate.config import Settings
 from stargate.exceptions import ConnectionClosed
 from stargate.limits import MessageSizeLimit
-from stargate.settings import Settings
 from stargate.simple_frames import PONG, SimpleFrames
 
 __all__ = [
@@ -59,11 +59,9 @@ __all__ = [
     "CLOSE_NORMAL",
     "CLOSE_TOO_SLOW",
     "Connection",
-    "HAND_OVER_KEY",
     "ConnectionTracker",
     "Message",
     "State",
-    "TRACKER_KEY",
     "encode_message",
     "rfc6455_protocol",
 ]
@@ -86,16 +84,6 @@ CLOSE_INTERNAL_ERROR = 1011
 CLOSE_KEEPALIVE_TIMEOUT = 1011
 #: No close frame was exchanged: the TCP connection was lost.
 CLOSE_ABNORMAL = 1006
-
-#: The WSGI environ key under which ``egg:stargate#server`` hands its
-#: :class:`ConnectionTracker` to the application's WebSocket views.
-TRACKER_KEY = "stargate.tracker"
-
-#: The WSGI environ key under which ``egg:stargate#server`` offers to take
-#: over an upgraded connection: ``hand_over(sock, function, *args)`` serves
-#: it with ``function(*args)`` in a green thread of its own, after the
-#: request's own green thread has ended (see :class:`~stargate.WebSocketView`).
-HAND_OVER_KEY = "stargate.hand_over"
 
 #: A read asks for this much; while reads come back full (a large message
 #: is arriving), each asks for twice as much, up to the largest size.
@@ -203,7 +191,7 @@ class ConnectionTracker:
         self._tick = min(self._tick, connection.tick_hint)
         if not self._running:
             self._running = True
-            green.spawn(self._run)
+            runtime.get().spawn(self._run)
 
     def discard(self, connection: Connection) -> None:
         """Stop tracking ``connection``."""
@@ -215,9 +203,10 @@ class ConnectionTracker:
             connection.close(code, reason)
 
     def _run(self) -> None:
+        sleep = runtime.get().sleep
         try:
             while self._connections:
-                green.sleep(self._tick)
+                sleep(self._tick)
                 now = time.monotonic()
                 for connection in list(self._connections):
                     connection.on_tick(now)
@@ -284,7 +273,7 @@ class Connection:
         self._last_ping = time.monotonic()
         self._ping_payload: bytes | None = None
         self._callbacks: list[Callable[[Connection], object]] = []
-        self._closed: green.Event | None = None  # made when someone waits
+        self._closed: runtime.Event | None = None  # made when someone waits
         self.shares_frames = shares_frames
         if tracker is not None:
             tracker.add(self)
@@ -363,10 +352,10 @@ class Connection:
         if self._closed is not None:
             self._closed.set()
 
-    def _closed_event(self) -> green.Event:
+    def _closed_event(self) -> runtime.Event:
         """Return the event set once the connection is closed (made on first use)."""
         if self._closed is None:
-            self._closed = green.Event()
+            self._closed = runtime.get().event()
             if self._state is State.CLOSED:
                 self._closed.set()
         return self._closed
@@ -422,14 +411,14 @@ class Connection:
             outbox.append(data)
             return
         try:
-            sent = green.send_nowait(self._sock, data)
+            sent = runtime.get().send_nowait(self._sock, data)
         except OSError:
             self._lost()
             return
         if sent < len(data):
             self._outbox_queue().append(memoryview(data)[sent:])
             self._writing = True
-            green.spawn(self._drain_outbox)
+            runtime.get().spawn(self._drain_outbox)
 
     def _outbox_queue(self) -> deque[bytes | memoryview]:
         if self._outbox is None:
@@ -504,7 +493,7 @@ class Connection:
             )
         ):
             try:
-                green.send_nowait(
+                runtime.get().send_nowait(
                     self._sock,
                     self._proto.send(CloseConnection(code=code, reason=reason)),
                 )
@@ -611,7 +600,7 @@ class Connection:
             if wait is None:  # the usual wait: no context manager to keep
                 data = self._recv()
             else:
-                with green.timeout(wait):
+                with runtime.get().timeout(wait):
                     data = self._recv()
         finally:
             self._reading = False

@@ -27,7 +27,7 @@ import os
 import random
 from typing import Any
 
-from stargate import green
+from stargate import runtime
 from stargate.broker import Broker
 from stargate.connection import Connection, Message
 from stargate.exceptions import IncorrectlyConfigured
@@ -97,7 +97,7 @@ class RedisBroker(Broker):
     ) -> None:
         super().__init__()
         try:
-            self._redis = green.import_green("redis")
+            self._redis = runtime.get().import_green("redis")
         except ImportError:  # pragma: no cover - depends on the environment
             raise IncorrectlyConfigured(
                 "stargate.broker = redis:// needs redis-py: "
@@ -106,14 +106,14 @@ class RedisBroker(Broker):
         self.url = url
         self.prefix = prefix
         self.origin = os.urandom(_ORIGIN_SIZE)
-        self._outbox = green.Queue(queue_size)
+        self._outbox = runtime.get().queue(queue_size)
         self._backoff = backoff
         self._pubsub: Any = None
         self._started = False
         self._closed = False
         self._threads: list[Any] = []
         #: Whether the subscription connection is up (for tests and health checks).
-        self.connected = green.Event()
+        self.connected = runtime.get().event()
 
     # -- Broker --------------------------------------------------------------
 
@@ -147,7 +147,7 @@ class RedisBroker(Broker):
         """Stop both green threads and forget the local listeners."""
         self._closed = True
         for thread in self._threads:
-            thread.kill()
+            runtime.get().kill(thread)
         self._threads = []
         super().close()
 
@@ -160,8 +160,8 @@ class RedisBroker(Broker):
             return
         self._started = True
         self._threads = [
-            green.spawn(self._subscribe_loop),
-            green.spawn(self._publish_loop),
+            runtime.get().spawn(self._subscribe_loop),
+            runtime.get().spawn(self._publish_loop),
         ]
 
     def _tell_redis(self, command: str, channel: str) -> None:
@@ -219,7 +219,7 @@ class RedisBroker(Broker):
                 self._pubsub = None
                 self.connected.clear()
                 self._release(pubsub, client)
-            green.sleep(backoff.next())
+            runtime.get().sleep(backoff.next())
 
     def _release(self, *resources: Any) -> None:
         for resource in resources:
@@ -266,7 +266,7 @@ class RedisBroker(Broker):
                 except (self._redis.RedisError, OSError):
                     # Lost: pub/sub has no one to keep them for.  The subscriber
                     # loop logs the outage; wait before trying the next batch.
-                    green.sleep(backoff.next())
+                    runtime.get().sleep(backoff.next())
         finally:  # close() kills this green thread
             self._release(client)
 

@@ -26,7 +26,9 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-from stargate.factory import Server, ServerOptions
+from stargate import runtime
+from stargate.config import ServerOptions
+from stargate.server import Server
 
 __all__ = ["LiveServer", "WebSocketClient"]
 
@@ -38,12 +40,18 @@ class LiveServer:
     and shut down gracefully (WebSockets closed with 1001) by ``__exit__``.
 
     :param app: the WSGI application (``config.make_wsgi_app()``).
-    :param options: :class:`~stargate.factory.ServerOptions` fields, e.g.
-        ``shutdown_timeout=2``.
+    :param options: :class:`~stargate.config.ServerOptions` fields, e.g.
+        ``shutdown_timeout=2``.  ``runtime`` defaults to the one this
+        process runs on (:func:`stargate.runtime.get`).
     """
 
     def __init__(self, app: Callable[..., Any], **options: Any) -> None:
-        defaults = {"host": "127.0.0.1", "port": 0, "monkey_patch": False}
+        defaults = {
+            "host": "127.0.0.1",
+            "port": 0,
+            "monkey_patch": False,
+            "runtime": runtime.get().name,
+        }
         merged = replace(ServerOptions(), **{**defaults, **options})
         self.server = Server(app, merged, handle_signals=False)
         self._thread: threading.Thread | None = None

@@ -10,16 +10,22 @@ from typing import Any
 from pyramid.response import Response
 from pyramid.threadlocal import manager
 
-from stargate import green
+from stargate import runtime
+from stargate.config import Settings, get_settings
 from stargate.connection import (
     CLOSE_INTERNAL_ERROR,
-    HAND_OVER_KEY,
-    TRACKER_KEY,
     Connection,
     ConnectionTracker,
     rfc6455_protocol,
 )
 from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
+from stargate.handover import (
+    HAND_OVER_KEY,
+    TRACKER_KEY,
+    client_socket,
+    read_after_head,
+    written_by_application,
+)
 from stargate.handshake import (
     EnvironHeaders,
     HandShakeFailed,
@@ -29,14 +35,14 @@ from stargate.handshake import (
 from stargate.legacy import HixieProtocol
 from stargate.proxies import TrustedProxies
 from stargate.resource import WebSocketAwareResource
-from stargate.settings import Settings, get_settings
 
 __all__ = ["HandledResponse", "WebSocketView"]
 
 log = logging.getLogger(__name__)
 
 #: Tracks connections made under a server that is not ``egg:stargate#server``
-#: (plain ``eventlet.wsgi``), so that they still get keepalive and time-outs.
+#: (plain ``eventlet.wsgi``, gunicorn's own gevent worker), so that they
+#: still get keepalive and time-outs.
 _fallback_tracker = ConnectionTracker()
 
 
@@ -48,10 +54,9 @@ class HandledResponse(Response):
     that nothing more is written.
     """
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        """Mark the request as handled; write nothing."""
-        green.already_handled()
-        return []
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        """Tell the server that the response was written; write nothing."""
+        return written_by_application(environ)
 
 
 class _HandlerWatchdog:
@@ -64,13 +69,13 @@ class _HandlerWatchdog:
 
     def __init__(self, request: Any, grace: float) -> None:
         self.request, self.grace = request, grace
-        self.thread = weakref.ref(green.current())
+        self.thread = weakref.ref(runtime.get().current())
         self.timer: Any = None
 
     def __call__(self, websocket: Connection) -> None:
         thread = self.thread()
         if thread is not None:
-            self.timer = green.kill_later(self.grace, thread, self._warn)
+            self.timer = runtime.get().kill_later(self.grace, thread, self._warn)
 
     def _warn(self) -> None:
         log.warning(
@@ -112,7 +117,8 @@ class WebSocketView:
     do not stay alive as long as the WebSocket: an idle WebSocket costs
     half the memory.  Work that must happen inside the request (a
     transaction of ``pyramid_tm``, say) belongs in the handler's own
-    scope.  Under another eventlet server the handler runs inside the
+    scope.  Under another server (plain ``eventlet.wsgi``, gunicorn's own
+    gevent worker) the handler runs inside the
     request.
 
     :cvar subprotocols: the subprotocols this view speaks, preferred first;
@@ -149,7 +155,7 @@ class WebSocketView:
         """
         request = self.request
         settings = self.settings
-        sock = green.raw_socket(request.environ)
+        sock = client_socket(request.environ)
         if sock is None:
             raise IncorrectlyConfigured(
                 "the WSGI server does not expose the client socket, so no WebSocket "
@@ -200,7 +206,7 @@ class WebSocketView:
             shares_frames=not legacy and not response.extensions,
         )
         hand_over = request.environ.get(HAND_OVER_KEY)
-        if hand_over is None:  # another eventlet server: serve it right here
+        if hand_over is None:  # another server: serve it right here
             return self.handle_websocket(websocket)
         hand_over(sock, self._serve_handed_over, websocket, sock, request.context)
         return HandledResponse()
@@ -230,12 +236,10 @@ class WebSocketView:
             or "Sec-WebSocket-Key1" not in self.request.headers
         ):
             return b""
-        body = self.request.environ["wsgi.input"]
-        # hixie-76 sends 8 bytes of body without a Content-Length.
-        body.content_length = 8
         key3 = b""
-        with green.timeout(settings.close_timeout):
-            key3 = body.read(8)
+        # hixie-76 sends 8 bytes of body without a Content-Length.
+        with runtime.get().timeout(settings.close_timeout):
+            key3 = read_after_head(self.request.environ, 8)
         return key3
 
     def _refuse(self, refusal: HandShakeFailed) -> Response:

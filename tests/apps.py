@@ -7,12 +7,11 @@ import os
 import socket
 import time
 
-import eventlet
 from pyramid.config import Configurator
 from pyramid.response import Response
 
-from stargate import WebSocketAwareResource, WebSocketView
-from stargate.green import raw_socket
+from stargate import WebSocketAwareResource, WebSocketView, runtime
+from stargate.handover import client_socket
 
 
 class Node(WebSocketAwareResource):
@@ -94,6 +93,17 @@ class TokenPolicy:
         return []
 
 
+class Whoami(Node):
+    """Its clients listen, and first hear which process serves them."""
+
+
+class WhoamiView(WebSocketView):
+    def handler(self, websocket):
+        self.context.add_listener(websocket)
+        websocket.send(str(os.getpid()))
+        websocket.wait_closed()
+
+
 class Narrow(Node):
     """Its WebSockets have a small kernel send buffer, like a congested network."""
 
@@ -115,6 +125,7 @@ class Root(Node):
             "stubborn": Stubborn("stubborn", self),
             "private": Private("private", self),
             "lifecycle": Lifecycle("lifecycle", self),
+            "whoami": Whoami("whoami", self),
         }
 
     def __getitem__(self, key: str) -> Node:
@@ -136,7 +147,7 @@ class RelayView(WebSocketView):
 
 class NarrowRelayView(RelayView):
     def handle_upgrade(self):
-        sock = raw_socket(self.request.environ)
+        sock = client_socket(self.request.environ)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
         return super().handle_upgrade()
 
@@ -153,13 +164,13 @@ class DelegatingView(WebSocketView):
             for message in websocket:
                 websocket.send(message)
 
-        eventlet.spawn(echo)
-        eventlet.sleep(0.2)  # let the reader start, then return while it reads
+        runtime.get().spawn(echo)
+        runtime.get().sleep(0.2)  # let the reader start, then return while it reads
 
 
 class StubbornView(WebSocketView):
     def handler(self, websocket):
-        eventlet.sleep(60)
+        runtime.get().sleep(60)
 
 
 class BrokenView(WebSocketView):
@@ -221,7 +232,7 @@ def burst(context, request):
     size = int(request.POST.get("size", "16"))
     for index in range(count):
         context.send(f"{index:08d}".ljust(size, "."))
-        eventlet.sleep(0)
+        runtime.get().sleep(0)
     return Response(json=len(context.listeners))
 
 
@@ -279,6 +290,7 @@ def make_app(settings: dict | None = None):
         config.add_view(DelegatingView, context=Delegating, websocket=True)
         config.add_view(StubbornView, context=Stubborn, websocket=True)
         config.add_view(LifecycleView, context=Lifecycle, websocket=True)
+        config.add_view(WhoamiView, context=Whoami, websocket=True)
         config.set_security_policy(TokenPolicy())
         config.add_view(EchoView, context=Private, websocket=True, permission="listen")
         config.add_view(burst, context=Node, request_method="POST")

@@ -15,10 +15,52 @@ from pathlib import Path
 
 import pytest
 
-from stargate.testing import LiveServer
-from tests.apps import make_app
+from stargate import runtime
+
+#: The runtime every test of this run uses: ``make test`` runs the suite once
+#: per runtime (STARGATE_TEST_RUNTIME=eventlet, then gevent).
+RUNTIME = os.environ.get("STARGATE_TEST_RUNTIME", "eventlet")
+#: Whether this run monkey-patches the test process itself, as a deployed
+#: gevent process always is (on gevent the Redis client is green only then).
+MONKEY_PATCHED = os.environ.get("STARGATE_TEST_MONKEY_PATCH") == "1"
+if MONKEY_PATCHED:
+    runtime.use(RUNTIME).monkey_patch()
+else:
+    runtime.use(RUNTIME)
+
+from stargate.testing import LiveServer  # noqa: E402
+from tests.apps import make_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "eventlet_only: tests of eventlet's own HTTP glue"
+    )
+    config.addinivalue_line("markers", "gevent_only: tests of gevent's own HTTP glue")
+    config.addinivalue_line(
+        "markers",
+        "green_redis: in-process Redis brokers, which on gevent need the test "
+        "process patched (STARGATE_TEST_MONKEY_PATCH=1)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    other = "gevent" if RUNTIME == "eventlet" else "eventlet"
+    skip = pytest.mark.skip(reason=f"runs with STARGATE_TEST_RUNTIME={other}")
+    unpatched = pytest.mark.skip(
+        reason="runs in the monkey-patched gevent pass (STARGATE_TEST_MONKEY_PATCH=1)"
+    )
+    for item in items:
+        if item.get_closest_marker(f"{other}_only"):
+            item.add_marker(skip)
+        elif (
+            item.get_closest_marker("green_redis")
+            and RUNTIME == "gevent"
+            and not MONKEY_PATCHED
+        ):
+            item.add_marker(unpatched)
 
 
 @pytest.fixture
@@ -132,7 +174,8 @@ class PServe:
             f"listen = 127.0.0.1:{self.port}\n"
             "shutdown_timeout = 5\n"
             f"{server}\n"
-            "[loggers]\nkeys = root\n"
+            + ("" if "runtime =" in server else f"runtime = {RUNTIME}\n")
+            + "[loggers]\nkeys = root\n"
             "[handlers]\nkeys = console\n"
             "[formatters]\nkeys = generic\n"
             "[logger_root]\nlevel = INFO\nhandlers = console\n"
@@ -283,8 +326,8 @@ def browser():
 def eventually(condition, timeout: float = 5.0, sleep=time.sleep) -> bool:
     """Poll ``condition`` until it is true or ``timeout`` seconds pass.
 
-    Pass ``sleep=eventlet.sleep`` when green threads of this thread must
-    run meanwhile.
+    Pass ``sleep=runtime.get().sleep`` when green threads of this thread
+    must run meanwhile.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

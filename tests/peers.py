@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-import eventlet
-from eventlet.green import socket as green_socket
 from wsproto.connection import Connection as WSProto
 from wsproto.connection import ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
+from stargate import runtime
+from stargate.config import Settings
 from stargate.connection import Connection, ConnectionTracker, rfc6455_protocol
-from stargate.settings import Settings
+
+
+def green_socket_module():
+    """Return the ``socket`` module of the runtime of this test run."""
+    if runtime.get().name == "gevent":
+        from gevent import socket
+    else:
+        from eventlet.green import socket
+    return socket
+
+
+def socketpair():
+    """Return a connected pair of green sockets."""
+    return green_socket_module().socketpair()
 
 
 class Peer:
@@ -18,7 +31,7 @@ class Peer:
     def __init__(self, extensions=(), shares_frames=None, **settings):
         options = {"ping_interval": 0.0, "close_timeout": 0.5, **settings}
         self.settings = Settings(**options)
-        server_sock, self.sock = green_socket.socketpair()
+        server_sock, self.sock = socketpair()
         self.proto = WSProto(ConnectionType.CLIENT)
         self.tracker = ConnectionTracker()
         self.conn = Connection(
@@ -37,7 +50,7 @@ class Peer:
         received = []
         while True:
             data = None
-            with eventlet.Timeout(timeout, False):
+            with runtime.get().timeout(timeout):
                 data = self.sock.recv(65536)
             if data is None:
                 return received
@@ -72,3 +85,23 @@ def _is_eof_marker(event, received) -> bool:
 
 def close_codes(events) -> list[int]:
     return [int(e.code) for e in events if isinstance(e, CloseConnection)]
+
+
+class Thread:
+    """A green thread of this run's runtime, with ``wait()`` for its result."""
+
+    def __init__(self, function, *args) -> None:
+        self._thread = runtime.get().spawn(function, *args)
+
+    @property
+    def dead(self) -> bool:
+        return self._thread.dead
+
+    def wait(self):
+        if runtime.get().name == "gevent":
+            return self._thread.get()
+        return self._thread.wait()
+
+
+def sleep(seconds: float = 0) -> None:
+    runtime.get().sleep(seconds)

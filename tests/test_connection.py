@@ -6,7 +6,6 @@ import logging
 import socket
 import struct
 
-import eventlet
 import pytest
 from wsproto.events import (
     BytesMessage,
@@ -18,7 +17,7 @@ from wsproto.events import (
 
 from stargate.connection import ConnectionTracker, State, encode_message
 from stargate.exceptions import ConnectionClosed
-from tests.peers import Peer, close_codes
+from tests.peers import Peer, Thread, close_codes, green_socket_module, sleep
 
 
 def test_receive_text_binary_and_fragments():
@@ -158,8 +157,8 @@ def test_receive_timeout():
 
 def test_only_one_reader_at_a_time():
     peer = Peer()
-    reader = eventlet.spawn(peer.conn.receive)
-    eventlet.sleep(0)
+    reader = Thread(peer.conn.receive)
+    sleep(0)
     with pytest.raises(RuntimeError, match="already receiving"):
         peer.conn.receive()
     peer.send(TextMessage(data="for the first reader"))
@@ -168,10 +167,10 @@ def test_only_one_reader_at_a_time():
 
 def test_wait_closed_while_another_green_thread_receives():
     peer = Peer()
-    reader = eventlet.spawn(list, peer.conn)
-    eventlet.sleep(0)  # the reader is waiting for data
-    waiter = eventlet.spawn(peer.conn.wait_closed)
-    eventlet.sleep(0)  # the waiter waits for the reader to see the close
+    reader = Thread(list, peer.conn)
+    sleep(0)  # the reader is waiting for data
+    waiter = Thread(peer.conn.wait_closed)
+    sleep(0)  # the waiter waits for the reader to see the close
     assert not waiter.dead
     peer.send(TextMessage(data="a"), CloseConnection(code=1000))
     assert reader.wait() == ["a"]
@@ -182,8 +181,8 @@ def test_wait_closed_while_another_green_thread_receives():
 
 def test_wait_closed_after_an_abort_the_reader_has_not_seen_yet():
     peer = Peer()
-    reader = eventlet.spawn(list, peer.conn)
-    eventlet.sleep(0)  # the reader is waiting for data
+    reader = Thread(list, peer.conn)
+    sleep(0)  # the reader is waiting for data
     peer.conn.abort()  # closed, and the reader not woken yet
     assert peer.conn.state is State.CLOSED
     peer.conn.wait_closed()  # returns at once, not when the reader wakes
@@ -278,7 +277,7 @@ def test_tracker_cuts_a_closing_handshake_that_never_ends():
     peer = Peer(close_timeout=0.1)
     peer.conn.close()
     assert peer.conn.state is State.CLOSING
-    eventlet.sleep(0.3)  # the tracker's shared timer fires meanwhile
+    sleep(0.3)  # the tracker's shared timer fires meanwhile
     assert peer.conn.state is State.CLOSED
     assert len(peer.tracker) == 0
 
@@ -350,7 +349,7 @@ def test_peer_close_while_a_backlog_is_written():
     for index in range(10):
         peer.conn.send(f"{index}".ljust(500_000, "."))
     peer.send(CloseConnection(code=1000))
-    reader = eventlet.spawn(peer.events, 0.3)  # the peer keeps reading
+    reader = Thread(peer.events, 0.3)  # the peer keeps reading
     # The close answer goes out after the backlog, then the TCP connection.
     assert peer.conn.receive() is None
     assert peer.conn.state is State.CLOSED
@@ -364,7 +363,7 @@ def test_writer_stops_when_the_peer_vanishes():
     for _ in range(5):
         peer.conn.send(b"w" * 1_000_000)
     peer.sock.close()
-    eventlet.sleep(0.1)  # the writer fails on the closed socket
+    sleep(0.1)  # the writer fails on the closed socket
     assert peer.conn.state is State.CLOSED
     assert peer.conn.close_code == 1006
     assert closed == [peer.conn]
@@ -373,17 +372,17 @@ def test_writer_stops_when_the_peer_vanishes():
 def test_abort_when_the_peer_is_already_gone():
     peer = Peer()
     peer.sock.close()
-    eventlet.sleep(0.01)
+    sleep(0.01)
     peer.conn.abort(1011, "nobody to tell")
     assert peer.conn.state is State.CLOSED
 
 
 def test_a_hixie_connection_speaks_text_only():
-    from eventlet.green import socket as green_socket
+    green_socket = green_socket_module()
 
+    from stargate.config import Settings
     from stargate.connection import Connection
     from stargate.legacy import HixieProtocol
-    from stargate.settings import Settings
 
     server_sock, client_sock = green_socket.socketpair()
     conn = Connection(server_sock, HixieProtocol(75, 100), Settings(), keepalive=False)
@@ -410,10 +409,10 @@ def test_peer_close_answer_stuck_behind_a_backlog_is_cut_at_close_timeout():
 
 
 def test_a_reset_while_receiving_is_1006():
-    from eventlet.green import socket as green_socket
+    green_socket = green_socket_module()
 
+    from stargate.config import Settings
     from stargate.connection import Connection, rfc6455_protocol
-    from stargate.settings import Settings
 
     listener = green_socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -424,7 +423,7 @@ def test_a_reset_while_receiving_is_1006():
     client.sendall(b"\x81\x85\x00\x00\x00\x00hel")  # half a frame, then a reset
     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     client.close()
-    eventlet.sleep(0.05)
+    sleep(0.05)
     assert conn.receive() is None
     assert conn.close_code == 1006
     listener.close()
@@ -441,8 +440,8 @@ class TimedOutSocket:
 
 
 def test_other_socket_errors_while_receiving_are_a_lost_connection():
+    from stargate.config import Settings
     from stargate.connection import Connection, rfc6455_protocol
-    from stargate.settings import Settings
 
     conn = Connection(TimedOutSocket(), rfc6455_protocol([], 100), Settings())
     assert conn.receive() is None
@@ -462,12 +461,12 @@ def test_an_unfinished_text_frame_with_bad_utf8_at_the_end_is_1007():
 
 
 def test_wsproto_is_made_only_when_a_frame_needs_it():
-    from eventlet.green import socket as green_socket
+    green_socket = green_socket_module()
     from wsproto.connection import Connection as WSProto
     from wsproto.connection import ConnectionType
 
+    from stargate.config import Settings
     from stargate.connection import Connection
-    from stargate.settings import Settings
 
     server_sock, client_sock = green_socket.socketpair()
     conn = Connection(

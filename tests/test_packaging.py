@@ -31,7 +31,7 @@ def test_wheel_installs_in_a_fresh_virtual_environment(tmp_path):
         names = archive.namelist()
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert (
-            "server = stargate.factory:server_factory"
+            "server = stargate.server:server_factory"
             in archive.read(entry_points).decode()
         )
     assert "stargate/py.typed" in names

@@ -6,9 +6,9 @@ import ipaddress
 
 import pytest
 
+from stargate.config import parse_settings
 from stargate.exceptions import IncorrectlyConfigured
 from stargate.proxies import TrustedProxies, parse_networks
-from stargate.settings import parse_settings
 
 FORWARDED = {
     "HTTP_X_FORWARDED_PROTO": "https",

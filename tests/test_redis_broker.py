@@ -12,6 +12,9 @@ from stargate.testing import WebSocketClient
 from tests.conftest import eventually, free_port
 from tests.test_live import listener_count, post
 
+# In-process brokers: on gevent, redis-py is green only in a patched process.
+pytestmark = pytest.mark.green_redis
+
 
 @pytest.fixture
 def pair(serve, redis_server):
@@ -224,8 +227,7 @@ def test_listeners_that_arrive_while_subscribing_are_not_forgotten(
     brokers, redis_server
 ):
     """The first SUBSCRIBE is network I/O: other green threads run meanwhile."""
-    import eventlet
-
+    from stargate import runtime
     from tests.peers import Peer
 
     broker = brokers(redis_server.url)
@@ -240,7 +242,7 @@ def test_listeners_that_arrive_while_subscribing_are_not_forgotten(
             real_subscribe = subscription.subscribe
 
             def subscribe(*channels):
-                eventlet.sleep(0.2)  # a slow network: others run meanwhile
+                runtime.get().sleep(0.2)  # a slow network: others run meanwhile
                 return real_subscribe(*channels)
 
             subscription.subscribe = subscribe
@@ -253,7 +255,7 @@ def test_listeners_that_arrive_while_subscribing_are_not_forgotten(
     early, late, leaving = Peer(), Peer(), Peer()
     broker.subscribe("/early", early.conn)  # starts the subscriber loop
     broker.subscribe("/leaving", leaving.conn)
-    eventlet.sleep(0.05)  # the loop is now inside its first, slow SUBSCRIBE
+    runtime.get().sleep(0.05)  # the loop is now inside its first, slow SUBSCRIBE
     broker.subscribe("/late", late.conn)
     broker.unsubscribe("/leaving", leaving.conn)
     assert broker.connected.wait(5)
@@ -264,7 +266,7 @@ def test_listeners_that_arrive_while_subscribing_are_not_forgotten(
     for _ in range(250):  # bounded: 5 s; without the fix /late never comes
         if state() == [1, 1, 0]:
             break
-        eventlet.sleep(0.02)
+        runtime.get().sleep(0.02)
     assert state() == [1, 1, 0]
 
 
@@ -272,8 +274,7 @@ def test_the_subscription_survives_garbage_collection(brokers, redis_server, cap
     """redis-py disconnects a from_url() client's pool when the client is freed."""
     import gc
 
-    import eventlet
-
+    from stargate import runtime
     from stargate.redis_broker import encode_payload
     from tests.peers import Peer
 
@@ -293,7 +294,7 @@ def test_the_subscription_survives_garbage_collection(brokers, redis_server, cap
         broker.subscribe("/jobs/1", peer.conn)
         assert broker.connected.wait(5)
         assert eventually(
-            lambda: redis_server.subscribers("/jobs/1") == 1, sleep=eventlet.sleep
+            lambda: redis_server.subscribers("/jobs/1") == 1, sleep=runtime.get().sleep
         )
         before = redis_server.connections_received()
         gc.collect()
@@ -308,8 +309,7 @@ def test_the_subscription_survives_garbage_collection(brokers, redis_server, cap
 
 
 def test_connected_follows_the_link_and_is_one_event(brokers, redis_server):
-    import eventlet
-
+    from stargate import runtime
     from tests.peers import Peer
 
     broker = brokers(redis_server.url, backoff=(0.05, 0.2))
@@ -318,7 +318,7 @@ def test_connected_follows_the_link_and_is_one_event(brokers, redis_server):
     broker.subscribe("/jobs/1", peer.conn)
     assert connected.wait(5)
     redis_server.stop()
-    assert eventually(lambda: not connected.is_set(), sleep=eventlet.sleep)
+    assert eventually(lambda: not connected.is_set(), sleep=runtime.get().sleep)
     redis_server.start()
     assert connected.wait(10)  # the same event a health check would hold
     assert broker.connected is connected

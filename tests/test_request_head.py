@@ -224,8 +224,16 @@ def test_bad_heads_are_answered_and_hurt_nobody(live, raw, status_line, reason):
         assert bystander.receive() == "unaffected"
 
 
+@pytest.mark.eventlet_only
 def test_an_http_0_9_refusal_has_no_status_line(live):
     # What the standard library does too: an HTTP/0.9 client reads no head.
     received = exchange(live, b"GET /\x00\r\n\r\n")
     assert received.startswith(b"<!DOCTYPE HTML>")
     assert b"400" in received
+
+
+@pytest.mark.gevent_only
+def test_a_request_line_without_a_version_gets_a_plain_400(live):
+    received = exchange(live, b"GET /\x00\r\n\r\n")
+    assert received.startswith(b"HTTP/1.1 400 Bad request\r\n")
+    assert received.endswith(b"\r\n\r\nBad request (Invalid char in url path)\n")

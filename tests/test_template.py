@@ -123,7 +123,7 @@ def test_the_project_requires_this_checkout_of_stargate(cookies):
 
 
 def test_every_ini_file_writes_out_every_setting(cookies):
-    from stargate.settings import Settings
+    from stargate.config import Settings
 
     result = bake(cookies, project="demo_app")
     names = [f"stargate.{name}" for name in Settings.__dataclass_fields__]

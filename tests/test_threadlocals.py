@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 
-import eventlet
 import pytest
 from pyramid.threadlocal import ThreadLocalManager
 
 from stargate.threadlocals import ContextVarManager, use_context_variable
+from tests.peers import Thread, sleep
 
 DEFAULT = {"request": None, "registry": "global"}
 
@@ -52,11 +52,11 @@ def test_each_green_thread_has_its_own_stack(manager):
     def request(name):
         seen[name, "before"] = manager.get()["request"]
         manager.push({"request": name, "registry": "app"})
-        eventlet.sleep(0.01)  # the others push meanwhile
+        sleep(0.01)  # the others push meanwhile
         seen[name] = manager.get()["request"]
         manager.pop()
 
-    threads = [eventlet.spawn(request, name) for name in "abc"]
+    threads = [Thread(request, name) for name in "abc"]
     for thread in threads:
         thread.wait()
     assert seen == {

@@ -128,12 +128,13 @@ def test_the_handler_runs_after_its_request_finished(live):
         }
 
 
+@pytest.mark.eventlet_only
 def test_an_open_websocket_keeps_nothing_of_eventlets_http_machinery(live):
     import gc
 
     import eventlet.wsgi
 
-    from stargate import green
+    from stargate.runtime import eventlet_http
 
     clients = [WebSocketClient(live.ws_url("/echo/")) for _ in range(3)]
     try:
@@ -141,7 +142,9 @@ def test_an_open_websocket_keeps_nothing_of_eventlets_http_machinery(live):
             client.send("up")
             assert client.receive() == "up"
         gc.collect()
-        protocols = [o for o in gc.get_objects() if isinstance(o, green._HttpProtocol)]
+        protocols = [
+            o for o in gc.get_objects() if isinstance(o, eventlet_http._HttpProtocol)
+        ]
         assert protocols == []  # nor its buffers, nor the request's stack
         inputs = [o for o in gc.get_objects() if isinstance(o, eventlet.wsgi.Input)]
         assert inputs == []  # nor the socket's buffered reader
@@ -151,6 +154,7 @@ def test_an_open_websocket_keeps_nothing_of_eventlets_http_machinery(live):
             client.close()
 
 
+@pytest.mark.eventlet_only
 def test_another_eventlet_server_runs_the_handler_in_the_request():
     """Plain eventlet.wsgi offers no hand-over: the request's thread serves."""
     import socket
@@ -185,10 +189,12 @@ def test_another_eventlet_server_runs_the_handler_in_the_request():
 
 
 def test_handed_over_connections_are_forgotten_when_they_end(live):
-    """eventlet's server must not keep the sockets it no longer closes itself."""
+    """The server must not keep the sockets it no longer closes itself."""
     import gc
 
-    from eventlet.greenio.base import GreenSocket
+    from tests.peers import green_socket_module
+
+    GreenSocket = green_socket_module().socket
 
     def sockets() -> int:
         gc.collect()

@@ -15,16 +15,13 @@ import urllib.request
 
 import pytest
 
+from stargate.config import ServerOptions, parse_server_options
 from stargate.exceptions import IncorrectlyConfigured
-from stargate.factory import (
-    Server,
-    ServerOptions,
-    parse_server_options,
-    server_factory,
-)
+from stargate.server import Server, server_factory
 from stargate.testing import LiveServer, WebSocketClient
 from tests.apps import make_app
 from tests.conftest import (
+    RUNTIME,
     PServe,
     eventually,
     free_port,
@@ -106,7 +103,9 @@ class TestOptions:
             parse_server_options({"threads": "4"})
 
     def test_factory_returns_a_serve_function(self):
-        serve = server_factory({}, host="127.0.0.1", port="0", monkey_patch="false")
+        serve = server_factory(
+            {}, host="127.0.0.1", port="0", monkey_patch="false", runtime=RUNTIME
+        )
         assert callable(serve)
 
 
@@ -134,17 +133,19 @@ class TestServer:
 
     def test_address_before_bind(self):
         with pytest.raises(RuntimeError, match="not bound"):
-            _ = Server(make_app(), ServerOptions(port=0)).address
+            _ = Server(make_app(), ServerOptions(port=0, runtime=RUNTIME)).address
 
     def test_a_busy_port_is_an_error_at_start_up(self):
         with LiveServer(make_app()) as first:
-            second = Server(make_app(), ServerOptions(port=first.port))
+            second = Server(make_app(), ServerOptions(port=first.port, runtime=RUNTIME))
             with pytest.raises(OSError):
                 second.bind()
 
     def test_reuse_port_shares_a_port_when_asked(self):
         port = free_port()
-        options = ServerOptions(port=port, reuse_port=True, monkey_patch=False)
+        options = ServerOptions(
+            port=port, reuse_port=True, monkey_patch=False, runtime=RUNTIME
+        )
         with LiveServer(make_app(), port=port, reuse_port=True) as first:
             second = Server(make_app(), options)
             assert second.bind() == (first.host, port)
@@ -186,14 +187,18 @@ class TestServer:
 
     def test_an_unexpected_failure_of_the_server_loop_is_raised(self, monkeypatch):
         import errno
+        import importlib
 
-        from stargate import green
+        from stargate import runtime
 
         def failing_serve(*args, **kwargs):
             raise OSError(errno.EMFILE, "Too many open files")
 
-        monkeypatch.setattr(green, "serve", failing_serve)
-        server = Server(make_app(), ServerOptions(port=0), handle_signals=False)
+        http = importlib.import_module(runtime.get().http_module)
+        monkeypatch.setattr(http.HttpServer, "serve", failing_serve)
+        server = Server(
+            make_app(), ServerOptions(port=0, runtime=RUNTIME), handle_signals=False
+        )
         with pytest.raises(OSError, match="Too many open files"):
             server.serve_forever()
 
@@ -233,8 +238,9 @@ class TestServer:
                 client.send("fine")
                 assert client.receive() == "fine"
 
+    @pytest.mark.eventlet_only
     def test_responses_keep_their_length_and_close(self):
-        from stargate.factory import _ClosingResponse
+        from stargate.runtime.eventlet_http import _ClosingResponse
 
         closed = []
 
@@ -265,7 +271,9 @@ class TestServer:
 
     def test_signals_are_left_alone_outside_the_main_thread(self, caplog):
         caplog.set_level(logging.INFO, logger="stargate")
-        server = Server(make_app(), ServerOptions(port=0, monkey_patch=False))
+        server = Server(
+            make_app(), ServerOptions(port=0, monkey_patch=False, runtime=RUNTIME)
+        )
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
@@ -398,7 +406,7 @@ def test_monkey_patch_after_pyramid_is_refused(tmp_path):
     """Patching after Pyramid's thread-locals exist would share them: refuse."""
     code = (
         "import pyramid.threadlocal\n"
-        "from stargate.factory import server_factory\n"
+        "from stargate.server import server_factory\n"
         "server_factory({}, port='0')\n"
     )
     result = subprocess.run(
@@ -412,23 +420,26 @@ def test_monkey_patch_after_pyramid_is_refused(tmp_path):
 def test_pyramid_thread_locals_are_per_green_thread(monkey_patch):
     """Under the factory's server each green thread has its own current request."""
     code = (
-        "from stargate.factory import server_factory\n"
-        f"serve = server_factory({{}}, port='0', monkey_patch='{monkey_patch}')\n"
-        "import eventlet, pyramid.threadlocal\n"
+        "from stargate.server import server_factory\n"
+        f"serve = server_factory({{}}, port='0', monkey_patch='{monkey_patch}',\n"
+        f"                       runtime='{RUNTIME}')\n"
+        "import pyramid.threadlocal\n"
         "from pyramid.threadlocal import get_current_request, manager\n"
-        "import stargate.factory\n"
+        "import stargate.server\n"
+        "from stargate import runtime\n"
+        "rt = runtime.get()\n"
         "manager.push({'request': 'start-up', 'registry': None})\n"
-        "stargate.factory.Server = lambda app, options: app  # serve_forever below\n"
+        "stargate.server.Server = lambda app, options: app  # serve_forever below\n"
         "class App:\n"
         "    def serve_forever(self):\n"
         "        seen = []\n"
         "        def request(name):\n"
         "            manager.push({'request': name, 'registry': None})\n"
-        "            eventlet.sleep(0.01)  # the others push meanwhile\n"
+        "            rt.sleep(0.01)  # the others push meanwhile\n"
         "            seen.append(get_current_request() == name)\n"
         "            manager.pop()\n"
-        "        threads = [eventlet.spawn(request, n) for n in 'abc']\n"
-        "        [thread.wait() for thread in threads]\n"
+        "        threads = [rt.spawn(request, n) for n in 'abc']\n"
+        "        rt.sleep(0.1)\n"
         "        print(seen, get_current_request())\n"
         "serve(App())\n"
     )
@@ -485,7 +496,7 @@ def test_running_out_of_files_pauses_accepting_instead_of_crashing(pserve):
 def test_the_soft_file_limit_is_raised_for_max_connections():
     import resource
 
-    from stargate.factory import _raise_file_limit
+    from stargate.server.lifecycle import _raise_file_limit
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 1300:
@@ -526,6 +537,7 @@ def test_sigterm_under_load_still_closes_everyone_with_1001(pserve):
     streamer.join(30)
 
 
+@pytest.mark.eventlet_only
 @pytest.mark.parametrize("level", [logging.INFO, logging.WARNING])
 def test_access_lines_are_formatted_only_for_a_logger_that_keeps_them(
     level, caplog, monkeypatch

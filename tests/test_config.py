@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pyramid.registry import Registry
 
+from stargate.config import Settings, get_settings, parse_settings
 from stargate.exceptions import IncorrectlyConfigured
-from stargate.settings import Settings, get_settings, parse_settings
 
 
 def test_defaults():

@@ -1,0 +1,378 @@
+"""What an ini file configures, parsed once into typed, frozen objects.
+
+- :class:`Settings`: the ``stargate.*`` settings of an application, from
+  ``[app:main]`` (or any mapping handed to the :term:`Configurator`);
+- :class:`ServerOptions`: the options of ``[server:main]`` for
+  ``egg:stargate#server`` (and of :class:`~stargate.testing.LiveServer`).
+
+Both go through one parser (:func:`parse_fields`): every value has a safe
+default, and an unknown name or a bad value raises
+:class:`~stargate.exceptions.IncorrectlyConfigured` naming it, the value and
+what is expected, so that the application refuses to start.  This module
+imports nothing of Pyramid at run time (see :mod:`stargate.server`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+from paste.deploy.converters import asbool
+
+from stargate.exceptions import IncorrectlyConfigured
+from stargate.proxies import parse_networks
+
+if TYPE_CHECKING:  # at run time this module imports nothing of Pyramid (see factory)
+    from pyramid.registry import Registry
+
+__all__ = [
+    "PREFIX",
+    "ServerOptions",
+    "Settings",
+    "get_settings",
+    "parse_fields",
+    "parse_server_options",
+    "parse_settings",
+]
+
+PREFIX = "stargate."
+
+_REGISTRY_KEY = "stargate.settings"
+
+_Options = TypeVar("_Options")
+_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parsed ``stargate.*`` settings; each attribute documents its setting."""
+
+    #: ``stargate.allowed_origins``: the browser origins allowed to open a
+    #: WebSocket.  ``None`` (the default) means same-origin only; ``("*",)``
+    #: allows any origin.  Requests without an ``Origin`` header (non-browser
+    #: clients) are always allowed.
+    allowed_origins: tuple[str, ...] | None = None
+    #: ``stargate.max_message_size``: the largest incoming message, in bytes
+    #: after decompression (suffixes ``KiB`` and ``MiB`` accepted); larger
+    #: ones close the connection with 1009.  Default 1 MiB.
+    max_message_size: int = 1024 * 1024
+    #: ``stargate.ping_interval``: seconds between keepalive pings; ``0``
+    #: disables keepalive.  Default 20.
+    ping_interval: float = 20.0
+    #: ``stargate.ping_timeout``: seconds to wait for the pong before the
+    #: connection is considered dead and dropped.  Default 20.
+    ping_timeout: float = 20.0
+    #: ``stargate.close_timeout``: seconds to wait for the peer's answer to a
+    #: close frame before the TCP connection is cut.  Default 10.
+    close_timeout: float = 10.0
+    #: ``stargate.send_queue_size``: outgoing messages a connection may hold
+    #: while its peer is not reading; one more closes it with 1008 so that a
+    #: slow client never delays anybody else.  Default 1024.
+    send_queue_size: int = 1024
+    #: ``stargate.compression``: negotiate permessage-deflate (RFC 7692) when
+    #: the client offers it.  Default true.
+    compression: bool = True
+    #: ``stargate.broker``: where :meth:`WebSocketAwareResource.send` publishes:
+    #: ``memory://``, delivery inside this one process (the default), or
+    #: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS) to reach the
+    #: listeners of every process sharing that Redis.
+    broker: str = "memory://"
+    #: ``stargate.broker_channel_prefix``: prepended to every channel name so
+    #: that several applications can share one broker.  Default empty.
+    broker_channel_prefix: str = ""
+    #: ``stargate.trusted_proxies``: addresses or networks (CIDR) of reverse
+    #: proxies whose ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` headers
+    #: the origin check believes.  Default none.
+    trusted_proxies: tuple[Any, ...] = ()
+    #: ``stargate.legacy_protocols``: also accept the hixie-75/76 handshakes of
+    #: 2010-era browsers.  Default false: browsers dropped them for security
+    #: reasons.
+    legacy_protocols: bool = False
+
+
+def _text(value: Any) -> str:
+    return str(value).strip()
+
+
+def _bool(value: Any) -> bool:
+    try:
+        return asbool(value)
+    except ValueError:
+        raise ValueError("expected true or false") from None
+
+
+def _size(value: Any) -> int:
+    text = _text(value).lower().replace(" ", "")
+    digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(digits) :]
+    if unit not in _UNITS or not digits.isdigit():
+        raise ValueError("expected a whole number of bytes, optionally with KiB or MiB")
+    size = int(digits) * _UNITS[unit]
+    if size < 1:
+        raise ValueError("expected at least 1 byte")
+    return size
+
+
+def _count(value: Any) -> int:
+    number = int(_text(value))
+    if number < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return number
+
+
+def _seconds(value: Any) -> float:
+    number = float(_text(value))
+    if not number >= 0 or number == float("inf"):
+        raise ValueError("expected a number of seconds, 0 or more")
+    return number
+
+
+def _positive_seconds(value: Any) -> float:
+    number = _seconds(value)
+    if number == 0:
+        raise ValueError("expected a number of seconds above 0")
+    return number
+
+
+def _origins(value: Any) -> tuple[str, ...] | None:
+    if isinstance(value, str):
+        items = value.split()
+    else:
+        items = [_text(item) for item in value]
+    if not items:
+        return None
+    for item in items:
+        if item == "*":
+            continue
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"{item!r} is not an origin: write scheme://host[:port], "
+                "for example https://example.com, or * for any origin"
+            )
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"{item!r} is not an origin: it must have no path")
+    return tuple(items)
+
+
+def _broker(value: Any) -> str:
+    url = _text(value)
+    parts = urlsplit(url)
+    if parts.scheme == "memory":
+        return url
+    if parts.scheme in ("redis", "rediss") and parts.hostname:
+        return url
+    raise ValueError("expected memory:// or redis://host:port/db (or rediss://)")
+
+
+_SETTINGS: dict[str, Callable[[Any], Any]] = {
+    "allowed_origins": _origins,
+    "max_message_size": _size,
+    "ping_interval": _seconds,
+    "ping_timeout": _positive_seconds,
+    "close_timeout": _positive_seconds,
+    "send_queue_size": _count,
+    "compression": _bool,
+    "broker": _broker,
+    "broker_channel_prefix": _text,
+    "legacy_protocols": _bool,
+    "trusted_proxies": parse_networks,
+}
+
+
+def parse_settings(settings: Mapping[str, Any] | None) -> Settings:
+    """Return the :class:`Settings` found in an application's settings mapping.
+
+    Keys without the ``stargate.`` prefix are ignored; an unknown
+    ``stargate.*`` key or a bad value raises
+    :class:`~stargate.exceptions.IncorrectlyConfigured` with a message that
+    names the setting, the value and what is expected.
+    """
+    ours = {
+        key[len(PREFIX) :]: raw
+        for key, raw in (settings or {}).items()
+        if key.startswith(PREFIX)
+    }
+    return parse_fields(
+        Settings,
+        ours,
+        _SETTINGS,
+        describe=lambda name: f"setting {PREFIX + name!r}",
+        known=lambda names: (
+            "the stargate settings are: " + ", ".join(PREFIX + name for name in names)
+        ),
+    )
+
+
+def parse_fields(
+    kind: type[_Options],
+    values: Mapping[str, Any],
+    converters: Mapping[str, Callable[[Any], Any]],
+    *,
+    describe: Callable[[str], str],
+    known: Callable[[list[str]], str],
+) -> _Options:
+    """Return a ``kind`` dataclass made of ``values`` (strings from an ini file).
+
+    :param converters: one per field name, raising ``ValueError`` (or
+        ``TypeError``) with what is expected.
+    :param describe: names a value in a message, e.g. ``"setting 'x'"``.
+    :param known: lists the known names in a message.
+    :raises IncorrectlyConfigured: for an unknown name or a bad value; the
+        message names it, gives the bad value and what was expected.
+    """
+    parsed: dict[str, Any] = {}
+    for name, raw in values.items():
+        converter = converters.get(name)
+        if converter is None:
+            raise IncorrectlyConfigured(
+                f"unknown {describe(name)}; " + known(sorted(converters))
+            )
+        try:
+            parsed[name] = converter(raw)
+        except (TypeError, ValueError) as exc:
+            raise IncorrectlyConfigured(
+                f"bad value {raw!r} for {describe(name)}: {exc}"
+            ) from None
+    return kind(**parsed)
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """The options of ``[server:main]``; each attribute documents its option."""
+
+    #: ``host``: the address to listen on.  Default ``127.0.0.1``.
+    host: str = "127.0.0.1"
+    #: ``port``: the TCP port; ``0`` picks a free one.  Default 6543.
+    #: (``listen = host:port`` sets both, as with waitress.)
+    port: int = 6543
+    #: ``runtime``: the green-thread library, ``eventlet`` or ``gevent``
+    #: (``pip install "stargate[gevent]"``); see ``docs/runtimes.md``.
+    #: Default ``eventlet``.
+    runtime: str = "eventlet"
+    #: ``max_connections``: simultaneous connections, WebSockets included;
+    #: more are answered 503 at once.  Default 10000.
+    max_connections: int = 10000
+    #: ``backlog``: the listen queue, for bursts of handshakes.  Default 2048.
+    backlog: int = 2048
+    #: ``reuse_port``: let several processes listen on the same port
+    #: (``SO_REUSEPORT``; the kernel spreads connections).  Default false, so
+    #: that a busy port is an error at start-up.
+    reuse_port: bool = False
+    #: ``shutdown_timeout``: seconds a graceful shutdown waits for clients to
+    #: answer the 1001 close.  Default 10.
+    shutdown_timeout: float = 10.0
+    #: ``monkey_patch``: patch the standard library for green threads before
+    #: the application is loaded, so that blocking code in views does not
+    #: freeze other clients.  Default true.
+    monkey_patch: bool = True
+    #: ``url_length_limit``: the longest request line accepted; longer gets
+    #: 414.  Default 8192.
+    url_length_limit: int = 8192
+    #: ``header_timeout``: seconds a connection has to deliver a whole
+    #: request line and headers (and the longest a keep-alive connection may
+    #: idle between requests); slower clients are cut off.  WebSockets, once
+    #: open, are not affected.  Default 15.
+    header_timeout: float = 15.0
+    #: ``gc_threshold``: the garbage collector's first threshold
+    #: (``gc.set_threshold``) while the server runs; the objects that exist
+    #: when it starts serving are also frozen (``gc.freeze``), so that
+    #: collections no longer scan the application's start-up objects.  Each
+    #: handshake allocates a few hundred objects, so Python's defaults
+    #: collect many times during a burst of handshakes
+    #: (``docs/performance.md``).  ``0`` leaves the collector alone.
+    #: Default 7000.
+    gc_threshold: int = 7000
+
+
+def _listen(value: Any) -> tuple[str, int]:
+    entries = str(value).split()
+    if len(entries) != 1:
+        raise ValueError("expected one host:port")
+    host, sep, port = entries[0].rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError("expected host:port, for example 127.0.0.1:6543")
+    host = host.strip("[]")
+    if host in ("", "*"):
+        host = "0.0.0.0"
+    return host, int(port)
+
+
+def _port(value: Any) -> int:
+    port = int(_text(value))
+    if not 0 <= port <= 65535:
+        raise ValueError("expected a port from 0 to 65535")
+    return port
+
+
+def _whole(value: Any) -> int:
+    number = int(_text(value))
+    if number < 0:
+        raise ValueError("expected a whole number, 0 or more")
+    return number
+
+
+def _runtime(value: Any) -> str:
+    name = _text(value).lower()
+    if name not in ("eventlet", "gevent"):
+        raise ValueError("expected eventlet or gevent")
+    return name
+
+
+_SERVER_OPTIONS: dict[str, Callable[[Any], Any]] = {
+    "host": _text,
+    "port": _port,
+    "runtime": _runtime,
+    "max_connections": _count,
+    "backlog": _count,
+    "reuse_port": _bool,
+    "shutdown_timeout": _seconds,
+    "monkey_patch": _bool,
+    "url_length_limit": _count,
+    "header_timeout": _seconds,
+    "gc_threshold": _whole,
+}
+
+
+def parse_server_options(options: Mapping[str, Any]) -> ServerOptions:
+    """Return the :class:`ServerOptions` written in ``options``.
+
+    ``listen = host:port`` is accepted for ``host`` and ``port``.
+
+    :raises IncorrectlyConfigured: for an unknown option or a bad value,
+        naming both.
+    """
+    values = dict(options)
+    if "listen" in values:
+        raw = values.pop("listen")
+        try:
+            values["host"], values["port"] = _listen(raw)
+        except ValueError as exc:
+            raise IncorrectlyConfigured(
+                f"bad value {raw!r} for {_describe_option('listen')}: {exc}"
+            ) from None
+    return parse_fields(
+        ServerOptions,
+        values,
+        _SERVER_OPTIONS,
+        describe=_describe_option,
+        known=lambda names: "the options are: " + ", ".join(sorted([*names, "listen"])),
+    )
+
+
+def _describe_option(name: str) -> str:
+    return f"option {name!r} of egg:stargate#server"
+
+
+def get_settings(registry: Registry) -> Settings:
+    """Return the :class:`Settings` of the application that owns ``registry``.
+
+    Parsed once from ``registry.settings`` and kept on the registry.
+    """
+    settings = registry.get(_REGISTRY_KEY)
+    if settings is None:
+        settings = parse_settings(registry.settings)
+        registry[_REGISTRY_KEY] = settings
+    return settings

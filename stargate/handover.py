@@ -1,0 +1,114 @@
+"""The hand-over protocol between a WSGI server and :class:`~stargate.WebSocketView`.
+
+A WebSocket upgrade needs what WSGI does not define: the client socket, and
+a way to tell the server that the application wrote the response on it
+itself.  ``egg:stargate#server`` (on either runtime) and the gunicorn worker
+offer more: they take the upgraded connection over after its request has
+ended, so that the request's deep stack and the HTTP server's objects do not
+live as long as the WebSocket.  This module owns the environ keys of that
+protocol, and the ways of other servers (plain ``eventlet.wsgi``, gunicorn's
+own gevent worker) to do the same.
+
+The protocol, for a server:
+
+- put the client socket under :data:`SOCKET_KEY` (eventlet's servers give
+  it as ``environ["eventlet.input"].get_socket()`` instead);
+- put the server's :class:`~stargate.connection.ConnectionTracker` under
+  :data:`TRACKER_KEY`, so that WebSockets get keepalive and a 1001 close at
+  shutdown;
+- put a callable under :data:`HAND_OVER_KEY`: ``hand_over(sock, function,
+  *args)`` promises to leave ``sock`` open and write nothing more on it,
+  and to run ``function(*args)`` in a green thread of its own once the
+  request has ended; the connection counts against the server's limit until
+  ``function`` returns.
+
+The application then returns :func:`written_by_application` as its
+response body.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = [
+    "HAND_OVER_KEY",
+    "NO_BODY",
+    "SOCKET_KEY",
+    "TRACKER_KEY",
+    "client_socket",
+    "read_after_head",
+    "written_by_application",
+]
+
+#: The client socket of the request.
+SOCKET_KEY = "stargate.socket"
+#: The :class:`~stargate.connection.ConnectionTracker` of the server.
+TRACKER_KEY = "stargate.tracker"
+#: ``hand_over(sock, function, *args)``: the server takes the connection over.
+HAND_OVER_KEY = "stargate.hand_over"
+
+
+def client_socket(environ: dict[str, Any]) -> socket.socket | None:
+    """Return the client socket of a WSGI request, or ``None`` if it is hidden."""
+    sock = environ.get(SOCKET_KEY)
+    if sock is not None:
+        return sock
+    request_input = environ.get("eventlet.input")  # eventlet.wsgi, ours or plain
+    if request_input is not None and hasattr(request_input, "get_socket"):
+        return request_input.get_socket()
+    return environ.get("gunicorn.socket")  # gunicorn's own workers
+
+
+def written_by_application(environ: dict[str, Any]) -> Any:
+    """Return the WSGI body of a response the application wrote on the socket.
+
+    The server is told to write nothing: eventlet's server through its
+    request-local flag, gunicorn's workers through their marker object;
+    servers that took the connection over (:data:`HAND_OVER_KEY`) know.
+    """
+    if "eventlet.input" in environ:
+        from stargate.runtime.eventlet_http import already_handled
+
+        already_handled()
+    elif "gunicorn.socket" in environ:
+        # Loaded already: it is the worker serving this request.
+        return sys.modules["gunicorn.workers.base_async"].ALREADY_HANDLED
+    return []
+
+
+def read_after_head(environ: dict[str, Any], size: int) -> bytes:
+    """Read ``size`` bytes that follow the request head without a Content-Length.
+
+    For hixie-76 handshakes, whose 8 key bytes are such a body.  eventlet's
+    request input reads nothing without a length, so it is given one.
+    """
+    body = environ["wsgi.input"]
+    if "eventlet.input" in environ:
+        body.content_length = size
+    return body.read(size)
+
+
+class _NoBody:
+    """The ``wsgi.input`` of a request whose connection was handed over."""
+
+    def read(self, size: int = -1) -> bytes:
+        """Return ``b""``: the connection now speaks another protocol."""
+        return b""
+
+    def readline(self, size: int = -1) -> bytes:
+        """Return ``b""``."""
+        return b""
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        """Return ``[]``."""
+        return []
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+
+#: What a server puts as ``wsgi.input`` once it handed the connection over.
+NO_BODY = _NoBody()

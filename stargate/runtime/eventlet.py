@@ -1,0 +1,199 @@
+"""The eventlet runtime: :class:`stargate.runtime.Runtime` on eventlet.
+
+eventlet is the original runtime of stargate and the default; its
+maintainers end its support in April 2027 (see ``docs/runtimes.md``).  Its
+import-time deprecation warning is silenced around stargate's own import
+only, so that users see it neither at every ``pserve`` start nor in their
+test output; any warning raised later by their own use of eventlet stays.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import warnings
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+with warnings.catch_warnings():
+    warnings.filterwarnings(
+        "ignore", message=r"\s*eventlet is deprecated", category=Warning
+    )
+    import eventlet
+    import eventlet.event
+    import eventlet.greenio
+    import eventlet.hubs
+    import eventlet.patcher
+    import eventlet.queue
+
+name = "eventlet"
+http_module = "stargate.runtime.eventlet_http"
+
+spawn = eventlet.spawn
+sleep = eventlet.sleep
+current = eventlet.getcurrent
+
+
+def kill(thread: Any, exception: type[BaseException] | None = None) -> None:
+    """Raise ``exception`` (``GreenletExit`` by default) in ``thread``."""
+    if exception is None:
+        eventlet.kill(thread)
+    else:
+        eventlet.kill(thread, exception)
+
+
+def kill_later(seconds: float, thread: Any, before: Callable[[], object]) -> Any:
+    """Kill ``thread`` in ``seconds``, calling ``before()`` first.
+
+    A cancelled timer stays in eventlet's queue until its time, so it holds
+    only a weak reference to the thread; and it is a plain hub timer,
+    because cancelling an ``eventlet.spawn_after`` thread raises into it and
+    keeps the traceback, with the canceller's frames and all they reference.
+    """
+    reference = weakref.ref(thread)
+
+    def stop() -> None:
+        target = reference()
+        if target is not None and not target.dead:
+            before()
+            eventlet.kill(target)
+
+    return eventlet.hubs.get_hub().schedule_call_global(seconds, stop)
+
+
+class Event:
+    """An event that green threads can wait on, set and cleared again."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = eventlet.event.Event()
+
+    def set(self) -> None:
+        """Wake every waiter; later calls do nothing."""
+        if not self._event.ready():
+            self._event.send(True)
+
+    def is_set(self) -> bool:
+        """Return whether the event is set."""
+        return self._event.ready()
+
+    def clear(self) -> None:
+        """Unset the event; green threads already woken are not affected."""
+        if self._event.ready():
+            self._event = eventlet.event.Event()
+
+    def wait(self, seconds: float | None = None) -> bool:
+        """Wait until set or until ``seconds`` pass; return whether it is set."""
+        event = self._event  # clear() may replace it once this one is set
+        if event.ready():
+            return True
+        with timeout(seconds):
+            event.wait()
+        return event.ready()
+
+
+event = Event
+
+
+class Queue:
+    """A bounded FIFO between green threads: put never blocks, get waits."""
+
+    __slots__ = ("_queue",)
+
+    def __init__(self, maxsize: int) -> None:
+        self._queue = eventlet.queue.LightQueue(maxsize)
+
+    def put_nowait(self, item: Any) -> bool:
+        """Add ``item``; return false, dropping it, if the queue is full."""
+        try:
+            self._queue.put_nowait(item)
+        except eventlet.queue.Full:
+            return False
+        return True
+
+    def get(self) -> Any:
+        """Wait for the next item."""
+        return self._queue.get()
+
+    def get_nowait(self) -> Any:
+        """Return the next item, or ``None`` if there is none."""
+        try:
+            return self._queue.get_nowait()
+        except eventlet.queue.Empty:
+            return None
+
+
+queue = Queue
+
+
+@contextmanager
+def timeout(seconds: float | None) -> Iterator[None]:
+    """Leave the enclosed block after ``seconds`` without raising."""
+    if seconds is None:
+        yield
+        return
+    with eventlet.Timeout(seconds, False):
+        yield
+
+
+def wait_readable(fileno: int) -> None:
+    """Wait until ``fileno`` is readable."""
+    eventlet.hubs.trampoline(fileno, read=True)
+
+
+def send_nowait(sock: socket.socket, data: bytes | memoryview) -> int:
+    """Send what fits in the kernel buffer now; return how many bytes went out."""
+    fd = sock.fd if isinstance(sock, eventlet.greenio.GreenSocket) else sock
+    try:
+        return fd.send(data)
+    except BlockingIOError:
+        return 0
+
+
+def listen(host: str, port: int, *, backlog: int, reuse_port: bool) -> Any:
+    """Open a listening green socket.
+
+    ``eventlet.listen`` turns ``SO_REUSEPORT`` on by default, so a second
+    server started by mistake on a busy port would silently share its
+    connections; here it is on only when asked for.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return eventlet.listen(
+        (host, port), family=family, backlog=backlog, reuse_port=reuse_port
+    )
+
+
+def import_green(name: str) -> Any:
+    """Import module ``name`` with green sockets, monkey-patched process or not."""
+    return eventlet.patcher.import_patched(name)
+
+
+def monkey_patch() -> None:
+    """Patch sockets, ``ssl``, ``select``, ``time``, threads and ``subprocess``.
+
+    ``os`` is not patched: views gain nothing from green pipe reads, and OS
+    threads that already run (the reloader's of ``pserve --reload``) must
+    keep the real ``os.read``.  Raises :class:`RuntimeError` naming what
+    stayed unpatched.
+    """
+    import threading
+    import time
+
+    from stargate.runtime import patch_keeping_threads
+
+    patch_keeping_threads(functools.partial(eventlet.monkey_patch, os=False))
+    for module in ("socket", "thread", "time", "select"):
+        if not eventlet.patcher.is_monkey_patched(module):  # pragma: no cover
+            raise RuntimeError(f"eventlet could not patch the {module!r} module")
+    if not time.sleep.__module__.startswith("eventlet"):  # pragma: no cover
+        raise RuntimeError("time.sleep is still the blocking original")
+    if not threading.local.__module__.startswith("eventlet"):  # pragma: no cover
+        raise RuntimeError("threading.local is still thread-local, not green-local")
+
+
+def is_monkey_patched() -> bool:
+    """Return whether the standard library's socket module is green."""
+    return eventlet.patcher.is_monkey_patched("socket")

@@ -1,0 +1,180 @@
+"""The gevent runtime: :class:`stargate.runtime.Runtime` on gevent.
+
+gevent has eventlet's programming model (green threads switched on I/O,
+monkey patching for blocking code) and is maintained; gunicorn ships a
+gevent worker, which :mod:`stargate.gunicorn` builds on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import socket
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.monkey
+import gevent.queue
+import gevent.socket
+
+from stargate.exceptions import IncorrectlyConfigured
+
+name = "gevent"
+http_module = "stargate.runtime.gevent_http"
+
+spawn = gevent.spawn
+sleep = gevent.sleep
+current = gevent.getcurrent
+event = gevent.event.Event
+wait_readable = gevent.socket.wait_read
+
+
+def kill(thread: Any, exception: type[BaseException] | None = None) -> None:
+    """Raise ``exception`` (``GreenletExit`` by default) in ``thread``; never wait."""
+    if exception is None:
+        gevent.kill(thread)
+    else:
+        gevent.kill(thread, exception)
+
+
+class _Timer:
+    """A hub timer that kills a green thread, unless cancelled first."""
+
+    __slots__ = ("_watcher", "_thread", "_before")
+
+    def __init__(
+        self, seconds: float, thread: Any, before: Callable[[], object]
+    ) -> None:
+        self._thread = weakref.ref(thread)
+        self._before = before
+        self._watcher = gevent.get_hub().loop.timer(seconds)
+        self._watcher.start(self._fire)
+
+    def _fire(self) -> None:
+        self._watcher.close()
+        target = self._thread()
+        if target is not None and not target.dead:
+            self._before()
+            gevent.kill(target)
+
+    def cancel(self) -> None:
+        """Call the timer off and release it at once."""
+        self._watcher.close()
+
+
+def kill_later(seconds: float, thread: Any, before: Callable[[], object]) -> _Timer:
+    """Kill ``thread`` in ``seconds``, calling ``before()`` first.
+
+    A libev/libuv timer: cancelling it frees it at once, and it holds only a
+    weak reference to the thread.
+    """
+    return _Timer(seconds, thread, before)
+
+
+class Queue:
+    """A bounded FIFO between green threads: put never blocks, get waits."""
+
+    __slots__ = ("_queue",)
+
+    def __init__(self, maxsize: int) -> None:
+        self._queue: gevent.queue.Queue = gevent.queue.Queue(maxsize)
+
+    def put_nowait(self, item: Any) -> bool:
+        """Add ``item``; return false, dropping it, if the queue is full."""
+        try:
+            self._queue.put_nowait(item)
+        except gevent.queue.Full:
+            return False
+        return True
+
+    def get(self) -> Any:
+        """Wait for the next item."""
+        return self._queue.get()
+
+    def get_nowait(self) -> Any:
+        """Return the next item, or ``None`` if there is none."""
+        try:
+            return self._queue.get_nowait()
+        except gevent.queue.Empty:
+            return None
+
+
+queue = Queue
+
+
+def timeout(seconds: float | None) -> gevent.Timeout:
+    """Leave the enclosed block after ``seconds`` without raising."""
+    return gevent.Timeout(seconds, False)
+
+
+def send_nowait(sock: Any, data: bytes | memoryview) -> int:
+    """Send what fits in the kernel buffer now; return how many bytes went out."""
+    # A gevent socket wraps a non-blocking one: send on that, never waiting.
+    raw = getattr(sock, "_sock", sock)
+    try:
+        return raw.send(data)
+    except BlockingIOError:
+        return 0
+
+
+def listen(host: str, port: int, *, backlog: int, reuse_port: bool) -> Any:
+    """Open a listening green socket; ``SO_REUSEPORT`` only when asked for."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = gevent.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def import_green(name: str) -> Any:
+    """Import module ``name``; its sockets are green only in a patched process.
+
+    gevent has no equivalent of eventlet's ``import_patched``: a client
+    library (redis-py) is green when the process is monkey-patched, which
+    ``egg:stargate#server`` (``monkey_patch = true``) and the gunicorn
+    worker do.
+
+    :raises IncorrectlyConfigured: in a process that is not patched.
+    """
+    if not is_monkey_patched():
+        raise IncorrectlyConfigured(
+            f"on gevent, {name} needs a monkey-patched process: keep "
+            "monkey_patch = true in [server:main] (the default), or call "
+            "gevent.monkey.patch_all() first"
+        )
+    return importlib.import_module(name)
+
+
+def monkey_patch() -> None:
+    """Patch the standard library with gevent's ``patch_all()``.
+
+    Raises :class:`RuntimeError` naming what stayed unpatched.
+    """
+    import threading
+    import time
+
+    from stargate.runtime import patch_keeping_threads
+
+    patch_keeping_threads(gevent.monkey.patch_all)
+
+    for module in ("socket", "threading", "time", "select"):
+        if not gevent.monkey.is_module_patched(module):  # pragma: no cover
+            raise RuntimeError(f"gevent could not patch the {module!r} module")
+    if not time.sleep.__module__.startswith("gevent"):  # pragma: no cover
+        raise RuntimeError("time.sleep is still the blocking original")
+    if not threading.local.__module__.startswith("gevent"):  # pragma: no cover
+        raise RuntimeError("threading.local is still thread-local, not green-local")
+
+
+def is_monkey_patched() -> bool:
+    """Return whether the standard library's socket module is green."""
+    return gevent.monkey.is_module_patched("socket")

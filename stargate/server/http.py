@@ -1,0 +1,111 @@
+"""What the server's life cycle shares with each runtime's HTTP server.
+
+:class:`~stargate.server.lifecycle.Server` opens the listening socket,
+handles signals and shuts down gracefully; the HTTP protocol itself is the
+runtime's (``stargate.runtime.eventlet_http``, ``stargate.runtime.gevent_http``),
+each an :class:`HttpServer` made from a :class:`ServerContext`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from stargate import runtime
+from stargate.config import ServerOptions
+from stargate.connection import ConnectionTracker
+
+__all__ = [
+    "BUSY_RESPONSE",
+    "EXHAUSTED",
+    "HttpServer",
+    "PatientListener",
+    "ServerContext",
+]
+
+#: ``accept()`` errors that mean "no resources right now", not "stop".
+EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+_BUSY_BODY = b"the server is at max_connections: try again shortly\n"
+#: The whole answer to a connection past ``max_connections``.
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Retry-After: 1\r\n"
+    b"Connection: close\r\n\r\n" % len(_BUSY_BODY)
+) + _BUSY_BODY
+
+
+@dataclass(frozen=True)
+class ServerContext:
+    """What every runtime's HTTP server is given by the server's life cycle.
+
+    :ivar app: the WSGI application.
+    :ivar options: the server's options.
+    :ivar tracker: the open WebSockets (offered to views, see
+        :mod:`stargate.handover`).
+    :ivar access_log: where access lines go.
+    :ivar refuse: answers a connection past ``max_connections`` (503) and
+        closes nothing; called with its socket in a green thread of its own.
+    """
+
+    app: Callable[..., Any]
+    options: ServerOptions
+    tracker: ConnectionTracker
+    access_log: logging.Logger
+    refuse: Callable[[Any], None]
+
+
+class HttpServer(Protocol):
+    """One runtime's HTTP server on one listening socket."""
+
+    def __init__(self, listener: PatientListener, context: ServerContext) -> None:
+        """Prepare to serve ``context.app`` on ``listener``."""
+
+    def serve(self) -> None:
+        """Serve until :meth:`stop_accepting` is called, then return."""
+
+    def stop_accepting(self) -> None:
+        """Stop accepting, leaving alone other processes sharing the socket."""
+
+    def running(self) -> int:
+        """Return how many connections are being served, WebSockets included."""
+
+    def kill_all(self) -> None:
+        """Stop every connection's green thread."""
+
+
+class PatientListener:
+    """A listening socket whose ``accept()`` waits out resource exhaustion.
+
+    A server loop ends on any ``accept()`` error it does not expect,
+    ``EMFILE`` included: one client too many for the file limit would stop
+    the whole process.  Here such errors pause accepting for ``pause``
+    seconds, with ``on_exhausted(error)`` called, and the connection waits
+    in the backlog meanwhile.
+    """
+
+    def __init__(
+        self, sock: Any, on_exhausted: Callable[[OSError], object], pause: float = 0.1
+    ) -> None:
+        self._sock = sock
+        self._on_exhausted = on_exhausted
+        self._pause = pause
+
+    def accept(self) -> tuple[Any, Any]:
+        """Accept the next connection, waiting while resources are exhausted."""
+        while True:
+            try:
+                return self._sock.accept()
+            except OSError as error:
+                if error.errno not in EXHAUSTED:
+                    raise
+                self._on_exhausted(error)
+                runtime.get().sleep(self._pause)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)

@@ -1,0 +1,211 @@
+"""``gunicorn -k stargate.gunicorn.GeventWorker``: real gunicorn processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stargate.testing import WebSocketClient
+from tests.conftest import ROOT, free_port, raw_upgrade, read_http_response
+from tests.test_live import post
+
+LOGGING = (
+    "[loggers]\nkeys = root\n"
+    "[handlers]\nkeys = console\n"
+    "[formatters]\nkeys = generic\n"
+    "[logger_root]\nlevel = INFO\nhandlers = console\n"
+    "[handler_console]\nclass = StreamHandler\nargs = (sys.stderr,)\n"
+    "level = NOTSET\nformatter = generic\n"
+    "[formatter_generic]\nformat = %(levelname)s [%(name)s] %(message)s\n"
+)
+
+
+class Gunicorn:
+    """gunicorn serving the test application with stargate's worker."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        workers: int = 1,
+        app: str = "",
+        args=(),
+        worker: str = "stargate.gunicorn.GeventWorker",
+    ):
+        self.port = free_port()
+        self.workers = workers
+        ini = tmp_path / f"gunicorn-{self.port}.ini"
+        ini.write_text(f"[app:main]\nuse = call:tests.apps:main\n{app}\n{LOGGING}")
+        self.log = ini.with_suffix(".log")
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        self.process = subprocess.Popen(
+            [
+                str(gunicorn),
+                "--paste",
+                str(ini),
+                "-k",
+                worker,
+                "-w",
+                str(workers),
+                "-b",
+                f"127.0.0.1:{self.port}",
+                "--graceful-timeout",
+                "5",
+                "--no-control-socket",
+                *args,
+            ],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        self.host = "127.0.0.1"
+        stargate = worker.startswith("stargate.")
+        self.ready_line = "stargate serving on" if stargate else "Booting worker"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_serving(self, timeout: float = 30) -> None:
+        """Wait until every worker says it serves."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited:\n{self.output()}")
+            if self.output().count(self.ready_line) == self.workers:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"gunicorn's workers did not start:\n{self.output()}")
+
+    def stop(self) -> int | None:
+        """SIGTERM (gunicorn's graceful stop), then SIGKILL; return the exit code."""
+        for how in (signal.SIGTERM, signal.SIGKILL):
+            if self.process.poll() is not None:
+                break
+            self.process.send_signal(how)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                continue
+        return self.process.returncode
+
+
+@pytest.fixture
+def gunicorn(tmp_path):
+    started: list[Gunicorn] = []
+
+    def start(**kwargs) -> Gunicorn:
+        server = Gunicorn(tmp_path, **kwargs)
+        started.append(server)
+        server.wait_serving()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def test_a_worker_serves_websockets_and_pages(gunicorn):
+    server = gunicorn()
+    with WebSocketClient(server.ws_url("/echo/")) as client:
+        client.send("through gunicorn")
+        assert client.receive() == "through gunicorn"
+    assert post(server, "/jobs/1/", count="1") == 0  # an HTTP view, no listener
+
+
+def test_sigterm_closes_every_websocket_with_1001(gunicorn):
+    server = gunicorn()
+    clients = [WebSocketClient(server.ws_url("/jobs/1/")) for _ in range(5)]
+    started = time.monotonic()
+    assert server.stop() == 0
+    assert time.monotonic() - started < 5  # well within --graceful-timeout
+    for client in clients:
+        assert client.receive() is None
+        assert client.close_code == 1001
+    assert "closing 5 WebSocket(s) with 1001" in server.output()
+
+
+def test_origins_are_checked(gunicorn):
+    server = gunicorn()
+    sock, head = raw_upgrade(server, headers={"Origin": "https://elsewhere.example"})
+    with sock:
+        status, body = read_http_response(sock, head)
+    assert status == 403
+    assert b"origin" in body.lower()
+
+
+def test_worker_connections_is_the_connection_limit(gunicorn):
+    server = gunicorn(args=["--worker-connections", "2"])
+    with (
+        WebSocketClient(server.ws_url("/echo/")),
+        WebSocketClient(server.ws_url("/echo/")),
+    ):
+        sock, head = raw_upgrade(server)
+        with sock:
+            status, body = read_http_response(sock, head)
+    assert status == 503
+    assert b"max_connections" in body
+
+
+def test_keepalive_pings_come_from_the_worker(gunicorn):
+    server = gunicorn(app="stargate.ping_interval = 0.2")
+    sock, head = raw_upgrade(server)
+    with sock:
+        assert head.startswith(b"HTTP/1.1 101")
+        sock.settimeout(5)
+        assert sock.recv(2)[0] == 0x89  # a ping frame
+
+
+def test_a_broadcast_reaches_the_clients_of_every_worker(gunicorn, redis_server):
+    server = gunicorn(workers=2, app=f"stargate.broker = {redis_server.url}")
+    clients: dict[str, list[WebSocketClient]] = {}
+    try:
+        for _ in range(60):  # the kernel chooses the worker: ask until both serve
+            client = WebSocketClient(server.ws_url("/whoami/"))
+            clients.setdefault(client.receive(), []).append(client)
+            if len(clients) == 2:
+                break
+        assert len(clients) == 2, f"one worker took every connection: {clients}"
+        # Each worker subscribes its listeners' channel before the broadcast.
+        deadline = time.monotonic() + 10
+        while redis_server.subscribers("/whoami") < 2:
+            assert time.monotonic() < deadline, "the workers did not subscribe"
+            time.sleep(0.02)
+        post(server, "/whoami/", count="1", size="16")
+        for pid, group in clients.items():
+            for client in group:
+                assert client.receive().startswith("00000000"), pid
+    finally:
+        for group in clients.values():
+            for client in group:
+                client.close()
+
+
+def test_gunicorns_own_gevent_worker_serves_websockets_without_the_extras(gunicorn):
+    """``-k gevent`` works (docs/runtimes.md says what it lacks)."""
+    server = gunicorn(worker="gevent", app="stargate.ping_interval = 0.2")
+    with WebSocketClient(server.ws_url("/echo/")) as client:
+        client.send("plain gevent")
+        assert client.receive() == "plain gevent"
+    sock, head = raw_upgrade(server)
+    with sock:
+        assert head.startswith(b"HTTP/1.1 101")
+        sock.settimeout(5)
+        assert sock.recv(2)[0] == 0x89  # keepalive, from a tracker of its own
+    client = WebSocketClient(server.ws_url("/echo/"))
+    assert server.stop() == 0
+    assert client.receive() is None
+    assert client.close_code == 1006  # no goodbye: the worker just ends

@@ -1,0 +1,289 @@
+"""The runtime seam: choosing a runtime, and each runtime's primitives.
+
+The primitives are tested on the runtime of this test run (``make test``
+runs the suite once per runtime).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from stargate import runtime
+from stargate.exceptions import IncorrectlyConfigured
+from stargate.server.lifecycle import Wakeup
+from tests.peers import Thread, green_socket_module, sleep
+
+
+@pytest.fixture
+def rt():
+    return runtime.get()
+
+
+def test_send_nowait_returns_0_when_the_buffer_is_full(rt):
+    left, right = green_socket_module().socketpair()
+    total = 0
+    for _ in range(10_000):
+        sent = rt.send_nowait(left, b"x" * 65536)
+        if sent == 0:
+            break
+        total += sent
+    assert sent == 0
+    assert total > 0
+
+
+def test_event_wait(rt):
+    event = rt.event()
+    assert event.wait(0.01) is False
+    Thread(lambda: (sleep(0.01), event.set()))
+    assert event.wait(5) is True
+    event.set()  # twice is harmless
+    assert event.wait() is True
+
+
+def test_an_event_can_be_cleared_and_set_again(rt):
+    event = rt.event()
+    assert not event.is_set()
+    event.clear()  # clearing an unset event does nothing
+    event.set()
+    assert event.is_set()
+    event.clear()
+    assert not event.is_set()
+    assert event.wait(0.01) is False
+    Thread(lambda: (sleep(0.01), event.set()))
+    assert event.wait(5) is True
+
+
+def test_a_waiter_woken_before_a_clear_still_sees_the_event_set(rt):
+    event = rt.event()
+    waiter = Thread(event.wait, 5)
+    sleep(0)
+    event.set()
+    event.clear()
+    assert waiter.wait() is True
+
+
+def test_queue_is_bounded_and_never_blocks_a_put(rt):
+    queue = rt.queue(2)
+    assert queue.put_nowait("a") and queue.put_nowait("b")
+    assert queue.put_nowait("c") is False  # full: dropped
+    assert queue.get() == "a"
+    assert queue.get_nowait() == "b"
+    assert queue.get_nowait() is None
+    getter = Thread(queue.get)
+    sleep(0)
+    queue.put_nowait("late")
+    assert getter.wait() == "late"
+
+
+def test_timeout_leaves_the_block_without_raising(rt):
+    finished = False
+    with rt.timeout(0.01):
+        rt.sleep(5)
+        finished = True
+    assert finished is False
+    with rt.timeout(None):
+        rt.sleep(0)
+        finished = True
+    assert finished is True
+
+
+def test_kill_does_not_wait_and_takes_an_exception(rt):
+    caught = []
+
+    def victim():
+        try:
+            rt.sleep(5)
+        except LookupError as error:
+            caught.append(type(error))
+
+    thread = rt.spawn(victim)
+    sleep(0)
+    rt.kill(thread, LookupError)
+    sleep(0.01)
+    assert caught == [LookupError]
+    other = rt.spawn(rt.sleep, 5)
+    sleep(0)
+    rt.kill(other)
+    sleep(0.01)
+    assert other.dead
+
+
+def test_kill_later_calls_before_then_kills(rt):
+    told = []
+    thread = rt.spawn(rt.sleep, 5)
+    rt.kill_later(0.01, thread, lambda: told.append("before"))
+    sleep(0.1)
+    assert told == ["before"] and thread.dead
+
+
+def test_kill_later_can_be_cancelled(rt):
+    told = []
+    thread = rt.spawn(rt.sleep, 0.2)
+    rt.kill_later(0.01, thread, lambda: told.append("before")).cancel()
+    sleep(0.05)
+    assert told == [] and not thread.dead
+    rt.kill(thread)
+
+
+def test_kill_later_of_a_finished_thread_does_nothing(rt):
+    told = []
+    thread = rt.spawn(lambda: None)
+    sleep(0.01)
+    rt.kill_later(0.01, thread, lambda: told.append("before"))
+    sleep(0.05)
+    assert told == []
+
+
+def test_listen_refuses_a_busy_port_unless_reuse_port(rt):
+    first = rt.listen("127.0.0.1", 0, backlog=8, reuse_port=True)
+    port = first.getsockname()[1]
+    try:
+        second = rt.listen("127.0.0.1", port, backlog=8, reuse_port=True)
+        second.close()
+        with pytest.raises(OSError):
+            rt.listen("127.0.0.1", port, backlog=8, reuse_port=False)
+    finally:
+        first.close()
+
+
+def test_listen_on_ipv6_loopback(rt):
+    try:
+        sock = rt.listen("::1", 0, backlog=8, reuse_port=False)
+    except OSError:  # pragma: no cover - a machine without IPv6
+        pytest.skip("no IPv6 loopback here")
+    assert sock.family == socket.AF_INET6
+    sock.close()
+
+
+def test_wait_readable(rt):
+    left, right = green_socket_module().socketpair()
+    reader = Thread(rt.wait_readable, left.fileno())
+    sleep(0)
+    assert not reader.dead
+    right.sendall(b"!")
+    reader.wait()
+    assert reader.dead
+
+
+def test_wakeup_is_harmless_after_close():
+    wakeup = Wakeup()
+    waiter = Thread(wakeup.wait)
+    wakeup.fire()
+    wakeup.fire()
+    waiter.wait()
+    wakeup.close()
+    wakeup.close()
+    wakeup.fire()
+    wakeup.wait()  # returns at once: nothing will ever wake it
+
+
+def test_a_closed_wakeup_never_touches_a_recycled_descriptor():
+    wakeup = Wakeup()
+    wakeup.close()
+    # The lowest free descriptors are the ones just released.
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        wakeup.fire()
+        wakeup.close()
+        for one, other in pairs:
+            one.sendall(b"alive")
+            assert other.recv(16) == b"alive"
+            other.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                other.recv(16)  # no stray wake-up byte arrived
+            one.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                one.recv(16)
+    finally:
+        for pair in pairs:
+            for sock in pair:
+                sock.close()
+
+
+# -- choosing the runtime ---------------------------------------------------------
+
+
+def test_the_test_run_uses_its_runtime():
+    from tests.conftest import RUNTIME
+
+    assert runtime.in_use() == RUNTIME
+    assert runtime.get().name == RUNTIME
+
+
+def test_switching_runtime_in_a_process_is_refused():
+    other = "gevent" if runtime.get().name == "eventlet" else "eventlet"
+    with pytest.raises(IncorrectlyConfigured, match="one runtime per process"):
+        runtime.use(other)
+    assert runtime.use(runtime.get().name) is runtime.get()
+
+
+def test_an_unknown_runtime_is_refused():
+    with pytest.raises(IncorrectlyConfigured, match="choose one of eventlet, gevent"):
+        runtime.use("asyncio")
+
+
+def run_python(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+# What a WebSocket server process of each runtime loads: the server, the
+# runtime, a connection, a broker, a Pyramid application and a live request.
+SERVE_ONE_REQUEST = """
+import sys, urllib.request
+from stargate import runtime
+runtime.use({name!r})
+from stargate.testing import LiveServer
+from tests.apps import make_app
+with LiveServer(make_app()) as server:
+    urllib.request.urlopen(server.url + "/pid", timeout=10).read()
+print(sorted(m.split(".")[0] for m in sys.modules if m.split(".")[0] in
+      ("eventlet", "gevent")))
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "loaded"), [("eventlet", ["eventlet"]), ("gevent", ["gevent"])]
+)
+def test_each_runtime_imports_only_its_own_library(name, loaded):
+    out = run_python(SERVE_ONE_REQUEST.format(name=name))
+    assert set(eval(out)) == set(loaded)
+
+
+@pytest.mark.parametrize(
+    ("prelude", "expected"),
+    [
+        ("", "eventlet"),
+        ("import eventlet", "eventlet"),
+        ("import gevent", "gevent"),
+        ("import gevent.monkey; gevent.monkey.patch_all()", "gevent"),
+        ("import gevent.monkey, eventlet; gevent.monkey.patch_all()", "gevent"),
+        ("import gevent, eventlet", "eventlet"),
+    ],
+)
+def test_without_a_choice_the_runtime_is_the_one_the_process_runs(prelude, expected):
+    code = f"{prelude}\nfrom stargate import runtime\nprint(runtime.get().name)"
+    assert run_python(code).splitlines()[-1] == expected
+
+
+def test_a_missing_library_names_the_extra_to_install():
+    code = (
+        "import sys\n"
+        "sys.modules['gevent'] = None  # as if not installed\n"
+        "from stargate import runtime\n"
+        "try:\n"
+        "    runtime.use('gevent')\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+    assert run_python(code) == (
+        "IncorrectlyConfigured runtime = gevent needs the gevent library: "
+        'pip install "stargate[gevent]"'
+    )
