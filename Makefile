@@ -15,7 +15,7 @@ DEMO_PROJECT := $(DEMO)/myproject
 DEMO_STAMP := $(DEMO_VENV)/.installed
 LIBRARY := $(wildcard stargate/*.py) pyproject.toml
 
-.PHONY: demo test bench lint venv system-packages clean
+.PHONY: demo test test-python bench lint venv system-packages clean
 
 venv: $(STAMP)
 
@@ -64,8 +64,49 @@ lint: $(STAMP)
 	$(BIN)/ruff check stargate tests bench hooks local_extensions.py
 	$(BIN)/ruff format --check stargate tests bench hooks local_extensions.py
 
+# The library's own tests (unit and live), without the template, the browser
+# and the benchmarks: what runs on the second runtime and other interpreters.
+LIBRARY_TESTS := tests --ignore=tests/test_template.py \
+	--ignore=tests/test_end_to_end.py --ignore=tests/test_bench.py \
+	--ignore=tests/test_packaging.py --ignore=tests/test_readme.py
+# Every other CPython 3.10+ of the machine, one per minor version.
+OTHER_PYTHONS = $(shell .ci/other-pythons $(PYTHON))
+# What runs again in a test process patched as a gevent server is: the
+# in-process Redis brokers (redis-py is green on gevent only when patched).
+PATCHED_TESTS := tests/test_redis_broker.py tests/test_nginx.py tests/test_live.py
+COVERAGE := --cov=stargate --cov-append --cov-report=
+
 test: system-packages lint
-	$(BIN)/python -m pytest --cov=stargate --cov-report=term-missing
+	rm -f .coverage .coverage.*
+	# eventlet: everything, the template and the browser included.
+	$(BIN)/python -m pytest $(COVERAGE)
+	# gevent: the library's tests again, then the in-process Redis broker and
+	# the live suite in a process patched as a gevent server is.
+	STARGATE_TEST_RUNTIME=gevent $(BIN)/python -m pytest $(COVERAGE) $(LIBRARY_TESTS)
+	STARGATE_TEST_RUNTIME=gevent STARGATE_TEST_MONKEY_PATCH=1 \
+		$(BIN)/python -m pytest $(COVERAGE) $(PATCHED_TESTS)
+	$(BIN)/python -m coverage report --fail-under=100
+	@for python in $(OTHER_PYTHONS); do \
+		$(MAKE) --no-print-directory test-python INTERPRETER=$$python || exit 1; \
+	done
+
+# The library's tests on one more interpreter, on both runtimes, in a virtual
+# environment of its own (.venv-3.X).
+test-python:
+	@version=$$($(INTERPRETER) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	venv=.venv-$$version; \
+	echo "== Python $$version ($(INTERPRETER))"; \
+	if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
+		$(INTERPRETER) -m venv $$venv && \
+		$$venv/bin/python -m pip install --quiet --upgrade pip && \
+		$$venv/bin/python -m pip install --quiet -e ".[dev]" && \
+		touch $$venv/.installed || exit 1; \
+	fi; \
+	$$venv/bin/python -m pytest -q -p no:cacheprovider $(LIBRARY_TESTS) && \
+	STARGATE_TEST_RUNTIME=gevent $$venv/bin/python -m pytest -q -p no:cacheprovider \
+		$(LIBRARY_TESTS) && \
+	STARGATE_TEST_RUNTIME=gevent STARGATE_TEST_MONKEY_PATCH=1 \
+		$$venv/bin/python -m pytest -q -p no:cacheprovider $(PATCHED_TESTS)
 
 # The benchmarks, with figures (minutes; not part of make test, which runs
 # their quick mode and checks only that every message arrived).  Every one
@@ -79,4 +120,4 @@ bench: system-packages $(STAMP)
 	exit $$status
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache .coverage .coverage.* test-artifacts
+	rm -rf $(VENV) .venv-3.* $(DEMO) .pytest_cache .ruff_cache .coverage .coverage.* test-artifacts

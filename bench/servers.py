@@ -7,11 +7,15 @@ sends to a job goes to every client of that job (one client: an echo), and
 message to all of them.
 
     python bench/servers.py eventlet PORT [--compression]    # the baseline
+    python bench/servers.py gevent PORT [--compression]      # gevent's baseline
     python bench/servers.py websockets PORT [--compression]  # the reference
     python bench/servers.py tcp-echo PORT                    # the ceiling
 
 - ``eventlet``: a bare ``eventlet.websocket.WebSocketWSGI`` in eventlet's
   WSGI server, written the obvious way (one ``send`` per listener).
+- ``gevent``: gevent's WSGI server (pywsgi) and wsproto, written as plainly
+  (gevent has no WebSocket module of its own): the handshake by hand, then
+  one ``send`` per listener.
 - ``websockets``: the ``websockets`` library's asyncio server.  Its HTTP
   side answers GET only, so the state change is ``GET /jobs/<id>/?state=on``.
 - ``tcp-echo``: no WebSocket at all, bytes back as they come, with asyncio:
@@ -111,6 +115,115 @@ def run_eventlet(port: int, compression: bool) -> None:
     )
 
 
+def run_gevent(port: int, compression: bool) -> None:
+    from gevent import pywsgi
+    from wsproto.connection import Connection, ConnectionState, ConnectionType
+    from wsproto.events import (
+        BytesMessage,
+        CloseConnection,
+        Message,
+        Ping,
+        TextMessage,
+    )
+    from wsproto.extensions import PerMessageDeflate
+    from wsproto.utilities import generate_accept_token
+
+    jobs = Jobs()
+
+    class Handler(pywsgi.WSGIHandler):
+        def get_environ(self):
+            environ = super().get_environ()
+            environ["bench.socket"] = self.socket
+            return environ
+
+    class Client:
+        def __init__(self, sock, protocol) -> None:
+            self.sock, self.protocol = sock, protocol
+
+        def send(self, message) -> None:
+            kind = TextMessage if isinstance(message, str) else BytesMessage
+            self.sock.sendall(self.protocol.send(kind(data=message)))
+
+    def job_socket(environ, job: str) -> None:
+        sock = environ["bench.socket"]
+        key = environ["HTTP_SEC_WEBSOCKET_KEY"].encode()
+        head = (
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {generate_accept_token(key).decode()}\r\n"
+        )
+        extensions = []
+        offer = environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", "")
+        if compression and "permessage-deflate" in offer:
+            deflate = PerMessageDeflate()
+            accepted = deflate.accept(offer.split(",")[0])
+            if accepted:
+                extensions.append(deflate)
+                head += f"Sec-WebSocket-Extensions: {accepted}\r\n"
+        sock.sendall((head + "\r\n").encode())
+        protocol = Connection(ConnectionType.SERVER, extensions=extensions)
+        client = Client(sock, protocol)
+        clients = jobs.clients(job)
+        clients.add(client)
+        parts: list = []
+        try:
+            client.send(jobs.message(job))
+            while True:
+                data = sock.recv(65536)
+                protocol.receive_data(data or None)
+                for event in protocol.events():
+                    if isinstance(event, Message):
+                        parts.append(event.data)
+                        if event.message_finished:
+                            message = parts[0][:0].join(parts)
+                            parts = []
+                            for other in list(clients):
+                                other.send(message)
+                    elif isinstance(event, Ping):
+                        sock.sendall(protocol.send(event.response()))
+                    elif isinstance(event, CloseConnection):
+                        if protocol.state is ConnectionState.REMOTE_CLOSING:
+                            sock.sendall(protocol.send(event.response()))
+                        return
+                if not data:
+                    return
+        except OSError:
+            pass
+        finally:
+            clients.discard(client)
+            sock.close()
+
+    def application(environ, start_response):
+        job = jobs.job_id(environ["PATH_INFO"])
+        if job is None:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found\n"]
+        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            job_socket(environ, job)
+            return []
+        if environ["REQUEST_METHOD"] == "POST":
+            form = parse_qs(environ["wsgi.input"].read().decode())
+            jobs.states[job] = form.get("state", ["off"])[0]
+            message = jobs.message(job)
+            for client in list(jobs.clients(job)):
+                try:
+                    client.send(message)
+                except OSError:
+                    jobs.clients(job).discard(client)
+        body = jobs.message(job).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+
+    server = pywsgi.WSGIServer(
+        ("127.0.0.1", port),
+        application,
+        backlog=4096,
+        handler_class=Handler,
+        log=None,
+    )
+    server.serve_forever()
+
+
 def run_websockets(port: int, compression: bool) -> None:
     import asyncio
     from http import HTTPStatus
@@ -191,6 +304,9 @@ def main(argv: list[str]) -> int:
     if kind == "eventlet":
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         run_eventlet(port, compression)
+    elif kind == "gevent":
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        run_gevent(port, compression)
     elif kind == "websockets":
         run_websockets(port, compression)
     elif kind == "tcp-echo":

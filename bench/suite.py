@@ -1,13 +1,16 @@
-"""stargate side by side with bare eventlet, websockets and a raw TCP echo.
+"""stargate on both runtimes beside bare servers, websockets and raw TCP.
 
 Every scenario starts each server fresh, pinned to one processor while this
 load generator runs on the other (when there are two):
 
-- ``stargate``: the template's project served by ``pserve`` with
-  ``egg:stargate#server`` (WebSockets on ``/jobs/<id>/``, ``POST /jobs/1/``
-  with ``state=`` to broadcast);
+- ``stargate/eventlet`` and ``stargate/gevent``: the template's project
+  served by ``pserve`` with ``egg:stargate#server`` and ``runtime =
+  eventlet`` or ``gevent`` (WebSockets on ``/jobs/<id>/``, ``POST
+  /jobs/1/`` with ``state=`` to broadcast);
 - ``eventlet``: the baseline, a bare ``eventlet.websocket.WebSocketWSGI``
   doing the same (``bench/servers.py``);
+- ``gevent``: gevent's baseline, gevent's WSGI server and wsproto written
+  as plainly;
 - ``websockets``: the reference, the ``websockets`` library doing the same;
 - ``tcp-echo``: the ceiling of this load generator (echo scenarios only).
 
@@ -53,7 +56,9 @@ from common import (  # noqa: E402
 from loadgen import BINARY, Listeners, client_frame, echo  # noqa: E402
 
 BASELINE = "eventlet"
-SERVERS = ("tcp-echo", "eventlet", "websockets", "stargate")
+#: stargate on each runtime, as the server kinds of this suite.
+STARGATES = ("stargate/eventlet", "stargate/gevent")
+SERVERS = ("tcp-echo", "eventlet", "gevent", "websockets", *STARGATES)
 ECHO_PAYLOAD = b"x" * 32
 MIB = 1024 * 1024
 
@@ -61,7 +66,7 @@ MIB = 1024 * 1024
 def scenarios(quick: bool) -> list[dict]:
     """Return the scenarios: what runs, on which servers, and what it reports."""
     n = {"echo": 2 if quick else 3, "big": 1 if quick else 4}
-    web = ("eventlet", "websockets", "stargate")
+    web = ("eventlet", "gevent", "websockets", *STARGATES)
     everyone = ("tcp-echo", *web)
     small = client_frame(ECHO_PAYLOAD)
     big = client_frame(bytes(range(256)) * (MIB // 256), BINARY)
@@ -130,9 +135,10 @@ def scenarios(quick: bool) -> list[dict]:
 
 def start(kind: str, servers: Servers, port: int, compression: bool):
     """Start server ``kind`` on ``port``, pinned to the first processor."""
-    if kind == "stargate":
+    if kind in STARGATES:
         process = servers.start(
             port,
+            server={"runtime": kind.partition("/")[2]},
             compression="true" if compression else "false",
             max_message_size="8MiB",
         )
@@ -270,7 +276,8 @@ FIGURES = [
     ("{large} idle, deflate", "handshakes_per_s", "handshakes/s", True),
 ]
 
-#: (scenario, metric, "ratio" or "value", comparison, bound)
+#: (scenario, metric, "ratio" or "value", comparison, bound): for stargate
+#: on each runtime, against bare eventlet.
 TARGETS = [
     ("echo, 1 connection", "messages_per_s", "ratio", ">=", 1.0),
     ("echo, 100 connections", "messages_per_s", "ratio", ">=", 1.0),
@@ -278,6 +285,21 @@ TARGETS = [
     ("broadcast to {large}", "p50_ms", "ratio", "<=", 1.0),
     ("{large} idle", "kib_per_connection", "value", "<=", 20.0),
     ("{large} idle", "handshakes_per_s", "ratio", ">=", 1.0),
+]
+
+#: (scenario, metric, comparison, bound): stargate on gevent against stargate
+#: on eventlet in the same repetition.  At least as good on handshakes and
+#: idle memory, within 10 % on the rest.
+PARITY = [
+    ("echo, 1 connection", "messages_per_s", ">=", 0.9),
+    ("echo, 100 connections", "messages_per_s", ">=", 0.9),
+    ("echo, 1 connection, deflate offered", "messages_per_s", ">=", 0.9),
+    ("echo of 1 MiB", "mb_per_s", ">=", 0.9),
+    ("broadcast to {small}", "p50_ms", "<=", 1.1),
+    ("broadcast to {large}", "p50_ms", "<=", 1.1),
+    ("{large} idle", "kib_per_connection", "<=", 1.0),
+    ("{large} idle", "handshakes_per_s", ">=", 1.0),
+    ("{large} idle, deflate", "kib_per_connection", "<=", 1.1),
 ]
 
 
@@ -311,21 +333,42 @@ def summarise(records: list[dict], quick: bool) -> dict:
         row["higher_is_better"] = higher
         figures.append(row)
     targets = []
-    for template, metric, kind, comparison, bound in TARGETS:
+    for server in STARGATES:
+        for template, metric, kind, comparison, bound in TARGETS:
+            scenario = name(template)
+            row = next(
+                f
+                for f in figures
+                if f["scenario"] == scenario and f["metric"] == metric
+            )
+            figure = row["servers"][server]["median" if kind == "value" else "ratio"]
+            targets.append(
+                {
+                    "server": server,
+                    "scenario": scenario,
+                    "metric": metric,
+                    "of": kind,
+                    "target": f"{comparison} {bound:g}"
+                    + ("x" if kind == "ratio" else ""),
+                    "figure": figure,
+                    "met": _meets(figure, comparison, bound),
+                }
+            )
+    parity = []
+    for template, metric, comparison, bound in PARITY:
         scenario = name(template)
-        row = next(
-            f for f in figures if f["scenario"] == scenario and f["metric"] == metric
+        eventlet = values(scenario, "stargate/eventlet", metric)
+        gevent = values(scenario, "stargate/gevent", metric)
+        ratio = statistics.median(
+            gevent[rep] / eventlet[rep] for rep in gevent if eventlet.get(rep)
         )
-        figure = row["servers"]["stargate"]["median" if kind == "value" else "ratio"]
-        met = figure >= bound if comparison == ">=" else figure <= bound
-        targets.append(
+        parity.append(
             {
                 "scenario": scenario,
                 "metric": metric,
-                "of": kind,
-                "target": f"{comparison} {bound:g}{'x' if kind == 'ratio' else ''}",
-                "figure": figure,
-                "met": met,
+                "target": f"{comparison} {bound:g}x",
+                "figure": ratio,
+                "met": _meets(ratio, comparison, bound),
             }
         )
 
@@ -338,7 +381,7 @@ def summarise(records: list[dict], quick: bool) -> dict:
         return row["servers"][server]["median"]
 
     growth = {}
-    for server in ("eventlet", "websockets", "stargate"):
+    for server in ("eventlet", "gevent", "websockets", *STARGATES):
         broadcast = [
             median(server, f"broadcast to {{{size}}}", "p50_ms")
             for size in ("small", "large")
@@ -356,8 +399,13 @@ def summarise(records: list[dict], quick: bool) -> dict:
         "sizes": [small, large],
         "figures": figures,
         "targets": targets,
+        "parity": parity,
         "growth": growth,
     }
+
+
+def _meets(figure: float, comparison: str, bound: float) -> bool:
+    return figure >= bound if comparison == ">=" else figure <= bound
 
 
 def markdown(summary: dict, repetitions: int, pinned: bool) -> str:
@@ -367,9 +415,9 @@ def markdown(summary: dict, repetitions: int, pinned: bool) -> str:
         "in the same repetition.  "
         + ("Server and load generator pinned to different cores." if pinned else ""),
         "",
-        "| scenario | figure | raw TCP echo | eventlet (baseline) | websockets "
-        "| stargate |",
-        "|---|---|---:|---:|---:|---:|",
+        "| scenario | figure | raw TCP echo | eventlet (baseline) | gevent "
+        "| websockets | stargate on eventlet | stargate on gevent |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary["figures"]:
         cells = []
@@ -387,15 +435,26 @@ def markdown(summary: dict, repetitions: int, pinned: bool) -> str:
         )
     lines += [
         "",
-        "| target (stargate) | figure | met |",
-        "|---|---:|---|",
+        "| target | stargate on | figure | met |",
+        "|---|---|---:|---|",
     ]
     for target in summary["targets"]:
         figure = target["figure"]
         text = f"{figure:.2f}x" if target["of"] == "ratio" else f"{figure:.1f}"
         lines.append(
             f"| {target['scenario']}, {target['metric']} {target['target']} "
+            f"| {target['server'].partition('/')[2]} "
             f"| {text} | {'yes' if target['met'] else '**no**'} |"
+        )
+    lines += [
+        "",
+        "| stargate on gevent / on eventlet | ratio | met |",
+        "|---|---:|---|",
+    ]
+    for target in summary["parity"]:
+        lines.append(
+            f"| {target['scenario']}, {target['metric']} {target['target']} "
+            f"| {target['figure']:.2f}x | {'yes' if target['met'] else '**no**'} |"
         )
     lines += [
         "",
@@ -448,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     if not all(r["complete"] for r in records):
         print("messages were lost", file=sys.stderr)
         return 1
-    if not args.quick and not all(t["met"] for t in summary["targets"]):
+    targets = summary["targets"] + summary["parity"]
+    if not args.quick and not all(t["met"] for t in targets):
         return 1
     return 0
 

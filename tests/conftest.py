@@ -44,6 +44,11 @@ def pytest_configure(config):
         "green_redis: in-process Redis brokers, which on gevent need the test "
         "process patched (STARGATE_TEST_MONKEY_PATCH=1)",
     )
+    config.addinivalue_line(
+        "markers",
+        "os_threads: its clients must run apart from the server, in OS threads "
+        "(a patched test process makes them green threads of the server's hub)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -52,9 +57,12 @@ def pytest_collection_modifyitems(config, items):
     unpatched = pytest.mark.skip(
         reason="runs in the monkey-patched gevent pass (STARGATE_TEST_MONKEY_PATCH=1)"
     )
+    shared_hub = pytest.mark.skip(reason="the clients would share the server's hub")
     for item in items:
         if item.get_closest_marker(f"{other}_only"):
             item.add_marker(skip)
+        elif item.get_closest_marker("os_threads") and MONKEY_PATCHED:
+            item.add_marker(shared_hub)
         elif (
             item.get_closest_marker("green_redis")
             and RUNTIME == "gevent"
@@ -255,22 +263,26 @@ PROJECTS = {"memory": "demo_app", "redis": "redis_app"}
 
 @pytest.fixture(scope="session")
 def bake_installed(tmp_path_factory):
-    """Bake the template for a broker option and install the project in a fresh
-    virtual environment with stargate from this checkout, once per session;
-    return (project folder, venv bin)."""
+    """Bake the template for a broker and a runtime option and install the
+    project in a fresh virtual environment with stargate from this checkout,
+    once per session; return (project folder, venv bin)."""
     from cookiecutter.main import cookiecutter
 
-    made: dict[str, tuple[Path, Path]] = {}
+    made: dict[tuple[str, str], tuple[Path, Path]] = {}
 
-    def bake(broker: str = "memory") -> tuple[Path, Path]:
-        if broker not in made:
-            output = tmp_path_factory.mktemp(f"baked-{broker}")
+    def bake(broker: str = "memory", runtime: str = "eventlet") -> tuple[Path, Path]:
+        if (broker, runtime) not in made:
+            output = tmp_path_factory.mktemp(f"baked-{broker}-{runtime}")
             project = Path(
                 cookiecutter(
                     str(ROOT),
                     no_input=True,
                     output_dir=str(output),
-                    extra_context={"project": PROJECTS[broker], "broker": broker},
+                    extra_context={
+                        "project": PROJECTS[broker],
+                        "broker": broker,
+                        "runtime": runtime,
+                    },
                 )
             )
             venv = project / ".venv"
@@ -281,8 +293,8 @@ def bake_installed(tmp_path_factory):
             subprocess.run(
                 [*pip, "-e", ".[testing]"], cwd=project, check=True, timeout=900
             )
-            made[broker] = (project, venv / "bin")
-        return made[broker]
+            made[broker, runtime] = (project, venv / "bin")
+        return made[broker, runtime]
 
     return bake
 

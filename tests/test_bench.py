@@ -13,6 +13,16 @@ import pytest
 
 from tests.conftest import ROOT
 
+#: The servers of bench/suite.py, the raw TCP echo first.
+SERVERS = (
+    "tcp-echo",
+    "eventlet",
+    "gevent",
+    "websockets",
+    "stargate/eventlet",
+    "stargate/gevent",
+)
+
 
 def quick(name: str) -> tuple[str, object]:
     """Run ``bench/<name>.py --quick``; return its table and its JSON results."""
@@ -54,10 +64,10 @@ def test_comparison_suite_quick_mode():
         "echo, 100 connections",
         "echo of 1 MiB",
     ):
-        for server in ("tcp-echo", "eventlet", "websockets", "stargate"):
+        for server in SERVERS:
             assert (scenario, server) in ran
     for scenario in ("broadcast to 100", "broadcast to 300", "300 idle, deflate"):
-        for server in ("eventlet", "websockets", "stargate"):
+        for server in SERVERS[1:]:  # no raw TCP echo
             assert (scenario, server) in ran
     for record in records:
         assert record["complete"], record
@@ -65,7 +75,8 @@ def test_comparison_suite_quick_mode():
             assert record["received"] == record["sent"] > 0
         if "rounds" in record:
             assert record["delivered"] == record["listeners"] * record["rounds"]
-    assert len(results["targets"]) == 6
+    assert len(results["targets"]) == 2 * 6  # each target on each runtime
+    assert len(results["parity"]) == 9
     assert "| echo of 1 MiB | MB/s |" in table
 
 

@@ -371,6 +371,7 @@ def read_stream(sock: socket.socket, count: int, size: int) -> list[int]:
     ]
 
 
+@pytest.mark.os_threads
 def test_a_client_that_stops_reading_delays_nobody(serve):
     server = serve({"stargate.send_queue_size": "64"})
     healthy = [raw_upgrade(server, "/narrow/slow/")[0] for _ in range(100)]

@@ -15,6 +15,9 @@ from stargate.testing import WebSocketClient
 from tests.conftest import ROOT, eventually, free_port
 from tests.test_live import listener_count, post
 
+# In-process servers on Redis: on gevent, redis-py is green only when patched.
+pytestmark = pytest.mark.green_redis
+
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 

@@ -106,6 +106,22 @@ def test_the_redis_option_wires_redis(cookies):
     assert f'"stargate[redis,speedups] @ {ROOT.as_uri()}"' in pyproject
 
 
+@pytest.mark.parametrize("runtime", ["eventlet", "gevent"])
+def test_the_runtime_option_wires_the_server_and_its_library(cookies, runtime):
+    result = bake(cookies, project="demo_app", runtime=runtime)
+    assert result.exit_code == 0, result.exception
+    project = result.project_path
+    for ini in ("development.ini", "production.ini", "testing.ini"):
+        assert f"runtime = {runtime}\n" in (project / ini).read_text()
+    pyproject = (project / "pyproject.toml").read_text()
+    extras = "gevent,speedups" if runtime == "gevent" else "speedups"
+    assert f'"stargate[{extras}] @ {ROOT.as_uri()}"' in pyproject
+    patching = (project / "tests" / "__init__.py").read_text()
+    assert ('runtime.use("gevent").monkey_patch()' in patching) == (runtime == "gevent")
+    readme = (project / "README.md").read_text()
+    assert f"runs on {runtime}" in readme
+
+
 def test_the_memory_option_has_no_redis(cookies):
     result = bake(cookies, project="demo_app")
     project = result.project_path
@@ -154,6 +170,7 @@ def test_every_ini_file_writes_out_every_setting(cookies):
         ({"project": "ok", "package": "Bad-Name"}, "not a Python package name"),
         ({"project": "ok", "port": "99999"}, "not a TCP port"),
         ({"project": "ok", "broker": "kafka"}, ""),  # refused by cookiecutter
+        ({"project": "ok", "runtime": "asyncio"}, ""),  # likewise
     ],
 )
 def test_names_that_cannot_work_are_refused(cookies, capfd, context, reason):
@@ -235,10 +252,19 @@ def test_a_relative_template_path_still_points_at_the_checkout(tmp_path):
     assert f'"stargate[speedups] @ {ROOT.as_uri()}"' in pyproject
 
 
+#: Every combination of the options that change code or dependencies.
+COMBINATIONS = [
+    ("memory", "eventlet"),
+    ("redis", "eventlet"),
+    ("memory", "gevent"),
+    ("redis", "gevent"),
+]
+
+
 @pytest.mark.timeout(1800)  # the first use installs the project's dependencies
-@pytest.mark.parametrize("broker", ["memory", "redis"])
-def test_the_generated_project_passes_its_own_tests(bake_installed, broker):
-    project, bin_dir = bake_installed(broker)
+@pytest.mark.parametrize(("broker", "runtime"), COMBINATIONS)
+def test_the_generated_project_passes_its_own_tests(bake_installed, broker, runtime):
+    project, bin_dir = bake_installed(broker, runtime)
     artifacts = ROOT / "test-artifacts"
     result = subprocess.run(
         [str(bin_dir / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
@@ -266,9 +292,9 @@ def test_the_generated_project_passes_its_own_tests(bake_installed, broker):
     assert json.loads(installed.stdout).startswith(str(ROOT))
 
 
-@pytest.mark.parametrize("broker", ["memory", "redis"])
-def test_the_generated_code_is_ruff_clean(bake_installed, broker):
-    project, bin_dir = bake_installed(broker)
+@pytest.mark.parametrize(("broker", "runtime"), COMBINATIONS)
+def test_the_generated_code_is_ruff_clean(bake_installed, broker, runtime):
+    project, bin_dir = bake_installed(broker, runtime)
     for command in (["check", "."], ["format", "--check", "."]):
         result = subprocess.run(
             [str(bin_dir / "ruff"), *command],
