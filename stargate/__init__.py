@@ -67,7 +67,7 @@ def includeme(config: Any) -> None:
     message naming the setting), creates the application's broker and
     registers the ``websocket`` view predicate.
     """
-    from stargate.broker import IBroker, make_broker
+    from stargate.brokers import IBroker, make_broker
     from stargate.config import get_settings
     from stargate.predicate import WebSocketPredicate
 

@@ -28,7 +28,6 @@ import enum
 import logging
 import os
 import socket
-import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -49,8 +48,8 @@ from wsproto.extensions import Extension
 from stargate import runtime
 from stargate.config import Settings
 from stargate.exceptions import ConnectionClosed
+from stargate.frames import PONG, SimpleFrames, encode_message, ping_frame
 from stargate.limits import MessageSizeLimit
-from stargate.simple_frames import PONG, SimpleFrames
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -62,7 +61,6 @@ __all__ = [
     "ConnectionTracker",
     "Message",
     "State",
-    "encode_message",
     "rfc6455_protocol",
 ]
 
@@ -117,42 +115,6 @@ class SansIOProtocol(Protocol):
 
     def events(self) -> Iterator[Event]:
         """Yield what the peer sent."""
-
-
-def encode_message(message: Message) -> bytes:
-    """Return ``message`` as one uncompressed server frame (RFC 6455).
-
-    A broadcast encodes its message once with this and hands the same bytes
-    to every listener that negotiated no extension.
-
-    :raises TypeError: for anything but ``str`` or bytes-like.
-    """
-    # An exception to "wsproto does the framing": for an unmasked,
-    # unextended server frame (a header of 2, 4 or 10 bytes, then the
-    # payload) wsproto's serialiser copies the payload four times, which
-    # costs 1.6 ms per MiB; this copies it once.  The tests check the
-    # result against wsproto's for every length class.
-    if isinstance(message, str):
-        payload, first = message.encode("utf-8"), 0x81
-    elif isinstance(message, (bytes, bytearray, memoryview)):
-        payload, first = message, 0x82
-    else:
-        raise TypeError(
-            f"a WebSocket message is str or bytes, not {type(message).__name__}"
-        )
-    return _server_frame(first, payload)
-
-
-def _server_frame(first: int, payload: bytes | bytearray | memoryview) -> bytes:
-    """Return an unmasked frame: ``first`` (FIN, RSV, opcode), length, payload."""
-    length = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
-    if length < 126:
-        header = bytes((first, length))
-    elif length < 65536:
-        header = struct.pack("!BBH", first, 126, length)
-    else:
-        header = struct.pack("!BBQ", first, 127, length)
-    return header + payload
 
 
 def rfc6455_protocol(
@@ -226,7 +188,7 @@ class Connection:
     :ivar shares_frames: whether this is an RFC 6455 connection without
         extensions (the ``shares_frames`` argument): its outgoing frames are
         the same bytes as everyone's, so a broadcast encodes once, and its
-        common incoming frames are read by :mod:`stargate.simple_frames`.
+        common incoming frames are read by :class:`stargate.frames.SimpleFrames`.
     """
 
     def __init__(
@@ -247,26 +209,29 @@ class Connection:
         self.close_reason = ""
         self._sock = sock
         # None: RFC 6455 without extensions, made when a frame first needs
-        # wsproto.  While only simple frames come (see stargate.simple_frames),
-        # an idle connection does without it (1.8 KiB for wsproto's).
+        # wsproto.  While only simple frames come (see stargate.frames),
+        # an idle connection does without wsproto's objects.
         self._protocol = protocol
         self._settings = settings
         self._tracker = tracker
         self._state = State.OPEN
         # Both queues are made on first use: most connections are idle
-        # listeners, and an empty deque costs 760 bytes.
+        # listeners, and an empty deque is not small.
         self._messages: deque[Message] | None = None
         self._fragments: list[Any] = []
         self._outbox: deque[bytes | memoryview] | None = None
         self._writing = False
         self._reading = False
         self._recv_size = _RECV_SIZE
-        # The common frames skip wsproto (see stargate.simple_frames), on
+        # The common frames skip wsproto (see stargate.frames), on
         # RFC 6455 connections without extensions.
         self._simple = (
             SimpleFrames(settings.max_message_size) if shares_frames else None
         )
         self._input_done = False
+        # A close frame or a protocol error that came after messages the
+        # handler has not read yet: dealt with once it has read them.
+        self._pending_close: CloseConnection | None = None
         self._teardown_after_flush = False
         self._close_deadline = float("inf")
         self._keepalive = keepalive and settings.ping_interval > 0
@@ -507,6 +472,10 @@ class Connection:
 
     def on_tick(self, now: float) -> None:
         """Send a keepalive ping, or cut a peer that is late; called by the tracker."""
+        if self._pending_close is not None:
+            if now >= self._close_deadline:  # the handler did not read in time
+                self._close_now()
+            return
         if self._state is State.CLOSING:
             if now >= self._close_deadline:
                 log.info("%r: closing handshake timed out", self)
@@ -526,7 +495,7 @@ class Connection:
             self._ping_payload = os.urandom(4)
             self._last_ping = now
             if self.shares_frames:  # a control frame: the same for everyone
-                ping = _server_frame(0x89, self._ping_payload)
+                ping = ping_frame(self._ping_payload)
             else:
                 ping = self._proto.send(Ping(payload=self._ping_payload))
             self._write(ping, control=True)
@@ -547,6 +516,8 @@ class Connection:
         while True:
             if self._messages:
                 return self._messages.popleft()
+            if self._pending_close is not None:
+                self._close_now()  # after whatever the handler answered
             if self._input_done:
                 if self._state is not State.CLOSED:
                     self._closed_event().wait(
@@ -665,6 +636,22 @@ class Connection:
 
     def _on_close_event(self, event: CloseConnection) -> None:
         self._input_done = True
+        if self._messages:
+            # Complete messages came first: the handler reads them, and what
+            # it answers goes out before the close frame (RFC 6455 allows an
+            # endpoint to finish sending first).  The tracker's timer closes
+            # anyway after close_timeout, should the handler not read.
+            self._pending_close = event
+            self._close_deadline = time.monotonic() + self._settings.close_timeout
+            return
+        self._answer_close(event)
+
+    def _close_now(self) -> None:
+        event, self._pending_close = self._pending_close, None
+        if event is not None:
+            self._answer_close(event)
+
+    def _answer_close(self, event: CloseConnection) -> None:
         state = self._proto.state
         if state is ConnectionState.REMOTE_CLOSING:
             # The peer started the closing handshake: answer, then hang up.

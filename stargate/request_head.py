@@ -1,18 +1,17 @@
-"""Reading the head of an HTTP/1.x request with httptools, for eventlet's server.
+"""Reading the head of an HTTP/1.x request with httptools, for both runtimes' servers.
 
-eventlet's server reads request headers with the standard library's
-:func:`http.client.parse_headers`, which runs them through the ``email``
-package's feed parser: 17 us for the five headers of a WebSocket upgrade
-and 30 us for a browser's, the largest single cost of an opening handshake.
-httptools (the Python binding of llhttp, Node.js's parser, as uvicorn uses
-it) parses the same head in 2 us, and more strictly: a line folded over two
-lines, whitespace before a colon, a bare LF as line end, a negative,
-repeated or chunked-and-counted body length are all a 400, never guessed
-at.
+eventlet's and gevent's servers read request headers with the standard
+library's ``email`` feed parser (eventlet) or ``http.client`` (gevent),
+which were the largest single cost of an opening handshake.  httptools (the
+Python binding of llhttp, Node.js's parser, as uvicorn uses it) parses the
+same head many times faster (``docs/performance.md``), and more strictly: a
+line folded over two lines, whitespace before a colon, a bare LF as line
+end, a negative, repeated or chunked-and-counted body length are all a 400,
+never guessed at.
 
 :func:`read_request_head` does no I/O of its own: it is given the request
-line and a ``readline`` to fetch the header lines with (eventlet's, which
-limits the length of a line and of the whole head).
+line and a ``readline`` to fetch the header lines with (the server's, which
+limits the length of a line).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyramid.traversal import resource_path
 
-from stargate.broker import get_broker
+from stargate.brokers import get_broker
 from stargate.connection import Connection, Message
 
 __all__ = ["WebSocketAwareResource"]

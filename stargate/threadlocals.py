@@ -4,9 +4,9 @@ Pyramid keeps the current request and registry on a stack in a
 ``threading.local`` (``pyramid.threadlocal.manager``).  Under eventlet's
 monkey-patching that is eventlet's ``corolocal.local``, which swaps the
 object's ``__dict__`` through a weak dictionary on every attribute access and
-calls ``__init__`` again for every new green thread: 9 us per green thread,
-two green threads per WebSocket (the request's and the handed-over one), a
-tenth of an opening handshake.  Without monkey-patching it is a real
+calls ``__init__`` again for every new green thread, two green threads per
+WebSocket (the request's and the handed-over one): a large part of an
+opening handshake (``docs/performance.md``).  Without monkey-patching it is a real
 thread-local, which every green thread of the server would share.
 
 :func:`use_context_variable` gives Pyramid's manager a class whose stack

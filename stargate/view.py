@@ -114,8 +114,8 @@ class WebSocketView:
     view) and then :meth:`handle_websocket` runs, with ``self.request``,
     its ``context`` and Pyramid's current request and registry still in
     place.  So the deep stack of the request and the HTTP server's objects
-    do not stay alive as long as the WebSocket: an idle WebSocket costs
-    half the memory.  Work that must happen inside the request (a
+    do not stay alive as long as the WebSocket, and an idle WebSocket costs
+    much less memory.  Work that must happen inside the request (a
     transaction of ``pyramid_tm``, say) belongs in the handler's own
     scope.  Under another server (plain ``eventlet.wsgi``, gunicorn's own
     gevent worker) the handler runs inside the
@@ -218,7 +218,7 @@ class WebSocketView:
         request = self.request
         request.context = context  # Pyramid drops it when a request finishes
         for name in ("response_callbacks", "finished_callbacks"):
-            # Empty queues Pyramid made while finishing the request: 1.5 KiB
+            # Empty queues Pyramid made while finishing the request, kept
             # per open WebSocket.  They come back if a handler asks for them.
             if not request.__dict__.get(name, True):
                 del request.__dict__[name]

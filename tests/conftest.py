@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -261,40 +262,63 @@ def pserve(tmp_path) -> Iterator:
 PROJECTS = {"memory": "demo_app", "redis": "redis_app"}
 
 
+#: Every combination of the template's options that changes code or
+#: dependencies: each is baked, installed and its own tests run.
+COMBINATIONS = [
+    ("memory", "eventlet"),
+    ("redis", "eventlet"),
+    ("memory", "gevent"),
+    ("redis", "gevent"),
+]
+
+
 @pytest.fixture(scope="session")
 def bake_installed(tmp_path_factory):
     """Bake the template for a broker and a runtime option and install the
     project in a fresh virtual environment with stargate from this checkout,
-    once per session; return (project folder, venv bin)."""
+    once per session; return (project folder, venv bin).
+
+    The first call bakes every combination and installs them side by side:
+    an install mostly waits on files and the package index."""
     from cookiecutter.main import cookiecutter
 
-    made: dict[tuple[str, str], tuple[Path, Path]] = {}
+    made: dict[tuple[str, str], Future] = {}
+
+    def bake_one(broker: str, runtime: str) -> Path:
+        output = tmp_path_factory.mktemp(f"baked-{broker}-{runtime}")
+        return Path(
+            cookiecutter(
+                str(ROOT),
+                no_input=True,
+                output_dir=str(output),
+                extra_context={
+                    "project": PROJECTS[broker],
+                    "broker": broker,
+                    "runtime": runtime,
+                },
+            )
+        )
+
+    def install(project: Path) -> tuple[Path, Path]:
+        venv = project / ".venv"
+        subprocess.run(
+            [sys.executable, "-m", "venv", str(venv)], check=True, timeout=120
+        )
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        subprocess.run([*pip, "-e", ".[testing]"], cwd=project, check=True, timeout=900)
+        return project, venv / "bin"
 
     def bake(broker: str = "memory", runtime: str = "eventlet") -> tuple[Path, Path]:
-        if (broker, runtime) not in made:
-            output = tmp_path_factory.mktemp(f"baked-{broker}-{runtime}")
-            project = Path(
-                cookiecutter(
-                    str(ROOT),
-                    no_input=True,
-                    output_dir=str(output),
-                    extra_context={
-                        "project": PROJECTS[broker],
-                        "broker": broker,
-                        "runtime": runtime,
-                    },
-                )
-            )
-            venv = project / ".venv"
-            subprocess.run(
-                [sys.executable, "-m", "venv", str(venv)], check=True, timeout=120
-            )
-            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-            subprocess.run(
-                [*pip, "-e", ".[testing]"], cwd=project, check=True, timeout=900
-            )
-            made[broker, runtime] = (project, venv / "bin")
-        return made[broker, runtime]
+        if not made:
+            # Baked one after the other (cookiecutter changes the working
+            # directory), installed side by side.
+            projects = {
+                combination: bake_one(*combination) for combination in COMBINATIONS
+            }
+            with ThreadPoolExecutor(max_workers=len(projects)) as pool:
+                for combination, project in projects.items():
+                    made[combination] = pool.submit(install, project)
+        return made[broker, runtime].result()
 
     return bake
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import time
 
 import pytest
 from wsproto.events import (
@@ -15,8 +16,9 @@ from wsproto.events import (
     TextMessage,
 )
 
-from stargate.connection import ConnectionTracker, State, encode_message
+from stargate.connection import ConnectionTracker, State
 from stargate.exceptions import ConnectionClosed
+from stargate.frames import encode_message
 from tests.peers import Peer, Thread, close_codes, green_socket_module, sleep
 
 
@@ -301,30 +303,6 @@ def test_tick_hint_follows_the_settings():
     )
 
 
-def test_encode_message_is_an_unmasked_server_frame():
-    assert encode_message("hi") == b"\x81\x02hi"
-    assert encode_message(b"\x00") == b"\x82\x01\x00"
-
-
-@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70000])
-def test_encode_message_matches_wsproto_for_every_length(length):
-    from wsproto.frame_protocol import FrameProtocol
-
-    def reference(message):
-        return bytes(FrameProtocol(client=False, extensions=[]).send_data(message))
-
-    text = ("\u00e9" * length)[: max(0, length - length // 2)]
-    data = bytes(range(256)) * (length // 256) + bytes(range(length % 256))
-    assert encode_message(text) == reference(text)
-    for payload in (data, bytearray(data), memoryview(data)):
-        assert encode_message(payload) == reference(bytes(payload))
-
-
-def test_encode_message_refuses_other_types():
-    with pytest.raises(TypeError, match="not int"):
-        encode_message(42)
-
-
 def test_abort_sends_a_close_frame_when_it_can():
     peer = Peer()
     peer.conn.abort(1011, "gone")
@@ -487,3 +465,48 @@ def test_wsproto_is_made_only_when_a_frame_needs_it():
     assert conn._protocol is not None  # the client's ping needed it
     client.receive_data(client_sock.recv(100))
     assert [type(e).__name__ for e in client.events()] == ["Ping", "Pong"]
+
+
+#: A masked, empty frame with the reserved opcode 3: a protocol error (1002).
+RESERVED_OPCODE = b"\x83\x80\x00\x00\x00\x00"
+
+
+def test_a_message_before_a_protocol_error_is_delivered_and_answered_first():
+    peer = Peer()
+    # One segment: the server reads both before the handler runs.
+    peer.sock.sendall(peer.proto.send(TextMessage(data="first")) + RESERVED_OPCODE)
+    assert peer.conn.receive() == "first"
+    peer.conn.send("reply")  # still open: the error is not acted on yet
+    assert peer.conn.receive() is None
+    events = peer.events()
+    assert [type(e).__name__ for e in events] == ["TextMessage", "CloseConnection"]
+    assert events[0].data == "reply"
+    assert close_codes(events) == [1002]
+    assert peer.conn.close_code == 1002
+
+
+def test_a_message_before_the_peers_close_is_answered_before_the_close():
+    peer = Peer()
+    peer.sock.sendall(
+        peer.proto.send(TextMessage(data="last words"))
+        + peer.proto.send(CloseConnection(code=1000, reason="bye"))
+    )
+    assert peer.conn.receive() == "last words"
+    peer.conn.send("heard")
+    assert peer.conn.receive() is None
+    events = peer.events()
+    assert events[0].data == "heard"
+    assert close_codes(events) == [1000]
+    assert (peer.conn.close_code, peer.conn.close_reason) == (1000, "bye")
+
+
+def test_a_handler_that_does_not_read_on_is_closed_at_close_timeout():
+    peer = Peer(close_timeout=0.2)
+    peer.sock.sendall(peer.proto.send(TextMessage(data="first")) + RESERVED_OPCODE)
+    assert peer.conn.receive() == "first"
+    started = time.monotonic()
+    peer.conn.on_tick(started)  # not yet
+    assert peer.conn.state is State.OPEN
+    peer.conn.on_tick(started + 0.3)
+    assert peer.conn.state is not State.OPEN
+    assert close_codes(peer.events()) == [1002]

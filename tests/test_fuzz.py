@@ -11,7 +11,7 @@ from wsproto.connection import ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
-from stargate.broker import MemoryBroker
+from stargate.brokers import MemoryBroker
 from stargate.connection import State
 from stargate.limits import BoundedPerMessageDeflate
 from tests.peers import Peer

@@ -194,7 +194,7 @@ def test_a_broadcast_reaches_the_clients_of_every_worker(gunicorn, redis_server)
                 client.close()
 
 
-def test_gunicorns_own_gevent_worker_serves_websockets_without_the_extras(gunicorn):
+def test_gunicorns_own_gevent_worker_serves_websockets(gunicorn):
     """``-k gevent`` works (docs/runtimes.md says what it lacks)."""
     server = gunicorn(worker="gevent", app="stargate.ping_interval = 0.2")
     with WebSocketClient(server.ws_url("/echo/")) as client:
@@ -205,7 +205,23 @@ def test_gunicorns_own_gevent_worker_serves_websockets_without_the_extras(gunico
         assert head.startswith(b"HTTP/1.1 101")
         sock.settimeout(5)
         assert sock.recv(2)[0] == 0x89  # keepalive, from a tracker of its own
+    assert server.stop() == 0
+
+
+def test_gunicorns_own_gevent_worker_ends_websockets_without_a_goodbye(gunicorn):
+    server = gunicorn(worker="gevent")
     client = WebSocketClient(server.ws_url("/echo/"))
     assert server.stop() == 0
     assert client.receive() is None
-    assert client.close_code == 1006  # no goodbye: the worker just ends
+    assert client.close_code == 1006  # no close frame: the worker just ends
+
+
+def test_the_worker_refuses_tls_with_a_reason():
+    from types import SimpleNamespace
+
+    from stargate.gunicorn import GeventWorker
+
+    worker = GeventWorker.__new__(GeventWorker)  # only its configuration matters
+    worker.cfg = SimpleNamespace(is_ssl=True)
+    with pytest.raises(RuntimeError, match="does not serve TLS: terminate it"):
+        worker.init_process()

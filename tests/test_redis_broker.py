@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from stargate.redis_broker import decode_payload, encode_payload
+from stargate.brokers.redis import decode_payload, encode_payload
 from stargate.testing import WebSocketClient
 from tests.conftest import eventually, free_port
 from tests.test_live import listener_count, post
@@ -183,7 +183,7 @@ def brokers():
     A broker left open keeps green threads waiting on sockets in this
     thread's hub, which would break the tests that follow.
     """
-    from stargate.redis_broker import RedisBroker
+    from stargate.brokers.redis import RedisBroker
 
     made = []
 
@@ -275,7 +275,7 @@ def test_the_subscription_survives_garbage_collection(brokers, redis_server, cap
     import gc
 
     from stargate import runtime
-    from stargate.redis_broker import encode_payload
+    from stargate.brokers.redis import encode_payload
     from tests.peers import Peer
 
     caplog.set_level(logging.WARNING, logger="stargate")

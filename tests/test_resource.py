@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pyramid import testing
 
-from stargate.broker import IBroker, MemoryBroker, get_broker
+from stargate.brokers import IBroker, MemoryBroker, get_broker
 from stargate.exceptions import IncorrectlyConfigured
 from stargate.resource import WebSocketAwareResource
 from tests.peers import Peer

@@ -273,6 +273,38 @@ def test_without_a_choice_the_runtime_is_the_one_the_process_runs(prelude, expec
     assert run_python(code).splitlines()[-1] == expected
 
 
+def test_a_broken_installation_is_not_taken_for_a_missing_library():
+    code = (
+        "import sys\n"
+        "sys.modules['gevent.monkey'] = None  # as if a part were broken\n"
+        "from stargate import runtime\n"
+        "try:\n"
+        "    runtime.use('gevent')\n"
+        "except ImportError as error:\n"
+        "    print(type(error).__name__, error.name)\n"
+    )
+    assert run_python(code) == "ModuleNotFoundError gevent.monkey"
+
+
+@pytest.mark.gevent_only
+def test_on_gevent_a_client_library_needs_a_patched_process(rt):
+    from tests.conftest import MONKEY_PATCHED
+
+    if MONKEY_PATCHED:
+        assert rt.import_green("redis").Redis
+    else:
+        with pytest.raises(IncorrectlyConfigured, match="monkey-patched process"):
+            rt.import_green("redis")
+
+
+@pytest.mark.eventlet_only
+def test_on_eventlet_a_client_library_gets_green_sockets_of_its_own(rt):
+    import socket as standard
+
+    redis = rt.import_green("redis")
+    assert redis.connection.socket is not standard
+
+
 def test_a_missing_library_names_the_extra_to_install():
     code = (
         "import sys\n"

@@ -88,6 +88,7 @@ class TestOptions:
             ({"reuse_port": "sometimes"}, "true or false"),
             ({"shutdown_timeout": "-1"}, "0 or more"),
             ({"gc_threshold": "-700"}, "0 or more"),
+            ({"runtime": "asyncio"}, "eventlet or gevent"),
         ],
     )
     def test_bad_values_name_the_option(self, options, expected):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import COMBINATIONS, ROOT
 
 EXPECTED_FILES = {
     ".gitignore",
@@ -250,15 +250,6 @@ def test_a_relative_template_path_still_points_at_the_checkout(tmp_path):
     )
     pyproject = (workdir / "rel_app" / "pyproject.toml").read_text()
     assert f'"stargate[speedups] @ {ROOT.as_uri()}"' in pyproject
-
-
-#: Every combination of the options that change code or dependencies.
-COMBINATIONS = [
-    ("memory", "eventlet"),
-    ("redis", "eventlet"),
-    ("memory", "gevent"),
-    ("redis", "gevent"),
-]
 
 
 @pytest.mark.timeout(1800)  # the first use installs the project's dependencies

@@ -230,8 +230,8 @@ def _load(name: str) -> Runtime:
     try:
         return importlib.import_module(f"stargate.runtime.{name}")  # type: ignore[return-value]
     except ImportError as error:
-        if error.name not in (name, f"{name}.hubs"):
-            raise
+        if error.name != name:
+            raise  # a broken installation, not a missing one: say what broke
         raise IncorrectlyConfigured(
             f'runtime = {name} needs the {name} library: pip install "stargate[{name}]"'
         ) from None

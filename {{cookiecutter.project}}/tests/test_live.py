@@ -5,7 +5,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from stargate.broker import get_broker
+from stargate.brokers import get_broker
 from stargate.testing import WebSocketClient
 
 

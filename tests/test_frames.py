@@ -15,7 +15,15 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.frame_protocol import XorMaskerSimple
 
 from stargate.connection import rfc6455_protocol
-from stargate.simple_frames import BINARY, PONG, TEXT, SimpleFrames, unmask
+from stargate.frames import (
+    BINARY,
+    PONG,
+    TEXT,
+    SimpleFrames,
+    encode_message,
+    ping_frame,
+    unmask,
+)
 from tests.peers import Peer
 
 MASK = b"\x37\xfa\x21\x3d"
@@ -39,7 +47,7 @@ def frame(payload: bytes, first: int = 0x81, mask: bytes | None = MASK) -> bytes
 @pytest.mark.parametrize("accelerated", [True, False])
 @pytest.mark.parametrize("length", [0, 1, 3, 125, 126, 4096, 4097, 65535, 65536])
 def test_unmask_matches_wsproto(length, accelerated, monkeypatch):
-    from stargate import simple_frames
+    from stargate import frames as simple_frames
 
     if not accelerated:
         monkeypatch.setattr(simple_frames, "_apply_mask", None)
@@ -196,3 +204,36 @@ def test_the_same_messages_and_close_code_as_wsproto_alone(items, changes, cuts)
     chunks = pieces(data, cuts)
     assert protocol_story(chunks, simple=True) == protocol_story(chunks, simple=False)
     assert connection_story(data, simple=True) == connection_story(data, simple=False)
+
+
+def test_encode_message_is_an_unmasked_server_frame():
+    assert encode_message("hi") == b"\x81\x02hi"
+    assert encode_message(b"\x00") == b"\x82\x01\x00"
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_encode_message_matches_wsproto_for_every_length(length):
+    from wsproto.frame_protocol import FrameProtocol
+
+    def reference(message):
+        return bytes(FrameProtocol(client=False, extensions=[]).send_data(message))
+
+    text = ("\u00e9" * length)[: max(0, length - length // 2)]
+    data = bytes(range(256)) * (length // 256) + bytes(range(length % 256))
+    assert encode_message(text) == reference(text)
+    for payload in (data, bytearray(data), memoryview(data)):
+        assert encode_message(payload) == reference(bytes(payload))
+
+
+def test_encode_message_refuses_other_types():
+    with pytest.raises(TypeError, match="not int"):
+        encode_message(42)
+
+
+def test_a_ping_frame_matches_wsproto():
+    from wsproto.frame_protocol import FrameProtocol, Opcode
+
+    reference = FrameProtocol(client=False, extensions=[])._serialize_frame(
+        Opcode.PING, b"\x01\x02\x03\x04"
+    )
+    assert ping_frame(b"\x01\x02\x03\x04") == reference

@@ -1,14 +1,4 @@
-"""Delivering a published message to the local listeners of a channel.
-
-A *channel* is a string, usually a resource's path (``/jobs/1/``); its
-*listeners* are the open connections of this process that want what is
-published on it.  A broker is the one object of an application that keeps
-them and delivers to them:
-
-- :class:`MemoryBroker`, the embedded default (``stargate.broker =
-  memory://``): one process, so publishing is local delivery;
-- :class:`~stargate.redis_broker.RedisBroker` (``redis://``): every process
-  delivers locally and through Redis pub/sub to the others.
+"""What every broker does: keep this process's listeners of each channel, deliver.
 
 Every broker delivers locally the same way (:class:`LocalListeners`): the
 message is encoded into a frame once and the same bytes are queued on every
@@ -21,26 +11,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from pyramid.registry import Registry, global_registry
-from pyramid.threadlocal import get_current_registry
-from zope.interface import Interface
+from stargate.connection import Connection, Message
+from stargate.exceptions import ConnectionClosed
+from stargate.frames import encode_message
 
-from stargate.config import Settings, get_settings
-from stargate.connection import Connection, Message, encode_message
-from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
-
-__all__ = [
-    "Broker",
-    "IBroker",
-    "LocalListeners",
-    "MemoryBroker",
-    "get_broker",
-    "make_broker",
-]
-
-
-class IBroker(Interface):
-    """The marker under which an application's broker is registered."""
+__all__ = ["Broker", "LocalListeners"]
 
 
 class LocalListeners:
@@ -137,43 +112,3 @@ class Broker(ABC):
     def close(self) -> None:
         """Forget every local listener (their connections stay open)."""
         self.local = LocalListeners()
-
-
-class MemoryBroker(Broker):
-    """The broker of a single process: publishing is local delivery."""
-
-    def publish(self, channel: str, message: Message) -> None:
-        """Deliver ``message`` to the local listeners of ``channel``."""
-        self.local.deliver(channel, message)
-
-
-def make_broker(settings: Settings) -> Broker:
-    """Return a new broker for ``stargate.broker`` (validated by the settings)."""
-    if settings.broker.startswith("redis"):
-        from stargate.redis_broker import RedisBroker
-
-        return RedisBroker(settings.broker, settings.broker_channel_prefix)
-    return MemoryBroker()
-
-
-def get_broker(registry: Registry | None = None) -> Broker:
-    """Return the broker of the application whose registry is given or current.
-
-    ``config.include("stargate")`` creates it; an application that did not
-    include stargate gets one made from its settings at first use.
-
-    :raises IncorrectlyConfigured: when no application registry is current
-        (outside a request, push one with :func:`pyramid.scripting.prepare`).
-    """
-    if registry is None:
-        registry = get_current_registry()
-        if registry is global_registry:
-            raise IncorrectlyConfigured(
-                "no Pyramid application is current: publish from a request, or "
-                "push the application's registry (pyramid.scripting.prepare) first"
-            )
-    broker = registry.queryUtility(IBroker)
-    if broker is None:
-        broker = make_broker(get_settings(registry))
-        registry.registerUtility(broker, IBroker)
-    return broker

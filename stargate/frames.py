@@ -1,33 +1,80 @@
-"""The common client frames, read without wsproto while only those come.
+"""Every piece of hand-written framing, the exceptions to "wsproto frames it".
 
-An exception to "wsproto does the framing", for speed: wsproto spends
-about 12 microseconds on a 32-byte message (a parser generator, a message
-decoder, a UTF-8 incremental decoder and event objects per frame), which
-was the largest single cost of a small-message echo.  Almost everything a
-browser sends is a *simple* frame: final, masked, no RSV bit, text or
-binary (or a pong answering our keepalive), and within the size limit.
-:class:`SimpleFrames` reads those, from the very first byte of the
-connection, and gives up for good at the first frame that is anything
-else: that frame and every byte after it go to wsproto, which has seen
-nothing yet and so parses from a frame boundary, with its own checks and
-close codes (fragments, pings, close frames, protocol errors, invalid
-UTF-8, oversized messages).  Pure: no I/O.  The tests compare it with
-wsproto on random streams.
+wsproto frames everything else (fragments, control frames other than our
+pings, close frames, extensions, protocol errors); this module only does,
+for speed, the two things a WebSocket server does most, checked against
+wsproto by the tests (every length class, random streams):
+
+- writing an unextended server frame (:func:`encode_message`,
+  :func:`ping_frame`): wsproto's serialiser copies the payload several
+  times, this copies it once, and a broadcast encodes its frame once for
+  every listener;
+- reading the common client frames (:class:`SimpleFrames`): wsproto runs a
+  parser generator, a message decoder, an incremental UTF-8 decoder and
+  event objects for every frame, the largest cost of a small-message echo.
+
+Pure: no I/O.  ``docs/performance.md`` has the measured figures.
 """
 
 from __future__ import annotations
 
+import struct
+
 from wsproto.frame_protocol import XorMaskerSimple
 
-__all__ = ["SimpleFrames", "TEXT", "BINARY", "PONG"]
+__all__ = [
+    "BINARY",
+    "PONG",
+    "TEXT",
+    "SimpleFrames",
+    "encode_message",
+    "ping_frame",
+    "unmask",
+]
 
 TEXT, BINARY, PONG = 0x1, 0x2, 0xA
+_PING = 0x9
+
+
+def encode_message(message: str | bytes | bytearray | memoryview) -> bytes:
+    """Return ``message`` as one uncompressed server frame (RFC 6455).
+
+    A broadcast encodes its message once with this and hands the same bytes
+    to every listener that negotiated no extension.
+
+    :raises TypeError: for anything but ``str`` or bytes-like.
+    """
+    if isinstance(message, str):
+        return _server_frame(0x80 | TEXT, message.encode("utf-8"))
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return _server_frame(0x80 | BINARY, message)
+    raise TypeError(
+        f"a WebSocket message is str or bytes, not {type(message).__name__}"
+    )
+
+
+def ping_frame(payload: bytes) -> bytes:
+    """Return a server ping frame carrying ``payload`` (125 bytes at most)."""
+    return _server_frame(0x80 | _PING, payload)
+
+
+def _server_frame(first: int, payload: bytes | bytearray | memoryview) -> bytes:
+    """Return an unmasked frame: ``first`` (FIN, RSV, opcode), length, payload."""
+    length = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
+    if length < 126:
+        header = bytes((first, length))
+    elif length < 65536:
+        header = struct.pack("!BBH", first, 126, length)
+    else:
+        header = struct.pack("!BBQ", first, 127, length)
+    return header + payload
+
 
 # Final (0x80), no RSV bit, opcode: the first byte of a simple frame.
 _FIRST_BYTES = {0x80 | TEXT: TEXT, 0x80 | BINARY: BINARY, 0x80 | PONG: PONG}
 _SMALL = 4096
 
-try:  # pip install "stargate[speedups]": 50 times faster on large frames
+try:  # pip install "stargate[speedups]": C unmasking of large frames
     from websockets.speedups import apply_mask as _apply_mask
 except ImportError:  # pragma: no cover - websockets is installed for the tests
     _apply_mask = None  # up to this size, unmask with one big-integer XOR
@@ -37,8 +84,7 @@ def unmask(payload: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     """Return ``payload`` XORed with the repeated 4-byte ``mask``.
 
     Large payloads use the C ``apply_mask`` of the ``websockets`` package
-    when it is installed (the ``speedups`` extra), else wsproto's masker:
-    about 0.03 against 1.5 ms per MiB.
+    when it is installed (the ``speedups`` extra), else wsproto's masker.
     """
     length = len(payload)
     if length > _SMALL:
@@ -51,6 +97,13 @@ def unmask(payload: bytes | bytearray | memoryview, mask: bytes) -> bytes:
 
 class SimpleFrames:
     """Split a client's byte stream into simple frames, until one is not.
+
+    Almost everything a browser sends is a *simple* frame: final, masked, no
+    RSV bit, text or binary (or a pong answering our keepalive), within the
+    size limit.  This reads those from the very first byte of the connection
+    and gives up for good at the first frame that is anything else: that
+    frame and every byte after it go to wsproto, which has seen nothing yet
+    and so parses from a frame boundary, with its own checks and close codes.
 
     :param max_message_size: the largest payload read here; a larger one
         goes to wsproto, whose size limit closes the connection with 1009.

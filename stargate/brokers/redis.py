@@ -28,7 +28,7 @@ import random
 from typing import Any
 
 from stargate import runtime
-from stargate.broker import Broker
+from stargate.brokers.base import Broker
 from stargate.connection import Connection, Message
 from stargate.exceptions import IncorrectlyConfigured
 
