@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pyramid.traversal import resource_path
 
-from stargate.brokers import get_broker
+from stargate.brokers import Channel, LocalChannel, get_broker
 from stargate.connection import Connection, Message
 
 __all__ = ["WebSocketAwareResource"]
+
+#: Where a resource without a path keeps its own channel.
+_OWN_CHANNEL = "_stargate_channel"
 
 
 class WebSocketAwareResource:
@@ -25,12 +28,22 @@ class WebSocketAwareResource:
     """
 
     @property
-    def channel(self) -> str:
-        """The name under which listeners are kept: the resource's path.
+    def channel(self) -> Channel:
+        """What listeners are kept under: the resource's path.
 
+        A resource that has no path, because a container of its tree has no
+        ``__name__`` (as in stargate 0.x), is its own channel: that works
+        with the memory broker, and the Redis broker says what to add.
         Override it to share listeners between resources.
         """
-        return resource_path(self) or "/"
+        try:
+            return resource_path(self) or "/"
+        except AttributeError as error:
+            own = self.__dict__.get(_OWN_CHANNEL)
+            if own is None:
+                own = LocalChannel(type(self).__name__, str(error))
+                self.__dict__[_OWN_CHANNEL] = own
+            return own
 
     @property
     def listeners(self) -> frozenset[Connection]:

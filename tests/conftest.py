@@ -153,6 +153,20 @@ def read_http_response(sock: socket.socket, head: bytes) -> tuple[int, bytes]:
     return status, body
 
 
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 20) -> None:
+    """Wait until ``process`` accepts connections on ``port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -168,6 +182,7 @@ class PServe:
         *,
         server: str = "",
         app: str = "",
+        use: str = "call:tests.apps:main",
         args=(),
         port=None,
         max_files: int | None = None,
@@ -176,7 +191,7 @@ class PServe:
         self.ini = tmp_path / f"test-{self.port}-{id(self)}.ini"
         self.ini.write_text(
             "[app:main]\n"
-            "use = call:tests.apps:main\n"
+            f"use = {use}\n"
             f"{app}\n"
             "[server:main]\n"
             "use = egg:stargate#server\n"

@@ -143,3 +143,51 @@ def test_public_names():
     assert stargate.WebSocketAwareResource is WebSocketAwareResource
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = stargate.Nope
+
+
+class Container(dict):
+    """A container of stargate 0.x: no ``__name__``, no ``__parent__``."""
+
+
+def unnamed_tree():
+    jobs = Container()
+    jobs["1"] = Job("1", jobs)
+    jobs["2"] = Job("2", jobs)
+    return jobs["1"], jobs["2"]
+
+
+def test_a_resource_without_a_path_is_its_own_channel(config):
+    one, two = unnamed_tree()
+    assert one.channel is one.channel  # the same, every time
+    assert one.channel != two.channel
+    assert "Job without a path" in repr(one.channel)
+    first, other = Peer(), Peer()
+    one.add_listener(first.conn)
+    two.add_listener(other.conn)
+    assert one.listeners == {first.conn}
+    one.send("start")
+    assert first.messages(0.05) == ["start"]
+    assert other.messages(0.05) == []
+    one.remove_listener(first.conn)
+    assert one.listeners == frozenset()
+
+
+@pytest.mark.green_redis
+def test_the_redis_broker_says_what_a_resource_without_a_path_lacks():
+    from stargate.brokers.redis import RedisBroker
+
+    one, _ = unnamed_tree()
+    broker = RedisBroker("redis://127.0.0.1:1/0")  # never connected: refused first
+    try:
+        for call in (
+            lambda: broker.subscribe(one.channel, Peer().conn),
+            lambda: broker.publish(one.channel, "start"),
+        ):
+            with pytest.raises(IncorrectlyConfigured) as refusal:
+                call()
+            message = str(refusal.value)
+            assert "a Job has none" in message
+            assert "'Container' object has no attribute '__name__'" in message
+            assert "give every container of the resource tree __name__" in message
+    finally:
+        broker.close()

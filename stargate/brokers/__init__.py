@@ -21,14 +21,16 @@ from pyramid.registry import Registry, global_registry
 from pyramid.threadlocal import get_current_registry
 from zope.interface import Interface
 
-from stargate.brokers.base import Broker, LocalListeners
+from stargate.brokers.base import Broker, Channel, LocalChannel, LocalListeners
 from stargate.brokers.memory import MemoryBroker
 from stargate.config import Settings, get_settings
 from stargate.exceptions import IncorrectlyConfigured
 
 __all__ = [
     "Broker",
+    "Channel",
     "IBroker",
+    "LocalChannel",
     "LocalListeners",
     "MemoryBroker",
     "get_broker",

@@ -15,30 +15,56 @@ from stargate.connection import Connection, Message
 from stargate.exceptions import ConnectionClosed
 from stargate.frames import encode_message
 
-__all__ = ["Broker", "LocalListeners"]
+__all__ = ["Broker", "Channel", "LocalChannel", "LocalListeners"]
+
+
+class LocalChannel:
+    """The channel of a resource without a path: it is its own channel.
+
+    A resource whose containers lack ``__name__`` (the trees of stargate
+    0.x) has no path that other processes could agree on.  Its listeners
+    are kept under this object, which the resource holds: the memory broker
+    serves it, a broker across processes refuses it with ``reason``.
+
+    :ivar resource: the class name of the resource.
+    :ivar reason: why the resource has no path.
+    """
+
+    __slots__ = ("resource", "reason")
+
+    def __init__(self, resource: str, reason: str) -> None:
+        self.resource = resource
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"<the channel of a {self.resource} without a path>"
+
+
+#: What listeners are kept under: a resource's path, or its own channel.
+Channel = str | LocalChannel
 
 
 class LocalListeners:
     """The listeners of each channel in this process, and local delivery."""
 
     def __init__(self) -> None:
-        self._channels: dict[str, set[Connection]] = {}
+        self._channels: dict[Channel, set[Connection]] = {}
 
-    def channels(self) -> list[str]:
+    def channels(self) -> list[Channel]:
         """Return the channels that have at least one listener."""
         return list(self._channels)
 
-    def get(self, channel: str) -> frozenset[Connection]:
+    def get(self, channel: Channel) -> frozenset[Connection]:
         """Return the listeners of ``channel``."""
         return frozenset(self._channels.get(channel, ()))
 
-    def add(self, channel: str, connection: Connection) -> bool:
+    def add(self, channel: Channel, connection: Connection) -> bool:
         """Add a listener; return whether it is the channel's first."""
         listeners = self._channels.setdefault(channel, set())
         listeners.add(connection)
         return len(listeners) == 1
 
-    def remove(self, channel: str, connection: Connection) -> bool:
+    def remove(self, channel: Channel, connection: Connection) -> bool:
         """Remove a listener; return whether the channel has none left."""
         listeners = self._channels.get(channel)
         if listeners is None:
@@ -49,7 +75,7 @@ class LocalListeners:
         del self._channels[channel]
         return True
 
-    def deliver(self, channel: str, message: Message) -> int:
+    def deliver(self, channel: Channel, message: Message) -> int:
         """Queue ``message`` on every open listener of ``channel``; return how many."""
         listeners = self._channels.get(channel)
         if not listeners:
@@ -83,11 +109,11 @@ class Broker(ABC):
     def __init__(self) -> None:
         self.local = LocalListeners()
 
-    def listeners(self, channel: str) -> frozenset[Connection]:
+    def listeners(self, channel: Channel) -> frozenset[Connection]:
         """Return this process's listeners of ``channel``."""
         return self.local.get(channel)
 
-    def subscribe(self, channel: str, connection: Connection) -> bool:
+    def subscribe(self, channel: Channel, connection: Connection) -> bool:
         """Make ``connection`` a listener of ``channel`` until it closes.
 
         Returns whether it is the channel's first listener in this process.
@@ -98,7 +124,7 @@ class Broker(ABC):
         connection.on_close(lambda closed: self.unsubscribe(channel, closed))
         return first
 
-    def unsubscribe(self, channel: str, connection: Connection) -> bool:
+    def unsubscribe(self, channel: Channel, connection: Connection) -> bool:
         """Stop delivering ``channel`` to ``connection``.
 
         Returns whether the channel has no listener left in this process.
@@ -106,7 +132,7 @@ class Broker(ABC):
         return self.local.remove(channel, connection)
 
     @abstractmethod
-    def publish(self, channel: str, message: Message) -> None:
+    def publish(self, channel: Channel, message: Message) -> None:
         """Deliver ``message`` to every listener of ``channel``, in every process."""
 
     def close(self) -> None:

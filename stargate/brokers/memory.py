@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stargate.brokers.base import Broker
+from stargate.brokers.base import Broker, Channel
 from stargate.connection import Message
 
 __all__ = ["MemoryBroker"]
@@ -11,6 +11,6 @@ __all__ = ["MemoryBroker"]
 class MemoryBroker(Broker):
     """The broker of a single process: publishing is local delivery."""
 
-    def publish(self, channel: str, message: Message) -> None:
+    def publish(self, channel: Channel, message: Message) -> None:
         """Deliver ``message`` to the local listeners of ``channel``."""
         self.local.deliver(channel, message)

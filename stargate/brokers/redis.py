@@ -28,7 +28,7 @@ import random
 from typing import Any
 
 from stargate import runtime
-from stargate.brokers.base import Broker
+from stargate.brokers.base import Broker, Channel, LocalChannel
 from stargate.connection import Connection, Message
 from stargate.exceptions import IncorrectlyConfigured
 
@@ -61,6 +61,19 @@ def decode_payload(payload: bytes) -> tuple[bytes, Message] | None:
         except UnicodeDecodeError:
             return None
     return origin, body
+
+
+def _named(channel: Channel) -> str:
+    """Return ``channel``, a name every process agrees on, or say what to add."""
+    if isinstance(channel, LocalChannel):
+        raise IncorrectlyConfigured(
+            f"stargate.broker = redis:// names channels by resource path, but a "
+            f"{channel.resource} has none ({channel.reason}): give every "
+            "container of the resource tree __name__ and __parent__ (the root: "
+            f"__name__ = '', __parent__ = None), or override {channel.resource}"
+            ".channel with a name of your own"
+        )
+    return channel
 
 
 class _Backoff:
@@ -117,23 +130,32 @@ class RedisBroker(Broker):
 
     # -- Broker --------------------------------------------------------------
 
-    def subscribe(self, channel: str, connection: Connection) -> bool:
-        """Add a local listener; subscribe on Redis for the channel's first one."""
+    def subscribe(self, channel: Channel, connection: Connection) -> bool:
+        """Add a local listener; subscribe on Redis for the channel's first one.
+
+        :raises IncorrectlyConfigured: for a resource without a path.
+        """
+        channel = _named(channel)
         self._start()
         first = super().subscribe(channel, connection)
         if first:
             self._tell_redis("subscribe", channel)
         return first
 
-    def unsubscribe(self, channel: str, connection: Connection) -> bool:
+    def unsubscribe(self, channel: Channel, connection: Connection) -> bool:
         """Remove a local listener; unsubscribe on Redis after the channel's last."""
+        channel = _named(channel)
         last = super().unsubscribe(channel, connection)
         if last:
             self._tell_redis("unsubscribe", channel)
         return last
 
-    def publish(self, channel: str, message: Message) -> None:
-        """Deliver locally now; queue the message for the other processes."""
+    def publish(self, channel: Channel, message: Message) -> None:
+        """Deliver locally now; queue the message for the other processes.
+
+        :raises IncorrectlyConfigured: for a resource without a path.
+        """
+        channel = _named(channel)
         self.local.deliver(channel, message)
         self._start()
         if not self._outbox.put_nowait(

@@ -1,0 +1,73 @@
+"""The example of stargate 0.5's documentation runs unchanged, served both ways."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from stargate.testing import WebSocketClient
+from tests.conftest import ROOT, free_port, wait_for_port
+
+pytestmark = pytest.mark.eventlet_only  # the example imports eventlet itself
+
+
+def main(global_config, **settings):
+    """``call:tests.test_example_2013:main``: the example's app for pserve."""
+    from tests import example_2013
+
+    return example_2013.make_app()
+
+
+def control(port: int, state: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/jobs/1/",
+        data=f"state={state}".encode(),
+        headers={"X-Requested-With": "XMLHttpRequest"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def every_listener_hears_each_state(port: int) -> None:
+    clients = [WebSocketClient(f"ws://127.0.0.1:{port}/jobs/1/") for _ in range(3)]
+    try:
+        for state in ("start", "stop", "start"):
+            assert control(port, state) == {"id": "1", "state": state}
+            for client in clients:
+                assert client.receive() == state
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_served_as_the_documentation_did(tmp_path):
+    port = free_port()
+    log = (tmp_path / "example.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "example_2013.py"), str(port)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, process)
+        every_listener_hears_each_state(port)
+    finally:
+        process.terminate()
+        process.wait(10)
+    output = (tmp_path / "example.log").read_text()
+    assert "Traceback" not in output, output
+
+
+def test_served_by_pserve_with_egg_stargate_server(pserve):
+    server = pserve(
+        use="call:tests.test_example_2013:main", server="runtime = eventlet"
+    )
+    every_listener_hears_each_state(server.port)
+    assert "Traceback" not in server.output()
