@@ -58,6 +58,36 @@ class Jobs:
     def clients(self, job: str) -> set:
         return self.listeners.setdefault(job, set())
 
+    def application(self, upgrade):
+        """Return the WSGI application of a bare green-thread server.
+
+        ``upgrade(environ, start_response, job)`` serves a WebSocket; the
+        rest is the same on both: 404, ``POST`` a state (sent to every
+        client, one ``send`` each), ``GET`` the state.
+        """
+
+        def application(environ, start_response):
+            job = self.job_id(environ["PATH_INFO"])
+            if job is None:
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [b"not found\n"]
+            if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+                return upgrade(environ, start_response, job)
+            if environ["REQUEST_METHOD"] == "POST":
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                form = parse_qs(environ["wsgi.input"].read(length).decode())
+                self.states[job] = form.get("state", ["off"])[0]
+                message = self.message(job)
+                for client in list(self.clients(job)):
+                    try:
+                        client.send(message)
+                    except OSError:
+                        self.clients(job).discard(client)
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [self.message(job).encode()]
+
+        return application
+
 
 def run_eventlet(port: int, compression: bool) -> None:
     import eventlet
@@ -82,28 +112,12 @@ def run_eventlet(port: int, compression: bool) -> None:
         finally:
             clients.discard(ws)
 
-    def application(environ, start_response):
-        job = jobs.job_id(environ["PATH_INFO"])
-        if job is None:
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"not found\n"]
-        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-            if not compression:
-                environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
-            return job_socket(environ, start_response)
-        if environ["REQUEST_METHOD"] == "POST":
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            form = parse_qs(environ["wsgi.input"].read(length).decode())
-            jobs.states[job] = form.get("state", ["off"])[0]
-            message = jobs.message(job)
-            for client in list(jobs.clients(job)):
-                try:
-                    client.send(message)
-                except OSError:
-                    jobs.clients(job).discard(client)
-        body = jobs.message(job).encode()
-        start_response("200 OK", [("Content-Type", "application/json")])
-        return [body]
+    def upgrade(environ, start_response, job):
+        if not compression:
+            environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        return job_socket(environ, start_response)
+
+    application = jobs.application(upgrade)
 
     job_socket.max_frame_length = MAX_SIZE
     eventlet.wsgi.server(
@@ -193,30 +207,13 @@ def run_gevent(port: int, compression: bool) -> None:
             clients.discard(client)
             sock.close()
 
-    def application(environ, start_response):
-        job = jobs.job_id(environ["PATH_INFO"])
-        if job is None:
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"not found\n"]
-        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-            job_socket(environ, job)
-            return []
-        if environ["REQUEST_METHOD"] == "POST":
-            form = parse_qs(environ["wsgi.input"].read().decode())
-            jobs.states[job] = form.get("state", ["off"])[0]
-            message = jobs.message(job)
-            for client in list(jobs.clients(job)):
-                try:
-                    client.send(message)
-                except OSError:
-                    jobs.clients(job).discard(client)
-        body = jobs.message(job).encode()
-        start_response("200 OK", [("Content-Type", "application/json")])
-        return [body]
+    def upgrade(environ, start_response, job):
+        job_socket(environ, job)
+        return []
 
     server = pywsgi.WSGIServer(
         ("127.0.0.1", port),
-        application,
+        jobs.application(upgrade),
         backlog=4096,
         handler_class=Handler,
         log=None,

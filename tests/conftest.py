@@ -173,6 +173,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: The logging sections of the ini files the tests write: INFO to stderr.
+LOGGING = (
+    "[loggers]\nkeys = root\n"
+    "[handlers]\nkeys = console\n"
+    "[formatters]\nkeys = generic\n"
+    "[logger_root]\nlevel = INFO\nhandlers = console\n"
+    "[handler_console]\nclass = StreamHandler\nargs = (sys.stderr,)\n"
+    "level = NOTSET\nformatter = generic\n"
+    "[formatter_generic]\nformat = %(levelname)s [%(name)s] %(message)s\n"
+)
+
+
 class PServe:
     """A ``pserve`` process serving the test application with egg:stargate#server."""
 
@@ -199,13 +211,7 @@ class PServe:
             "shutdown_timeout = 5\n"
             f"{server}\n"
             + ("" if "runtime =" in server else f"runtime = {RUNTIME}\n")
-            + "[loggers]\nkeys = root\n"
-            "[handlers]\nkeys = console\n"
-            "[formatters]\nkeys = generic\n"
-            "[logger_root]\nlevel = INFO\nhandlers = console\n"
-            "[handler_console]\nclass = StreamHandler\nargs = (sys.stderr,)\n"
-            "level = NOTSET\nformatter = generic\n"
-            "[formatter_generic]\nformat = %(levelname)s [%(name)s] %(message)s\n"
+            + LOGGING
         )
         self.log = self.ini.with_suffix(".log")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -259,19 +265,32 @@ class PServe:
                 continue
 
 
-@pytest.fixture
-def pserve(tmp_path) -> Iterator:
-    started: list[PServe] = []
+def started_processes(make, ready: str) -> Iterator:
+    """Yield a function that starts server processes; stop them all at the end.
 
-    def start(**kwargs) -> PServe:
-        process = PServe(tmp_path, **kwargs)
-        started.append(process)
-        process.wait_listening()
+    :param make: makes one (its keyword arguments are the function's).
+    :param ready: the name of its method that waits until it serves.
+    """
+    started: list = []
+
+    def start(**kwargs):
+        process = make(**kwargs)
+        started.append(process)  # stopped even if it never gets ready
+        getattr(process, ready)()
         return process
 
-    yield start
-    for process in started:
-        process.stop()
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.stop()
+
+
+@pytest.fixture
+def pserve(tmp_path) -> Iterator:
+    yield from started_processes(
+        lambda **kwargs: PServe(tmp_path, **kwargs), "wait_listening"
+    )
 
 
 PROJECTS = {"memory": "demo_app", "redis": "redis_app"}

@@ -12,18 +12,15 @@ from pathlib import Path
 import pytest
 
 from stargate.testing import WebSocketClient
-from tests.conftest import ROOT, free_port, raw_upgrade, read_http_response
-from tests.test_live import post
-
-LOGGING = (
-    "[loggers]\nkeys = root\n"
-    "[handlers]\nkeys = console\n"
-    "[formatters]\nkeys = generic\n"
-    "[logger_root]\nlevel = INFO\nhandlers = console\n"
-    "[handler_console]\nclass = StreamHandler\nargs = (sys.stderr,)\n"
-    "level = NOTSET\nformatter = generic\n"
-    "[formatter_generic]\nformat = %(levelname)s [%(name)s] %(message)s\n"
+from tests.conftest import (
+    LOGGING,
+    ROOT,
+    free_port,
+    raw_upgrade,
+    read_http_response,
+    started_processes,
 )
+from tests.test_live import post
 
 
 class Gunicorn:
@@ -105,17 +102,9 @@ class Gunicorn:
 
 @pytest.fixture
 def gunicorn(tmp_path):
-    started: list[Gunicorn] = []
-
-    def start(**kwargs) -> Gunicorn:
-        server = Gunicorn(tmp_path, **kwargs)
-        started.append(server)
-        server.wait_serving()
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    yield from started_processes(
+        lambda **kwargs: Gunicorn(tmp_path, **kwargs), "wait_serving"
+    )
 
 
 def test_a_worker_serves_websockets_and_pages(gunicorn):

@@ -319,3 +319,20 @@ def test_a_missing_library_names_the_extra_to_install():
         "IncorrectlyConfigured runtime = gevent needs the gevent library: "
         'pip install "stargate[gevent]"'
     )
+
+
+@pytest.mark.parametrize(
+    ("library", "patched", "reason"),
+    [
+        ("fakelib", lambda module: module != "select", "could not patch the 'select'"),
+        ("fakelib", lambda module: True, "time.sleep is still the blocking original"),
+        ("time", lambda module: True, "threading.local is still thread-local"),
+    ],
+)
+def test_a_patch_that_did_not_take_is_refused_naming_what(library, patched, reason):
+    done = []
+    with pytest.raises(RuntimeError, match=reason):
+        runtime.patch_and_check(
+            library, lambda: done.append(True), patched, ("socket", "select")
+        )
+    assert done == [True]

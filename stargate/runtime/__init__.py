@@ -22,6 +22,7 @@ import importlib
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -30,11 +31,12 @@ from stargate.exceptions import IncorrectlyConfigured
 
 __all__ = [
     "NAMES",
+    "BoundedQueue",
     "Runtime",
     "TimerHandle",
     "get",
     "in_use",
-    "patch_keeping_threads",
+    "patch_and_check",
     "use",
 ]
 
@@ -76,6 +78,42 @@ class Queue(Protocol):
 
     def get_nowait(self) -> Any:
         """Return the next item, or ``None`` if there is none."""
+
+
+class BoundedQueue:
+    """A :class:`Queue` made of a runtime's own queue and its two exceptions.
+
+    :param queue: the library's bounded queue (``put_nowait``, ``get``,
+        ``get_nowait``).
+    :param full: what its ``put_nowait`` raises when it is full.
+    :param empty: what its ``get_nowait`` raises when it is empty.
+    """
+
+    __slots__ = ("_queue", "_full", "_empty")
+
+    def __init__(
+        self, queue: Any, full: type[Exception], empty: type[Exception]
+    ) -> None:
+        self._queue, self._full, self._empty = queue, full, empty
+
+    def put_nowait(self, item: Any) -> bool:
+        """Add ``item``; return false, dropping it, if the queue is full."""
+        try:
+            self._queue.put_nowait(item)
+        except self._full:
+            return False
+        return True
+
+    def get(self) -> Any:
+        """Wait for the next item."""
+        return self._queue.get()
+
+    def get_nowait(self) -> Any:
+        """Return the next item, or ``None`` if there is none."""
+        try:
+            return self._queue.get_nowait()
+        except self._empty:
+            return None
 
 
 class Runtime(Protocol):
@@ -207,18 +245,37 @@ def _detect() -> str:
     return "eventlet"
 
 
-def patch_keeping_threads(patch: Callable[[], object]) -> None:
-    """Run a runtime's monkey ``patch`` so that OS threads already running survive.
+def patch_and_check(
+    library: str,
+    patch: Callable[[], object],
+    patched: Callable[[str], bool],
+    modules: tuple[str, ...],
+) -> None:
+    """Run a runtime's monkey ``patch``, then check that it took.
 
-    Threads started before the patch (the reloader's of ``pserve --reload``)
-    are real OS threads, but ``threading`` would forget them at exit under
-    the green ``get_ident()`` and raise ``KeyError``: each forgets itself
-    under its own, real identifier instead.
+    OS threads already running survive it: threads started before the patch
+    (the reloader's of ``pserve --reload``) are real OS threads, but
+    ``threading`` would forget them at exit under the green ``get_ident()``
+    and raise ``KeyError``; each forgets itself under its own, real
+    identifier instead.
+
+    :param library: the runtime's package, whose functions replace the
+        blocking ones (``time.sleep``, ``threading.local``).
+    :param patched: tells whether the library patched a module.
+    :param modules: the modules that must be patched.
+    :raises RuntimeError: naming what stayed unpatched.
     """
     earlier = [t for t in threading.enumerate() if t is not threading.main_thread()]
     patch()
     for thread in earlier:
         thread._delete = functools.partial(_forget_thread, thread)  # type: ignore[attr-defined]
+    for module in modules:
+        if not patched(module):
+            raise RuntimeError(f"{library} could not patch the {module!r} module")
+    if not time.sleep.__module__.startswith(library):
+        raise RuntimeError("time.sleep is still the blocking original")
+    if not threading.local.__module__.startswith(library):
+        raise RuntimeError("threading.local is still thread-local, not green-local")
 
 
 def _forget_thread(thread: threading.Thread) -> None:

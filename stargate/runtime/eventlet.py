@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from stargate.runtime import BoundedQueue, patch_and_check
+
 with warnings.catch_warnings():
     warnings.filterwarnings(
         "ignore", message=r"\s*eventlet is deprecated", category=Warning
@@ -98,35 +100,11 @@ class Event:
 event = Event
 
 
-class Queue:
-    """A bounded FIFO between green threads: put never blocks, get waits."""
-
-    __slots__ = ("_queue",)
-
-    def __init__(self, maxsize: int) -> None:
-        self._queue = eventlet.queue.LightQueue(maxsize)
-
-    def put_nowait(self, item: Any) -> bool:
-        """Add ``item``; return false, dropping it, if the queue is full."""
-        try:
-            self._queue.put_nowait(item)
-        except eventlet.queue.Full:
-            return False
-        return True
-
-    def get(self) -> Any:
-        """Wait for the next item."""
-        return self._queue.get()
-
-    def get_nowait(self) -> Any:
-        """Return the next item, or ``None`` if there is none."""
-        try:
-            return self._queue.get_nowait()
-        except eventlet.queue.Empty:
-            return None
-
-
-queue = Queue
+def queue(maxsize: int) -> BoundedQueue:
+    """Return a bounded FIFO between green threads: put never blocks."""
+    return BoundedQueue(
+        eventlet.queue.LightQueue(maxsize), eventlet.queue.Full, eventlet.queue.Empty
+    )
 
 
 @contextmanager
@@ -179,19 +157,12 @@ def monkey_patch() -> None:
     keep the real ``os.read``.  Raises :class:`RuntimeError` naming what
     stayed unpatched.
     """
-    import threading
-    import time
-
-    from stargate.runtime import patch_keeping_threads
-
-    patch_keeping_threads(functools.partial(eventlet.monkey_patch, os=False))
-    for module in ("socket", "thread", "time", "select"):
-        if not eventlet.patcher.is_monkey_patched(module):  # pragma: no cover
-            raise RuntimeError(f"eventlet could not patch the {module!r} module")
-    if not time.sleep.__module__.startswith("eventlet"):  # pragma: no cover
-        raise RuntimeError("time.sleep is still the blocking original")
-    if not threading.local.__module__.startswith("eventlet"):  # pragma: no cover
-        raise RuntimeError("threading.local is still thread-local, not green-local")
+    patch_and_check(
+        "eventlet",
+        functools.partial(eventlet.monkey_patch, os=False),
+        eventlet.patcher.is_monkey_patched,
+        ("socket", "thread", "time", "select"),
+    )
 
 
 def is_monkey_patched() -> bool:

@@ -20,6 +20,7 @@ import gevent.queue
 import gevent.socket
 
 from stargate.exceptions import IncorrectlyConfigured
+from stargate.runtime import BoundedQueue, patch_and_check
 
 name = "gevent"
 http_module = "stargate.runtime.gevent_http"
@@ -73,35 +74,11 @@ def kill_later(seconds: float, thread: Any, before: Callable[[], object]) -> _Ti
     return _Timer(seconds, thread, before)
 
 
-class Queue:
-    """A bounded FIFO between green threads: put never blocks, get waits."""
-
-    __slots__ = ("_queue",)
-
-    def __init__(self, maxsize: int) -> None:
-        self._queue: gevent.queue.Queue = gevent.queue.Queue(maxsize)
-
-    def put_nowait(self, item: Any) -> bool:
-        """Add ``item``; return false, dropping it, if the queue is full."""
-        try:
-            self._queue.put_nowait(item)
-        except gevent.queue.Full:
-            return False
-        return True
-
-    def get(self) -> Any:
-        """Wait for the next item."""
-        return self._queue.get()
-
-    def get_nowait(self) -> Any:
-        """Return the next item, or ``None`` if there is none."""
-        try:
-            return self._queue.get_nowait()
-        except gevent.queue.Empty:
-            return None
-
-
-queue = Queue
+def queue(maxsize: int) -> BoundedQueue:
+    """Return a bounded FIFO between green threads: put never blocks."""
+    return BoundedQueue(
+        gevent.queue.Queue(maxsize), gevent.queue.Full, gevent.queue.Empty
+    )
 
 
 def timeout(seconds: float | None) -> gevent.Timeout:
@@ -159,20 +136,12 @@ def monkey_patch() -> None:
 
     Raises :class:`RuntimeError` naming what stayed unpatched.
     """
-    import threading
-    import time
-
-    from stargate.runtime import patch_keeping_threads
-
-    patch_keeping_threads(gevent.monkey.patch_all)
-
-    for module in ("socket", "threading", "time", "select"):
-        if not gevent.monkey.is_module_patched(module):  # pragma: no cover
-            raise RuntimeError(f"gevent could not patch the {module!r} module")
-    if not time.sleep.__module__.startswith("gevent"):  # pragma: no cover
-        raise RuntimeError("time.sleep is still the blocking original")
-    if not threading.local.__module__.startswith("gevent"):  # pragma: no cover
-        raise RuntimeError("threading.local is still thread-local, not green-local")
+    patch_and_check(
+        "gevent",
+        gevent.monkey.patch_all,
+        gevent.monkey.is_module_patched,
+        ("socket", "threading", "time", "select"),
+    )
 
 
 def is_monkey_patched() -> bool:
