@@ -237,6 +237,11 @@ class Connection:
         self._keepalive = keepalive and settings.ping_interval > 0
         self._last_ping = time.monotonic()
         self._ping_payload: bytes | None = None
+        #: When the connection opened (``time.monotonic()``).
+        self.opened_at = self._last_ping
+        #: Messages received from the peer, and sent to it, so far.
+        self.messages_in = 0
+        self.messages_out = 0
         self._callbacks: list[Callable[[Connection], object]] = []
         self._closed: runtime.Event | None = None  # made when someone waits
         self.shares_frames = shares_frames
@@ -339,6 +344,7 @@ class Connection:
         if self._state is not State.OPEN:
             raise ConnectionClosed(self.close_code or CLOSE_ABNORMAL, self.close_reason)
         if self.shares_frames:  # no extension: the frame is the same for all
+            self.messages_out += 1
             self._write(encode_message(message))
             return
         if isinstance(message, str):
@@ -349,6 +355,7 @@ class Connection:
             raise TypeError(
                 f"a WebSocket message is str or bytes, not {type(message).__name__}"
             )
+        self.messages_out += 1
         self._write(self._proto.send(event))
 
     def send_frame(self, frame: bytes) -> bool:
@@ -360,6 +367,7 @@ class Connection:
         """
         if self._state is not State.OPEN:
             return False
+        self.messages_out += 1
         self._write(frame)
         return True
 
@@ -606,6 +614,7 @@ class Connection:
         if opcode == PONG:
             self._pong_received(payload)
         elif self._state is State.OPEN:
+            self.messages_in += 1
             self._message_queue().append(payload)
 
     def _process_events(self) -> None:
@@ -614,6 +623,7 @@ class Connection:
                 if self._state is State.OPEN:
                     self._fragments.append(event.data)
                     if event.message_finished:
+                        self.messages_in += 1
                         self._message_queue().append(self._assemble(event))
             elif isinstance(event, Ping):
                 if self._proto.state is ConnectionState.OPEN:

@@ -62,16 +62,18 @@ def client_socket(environ: dict[str, Any]) -> socket.socket | None:
     return environ.get("gunicorn.socket")  # gunicorn's own workers
 
 
-def written_by_application(environ: dict[str, Any]) -> Any:
-    """Return the WSGI body of a response the application wrote on the socket.
+def written_by_application(environ: dict[str, Any], start_response: Any) -> Any:
+    """Return the WSGI body of an upgrade the application wrote on the socket.
 
     The server is told to write nothing: eventlet's server through its
-    request-local flag, gunicorn's workers through their marker object;
-    servers that took the connection over (:data:`HAND_OVER_KEY`) know.
+    request-local flag (after the 101 status for its access line),
+    gunicorn's workers through their marker object; servers that took the
+    connection over (:data:`HAND_OVER_KEY`) know.
     """
     if "eventlet.input" in environ:
         from stargate.runtime.eventlet_http import already_handled
 
+        start_response("101 Switching Protocols", [])  # written: only logged
         already_handled()
     elif "gunicorn.socket" in environ:
         # Loaded already: it is the worker serving this request.

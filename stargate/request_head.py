@@ -19,11 +19,18 @@ from __future__ import annotations
 import http.client
 import re
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import NamedTuple
 
 import httptools
 
-__all__ = ["MAX_HEADERS", "BadRequestHead", "RequestHead", "read_request_head"]
+__all__ = [
+    "MAX_HEADERS",
+    "BadRequestHead",
+    "RequestHead",
+    "error_response",
+    "read_request_head",
+]
 
 #: Header fields a request may have (the standard library's limit too).
 MAX_HEADERS = 100
@@ -43,6 +50,21 @@ class BadRequestHead(ValueError):
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
+
+
+def error_response(status: int, reason: str) -> bytes:
+    """Return the whole answer to a request that cannot be served.
+
+    HTTP/1.1 whatever the client spoke (an HTTP/0.9 client gets a status line
+    too), a plain-text body with the reason, and the connection closed.
+    """
+    body = f"{reason}\n".encode()
+    return (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode("latin-1") + body
 
 
 class RequestHead(NamedTuple):

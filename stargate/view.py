@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,7 @@ from stargate.resource import WebSocketAwareResource
 __all__ = ["HandledResponse", "WebSocketView"]
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("stargate.access")
 
 #: Tracks connections made under a server that is not ``egg:stargate#server``
 #: (plain ``eventlet.wsgi``, gunicorn's own gevent worker), so that they
@@ -56,7 +58,7 @@ class HandledResponse(Response):
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         """Tell the server that the response was written; write nothing."""
-        return written_by_application(environ)
+        return written_by_application(environ, start_response)
 
 
 class _HandlerWatchdog:
@@ -286,6 +288,16 @@ class WebSocketView:
             watchdog.cancel()
             websocket.close()
             websocket.wait_closed()
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "WebSocket %s closed %s %r after %.3fs, %d in, %d out",
+                    self.request.path,
+                    websocket.close_code,
+                    websocket.close_reason,
+                    time.monotonic() - websocket.opened_at,
+                    websocket.messages_in,
+                    websocket.messages_out,
+                )
         return HandledResponse()
 
     def handler(self, websocket: Connection) -> None:

@@ -96,22 +96,6 @@ def test_a_bad_chunked_body_is_a_400_logged_by_the_server(live, caplog):
     assert any("Invalid" in r.getMessage() for r in caplog.records), caplog.text
 
 
-def test_access_lines_tell_101_for_an_upgrade_and_the_status_otherwise(live, caplog):
-    import urllib.request
-
-    from stargate.testing import WebSocketClient
-
-    caplog.set_level(logging.INFO, logger="stargate.access")
-    with urllib.request.urlopen(live.url + "/pid", timeout=10) as response:
-        assert response.status == 200
-    with WebSocketClient(live.ws_url("/echo/")) as client:
-        client.send("logged")
-        assert client.receive() == "logged"
-    lines = [r.getMessage() for r in caplog.records if r.name == "stargate.access"]
-    assert any('"GET /pid HTTP/1.1" 200' in line for line in lines), lines
-    assert any('"GET /echo/ HTTP/1.1" 101' in line for line in lines), lines
-
-
 def test_access_lines_are_not_formatted_for_a_logger_that_drops_them(
     live, caplog, monkeypatch
 ):

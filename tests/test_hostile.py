@@ -8,7 +8,6 @@ import socket
 import pytest
 
 from stargate.testing import WebSocketClient
-from tests.conftest import RUNTIME
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 UPGRADE = (
@@ -100,8 +99,7 @@ CASES = {
     "missing Host": ("GET /raw HTTP/1.1\r\n" + UPGRADE + "\r\n", 400, b"Host"),
     "absurdly long header": (
         f"GET /raw HTTP/1.1\r\n{HOST}X-Junk: {'a' * 100_000}\r\n" + UPGRADE + "\r\n",
-        # eventlet's parser says 400; ours on gevent says what RFC 6585 has.
-        400 if RUNTIME == "eventlet" else 431,
+        431,
         b"",
     ),
     "thousands of headers": (

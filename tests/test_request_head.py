@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import socket
 
 import pytest
@@ -224,16 +225,32 @@ def test_bad_heads_are_answered_and_hurt_nobody(live, raw, status_line, reason):
         assert bystander.receive() == "unaffected"
 
 
-@pytest.mark.eventlet_only
-def test_an_http_0_9_refusal_has_no_status_line(live):
-    # What the standard library does too: an HTTP/0.9 client reads no head.
+def test_a_request_line_without_a_version_gets_a_plain_400(live, caplog, capfd):
+    """Not the standard library's HTML page without a status line."""
+    caplog.set_level(logging.INFO, logger="stargate.server")
     received = exchange(live, b"GET /\x00\r\n\r\n")
-    assert received.startswith(b"<!DOCTYPE HTML>")
-    assert b"400" in received
-
-
-@pytest.mark.gevent_only
-def test_a_request_line_without_a_version_gets_a_plain_400(live):
-    received = exchange(live, b"GET /\x00\r\n\r\n")
-    assert received.startswith(b"HTTP/1.1 400 Bad request\r\n")
+    assert received.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"Content-Type: text/plain; charset=utf-8\r\n" in received
     assert received.endswith(b"\r\n\r\nBad request (Invalid char in url path)\n")
+    assert any(
+        "bad request from 127.0.0.1: 400" in record.getMessage()
+        for record in caplog.records
+    )
+    assert capfd.readouterr().err == ""  # nothing printed outside logging
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n", 431),
+        (b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+        (b"GET / HTTP/1.1 junk\r\nHost: x\r\n\r\n", 400),
+    ],
+    ids=["long request line", "long header", "unknown method", "junk after version"],
+)
+def test_every_refusal_is_plain_text_with_a_status_line(live, raw, status):
+    received = exchange(live, raw)
+    assert received.startswith(b"HTTP/1.1 %d " % status), received[:100]
+    assert b"Content-Type: text/plain; charset=utf-8\r\n" in received
+    assert b"Connection: close\r\n" in received

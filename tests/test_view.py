@@ -212,3 +212,25 @@ def test_handed_over_connections_are_forgotten_when_they_end(live):
         cycle()
     assert eventually(lambda: live.server.running_requests == 0)
     assert eventually(lambda: sockets() <= before + 2), (before, sockets())
+
+
+def test_the_access_log_tells_the_upgrade_and_the_end_of_each_websocket(serve, caplog):
+    import logging
+    import urllib.request
+
+    caplog.set_level(logging.INFO, logger="stargate.access")
+    live = serve()  # eventlet's server reads the access log's level at start
+    with urllib.request.urlopen(live.url + "/pid", timeout=10) as response:
+        assert response.status == 200
+    with WebSocketClient(live.ws_url("/echo/")) as client:
+        for text in ("one", "two"):
+            client.send(text)
+            assert client.receive() == text
+    assert live.wait_for_connections(0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "stargate.access"]
+    assert any('"GET /pid HTTP/1.1" 200' in line for line in lines), lines
+    assert any('"GET /echo/ HTTP/1.1" 101' in line for line in lines), lines
+    ends = [line for line in lines if line.startswith("WebSocket /echo/ closed")]
+    assert len(ends) == 1, lines
+    assert ends[0].startswith("WebSocket /echo/ closed 1000 '' after ")
+    assert ends[0].endswith("s, 2 in, 2 out")

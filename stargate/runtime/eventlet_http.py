@@ -21,14 +21,17 @@ import socket
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from http import HTTPStatus
 from typing import Any
 
 import eventlet
 import eventlet.wsgi
 
 from stargate.handover import HAND_OVER_KEY, NO_BODY, TRACKER_KEY
-from stargate.request_head import BadRequestHead, read_request_head
+from stargate.request_head import BadRequestHead, error_response, read_request_head
 from stargate.server.http import PatientListener, ServerContext
+
+log = logging.getLogger("stargate.server")
 
 __all__ = [
     "HttpServer",
@@ -373,6 +376,15 @@ class _HttpProtocol(eventlet.wsgi.HttpProtocol):
     #: The pool whose :meth:`RefusingPool.hand_over` may take the connection.
     pool: RefusingPool | None = None
 
+    def _read_request_line(self) -> bytes | str:
+        """Read the request line; answer one longer than the limit with 414."""
+        line = super()._read_request_line()
+        if len(line) >= self.server.url_length_limit:
+            self.requestline = str(line[:80], "iso-8859-1") + "..."
+            self.send_error(414, "Request-URI Too Long")
+            return b""  # eventlet closes the connection
+        return line
+
     def parse_request(self) -> bool:
         """Parse the request line and headers with httptools.
 
@@ -384,7 +396,10 @@ class _HttpProtocol(eventlet.wsgi.HttpProtocol):
         self.close_connection = True
         self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
         try:
-            head = read_request_head(self.raw_requestline, self.rfile.readline)
+            try:
+                head = read_request_head(self.raw_requestline, self.rfile.readline)
+            except (eventlet.wsgi.HeaderLineTooLong, eventlet.wsgi.HeadersTooLarge):
+                raise BadRequestHead(431, "Request Header Fields Too Large") from None
         except BadRequestHead as refusal:
             # The answer has a status line unless the client spoke HTTP/0.9.
             version = self.requestline.rpartition(" ")[2]
@@ -410,6 +425,30 @@ class _HttpProtocol(eventlet.wsgi.HttpProtocol):
         # "Expect: 100-continue" needs nothing here: eventlet answers it when
         # the application first reads the body.
         return True
+
+    def send_error(
+        self, code: int, message: str | None = None, explain: str | None = None
+    ) -> None:
+        """Answer a request that cannot be served: plain text, logged, closed.
+
+        Instead of the standard library's HTML page, which has no status line
+        for an HTTP/0.9 client and logs to ``stderr``.
+        """
+        log.info(
+            "bad request from %s: %s %s",
+            self.client_address[0] if self.client_address else "-",
+            code,
+            message,
+        )
+        self.close_connection = True
+        try:
+            self.wfile.write(error_response(code, message or HTTPStatus(code).phrase))
+        except OSError:
+            pass  # the client left
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Send the standard library's own messages through :mod:`logging`."""
+        log.info(format, *args)
 
     def finish(self) -> None:
         """Release the request's files; close the connection unless handed over."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import socket
 import sys
 import time
 from typing import Any
@@ -29,7 +30,12 @@ import gevent
 from gevent import pywsgi
 
 from stargate.handover import HAND_OVER_KEY, NO_BODY, SOCKET_KEY, TRACKER_KEY
-from stargate.request_head import BadRequestHead, RequestHead, read_request_head
+from stargate.request_head import (
+    BadRequestHead,
+    RequestHead,
+    error_response,
+    read_request_head,
+)
 from stargate.server.http import PatientListener, ServerContext
 
 __all__ = ["HttpServer"]
@@ -38,6 +44,10 @@ log = logging.getLogger("stargate.server")
 
 #: The longest header line (the request line has ``url_length_limit``).
 MAX_HEADER_LINE = 8192
+
+#: How long, and for how many reads, a refused client's input is drained.
+LINGER_SECONDS = 1.0
+LINGER_READS = 64
 
 #: ``accept()`` on a listening socket that was shut down.
 _STOPPED = frozenset({errno.EINVAL, errno.EBADF})
@@ -241,21 +251,27 @@ class _Handler(pywsgi.WSGIHandler):
             refusal.status,
             refusal.reason,
         )
-        body = f"{refusal.reason}\n".encode()
-        phrase = refusal.reason.split(" (", 1)[0]
         try:
-            self.socket.sendall(
-                b"HTTP/1.1 %d %s\r\n"
-                b"Content-Type: text/plain; charset=utf-8\r\n"
-                b"Content-Length: %d\r\n"
-                b"Connection: close\r\n\r\n%s"
-                % (refusal.status, phrase.encode("latin-1"), len(body), body)
-            )
+            self.socket.sendall(error_response(refusal.status, refusal.reason))
+            self._linger()
         except OSError:
             pass  # the client left
         self.status = str(refusal.status)
         self.time_finish = time.time()
         self.log_request()
+
+    def _linger(self) -> None:
+        """Read what the client still sends, for a bounded while, then close.
+
+        Closing a socket with unread data sends a TCP reset, which can reach
+        the client before the answer does.
+        """
+        sock = self.socket
+        sock.shutdown(socket.SHUT_WR)
+        with gevent.Timeout(LINGER_SECONDS, False):
+            for _ in range(LINGER_READS):
+                if not sock.recv(65536):
+                    return
 
     def get_environ(self) -> dict[str, Any]:
         """Return the WSGI environ of the request whose head was read."""
