@@ -146,3 +146,24 @@ def test_kill_all_forgets_what_never_started(what):
     assert pool.running() == 0
     eventlet.sleep(0.01)
     assert started == []
+
+
+class GoneFile:
+    """The write side of a client that left before its answer."""
+
+    def write(self, data):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_an_error_answer_to_a_client_that_left_is_no_error(caplog):
+    import logging
+
+    from stargate.runtime.eventlet_http import _HttpProtocol
+
+    protocol = _HttpProtocol.__new__(_HttpProtocol)  # only the answer matters
+    protocol.client_address = ("127.0.0.1", 40000)
+    protocol.wfile = GoneFile()
+    caplog.set_level(logging.INFO, logger="stargate.server")
+    protocol.send_error(400, "Bad request (test)")
+    assert protocol.close_connection is True
+    assert "bad request from 127.0.0.1: 400" in caplog.text

@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from stargate.testing import WebSocketClient
+from tests.conftest import eventually
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 UPGRADE = (
@@ -171,3 +172,19 @@ def test_garbage_instead_of_http(serve, garbage):
         assert hung_up == [True]
         bystander.send("unaffected")
         assert bystander.receive() == "unaffected"
+
+
+def test_a_client_that_resets_in_the_middle_of_a_head_hurts_nobody(live):
+    import struct
+
+    with WebSocketClient(live.ws_url("/echo/")) as bystander:
+        for _ in range(3):
+            sock = socket.create_connection((live.host, live.port), timeout=5)
+            sock.sendall(b"GET /echo/ HTTP/1.1\r\nHost: x\r\nUpgr")
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            sock.close()  # a reset, with the head half sent
+        bystander.send("unaffected")
+        assert bystander.receive() == "unaffected"
+    assert eventually(lambda: live.server.running_requests == 0)

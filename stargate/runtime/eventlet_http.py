@@ -446,10 +446,6 @@ class _HttpProtocol(eventlet.wsgi.HttpProtocol):
         except OSError:
             pass  # the client left
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Send the standard library's own messages through :mod:`logging`."""
-        log.info(format, *args)
-
     def finish(self) -> None:
         """Release the request's files; close the connection unless handed over."""
         if self.pool is not None and self.pool.handed_over(self.connection):
