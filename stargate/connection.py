@@ -56,6 +56,7 @@ __all__ = [
     "CLOSE_INTERNAL_ERROR",
     "CLOSE_KEEPALIVE_TIMEOUT",
     "CLOSE_NORMAL",
+    "CLOSE_TOO_BIG",
     "CLOSE_TOO_SLOW",
     "Connection",
     "ConnectionTracker",
@@ -75,6 +76,8 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 #: The peer did not read fast enough: its outbound queue overflowed.
 CLOSE_TOO_SLOW = 1008
+#: A message was larger than ``stargate.max_message_size``.
+CLOSE_TOO_BIG = 1009
 #: The handler raised an exception.
 CLOSE_INTERNAL_ERROR = 1011
 #: The peer did not answer a keepalive ping in time (the TCP connection is
@@ -244,6 +247,11 @@ class Connection:
         self.messages_out = 0
         self._callbacks: list[Callable[[Connection], object]] = []
         self._closed: runtime.Event | None = None  # made when someone waits
+        # While no green thread receives, the hub watches the socket (see
+        # read_in_background): the handle of that watch, if any.
+        self._watch: runtime.TimerHandle | None = None
+        self._in_background = False
+        self._last_receive = self._last_ping
         self.shares_frames = shares_frames
         if tracker is not None:
             tracker.add(self)
@@ -310,6 +318,7 @@ class Connection:
         if self._state is State.CLOSED:
             return
         self._state = State.CLOSED
+        self._unwatch()
         self._input_done = True
         if self._outbox:
             self._outbox.clear()
@@ -479,7 +488,17 @@ class Connection:
         self._finish()
 
     def on_tick(self, now: float) -> None:
-        """Send a keepalive ping, or cut a peer that is late; called by the tracker."""
+        """Send a keepalive ping, or cut a peer that is late; called by the tracker.
+
+        Also watches the socket again for a handler that stopped receiving
+        (see :meth:`read_in_background`).
+        """
+        if (
+            self._in_background
+            and self._watch is None
+            and now - self._last_receive >= self.tick_hint
+        ):
+            self._watch_if_idle()
         if self._pending_close is not None:
             if now >= self._close_deadline:  # the handler did not read in time
                 self._close_now()
@@ -521,6 +540,7 @@ class Connection:
         :raises TimeoutError: if no message came within ``timeout``.
         """
         give_up = None if timeout is None else time.monotonic() + timeout
+        self._last_receive = time.monotonic()
         while True:
             if self._messages:
                 return self._messages.popleft()
@@ -573,6 +593,7 @@ class Connection:
             raise RuntimeError(
                 "another green thread is already receiving on this connection"
             )
+        self._unwatch()  # this green thread reads now
         self._reading = True
         data: bytes | None = None
         try:
@@ -585,6 +606,10 @@ class Connection:
             self._reading = False
         if data is None:
             return  # timed out: the caller decides
+        self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        """Process bytes read from the socket (``b""``: the end of the stream)."""
         if not data:
             if self._simple is not None:
                 rest, self._simple = self._simple.end(), None
@@ -609,6 +634,55 @@ class Connection:
                 return
         self._proto.receive_data(data)
         self._process_events()
+
+    # -- reading while the handler does not ------------------------------------
+
+    def read_in_background(self) -> None:
+        """Process what the peer sends even while no green thread receives.
+
+        Until a green thread calls :meth:`receive` (which takes over), the
+        hub watches the socket, without a green thread per connection: pings
+        and the peer's close are answered at once, a lost peer is noticed
+        and the connection closed (its listeners removed), and messages wait
+        for the handler, at most ``stargate.send_queue_size`` of them; past
+        that nothing more is read (TCP pushes back on the peer).  Watching
+        starts again, at the next tick of the shared timer, when the
+        handler stays out of :meth:`receive`.  :class:`WebSocketView` calls
+        this before running its handler.
+        """
+        self._in_background = True
+        self._watch_if_idle()
+
+    def _watch_if_idle(self) -> None:
+        if (
+            self._watch is None
+            and not self._reading
+            and not self._input_done
+            and self._state is not State.CLOSED
+            and len(self._messages or ()) < self._settings.send_queue_size
+        ):
+            self._watch = runtime.get().watch_readable(self._sock, self._on_readable)
+
+    def _unwatch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+
+    def _on_readable(self) -> None:
+        # In the hub: no green switch here, so the reading is spawned.
+        self._unwatch()
+        runtime.get().spawn(self._read_in_background)
+
+    def _read_in_background(self) -> None:
+        if self._reading or self._input_done or self._state is State.CLOSED:
+            return  # a receiving green thread took over, or it is over
+        try:
+            data = runtime.get().recv_nowait(self._sock, self._recv_size)
+        except OSError:
+            data = b""  # reset: the peer is gone
+        if data is not None:
+            self._take(data)
+        self._watch_if_idle()
 
     def _on_simple_frame(self, opcode: int, payload: Message) -> None:
         if opcode == PONG:
@@ -671,14 +745,16 @@ class Connection:
             self._write(self._proto.send(event.response()), control=True)
         elif state is ConnectionState.OPEN:
             # wsproto found a protocol error: fail the connection with its code.
-            log.info(
-                "%r: failing the connection: %s %s", self, event.code, event.reason
-            )
-            self._leave_open(
-                event.code, event.reason or "", self._settings.close_timeout
-            )
+            reason = event.reason or ""
+            if event.code == CLOSE_TOO_BIG:  # wsproto says "error in extension"
+                reason = (
+                    "message larger than max_message_size "
+                    f"({self._settings.max_message_size} bytes)"
+                )
+            log.info("%r: failing the connection: %s %s", self, event.code, reason)
+            self._leave_open(event.code, reason, self._settings.close_timeout)
             self._write(
-                self._proto.send(CloseConnection(code=event.code, reason=event.reason)),
+                self._proto.send(CloseConnection(code=event.code, reason=reason)),
                 control=True,
             )
         self._shutdown_when_flushed()

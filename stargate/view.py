@@ -64,7 +64,10 @@ class HandledResponse(Response):
 class _HandlerWatchdog:
     """Stops a handler that outlives its connection by more than a grace period.
 
-    Called when the connection closes (a close callback).
+    Called when the connection closes (a close callback).  A handler that
+    sleeps forever (as in stargate 0.x's examples) is a normal pattern: it
+    is stopped quietly.  One that is still running a grace period after
+    being stopped ignores it, and is warned about.
     """
 
     __slots__ = ("request", "grace", "thread", "timer")
@@ -77,12 +80,22 @@ class _HandlerWatchdog:
     def __call__(self, websocket: Connection) -> None:
         thread = self.thread()
         if thread is not None:
+            self.timer = runtime.get().kill_later(self.grace, thread, self._stopping)
+
+    def _stopping(self) -> None:
+        log.debug(
+            "stopping the WebSocket handler of %s, %ss after its connection closed",
+            self.request.path,
+            self.grace,
+        )
+        thread = self.thread()
+        if thread is not None:  # checked again once it has had time to stop
             self.timer = runtime.get().kill_later(self.grace, thread, self._warn)
 
     def _warn(self) -> None:
         log.warning(
-            "WebSocket handler of %s still running %ss after its connection "
-            "closed: stopping it",
+            "WebSocket handler of %s ignored being stopped %ss after its "
+            "connection closed (it caught GreenletExit?): stopping it again",
             self.request.path,
             self.grace,
         )
@@ -269,14 +282,21 @@ class WebSocketView:
         """Run :meth:`handler`, then close the connection and wait until it is closed.
 
         An exception raised by the handler is logged and closes the
-        connection with 1011; the server goes on serving everyone else.  A
+        connection with 1011; the server goes on serving everyone else.
+
+        While the handler does not receive, the connection still answers
+        pings and the client's close, and notices a lost client (see
+        :meth:`~stargate.connection.Connection.read_in_background`).  A
         handler still running ``stargate.close_timeout`` seconds after its
-        connection closed (blocked on something that never comes) is stopped,
-        so that it does not hold a connection slot forever.  Returns a
+        connection closed (sleeping forever, or blocked on something that
+        never comes) is stopped quietly, with ``GreenletExit`` raised where
+        it waits, so that it does not hold a connection slot forever; one
+        that ignores that is warned about and stopped again.  Returns a
         :class:`HandledResponse`.
         """
         watchdog = _HandlerWatchdog(self.request, self.settings.close_timeout)
         websocket.on_close(watchdog)
+        websocket.read_in_background()  # until the handler receives
         try:
             self.handler(websocket)
         except ConnectionClosed:

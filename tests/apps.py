@@ -93,6 +93,32 @@ class TokenPolicy:
         return []
 
 
+class Sleeper(Node):
+    """Its handler listens, then sleeps forever without reading (stargate 0.x)."""
+
+
+class SleeperView(WebSocketView):
+    def handler(self, websocket):
+        self.context.add_listener(websocket)
+        while True:
+            runtime.get().sleep(60)
+
+
+class Obstinate(Node):
+    """Its handler ignores being stopped once."""
+
+
+class ObstinateView(WebSocketView):
+    def handler(self, websocket):
+        import greenlet
+
+        for _ in range(2):
+            try:
+                runtime.get().sleep(60)
+            except greenlet.GreenletExit:
+                pass  # the first stop is ignored
+
+
 class Whoami(Node):
     """Its clients listen, and first hear which process serves them."""
 
@@ -126,6 +152,8 @@ class Root(Node):
             "private": Private("private", self),
             "lifecycle": Lifecycle("lifecycle", self),
             "whoami": Whoami("whoami", self),
+            "sleeper": Sleeper("sleeper", self),
+            "obstinate": Obstinate("obstinate", self),
         }
 
     def __getitem__(self, key: str) -> Node:
@@ -291,6 +319,8 @@ def make_app(settings: dict | None = None):
         config.add_view(StubbornView, context=Stubborn, websocket=True)
         config.add_view(LifecycleView, context=Lifecycle, websocket=True)
         config.add_view(WhoamiView, context=Whoami, websocket=True)
+        config.add_view(SleeperView, context=Sleeper, websocket=True)
+        config.add_view(ObstinateView, context=Obstinate, websocket=True)
         config.set_security_policy(TokenPolicy())
         config.add_view(EchoView, context=Private, websocket=True, permission="listen")
         config.add_view(burst, context=Node, request_method="POST")

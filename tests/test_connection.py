@@ -143,11 +143,15 @@ def test_invalid_utf8_fails_fast_inside_a_fragmented_message():
     assert peer.conn.close_code == 1007
 
 
-def test_message_too_big_is_1009():
+def test_message_too_big_is_1009_with_the_setting_in_the_reason():
     peer = Peer(max_message_size=10)
     peer.send(TextMessage(data="x" * 11))
     assert peer.conn.receive() is None
     assert peer.conn.close_code == 1009
+    reason = "message larger than max_message_size (10 bytes)"
+    assert peer.conn.close_reason == reason
+    closes = [e for e in peer.events() if isinstance(e, CloseConnection)]
+    assert (closes[0].code, closes[0].reason) == (1009, reason)
 
 
 def test_receive_timeout():
@@ -510,3 +514,35 @@ def test_a_handler_that_does_not_read_on_is_closed_at_close_timeout():
     peer.conn.on_tick(started + 0.3)
     assert peer.conn.state is not State.OPEN
     assert close_codes(peer.events()) == [1002]
+
+
+def test_reading_in_background_answers_a_close_nobody_receives():
+    peer = Peer(close_timeout=60)
+    peer.conn.read_in_background()
+    peer.send(CloseConnection(code=1000, reason="bye"))
+    assert close_codes(peer.events(0.2)) == [1000]  # answered, nobody receiving
+    assert peer.conn.state is State.CLOSED
+    peer.conn._read_in_background()  # a late wake-up reads nothing more
+
+
+def test_a_receive_takes_over_and_the_shared_timer_hands_back():
+    peer = Peer(close_timeout=60)
+    peer.conn.read_in_background()
+    peer.send(TextMessage(data="read by the handler"))
+    assert peer.conn.receive() == "read by the handler"
+    assert peer.conn._watch is None  # the handler reads: no watch
+    peer.conn.on_tick(time.monotonic())  # too soon after that receive
+    assert peer.conn._watch is None
+    peer.conn.on_tick(time.monotonic() + 5)  # the handler went away
+    assert peer.conn._watch is not None
+    peer.send(CloseConnection(code=1000))
+    assert close_codes(peer.events(0.2)) == [1000]
+
+
+def test_reading_in_background_stops_when_messages_pile_up():
+    peer = Peer(close_timeout=60, send_queue_size=2)
+    peer.conn.read_in_background()
+    peer.send(TextMessage(data="1"), TextMessage(data="2"), TextMessage(data="3"))
+    sleep(0.05)
+    assert peer.conn._watch is None  # two waiting: the rest stays in TCP
+    assert [peer.conn.receive() for _ in range(3)] == ["1", "2", "3"]

@@ -336,3 +336,44 @@ def test_a_patch_that_did_not_take_is_refused_naming_what(library, patched, reas
             library, lambda: done.append(True), patched, ("socket", "select")
         )
     assert done == [True]
+
+
+def test_recv_nowait_never_waits(rt):
+    left, right = green_socket_module().socketpair()
+    assert rt.recv_nowait(left, 10) is None  # nothing yet
+    right.sendall(b"now")
+    sleep(0.01)
+    assert rt.recv_nowait(left, 10) == b"now"
+    right.close()
+    sleep(0.01)
+    assert rt.recv_nowait(left, 10) == b""  # the end of the stream
+    left.close()
+
+
+def test_watch_readable_calls_back_until_cancelled(rt):
+    left, right = green_socket_module().socketpair()
+    calls = []
+    watch = rt.watch_readable(left, lambda: calls.append(rt.recv_nowait(left, 10)))
+    sleep(0.01)
+    assert calls == []
+    right.sendall(b"one")
+    for _ in range(100):  # bounded: the hub calls back on its next turn
+        if calls:
+            break
+        sleep(0.01)
+    assert calls == [b"one"]
+    watch.cancel()
+    right.sendall(b"two")
+    sleep(0.05)
+    assert calls == [b"one"]
+    left.close()
+    right.close()
+
+
+def test_a_watched_socket_may_be_closed_before_its_watch_is_cancelled(rt):
+    left, right = green_socket_module().socketpair()
+    watch = rt.watch_readable(left, lambda: None)
+    left.close()  # the hub lets go of the watch, telling nobody
+    sleep(0.01)
+    watch.cancel()
+    right.close()

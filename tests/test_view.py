@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import urllib.request
 
 import pytest
@@ -12,7 +13,7 @@ from webtest import TestApp
 
 from stargate import IncorrectlyConfigured, WebSocketView
 from stargate.testing import WebSocketClient
-from tests.conftest import eventually
+from tests.conftest import eventually, raw_upgrade
 from tests.test_live import listener_count, post
 
 UPGRADE = {
@@ -92,25 +93,65 @@ def test_a_permission_is_checked_before_the_upgrade(live):
         assert client.receive() == "allowed"
 
 
-def test_a_handler_stuck_after_its_client_left_is_stopped(serve, caplog):
+#: A server where only reading in the background can notice anything: no
+#: keepalive, and closing handshakes that would otherwise wait a minute.
+PATIENT = {"stargate.ping_interval": "0", "stargate.close_timeout": "60"}
+
+
+def test_a_handler_that_never_reads_still_has_its_clients_close_answered(serve):
+    server = serve(PATIENT)
+    client = WebSocketClient(server.ws_url("/sleeper/"))
+    assert eventually(lambda: listener_count(server, "/sleeper/") == 1)
+    client.close()
+    # The server answered the close (the client would say 1006 otherwise)...
+    assert client.close_code == 1000
+    # ...and the listener went with its connection.
+    assert listener_count(server, "/sleeper/") == 0
+    assert server.wait_for_connections(0)
+
+
+def test_a_handler_that_never_reads_still_has_its_clients_pings_answered(serve):
+    server = serve(PATIENT)
+    sock, head = raw_upgrade(server, "/sleeper/")
+    with sock:
+        assert head.startswith(b"HTTP/1.1 101")
+        sock.sendall(b"\x89\x84" + b"\x00\x00\x00\x00" + b"ping")  # masked ping
+        assert sock.recv(6) == b"\x8a\x04ping"  # its pong
+
+
+def test_a_handler_that_never_reads_notices_a_client_that_vanished(serve):
+    import struct
+
+    server = serve(PATIENT)
+    sock, head = raw_upgrade(server, "/sleeper/")
+    assert eventually(lambda: listener_count(server, "/sleeper/") == 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # a reset: no close frame
+    assert eventually(lambda: listener_count(server, "/sleeper/") == 0)
+    assert server.wait_for_connections(0)
+
+
+def test_a_sleeping_handler_is_stopped_quietly_after_close_timeout(serve, caplog):
     import logging
 
     caplog.set_level(logging.WARNING, logger="stargate")
-    # A handler that never reads learns nothing of its client: keepalive finds
-    # the client gone (its pongs go unread), then the grace period runs.
-    server = serve(
-        {
-            "stargate.close_timeout": "0.3",
-            "stargate.ping_interval": "0.1",
-            "stargate.ping_timeout": "0.2",
-        }
-    )
-    with WebSocketClient(server.ws_url("/stubborn/")):
+    server = serve({"stargate.ping_interval": "0", "stargate.close_timeout": "0.3"})
+    with WebSocketClient(server.ws_url("/sleeper/")):
         assert eventually(lambda: server.server.running_requests == 1)
-    # The client is gone; the handler sleeps for a minute: it is stopped.
+    # The client is gone; the handler sleeps forever: it is stopped.
     assert eventually(lambda: server.server.running_requests == 0)
-    assert "still running 0.3s after its connection closed" in caplog.text
-    assert server.wait_for_connections(0)
+    assert caplog.records == []
+
+
+def test_a_handler_that_ignores_being_stopped_is_warned_about(serve, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="stargate")
+    server = serve({"stargate.ping_interval": "0", "stargate.close_timeout": "0.2"})
+    with WebSocketClient(server.ws_url("/obstinate/")):
+        assert eventually(lambda: server.server.running_requests == 1)
+    assert eventually(lambda: server.server.running_requests == 0)
+    assert "ignored being stopped 0.2s after its connection closed" in caplog.text
 
 
 # -- after the upgrade: the connection is handed over --------------------------

@@ -168,6 +168,24 @@ class Runtime(Protocol):
     def wait_readable(self, fileno: int) -> None:
         """Wait, in this green thread only, until ``fileno`` is readable."""
 
+    def recv_nowait(self, sock: socket.socket, size: int) -> bytes | None:
+        """Return what the kernel has for ``sock`` now, ``b""`` at its end.
+
+        ``None`` when nothing is there; never switches green threads.  Raises
+        ``OSError`` if the peer is gone.
+        """
+
+    def watch_readable(
+        self, sock: socket.socket, callback: Callable[[], object]
+    ) -> TimerHandle:
+        """Call ``callback()`` in the hub each time ``sock`` is readable.
+
+        No green thread waits: the hub calls it until the returned handle is
+        cancelled.  ``callback`` must not switch green threads (it may spawn one), and
+        the handle must be cancelled before a green thread reads ``sock``
+        or the socket is closed.
+        """
+
     def send_nowait(self, sock: socket.socket, data: bytes | memoryview) -> int:
         """Send what the kernel takes now; return how many bytes went out.
 

@@ -122,6 +122,48 @@ def wait_readable(fileno: int) -> None:
     eventlet.hubs.trampoline(fileno, read=True)
 
 
+def recv_nowait(sock: socket.socket, size: int) -> bytes | None:
+    """Return what the kernel has for ``sock`` now; ``None`` when nothing."""
+    fd = sock.fd if isinstance(sock, eventlet.greenio.GreenSocket) else sock
+    try:
+        return fd.recv(size)
+    except BlockingIOError:
+        return None
+
+
+class _Watch:
+    """A hub listener for a readable socket, removed by :meth:`cancel`."""
+
+    __slots__ = ("_hub", "_listener")
+
+    def __init__(self, sock: socket.socket, callback: Callable[[], object]) -> None:
+        self._hub = eventlet.hubs.get_hub()
+        self._listener = self._hub.add(
+            self._hub.READ,
+            sock.fileno(),
+            lambda fileno: callback(),
+            _ignore_throwback,
+            _nothing,
+        )
+
+    def cancel(self) -> None:
+        """Stop watching."""
+        self._hub.remove(self._listener)
+
+
+def _ignore_throwback(*args: Any) -> None:
+    """Tell nobody: the socket was closed under the watch, and nothing waits."""
+
+
+def _nothing() -> None:
+    """Nothing to mark: no green socket waits through this listener."""
+
+
+def watch_readable(sock: socket.socket, callback: Callable[[], object]) -> _Watch:
+    """Call ``callback()`` in the hub whenever ``sock`` is readable, till cancelled."""
+    return _Watch(sock, callback)
+
+
 def send_nowait(sock: socket.socket, data: bytes | memoryview) -> int:
     """Send what fits in the kernel buffer now; return how many bytes went out."""
     fd = sock.fd if isinstance(sock, eventlet.greenio.GreenSocket) else sock

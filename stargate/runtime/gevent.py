@@ -86,6 +86,34 @@ def timeout(seconds: float | None) -> gevent.Timeout:
     return gevent.Timeout(seconds, False)
 
 
+def recv_nowait(sock: Any, size: int) -> bytes | None:
+    """Return what the kernel has for ``sock`` now; ``None`` when nothing."""
+    raw = getattr(sock, "_sock", sock)
+    try:
+        return raw.recv(size)
+    except BlockingIOError:
+        return None
+
+
+class _Watch:
+    """A loop watcher for a readable socket, released by :meth:`cancel`."""
+
+    __slots__ = ("_watcher",)
+
+    def __init__(self, sock: Any, callback: Callable[[], object]) -> None:
+        self._watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
+        self._watcher.start(callback)
+
+    def cancel(self) -> None:
+        """Stop watching, and release the watcher at once."""
+        self._watcher.close()
+
+
+def watch_readable(sock: Any, callback: Callable[[], object]) -> _Watch:
+    """Call ``callback()`` in the hub whenever ``sock`` is readable, till cancelled."""
+    return _Watch(sock, callback)
+
+
 def send_nowait(sock: Any, data: bytes | memoryview) -> int:
     """Send what fits in the kernel buffer now; return how many bytes went out."""
     # A gevent socket wraps a non-blocking one: send on that, never waiting.
