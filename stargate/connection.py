@@ -194,6 +194,45 @@ class Connection:
         common incoming frames are read by :class:`stargate.frames.SimpleFrames`.
     """
 
+    # The attributes of a connection, and a __dict__ for what handlers add
+    # (made only when they do): an idle connection holds no dict of its own.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_callbacks",
+        "_close_deadline",
+        "_closed",
+        "_fragments",
+        "_in_background",
+        "_input_done",
+        "_keepalive",
+        "_last_ping",
+        "_last_receive",
+        "_messages",
+        "_outbox",
+        "_pending_close",
+        "_ping_payload",
+        "_protocol",
+        "_reading",
+        "_recv_size",
+        "_settings",
+        "_simple",
+        "_sock",
+        "_state",
+        "_teardown_after_flush",
+        "_tracker",
+        "_watch",
+        "_writing",
+        "close_code",
+        "close_reason",
+        "messages_in",
+        "messages_out",
+        "opened_at",
+        "request",
+        "shares_frames",
+        "subprotocol",
+    )
+
     def __init__(
         self,
         sock: socket.socket,
@@ -640,18 +679,18 @@ class Connection:
     def read_in_background(self) -> None:
         """Process what the peer sends even while no green thread receives.
 
-        Until a green thread calls :meth:`receive` (which takes over), the
-        hub watches the socket, without a green thread per connection: pings
-        and the peer's close are answered at once, a lost peer is noticed
-        and the connection closed (its listeners removed), and messages wait
-        for the handler, at most ``stargate.send_queue_size`` of them; past
-        that nothing more is read (TCP pushes back on the peer).  Watching
-        starts again, at the next tick of the shared timer, when the
-        handler stays out of :meth:`receive`.  :class:`WebSocketView` calls
+        From the shared timer's next tick on, while no green thread is in
+        :meth:`receive` (which takes over), the hub watches the socket,
+        without a green thread per connection: pings and the peer's close
+        are answered at once, a lost peer is noticed and the connection
+        closed (its listeners removed), and messages wait for the handler,
+        at most ``stargate.send_queue_size`` of them; past that nothing more
+        is read (TCP pushes back on the peer).  Watching waits for a tick,
+        not for the handler's start, so that the usual handlers, which
+        receive at once, never pay for it.  :class:`WebSocketView` calls
         this before running its handler.
         """
         self._in_background = True
-        self._watch_if_idle()
 
     def _watch_if_idle(self) -> None:
         if (
