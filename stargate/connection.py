@@ -50,6 +50,7 @@ from stargate.config import Settings
 from stargate.exceptions import ConnectionClosed
 from stargate.frames import PONG, SimpleFrames, encode_message, ping_frame
 from stargate.limits import MessageSizeLimit
+from stargate.linger import LINGER_SECONDS, linger
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -208,6 +209,7 @@ class Connection:
         "_keepalive",
         "_last_ping",
         "_last_receive",
+        "_linger",
         "_messages",
         "_outbox",
         "_pending_close",
@@ -275,6 +277,9 @@ class Connection:
         # handler has not read yet: dealt with once it has read them.
         self._pending_close: CloseConnection | None = None
         self._teardown_after_flush = False
+        # After failing the connection: drain the peer's input before the
+        # socket is shut down (see stargate.linger).
+        self._linger = False
         self._close_deadline = float("inf")
         self._keepalive = keepalive and settings.ping_interval > 0
         self._last_ping = time.monotonic()
@@ -471,14 +476,29 @@ class Connection:
         self._writing = False
         self._outbox = None  # caught up: let the queue go
         if self._teardown_after_flush:
-            self._finish()
+            self._hang_up()
 
     def _shutdown_when_flushed(self) -> None:
         self._input_done = True
         if self._writing or self._outbox:
             self._teardown_after_flush = True
         else:
+            self._hang_up()
+
+    def _hang_up(self) -> None:
+        if not self._linger:
             self._finish()
+            return
+        self._linger = False
+        # The peer may still be sending (the rest of a message too large,
+        # frames after an invalid one): reading on until it has our close
+        # frame spares it a reset.  Rare: a green thread of its own.
+        runtime.get().spawn(self._linger_then_finish)
+
+    def _linger_then_finish(self) -> None:
+        if self._state is not State.CLOSED:
+            linger(self._sock, min(LINGER_SECONDS, self._settings.close_timeout))
+        self._finish()
 
     # -- closing -------------------------------------------------------------
 
@@ -791,6 +811,7 @@ class Connection:
                     f"({self._settings.max_message_size} bytes)"
                 )
             log.info("%r: failing the connection: %s %s", self, event.code, reason)
+            self._linger = True
             self._leave_open(event.code, reason, self._settings.close_timeout)
             self._write(
                 self._proto.send(CloseConnection(code=event.code, reason=reason)),

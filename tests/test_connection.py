@@ -551,3 +551,43 @@ def test_reading_in_background_stops_when_messages_pile_up():
     sleep(0.05)
     assert peer.conn._watch is None  # two waiting: the rest stays in TCP
     assert [peer.conn.receive() for _ in range(3)] == ["1", "2", "3"]
+
+
+def test_a_peer_still_sending_gets_the_close_frame_not_a_reset():
+    """A lingering close: after 1009 the rest of the message is read and
+    discarded, so the peer can finish sending and then read the close frame
+    and the end of the stream (a reset could make it lose the frame)."""
+    green_socket = green_socket_module()
+
+    from stargate.config import Settings
+    from stargate.connection import Connection, rfc6455_protocol
+
+    listener = green_socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = green_socket.create_connection(listener.getsockname())
+    server_sock, _ = listener.accept()
+    settings = Settings(max_message_size=65536, ping_interval=0.0, close_timeout=5)
+    conn = Connection(server_sock, rfc6455_protocol([], 65536), settings)
+    size = 1024 * 1024
+    chunk = bytes(65536)
+
+    def send_it_all():
+        client.sendall(b"\x82\xff" + struct.pack("!Q", size) + bytes(4))
+        for _ in range(size // len(chunk)):  # the peer does not look back
+            client.sendall(chunk)
+            sleep(0.001)
+        received = b""
+        while data := client.recv(65536):
+            received += data
+        return received
+
+    sender = Thread(send_it_all)
+    assert conn.receive() is None
+    assert conn.close_code == 1009
+    server_sock.close()
+    received = sender.wait()  # no BrokenPipeError nor ConnectionResetError
+    assert received[:4] == b"\x88\x34\x03\xf1"  # the close frame, 1009, whole
+    assert received[4:].decode() == conn.close_reason
+    client.close()
+    listener.close()

@@ -148,10 +148,10 @@ def test_kill_all_forgets_what_never_started(what):
     assert started == []
 
 
-class GoneFile:
-    """The write side of a client that left before its answer."""
+class GoneSocket:
+    """The socket of a client that left before its answer."""
 
-    def write(self, data):
+    def sendall(self, data):
         raise BrokenPipeError(32, "Broken pipe")
 
 
@@ -162,7 +162,7 @@ def test_an_error_answer_to_a_client_that_left_is_no_error(caplog):
 
     protocol = _HttpProtocol.__new__(_HttpProtocol)  # only the answer matters
     protocol.client_address = ("127.0.0.1", 40000)
-    protocol.wfile = GoneFile()
+    protocol.connection = GoneSocket()
     caplog.set_level(logging.INFO, logger="stargate.server")
     protocol.send_error(400, "Bad request (test)")
     assert protocol.close_connection is True

@@ -254,3 +254,24 @@ def test_every_refusal_is_plain_text_with_a_status_line(live, raw, status):
     assert received.startswith(b"HTTP/1.1 %d " % status), received[:100]
     assert b"Content-Type: text/plain; charset=utf-8\r\n" in received
     assert b"Connection: close\r\n" in received
+
+
+def test_a_refused_client_still_sending_its_body_gets_no_reset(live):
+    """The server drains what follows its answer (a lingering close): a
+    reset instead could break the client's sending and lose the answer."""
+    body = bytes(1024 * 1024)
+    head = b"BREW /pot HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with socket.create_connection((live.host, live.port), timeout=10) as sock:
+        sock.sendall(head)
+        received = b""
+        for _ in range(1000):  # the answer, and the end of the server's stream
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 501 "), received[:100]
+        assert received.endswith(b"Unknown method\n")
+        for start in range(0, len(body), 65536):  # no BrokenPipeError here
+            sock.sendall(body[start : start + 65536])
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(1) == b""

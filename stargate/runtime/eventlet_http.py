@@ -28,8 +28,8 @@ import eventlet
 import eventlet.wsgi
 
 from stargate.handover import HAND_OVER_KEY, NO_BODY, TRACKER_KEY
-from stargate.request_head import BadRequestHead, error_response, read_request_head
-from stargate.server.http import PatientListener, ServerContext
+from stargate.request_head import BadRequestHead, read_request_head
+from stargate.server.http import PatientListener, ServerContext, answer_bad_request
 
 log = logging.getLogger("stargate.server")
 
@@ -434,17 +434,13 @@ class _HttpProtocol(eventlet.wsgi.HttpProtocol):
         Instead of the standard library's HTML page, which has no status line
         for an HTTP/0.9 client and logs to ``stderr``.
         """
-        log.info(
-            "bad request from %s: %s %s",
-            self.client_address[0] if self.client_address else "-",
-            code,
-            message,
-        )
         self.close_connection = True
-        try:
-            self.wfile.write(error_response(code, message or HTTPStatus(code).phrase))
-        except OSError:
-            pass  # the client left
+        answer_bad_request(
+            self.connection,
+            self.client_address,
+            code,
+            message or HTTPStatus(code).phrase,
+        )
 
     def finish(self) -> None:
         """Release the request's files; close the connection unless handed over."""

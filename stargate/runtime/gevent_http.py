@@ -20,7 +20,6 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-import socket
 import sys
 import time
 from typing import Any
@@ -33,10 +32,9 @@ from stargate.handover import HAND_OVER_KEY, NO_BODY, SOCKET_KEY, TRACKER_KEY
 from stargate.request_head import (
     BadRequestHead,
     RequestHead,
-    error_response,
     read_request_head,
 )
-from stargate.server.http import PatientListener, ServerContext
+from stargate.server.http import PatientListener, ServerContext, answer_bad_request
 
 __all__ = ["HttpServer"]
 
@@ -44,10 +42,6 @@ log = logging.getLogger("stargate.server")
 
 #: The longest header line (the request line has ``url_length_limit``).
 MAX_HEADER_LINE = 8192
-
-#: How long, and for how many reads, a refused client's input is drained.
-LINGER_SECONDS = 1.0
-LINGER_READS = 64
 
 #: ``accept()`` on a listening socket that was shut down.
 _STOPPED = frozenset({errno.EINVAL, errno.EBADF})
@@ -245,33 +239,12 @@ class _Handler(pywsgi.WSGIHandler):
         return read_request_head(line, readline)
 
     def _refuse(self, refusal: BadRequestHead) -> None:
-        log.info(
-            "bad request from %s: %s %s",
-            self.client_address[0] if self.client_address else "-",
-            refusal.status,
-            refusal.reason,
+        answer_bad_request(
+            self.socket, self.client_address, refusal.status, refusal.reason
         )
-        try:
-            self.socket.sendall(error_response(refusal.status, refusal.reason))
-            self._linger()
-        except OSError:
-            pass  # the client left
         self.status = str(refusal.status)
         self.time_finish = time.time()
         self.log_request()
-
-    def _linger(self) -> None:
-        """Read what the client still sends, for a bounded while, then close.
-
-        Closing a socket with unread data sends a TCP reset, which can reach
-        the client before the answer does.
-        """
-        sock = self.socket
-        sock.shutdown(socket.SHUT_WR)
-        with gevent.Timeout(LINGER_SECONDS, False):
-            for _ in range(LINGER_READS):
-                if not sock.recv(65536):
-                    return
 
     def get_environ(self) -> dict[str, Any]:
         """Return the WSGI environ of the request whose head was read."""

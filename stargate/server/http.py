@@ -17,6 +17,8 @@ from typing import Any, Protocol
 from stargate import runtime
 from stargate.config import ServerOptions
 from stargate.connection import ConnectionTracker
+from stargate.linger import linger
+from stargate.request_head import error_response
 
 __all__ = [
     "BUSY_RESPONSE",
@@ -24,7 +26,11 @@ __all__ = [
     "HttpServer",
     "PatientListener",
     "ServerContext",
+    "answer_and_hang_up",
+    "answer_bad_request",
 ]
+
+log = logging.getLogger("stargate.server")
 
 #: ``accept()`` errors that mean "no resources right now", not "stop".
 EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -38,6 +44,33 @@ BUSY_RESPONSE = (
     b"Retry-After: 1\r\n"
     b"Connection: close\r\n\r\n" % len(_BUSY_BODY)
 ) + _BUSY_BODY
+
+
+def answer_and_hang_up(sock: Any, answer: bytes) -> None:
+    """Send a last ``answer`` on ``sock``, then drain the client's input.
+
+    The client may still be sending its request: draining (see
+    :mod:`stargate.linger`) lets the answer reach it instead of a reset.
+    The caller closes the socket.
+    """
+    try:
+        sock.sendall(answer)
+    except OSError:
+        return  # the client left
+    linger(sock)
+
+
+def answer_bad_request(
+    sock: Any, client_address: Any, status: int, reason: str
+) -> None:
+    """Log a malformed request, answer it with a plain-text 4xx, hang up."""
+    log.info(
+        "bad request from %s: %s %s",
+        client_address[0] if client_address else "-",
+        status,
+        reason,
+    )
+    answer_and_hang_up(sock, error_response(status, reason))
 
 
 @dataclass(frozen=True)

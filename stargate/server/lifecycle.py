@@ -27,6 +27,7 @@ from stargate.server.http import (
     HttpServer,
     PatientListener,
     ServerContext,
+    answer_and_hang_up,
 )
 
 __all__ = ["Server", "Wakeup"]
@@ -237,17 +238,7 @@ class Server:
 
     def _refuse(self, sock: Any) -> None:
         """Answer 503 to a connection past ``max_connections``, at once."""
-        # Read the request first: closing with unread data would send a TCP
-        # reset, and the client would see that instead of the 503.
-        with self.runtime.timeout(1.0):
-            try:
-                sock.recv(16384)
-            except OSError:
-                pass  # reset: the answer below fails quietly too
-        try:
-            sock.sendall(BUSY_RESPONSE)
-        except OSError:
-            pass  # the client gave up already
+        answer_and_hang_up(sock, BUSY_RESPONSE)
         self._warn_once_a_second(
             "max_connections (%d) reached: refusing new connections with 503",
             self.options.max_connections,
