@@ -174,8 +174,9 @@ class ConnectionTracker:
             while self._connections:
                 sleep(self._tick)
                 now = time.monotonic()
+                tick = self._tick
                 for connection in list(self._connections):
-                    connection.on_tick(now)
+                    connection.on_tick(now, tick)
         finally:
             self._running = False
 
@@ -546,16 +547,17 @@ class Connection:
         self._leave_open(CLOSE_ABNORMAL, "", 0)
         self._finish()
 
-    def on_tick(self, now: float) -> None:
+    def on_tick(self, now: float, tick: float = 1.0) -> None:
         """Send a keepalive ping, or cut a peer that is late; called by the tracker.
 
-        Also watches the socket again for a handler that stopped receiving
-        (see :meth:`read_in_background`).
+        Also watches the socket again for a handler that has not received
+        for a whole ``tick``, the tracker's period (see
+        :meth:`read_in_background`).
         """
         if (
             self._in_background
             and self._watch is None
-            and now - self._last_receive >= self.tick_hint
+            and now - self._last_receive >= tick
         ):
             self._watch_if_idle()
         if self._pending_close is not None:

@@ -59,7 +59,11 @@ def client_socket(environ: dict[str, Any]) -> socket.socket | None:
     request_input = environ.get("eventlet.input")  # eventlet.wsgi, ours or plain
     if request_input is not None and hasattr(request_input, "get_socket"):
         return request_input.get_socket()
-    return environ.get("gunicorn.socket")  # gunicorn's own workers
+    if "gunicorn.workers.base_async" in sys.modules:
+        # gunicorn's green workers; its sync and thread workers (which do not
+        # load that module) cannot leave a socket to the application.
+        return environ.get("gunicorn.socket")
+    return None
 
 
 def written_by_application(environ: dict[str, Any], start_response: Any) -> Any:
@@ -76,7 +80,7 @@ def written_by_application(environ: dict[str, Any], start_response: Any) -> Any:
         start_response("101 Switching Protocols", [])  # written: only logged
         already_handled()
     elif "gunicorn.socket" in environ:
-        # Loaded already: it is the worker serving this request.
+        # Loaded already: client_socket() served only its green workers.
         return sys.modules["gunicorn.workers.base_async"].ALREADY_HANDLED
     return []
 

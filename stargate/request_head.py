@@ -75,6 +75,9 @@ class RequestHead(NamedTuple):
     :ivar version: the HTTP version, such as ``(1, 1)``.
     :ivar headers: the header fields, in the standard library's
         :class:`http.client.HTTPMessage` that eventlet's server reads.
+        Fields whose name has an underscore are left out, as nginx does by
+        default: in a WSGI environ ``X_Forwarded_For`` would pass for
+        ``X-Forwarded-For``, a header a proxy in front may vouch for.
     """
 
     method: str
@@ -146,7 +149,8 @@ def read_request_head(
         raise BadRequestHead(505, f"Invalid HTTP version ({parser.get_http_version()})")
     headers = http.client.HTTPMessage()
     for name, value in head.fields:
-        headers.set_raw(name.decode("latin-1"), value.decode("latin-1"))
+        if b"_" not in name:
+            headers.set_raw(name.decode("latin-1"), value.decode("latin-1"))
     return RequestHead(
         parser.get_method().decode("ascii"),
         head.target.decode("latin-1"),

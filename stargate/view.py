@@ -175,7 +175,8 @@ class WebSocketView:
             raise IncorrectlyConfigured(
                 "the WSGI server does not expose the client socket, so no WebSocket "
                 "can be served: serve the application with egg:stargate#server "
-                "([server:main] use = egg:stargate#server)"
+                "([server:main] use = egg:stargate#server), or with gunicorn's "
+                "gevent worker (gunicorn -k stargate.gunicorn.GeventWorker)"
             )
         if request.method != "GET":
             return self._refuse(

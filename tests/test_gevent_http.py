@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import logging
 
 import pytest
@@ -71,18 +70,6 @@ def test_a_refusal_to_a_client_that_left_is_no_error(caplog):
     handler._refuse(BadRequestHead(400, "Bad request (test)"))
     assert any("400 Bad request (test)" in r.getMessage() for r in caplog.records)
     assert any('"GET /\x00 HTTP/1.1" 400' in r.getMessage() for r in caplog.records)
-
-
-def test_headers_with_underscores_never_reach_the_environ(live):
-    """``X_Forwarded_Proto`` would pass for ``X-Forwarded-Proto`` once in it."""
-    received = exchange(
-        live,
-        b"GET /seen HTTP/1.1\r\nHost: x\r\nX_Forwarded_Proto: https\r\n"
-        b"X-Other: kept\r\nConnection: close\r\n\r\n",
-    )
-    seen = json.loads(received.partition(b"\r\n\r\n")[2])
-    assert "HTTP_X_FORWARDED_PROTO" not in seen["headers"]
-    assert seen["headers"]["HTTP_X_OTHER"] == "kept"
 
 
 def test_a_bad_chunked_body_is_a_400_logged_by_the_server(live, caplog):

@@ -205,6 +205,18 @@ def test_gunicorns_own_gevent_worker_ends_websockets_without_a_goodbye(gunicorn)
     assert client.close_code == 1006  # no close frame: the worker just ends
 
 
+def test_gunicorns_sync_worker_refuses_upgrades_with_a_reason(gunicorn):
+    """It cannot leave a socket to the application: the page still works,
+    the upgrade answers 500, and the log names the worker to use."""
+    server = gunicorn(worker="sync")
+    sock, head = raw_upgrade(server)
+    with sock:
+        status, _ = read_http_response(sock, head)
+    assert status == 500
+    assert "-k stargate.gunicorn.GeventWorker" in server.output()
+    assert server.stop() == 0
+
+
 def test_the_worker_refuses_tls_with_a_reason():
     from types import SimpleNamespace
 

@@ -50,6 +50,12 @@ def test_http_1_0_and_0_9():
     assert parse(b"GET /\r\n\r\n").version == (0, 9)
 
 
+def test_header_names_with_underscores_are_left_out():
+    head = parse(b"GET / HTTP/1.1\r\nX_Real_IP: 6.6.6.6\r\nX-Real-IP: 1.2.3.4\r\n\r\n")
+    assert head.headers.get_all("X-Real-IP") == ["1.2.3.4"]
+    assert "X_Real_IP" not in head.headers
+
+
 def test_as_many_headers_as_allowed():
     fields = b"".join(b"X-%d: v\r\n" % n for n in range(MAX_HEADERS))
     assert len(parse(b"GET / HTTP/1.1\r\n" + fields + b"\r\n").headers) == MAX_HEADERS
@@ -159,6 +165,18 @@ def test_the_application_sees_the_request(live):
     assert seen["body"] == "body"
     assert seen["headers"]["HTTP_X_TWICE"] == "1,2"
     assert seen["headers"]["CONTENT_TYPE"] == "text/plain"
+
+
+def test_headers_with_underscores_never_reach_the_environ(live):
+    """``X_Forwarded_Proto`` would pass for ``X-Forwarded-Proto`` once in it."""
+    received = exchange(
+        live,
+        b"GET /seen HTTP/1.1\r\nHost: x\r\nX_Forwarded_Proto: https\r\n"
+        b"X-Other: kept\r\nConnection: close\r\n\r\n",
+    )
+    seen = json.loads(received.partition(b"\r\n\r\n")[2])
+    assert "HTTP_X_FORWARDED_PROTO" not in seen["headers"]
+    assert seen["headers"]["HTTP_X_OTHER"] == "kept"
 
 
 def test_keep_alive_as_the_standard_library_decides(live):

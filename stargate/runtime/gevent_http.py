@@ -261,8 +261,6 @@ class _Handler(pywsgi.WSGIHandler):
             environ["REMOTE_ADDR"] = str(address[0])
             environ["REMOTE_PORT"] = str(address[1])
         for name, value in head.headers.items():
-            if "_" in name:
-                continue  # it would pass for another header once in the environ
             key = name.upper().replace("-", "_")
             if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
                 key = "HTTP_" + key
