@@ -9,11 +9,14 @@ SYSTEM_PACKAGES := chromium redis-server nginx
 
 # The demo: a project baked from the template with its defaults, in its own
 # virtual environment (it installs stargate from this checkout, not editable).
+# `make demo PORT=7000` serves on another port (the project is baked again).
 DEMO := demo
+PORT := 6543
 DEMO_VENV := $(DEMO)/.venv
 DEMO_PROJECT := $(DEMO)/myproject
+DEMO_BAKED := $(DEMO)/.baked-for-port-$(PORT)
 DEMO_STAMP := $(DEMO_VENV)/.installed
-LIBRARY := $(wildcard stargate/*.py) pyproject.toml
+LIBRARY := $(shell find stargate -name '*.py') pyproject.toml
 
 .PHONY: demo test test-python bench lint venv system-packages clean
 
@@ -46,18 +49,26 @@ system-packages:
 		fi; \
 	fi
 
-$(DEMO_PROJECT)/development.ini:
+$(DEMO_VENV)/bin/cookiecutter:
 	$(PYTHON) -m venv $(DEMO_VENV)
 	$(DEMO_VENV)/bin/python -m pip install --quiet --upgrade pip cookiecutter
-	$(DEMO_VENV)/bin/cookiecutter --no-input --output-dir $(DEMO) .
 
-$(DEMO_STAMP): $(DEMO_PROJECT)/development.ini $(LIBRARY)
+# The port is written into the project's ini files: another PORT bakes again.
+$(DEMO_BAKED): | $(DEMO_VENV)/bin/cookiecutter
+	rm -f $(DEMO)/.baked-for-port-*
+	$(DEMO_VENV)/bin/cookiecutter --no-input --overwrite-if-exists \
+		--output-dir $(DEMO) . port=$(PORT)
+	touch $@
+
+# stargate from this checkout first, as the project's README says; then the
+# project, which requires it by version.
+$(DEMO_STAMP): $(DEMO_BAKED) $(LIBRARY)
 	$(DEMO_VENV)/bin/python -m pip install --quiet --force-reinstall --no-deps .
 	$(DEMO_VENV)/bin/python -m pip install --quiet -e "$(DEMO_PROJECT)"
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
-	@echo "Serving the demo on http://127.0.0.1:6543/ (Ctrl-C stops it)"
+	@echo "Serving the demo on http://127.0.0.1:$(PORT)/ (Ctrl-C stops it)"
 	cd $(DEMO_PROJECT) && exec ../.venv/bin/pserve development.ini
 
 lint: $(STAMP)

@@ -1,57 +1,41 @@
-"""Make the project install *this* stargate, then print the next steps.
+"""Drop what the chosen options do not use, then print the next steps.
 
-The package index has an unrelated Python 2 ``stargate 0.4``.  When the
-template came from a local checkout or a git URL, the project's requirements
-point at that source (a direct reference); otherwise they ask for
-``stargate>=1.0`` and the README says how to install it.
+The project requires stargate by version, like any library.  Until stargate
+1.x is on the package index (which has an unrelated Python 2 ``stargate
+0.4``), it is installed from the source the template came from: the steps
+printed here give that source (a git URL, or this machine's folder, which is
+printed but never written into the project).
 """
 
 import json
-import os
-import re
 from pathlib import Path
 
 # ''' and not """: a JSON string ends with a double quote.
 CONTEXT = json.loads(r'''{{ cookiecutter | tojson }}''')  # fmt: skip
 TEMPLATE_DIRECTORY = json.loads(r'''{{ template_directory | tojson }}''')  # fmt: skip
-
-ABBREVIATIONS = {
-    "gh": "https://github.com/{}.git",
-    "gl": "https://gitlab.com/{}.git",
-    "bb": "https://bitbucket.org/{}",
-}
-REQUIREMENT = re.compile(r'"stargate(\[[a-z,]+\])>=1\.0"')
-GIT_URL = re.compile(r"^(git\+)?(https?|ssh|git|file)://|^git@|\.git$")
+# {% set git = git_requirement(cookiecutter._template, cookiecutter._checkout) %}
+GIT_REQUIREMENT = json.loads(r'''{{ git | tojson }}''')  # fmt: skip
 
 
-def stargate_source(template: str, repo_dir: str, checkout: str | None) -> str | None:
-    """Return a pip direct reference to the template's stargate, or None."""
-    prefix, _, rest = template.partition(":")
-    if prefix in ABBREVIATIONS and rest:
-        template = ABBREVIATIONS[prefix].format(rest)
-    if GIT_URL.search(template) and not os.path.isdir(template):
-        url = template if template.startswith("git+") else "git+" + template
-        if url.startswith("git+git@"):
-            host, _, path = url[len("git+git@") :].partition(":")
-            url = f"git+ssh://git@{host}/{path}"
-        return url + (f"@{checkout}" if checkout else "")
-    source = Path(repo_dir)
-    if (source / "stargate" / "__init__.py").is_file():
-        return source.as_uri()
+def stargate_source() -> str | None:
+    """Return what ``pip install`` takes to install the template's stargate."""
+    if GIT_REQUIREMENT:
+        return GIT_REQUIREMENT
+    if (Path(TEMPLATE_DIRECTORY) / "stargate" / "__init__.py").is_file():
+        return TEMPLATE_DIRECTORY
     return None
 
 
 def main() -> None:
-    """Pin stargate to the template's source and print what to do next."""
+    """Print what to do next."""
     if CONTEXT["broker"] != "redis":
         Path("tests", "test_redis.py").unlink()
-    source = stargate_source(
-        CONTEXT["_template"], TEMPLATE_DIRECTORY, CONTEXT.get("_checkout")
+    source = stargate_source()
+    first = (
+        f'    .venv/bin/pip install "{source}"    # stargate, from its source\n'
+        if source
+        else ""
     )
-    pyproject = Path("pyproject.toml")
-    if source:
-        text = REQUIREMENT.sub(rf'"stargate\1 @ {source}"', pyproject.read_text())
-        pyproject.write_text(text)
     port = CONTEXT["port"]
     print(
         f"""
@@ -59,7 +43,7 @@ Your project is in {Path.cwd()}.  Next steps:
 
     cd {CONTEXT["project"]}
     python3 -m venv .venv
-    .venv/bin/pip install -e ".[testing]"
+{first}    .venv/bin/pip install -e ".[testing]"
     .venv/bin/pytest
     .venv/bin/pserve development.ini
 
@@ -72,8 +56,7 @@ then open http://127.0.0.1:{port}/ in two browser tabs and click Start.
         )
     if not source:
         print(
-            "stargate will come from the package index (stargate>=1.0); "
-            "see README.md if it is not there yet.\n"
+            "Install stargate 1.x from its source before the project (see README.md).\n"
         )
 
 

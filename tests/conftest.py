@@ -309,7 +309,8 @@ COMBINATIONS = [
 @pytest.fixture(scope="session")
 def bake_installed(tmp_path_factory):
     """Bake the template for a broker and a runtime option and install the
-    project in a fresh virtual environment with stargate from this checkout,
+    project in a fresh virtual environment with stargate from this checkout
+    (a wheel of it),
     once per session; return (project folder, venv bin).
 
     The first call bakes every combination and installs them side by side:
@@ -333,14 +334,28 @@ def bake_installed(tmp_path_factory):
             )
         )
 
-    def install(project: Path) -> tuple[Path, Path]:
+    def install(project: Path, wheel: Path) -> tuple[Path, Path]:
         venv = project / ".venv"
         subprocess.run(
             [sys.executable, "-m", "venv", str(venv)], check=True, timeout=120
         )
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        # As the project's README says: stargate from its source, then the
+        # project, which requires it by version.
+        subprocess.run([*pip, str(wheel)], cwd=project, check=True, timeout=900)
         subprocess.run([*pip, "-e", ".[testing]"], cwd=project, check=True, timeout=900)
         return project, venv / "bin"
+
+    def build_wheel() -> Path:
+        wheels = tmp_path_factory.mktemp("stargate-wheel")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"]
+            + ["--wheel-dir", str(wheels), str(ROOT)],
+            check=True,
+            timeout=300,
+        )
+        (wheel,) = wheels.glob("stargate-*.whl")
+        return wheel
 
     def bake(broker: str = "memory", runtime: str = "eventlet") -> tuple[Path, Path]:
         if not made:
@@ -349,9 +364,10 @@ def bake_installed(tmp_path_factory):
             projects = {
                 combination: bake_one(*combination) for combination in COMBINATIONS
             }
+            wheel = build_wheel()  # once: parallel builds would share build/
             with ThreadPoolExecutor(max_workers=len(projects)) as pool:
                 for combination, project in projects.items():
-                    made[combination] = pool.submit(install, project)
+                    made[combination] = pool.submit(install, project, wheel)
         return made[broker, runtime].result()
 
     return bake

@@ -20,6 +20,8 @@ def code_block(language: str) -> str:
 
 
 def test_the_readme_example_works(tmp_path):
+    """Saved as the files it names in an empty folder, served by the command
+    it gives, from there, without PYTHONPATH (only the port is changed)."""
     port = free_port()
     (tmp_path / "jobs.py").write_text(code_block("python"))
     ini = code_block("ini").replace("127.0.0.1:6543", f"127.0.0.1:{port}")
@@ -27,7 +29,7 @@ def test_the_readme_example_works(tmp_path):
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("pserve")), "jobs.ini"],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        env={name: value for name, value in os.environ.items() if name != "PYTHONPATH"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import signal
@@ -108,6 +109,19 @@ class TestOptions:
             {}, host="127.0.0.1", port="0", monkey_patch="false", runtime=RUNTIME
         )
         assert callable(serve)
+
+    def test_the_ini_files_folder_is_importable(self, tmp_path, monkeypatch):
+        """As ``python -m`` makes the working directory: ``call:jobs:main``."""
+        monkeypatch.setattr(sys, "path", list(sys.path))
+        (tmp_path / "next_to_the_ini.py").write_text("main = 'found'\n")
+        for _ in range(2):  # once only, however often the factory is called
+            server_factory(
+                {"here": str(tmp_path)}, port="0", monkey_patch="false", runtime=RUNTIME
+            )
+        assert sys.path.count(str(tmp_path)) == 1
+        assert sys.path[0] == str(tmp_path)
+        assert importlib.import_module("next_to_the_ini").main == "found"
+        sys.modules.pop("next_to_the_ini")
 
 
 class TestServer:

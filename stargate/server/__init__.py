@@ -27,6 +27,10 @@ Pyramid.
 
 Pyramid's thread-locals (the current request and registry) are kept per
 green thread, monkey-patched or not (:mod:`stargate.threadlocals`).
+
+The folder of the ini file is made importable, as ``python -m`` and gunicorn
+do for the working directory: ``use = call:jobs:main`` finds ``jobs.py``
+next to ``jobs.ini`` without ``PYTHONPATH`` or an install.
 """
 
 from __future__ import annotations
@@ -87,7 +91,8 @@ def server_factory(
 ) -> Callable[[_WSGI_APP], None]:
     """Return a function that serves a WSGI application: ``egg:stargate#server``.
 
-    :param global_conf: the ini file's ``[DEFAULT]`` values (unused).
+    :param global_conf: the ini file's ``[DEFAULT]`` values; its folder,
+        ``here``, is put first on :data:`sys.path`.
     :param host: the address to listen on.
     :param port: the TCP port.
     :param options: the other options of
@@ -98,6 +103,9 @@ def server_factory(
     :raises IncorrectlyConfigured: for an unknown option or a bad value.
     """
     parsed = parse_server_options({"host": host, "port": port, **options})
+    here = global_conf.get("here")
+    if here and here not in sys.path:
+        sys.path.insert(0, here)  # pserve loads the application after this
     runtime.use(parsed.runtime)
     if parsed.monkey_patch:
         patch_before_the_application(parsed.runtime)
