@@ -65,7 +65,7 @@ MIB = 1024 * 1024
 
 def scenarios(quick: bool) -> list[dict]:
     """Return the scenarios: what runs, on which servers, and what it reports."""
-    n = {"echo": 2 if quick else 3, "big": 1 if quick else 4}
+    n = {"echo": 0.5 if quick else 3, "big": 0.5 if quick else 4}
     web = ("eventlet", "gevent", "websockets", *STARGATES)
     everyone = ("tcp-echo", *web)
     small = client_frame(ECHO_PAYLOAD)

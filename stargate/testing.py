@@ -30,7 +30,15 @@ from stargate import runtime
 from stargate.config import ServerOptions
 from stargate.server import Server
 
-__all__ = ["LiveServer", "WebSocketClient"]
+try:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        'stargate.testing needs the websockets library: pip install "stargate[testing]"'
+    ) from exc
+
+__all__ = ["LiveServer", "UpgradeRefused", "WebSocketClient"]
 
 
 class LiveServer:
@@ -134,6 +142,28 @@ class LiveServer:
         self.stop()
 
 
+class UpgradeRefused(InvalidStatus):
+    """The server answered the upgrade request with an HTTP error.
+
+    A subclass of the ``websockets`` library's ``InvalidStatus`` (what
+    stargate 1.0's client raised): ``response`` is its response too.
+
+    :ivar status: the HTTP status code, e.g. ``403``.
+    :ivar reason: the response body as text (stargate's refusals give their
+        reason there, on one line).
+    :ivar headers: the response headers.
+    """
+
+    def __init__(self, refused: InvalidStatus) -> None:
+        super().__init__(refused.response)
+        self.status: int = refused.response.status_code
+        self.reason = (refused.response.body or b"").decode("utf-8", "replace").strip()
+        self.headers = refused.response.headers
+
+    def __str__(self) -> str:
+        return f"upgrade refused: {self.status} {self.reason}"
+
+
 class WebSocketClient:
     """A small blocking WebSocket client for tests.
 
@@ -144,6 +174,9 @@ class WebSocketClient:
     :param headers: extra request headers.
     :param compression: offer permessage-deflate.
     :param timeout: seconds for the handshake and for :meth:`receive`.
+    :raises UpgradeRefused: when the server answers the upgrade with an
+        HTTP status instead of ``101``.
+    :raises OSError: when nothing answers at ``url``.
     """
 
     def __init__(
@@ -157,27 +190,23 @@ class WebSocketClient:
         timeout: float = 5.0,
         max_size: int | None = 64 * 1024 * 1024,
     ) -> None:
-        try:
-            from websockets.sync.client import connect
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "stargate.testing.WebSocketClient needs the websockets library: "
-                'pip install "stargate[testing]"'
-            ) from exc
         self.timeout = timeout
         # ``connect`` is used as a context manager (websockets 17 wants it so);
         # __exit__ is called by close().
-        self._context = connect(
-            url,
-            origin=origin,  # type: ignore[arg-type]
-            subprotocols=subprotocols,  # type: ignore[arg-type]
-            additional_headers=dict(headers or {}),
-            compression="deflate" if compression else None,
-            open_timeout=timeout,
-            close_timeout=timeout,
-            max_size=max_size,
-            ping_interval=None,
-        )
+        try:
+            self._context = connect(
+                url,
+                origin=origin,  # type: ignore[arg-type]
+                subprotocols=subprotocols,  # type: ignore[arg-type]
+                additional_headers=dict(headers or {}),
+                compression="deflate" if compression else None,
+                open_timeout=timeout,
+                close_timeout=timeout,
+                max_size=max_size,
+                ping_interval=None,
+            )
+        except InvalidStatus as refused:
+            raise UpgradeRefused(refused) from None
         self._connection = self._context.__enter__()
 
     @property

@@ -159,11 +159,37 @@ class WebSocketView:
         """Run the view: upgrade the request and serve the WebSocket."""
         return self.handle_upgrade()
 
+    def before_handshake(self) -> None:
+        """Check the upgrade request before the handshake; does nothing here.
+
+        Override it to refuse a request with a status and a reason of your
+        choice, before any socket is opened: raise
+        :class:`~stargate.handshake.HandShakeFailed`::
+
+            def before_handshake(self):
+                if not valid_token(self.request.GET.get("token")):
+                    raise HandShakeFailed(
+                        "a valid ?token= is required", status="401 Unauthorized"
+                    )
+
+        The client gets that status with the reason as a plain-text body
+        (and ``Connection: close``), and the refusal is logged at INFO.  A
+        browser's ``WebSocket`` sees only a failed connection (``onerror``,
+        then ``onclose`` with 1006: browsers hide the status from scripts);
+        :class:`stargate.testing.WebSocketClient` raises
+        :class:`~stargate.testing.UpgradeRefused` with the status and the
+        reason.  Pyramid's own refusals (``permission=``, an
+        :class:`~pyramid.httpexceptions.HTTPException` raised here) work too,
+        with Pyramid's response.  It runs after the request was found to be
+        a ``GET`` with a client socket, and before the origin check.
+        """
+
     def handle_upgrade(self) -> Response:
         """Complete the opening handshake, then hand over to :meth:`handle_websocket`.
 
         Answers a request that cannot be upgraded with its 4xx status and
-        the reason in the body (405, 400, 403, 426).
+        the reason in the body (405, 400, 403, 426, or what
+        :meth:`before_handshake` raised).
 
         :raises IncorrectlyConfigured: when the WSGI server does not give the
             application the client socket.
@@ -186,6 +212,10 @@ class WebSocketView:
                     headers=[("Allow", "GET")],
                 )
             )
+        try:
+            self.before_handshake()
+        except HandShakeFailed as refusal:
+            return self._refuse(refusal)
         origin_host, secure = TrustedProxies(settings.trusted_proxies).origin_of(
             request.environ, request.host, request.scheme == "https"
         )

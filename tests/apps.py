@@ -8,9 +8,10 @@ import socket
 import time
 
 from pyramid.config import Configurator
+from pyramid.httpexceptions import HTTPUnauthorized
 from pyramid.response import Response
 
-from stargate import WebSocketAwareResource, WebSocketView, runtime
+from stargate import HandShakeFailed, WebSocketAwareResource, WebSocketView, runtime
 from stargate.handover import client_socket
 
 
@@ -93,6 +94,10 @@ class TokenPolicy:
         return []
 
 
+class Guarded(Node):
+    """Its WebSocket needs ?token=letmein, checked before the handshake."""
+
+
 class Sleeper(Node):
     """Its handler listens, then sleeps forever without reading (stargate 0.x)."""
 
@@ -154,6 +159,7 @@ class Root(Node):
             "whoami": Whoami("whoami", self),
             "sleeper": Sleeper("sleeper", self),
             "obstinate": Obstinate("obstinate", self),
+            "guarded": Guarded("guarded", self),
         }
 
     def __getitem__(self, key: str) -> Node:
@@ -164,6 +170,17 @@ class EchoView(WebSocketView):
     def handler(self, websocket):
         for message in websocket:
             websocket.send(message)
+
+
+class GuardedView(EchoView):
+    def before_handshake(self):
+        token = self.request.GET.get("token")
+        if token is None:
+            raise HTTPUnauthorized("a token is required")  # Pyramid's way
+        if token != "letmein":
+            raise HandShakeFailed(
+                "a valid ?token= is required", status="401 Unauthorized"
+            )
 
 
 class RelayView(WebSocketView):
@@ -321,6 +338,7 @@ def make_app(settings: dict | None = None):
         config.add_view(WhoamiView, context=Whoami, websocket=True)
         config.add_view(SleeperView, context=Sleeper, websocket=True)
         config.add_view(ObstinateView, context=Obstinate, websocket=True)
+        config.add_view(GuardedView, context=Guarded, websocket=True)
         config.set_security_policy(TokenPolicy())
         config.add_view(EchoView, context=Private, websocket=True, permission="listen")
         config.add_view(burst, context=Node, request_method="POST")

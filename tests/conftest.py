@@ -59,7 +59,12 @@ def pytest_collection_modifyitems(config, items):
         reason="runs in the monkey-patched gevent pass (STARGATE_TEST_MONKEY_PATCH=1)"
     )
     shared_hub = pytest.mark.skip(reason="the clients would share the server's hub")
+    # Under pytest-xdist (make test), the tests of the installed projects run
+    # in one worker: the session fixture that installs them is made once.
+    baked = pytest.mark.xdist_group("installed-projects")
     for item in items:
+        if {"bake_installed", "baked_project"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(baked)
         if item.get_closest_marker(f"{other}_only"):
             item.add_marker(skip)
         elif item.get_closest_marker("os_threads") and MONKEY_PATCHED:

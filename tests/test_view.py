@@ -12,7 +12,7 @@ from pyramid.config import Configurator
 from webtest import TestApp
 
 from stargate import IncorrectlyConfigured, WebSocketView
-from stargate.testing import WebSocketClient
+from stargate.testing import UpgradeRefused, WebSocketClient
 from tests.conftest import eventually, raw_upgrade
 from tests.test_live import listener_count, post
 
@@ -91,6 +91,30 @@ def test_a_permission_is_checked_before_the_upgrade(live):
     ) as client:
         client.send("allowed")
         assert client.receive() == "allowed"
+
+
+def test_a_view_refuses_before_the_handshake_with_its_status_and_reason(live, caplog):
+    caplog.set_level(logging.INFO, logger="stargate")
+    with pytest.raises(UpgradeRefused) as refused:
+        WebSocketClient(live.ws_url("/guarded/?token=wrong"))
+    assert refused.value.status == 401
+    assert refused.value.reason == "a valid ?token= is required"
+    assert refused.value.headers["Connection"] == "close"
+    assert "upgrade of /guarded/ refused: 401" in caplog.text
+    with pytest.raises(UpgradeRefused) as refused:  # Pyramid's own exception
+        WebSocketClient(live.ws_url("/guarded/"))
+    assert refused.value.status == 401
+    assert "a token is required" in refused.value.reason
+    with WebSocketClient(live.ws_url("/guarded/?token=letmein")) as client:
+        client.send("in")
+        assert client.receive() == "in"
+    assert "Traceback" not in caplog.text
+
+
+def test_a_permission_refusal_is_an_upgrade_refused_for_the_test_client(live):
+    with pytest.raises(UpgradeRefused, match="upgrade refused: 403") as refused:
+        WebSocketClient(live.ws_url("/private/"))
+    assert refused.value.status == 403
 
 
 #: A server where only reading in the background can notice anything: no
