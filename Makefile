@@ -79,23 +79,28 @@ lint: $(STAMP)
 # and the benchmarks: what runs on the second runtime and other interpreters.
 LIBRARY_TESTS := tests --ignore=tests/test_template.py \
 	--ignore=tests/test_end_to_end.py --ignore=tests/test_bench.py \
-	--ignore=tests/test_packaging.py --ignore=tests/test_readme.py
+	--ignore=tests/test_packaging.py --ignore=tests/test_readme.py \
+	--ignore=tests/test_demo.py
 # Every other CPython 3.10+ of the machine, one per minor version.
 OTHER_PYTHONS = $(shell .ci/other-pythons $(PYTHON))
 # What runs again in a test process patched as a gevent server is: the
 # in-process Redis brokers (redis-py is green on gevent only when patched).
 PATCHED_TESTS := tests/test_redis_broker.py tests/test_nginx.py tests/test_live.py
 COVERAGE := --cov=stargate --cov-append --cov-report=
+# Three test processes on two cores: most tests wait on sockets and child
+# processes.  The tests of the installed projects stay in one of them.
+PARALLEL := -n 3 --dist loadgroup
 
 test: system-packages lint
 	rm -f .coverage .coverage.*
 	# eventlet: everything, the template and the browser included.
-	$(BIN)/python -m pytest $(COVERAGE)
+	$(BIN)/python -m pytest $(PARALLEL) $(COVERAGE)
 	# gevent: the library's tests again, then the in-process Redis broker and
 	# the live suite in a process patched as a gevent server is.
-	STARGATE_TEST_RUNTIME=gevent $(BIN)/python -m pytest $(COVERAGE) $(LIBRARY_TESTS)
+	STARGATE_TEST_RUNTIME=gevent $(BIN)/python -m pytest $(PARALLEL) $(COVERAGE) \
+		$(LIBRARY_TESTS)
 	STARGATE_TEST_RUNTIME=gevent STARGATE_TEST_MONKEY_PATCH=1 \
-		$(BIN)/python -m pytest $(COVERAGE) $(PATCHED_TESTS)
+		$(BIN)/python -m pytest $(PARALLEL) $(COVERAGE) $(PATCHED_TESTS)
 	$(BIN)/python -m coverage report --fail-under=100
 	@for python in $(OTHER_PYTHONS); do \
 		$(MAKE) --no-print-directory test-python INTERPRETER=$$python || exit 1; \
@@ -113,11 +118,11 @@ test-python:
 		$$venv/bin/python -m pip install --quiet -e ".[dev]" && \
 		touch $$venv/.installed || exit 1; \
 	fi; \
-	$$venv/bin/python -m pytest -q -p no:cacheprovider $(LIBRARY_TESTS) && \
+	$$venv/bin/python -m pytest -q -p no:cacheprovider $(PARALLEL) $(LIBRARY_TESTS) && \
 	STARGATE_TEST_RUNTIME=gevent $$venv/bin/python -m pytest -q -p no:cacheprovider \
-		$(LIBRARY_TESTS) && \
+		$(PARALLEL) $(LIBRARY_TESTS) && \
 	STARGATE_TEST_RUNTIME=gevent STARGATE_TEST_MONKEY_PATCH=1 \
-		$$venv/bin/python -m pytest -q -p no:cacheprovider $(PATCHED_TESTS)
+		$$venv/bin/python -m pytest -q -p no:cacheprovider $(PARALLEL) $(PATCHED_TESTS)
 
 # The benchmarks, with figures (minutes; not part of make test, which runs
 # their quick mode and checks only that every message arrived).  Every one

@@ -1,7 +1,7 @@
-"""Broadcast latency of the template's Job: one process, and two sharing Redis.
+"""Broadcast latency of a traversal app's Job: one process, and two sharing Redis.
 
-For each listener count, listeners connect to ``/jobs/1/`` of a project baked
-from the template and served by ``pserve`` with ``egg:stargate#server``;
+For each listener count, listeners connect to ``/jobs/1/`` of ``bench_app.py``
+(the shape of the template's project) served by ``pserve`` with ``egg:stargate#server``;
 each round POSTs ``state=`` to ``/jobs/1/`` and measures the time until the
 last listener has the state message.  With two processes, the listeners
 are split evenly and the POST goes to the first: half of them are reached
@@ -29,9 +29,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from common import (  # noqa: E402
+    APP,
     RESULTS,
     Servers,
-    bake,
     change_state,
     free_port,
     wait_for_port,
@@ -102,7 +102,7 @@ def run(listener_counts: list[int], rounds: int) -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
-        project = bake(directory)
+        project = APP
         redis, redis_url = redis_server(directory)
         try:
             for listeners in listener_counts:

@@ -1,7 +1,7 @@
 """Connection churn: what stays behind after thousands of connections.
 
-Connects to ``/jobs/1/`` of a project baked from the template (served by
-pserve) and leaves again, ``--cycles`` times, alternating a clean close and
+Connects to ``/jobs/1/`` of ``bench_app.py`` (served by pserve) and
+leaves again, ``--cycles`` times, alternating a clean close and
 a TCP reset; reports the server's resident memory and open file
 descriptors before and after.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import RESULTS, Servers, bake, free_port, process_state  # noqa: E402
+from common import APP, RESULTS, Servers, free_port, process_state  # noqa: E402
 from loadgen import KEY, read_upgrade  # noqa: E402
 
 REQUEST = (
@@ -62,7 +62,7 @@ def settled(pid: int, baseline: int, timeout: float = 10.0) -> tuple[int, int]:
 def run(cycles: int) -> dict:
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
-        project = bake(directory)
+        project = APP
         servers = Servers(project, directory)
         port = free_port()
         servers.start(port, "memory://")

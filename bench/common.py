@@ -1,4 +1,4 @@
-"""What the benchmarks share: ports, a baked project, server processes, /proc."""
+"""What the benchmarks share: ports, the application, server processes, /proc."""
 
 from __future__ import annotations
 
@@ -53,24 +53,8 @@ def change_state(port: int, state: str, *, query: bool = False) -> None:
         raise RuntimeError(f"the state change answered {response.status}")
 
 
-def bake(directory: Path) -> Path:
-    """Bake the template's defaults (quietly: the hook prints next steps)."""
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cookiecutter",
-            "--no-input",
-            "--output-dir",
-            str(directory),
-            str(ROOT),
-            "project=bench_app",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        timeout=120,
-    )
-    return directory / "bench_app"
+#: The folder of the application pserve serves (bench_app.py).
+APP = HERE
 
 
 def process_state(pid: int) -> tuple[int, int]:
@@ -98,7 +82,7 @@ def pin(pid: int, which: int) -> bool:
 
 
 class Servers:
-    """Server processes (pserve of the baked project, or others), stopped on exit."""
+    """Server processes (pserve of bench_app.py, or others), stopped on exit."""
 
     def __init__(self, project: Path | None, directory: Path) -> None:
         self.project, self.directory = project, directory
@@ -111,7 +95,7 @@ class Servers:
         server: dict[str, str] | None = None,
         **settings: str,
     ) -> subprocess.Popen:
-        """Serve the baked project with pserve and ``egg:stargate#server``.
+        """Serve bench_app.py with pserve and ``egg:stargate#server``.
 
         ``settings`` are ``stargate.*`` settings, ``server`` server options.
         """
@@ -123,7 +107,7 @@ class Servers:
         )
         ini = self.directory / f"bench-{port}.ini"
         ini.write_text(
-            "[app:main]\nuse = call:bench_app:main\nsession.secret = bench\n"
+            "[app:main]\nuse = call:bench_app:main\n"
             f"stargate.broker = {broker}\nstargate.ping_interval = 0\n{app_settings}"
             "[server:main]\nuse = egg:stargate#server\n"
             f"listen = 127.0.0.1:{port}\nmax_connections = 15000\n{server_options}"

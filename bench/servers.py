@@ -1,4 +1,4 @@
-"""The servers stargate is compared with, each doing what the template's Job does.
+"""The servers stargate is compared with, each doing what bench_app.py's Job does.
 
 Every server keeps jobs by id: a WebSocket on ``/jobs/<id>/`` gets the job's
 state message (``{"id": "1", "state": "off"}``), then every message a client

@@ -1,6 +1,6 @@
 """A client that stops reading, among 1,000 that read: what it costs the others.
 
-The template's project is served by ``pserve`` (``send_queue_size = 64``).
+``bench_app.py`` is served by ``pserve`` (``send_queue_size = 64``).
 1,000 listeners and a talker connect to ``/jobs/1/``; each round the talker
 sends a 64 KiB message, which the job relays to every client of the job,
 and the round lasts until every listener has it.  The same rounds run
@@ -30,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import RESULTS, Servers, bake, free_port, process_state  # noqa: E402
+from common import APP, RESULTS, Servers, free_port, process_state  # noqa: E402
 from loadgen import (  # noqa: E402
     FrameReader,
     Listeners,
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         args.listeners = 100
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
-        project = bake(directory)
+        project = APP
         results = [
             run_once(project, directory, args.listeners, args.rounds, stuck)
             for stuck in (False, True)

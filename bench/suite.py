@@ -3,10 +3,11 @@
 Every scenario starts each server fresh, pinned to one processor while this
 load generator runs on the other (when there are two):
 
-- ``stargate/eventlet`` and ``stargate/gevent``: the template's project
-  served by ``pserve`` with ``egg:stargate#server`` and ``runtime =
-  eventlet`` or ``gevent`` (WebSockets on ``/jobs/<id>/``, ``POST
-  /jobs/1/`` with ``state=`` to broadcast);
+- ``stargate/eventlet`` and ``stargate/gevent``: ``bench_app.py``, a
+  traversal app of the template's shape, served by ``pserve`` with
+  ``egg:stargate#server`` and ``runtime = eventlet`` or ``gevent``
+  (WebSockets on ``/jobs/<id>/``, ``POST /jobs/1/`` with ``state=`` to
+  broadcast);
 - ``eventlet``: the baseline, a bare ``eventlet.websocket.WebSocketWSGI``
   doing the same (``bench/servers.py``);
 - ``gevent``: gevent's baseline, gevent's WSGI server and wsproto written
@@ -45,9 +46,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from common import (  # noqa: E402
+    APP,
     RESULTS,
     Servers,
-    bake,
     change_state,
     free_port,
     pin,
@@ -219,32 +220,55 @@ RUNNERS = {"echo": run_echo, "broadcast": run_broadcast, "idle": run_idle}
 
 
 def run(repetitions: int, quick: bool) -> list[dict]:
-    """Run every scenario on every server ``repetitions`` times."""
+    """Run every scenario on every server ``repetitions`` times.
+
+    Each scenario gets fresh servers, except in quick mode, which checks
+    that everything runs and arrives, not figures: there each server is
+    started once (once more with compression) and serves every scenario.
+    """
     pinned = pin(0, 1)
     records = []
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
-        project = bake(directory)
+        project = APP
         for repetition in range(repetitions):
-            for scenario in scenarios(quick):
-                for kind in scenario["servers"]:
-                    servers = Servers(project, directory)
-                    port = free_port()
-                    try:
-                        process = start(
-                            kind, servers, port, scenario.get("compression", False)
+            kept: dict[tuple[str, bool], tuple[Servers, int, object]] = {}
+            try:
+                for scenario in scenarios(quick):
+                    compression = scenario.get("compression", False)
+                    for kind in scenario["servers"]:
+                        if (kind, compression) in kept:
+                            servers, port, process = kept[kind, compression]
+                        else:
+                            servers, port = Servers(project, directory), free_port()
+                            try:
+                                process = start(kind, servers, port, compression)
+                            except BaseException:
+                                servers.stop()
+                                raise
+                            if quick:
+                                kept[kind, compression] = servers, port, process
+                        try:
+                            result = RUNNERS[scenario["run"]](
+                                kind, port, process, scenario
+                            )
+                        finally:
+                            if not quick:
+                                servers.stop()
+                        result.update(
+                            scenario=scenario["name"],
+                            server=kind,
+                            repetition=repetition,
+                            pinned=pinned,
                         )
-                        result = RUNNERS[scenario["run"]](kind, port, process, scenario)
-                    finally:
-                        servers.stop()
-                    result.update(
-                        scenario=scenario["name"],
-                        server=kind,
-                        repetition=repetition,
-                        pinned=pinned,
-                    )
-                    records.append(result)
-                    print(f"  {scenario['name']} / {kind}: {brief(result)}", flush=True)
+                        records.append(result)
+                        print(
+                            f"  {scenario['name']} / {kind}: {brief(result)}",
+                            flush=True,
+                        )
+            finally:
+                for servers, _, _ in kept.values():
+                    servers.stop()
     return records
 
 

@@ -94,7 +94,7 @@ def test_two_pages_follow_each_other_through_a_restart(served, browser):
     # A message typed in one arrives in the other.
     first.fill(f"{JOB} .message", "hello from the first page")
     first.click(f"{JOB} .send")
-    wait_log(second, "message: hello from the first page")
+    wait_log(second, "guest: hello from the first page")
 
     # The server stops: both pages show that they lost the connection.
     assert served.stop() == 0

@@ -5,6 +5,7 @@ import time
 import urllib.parse
 import urllib.request
 
+import pytest
 from stargate.brokers import get_broker
 from stargate.testing import WebSocketClient
 
@@ -29,30 +30,86 @@ def eventually(condition, timeout=5.0):
     return condition()
 
 
+def receive(client):
+    return json.loads(client.receive())
+
+
+def chat(text):
+    return json.dumps({"type": "chat", "text": text})
+
+
 def test_clients_get_the_state_on_connect(live_server):
     with WebSocketClient(live_server.ws_url("/jobs/1/")) as client:
-        assert json.loads(client.receive()) == {"id": "1", "state": "off"}
+        assert receive(client) == {"type": "state", "id": "1", "state": "off"}
 
 
 def test_a_post_reaches_both_clients(live_server):
     url = live_server.ws_url("/jobs/1/")
     with WebSocketClient(url) as first, WebSocketClient(url) as second:
-        assert json.loads(first.receive())["state"] == "off"
-        assert json.loads(second.receive())["state"] == "off"
+        assert receive(first)["state"] == receive(second)["state"] == "off"
         assert post(live_server, "/jobs/1/", state="on") == {"id": "1", "state": "on"}
-        assert json.loads(first.receive()) == {"id": "1", "state": "on"}
-        assert json.loads(second.receive()) == {"id": "1", "state": "on"}
+        on = {"type": "state", "id": "1", "state": "on"}
+        assert receive(first) == receive(second) == on
 
 
-def test_a_message_from_one_client_reaches_the_other(live_server):
+def test_a_chat_message_is_checked_and_sent_by_the_server_to_everyone(live_server):
     url = live_server.ws_url("/jobs/1/")
     with WebSocketClient(url) as first, WebSocketClient(url) as second:
-        first.receive(), second.receive()  # the states on connect
-        first.send("hello from the first")
-        assert second.receive() == "hello from the first"
-        assert first.receive() == "hello from the first"
-        second.send(b"\x00binary")
-        assert first.receive() == b"\x00binary"
+        receive(first), receive(second)  # the states on connect
+        first.send(chat("  hello from the first  "))
+        said = {"type": "chat", "id": "1", "from": "guest"}
+        said["text"] = "hello from the first"
+        assert receive(second) == receive(first) == said
+
+
+def test_a_forged_state_reaches_nobody_and_changes_nothing(live_server):
+    """A client that sends what looks like the server's state message."""
+    url = live_server.ws_url("/jobs/1/")
+    with WebSocketClient(url) as forger, WebSocketClient(url) as bystander:
+        receive(forger), receive(bystander)
+        forger.send(json.dumps({"type": "state", "id": "1", "state": "hacked"}))
+        forger.send(json.dumps({"id": "1", "state": "hacked"}))
+        for _ in range(2):
+            assert receive(forger)["type"] == "error"  # to the forger alone
+        with pytest.raises(TimeoutError):
+            bystander.receive(timeout=0.5)
+    with urllib.request.urlopen(live_server.url + "/jobs/1/", timeout=10) as response:
+        assert json.loads(response.read()) == {"id": "1", "state": "off"}
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ("not json", "a message is a JSON object"),
+        (b"\x00binary", "binary messages are not accepted"),
+        (json.dumps({"type": "chat", "text": ""}), "non-empty string"),
+        (json.dumps({"type": "chat", "text": "x" * 501}), "at most 500"),
+        (json.dumps({"type": "chat", "text": "hi", "from": "admin"}), "exactly"),
+    ],
+)
+def test_bad_input_gets_a_clear_error_for_its_sender_only(live_server, message, error):
+    url = live_server.ws_url("/jobs/1/")
+    with WebSocketClient(url) as sender, WebSocketClient(url) as bystander:
+        receive(sender), receive(bystander)
+        sender.send(message)
+        reply = receive(sender)
+        assert reply["type"] == "error" and error in reply["error"]
+        sender.send(chat("still here"))
+        assert receive(bystander)["text"] == "still here"  # nothing before it
+
+
+def test_a_client_that_keeps_sending_bad_input_is_disconnected(live_server):
+    with WebSocketClient(live_server.ws_url("/jobs/1/")) as client:
+        receive(client)
+        for _ in range(5):
+            client.send("not json")
+        for _ in range(4):
+            assert receive(client)["type"] == "error"
+        assert client.receive() is None
+        assert (client.close_code, client.close_reason) == (
+            1008,
+            "too many invalid messages",
+        )
 
 
 def test_other_jobs_hear_nothing(live_server):
@@ -60,11 +117,11 @@ def test_other_jobs_hear_nothing(live_server):
         WebSocketClient(live_server.ws_url("/jobs/1/")) as one,
         WebSocketClient(live_server.ws_url("/jobs/2/")) as two,
     ):
-        one.receive(), two.receive()
+        receive(one), receive(two)
         post(live_server, "/jobs/1/", state="on")
-        assert json.loads(one.receive())["state"] == "on"
-        two.send("only for job 2")
-        assert two.receive() == "only for job 2"  # and no state of job 1 before it
+        assert receive(one)["state"] == "on"
+        two.send(chat("only for job 2"))
+        assert receive(two)["text"] == "only for job 2"  # no state of job 1 first
 
 
 def test_listeners_go_back_to_zero(app, live_server):

@@ -119,9 +119,11 @@ def test_a_message_crosses_processes(two_processes):
         a.receive(), b.receive()
 
         def message_arrives():
-            a.send("hello across processes")
+            a.send(json.dumps({"type": "chat", "text": "hello across processes"}))
             try:
-                return b.receive(timeout=0.5) == "hello across processes"
+                return json.loads(b.receive(timeout=0.5))["text"] == (
+                    "hello across processes"
+                )
             except TimeoutError:
                 return False
 

@@ -31,7 +31,7 @@ def test_a_new_job_is_off():
     job = Root()["jobs"]["7"]
     assert job.state == "off"
     assert job.as_json() == {"id": "7", "state": "off"}
-    assert json.loads(job.message()) == {"id": "7", "state": "off"}
+    assert json.loads(job.message()) == {"type": "state", "id": "7", "state": "off"}
 
 
 def test_control_changes_the_state(config):

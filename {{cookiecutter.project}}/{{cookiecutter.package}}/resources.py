@@ -16,10 +16,11 @@ To add your own WebSocket-aware resource:
 4. call ``self.send(...)`` whenever it changes.
 """
 
-import json
 import re
 
 from stargate import WebSocketAwareResource
+
+from .protocol import state_message
 
 #: What a job id may look like: it is part of URLs and of channel names.
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -91,8 +92,8 @@ class Job(WebSocketAwareResource):
         return {"id": self.__name__, "state": self.state}
 
     def message(self):
-        """Return the state message that listeners receive, as JSON text."""
-        return json.dumps(self.as_json())
+        """Return the state message that listeners receive (see protocol.py)."""
+        return state_message(self.__name__, self.state)
 
     def control(self, state):
         """Put the job in ``state`` and tell every listener.

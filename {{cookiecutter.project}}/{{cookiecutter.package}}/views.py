@@ -7,11 +7,15 @@ from pyramid.security import forget, remember
 from pyramid.view import view_config
 from stargate import WebSocketView
 
+from . import protocol
 from .resources import Backstage, Job, Root
 from .security import WATCH
 
 #: The jobs the home page shows.
 HOME_JOBS = ("1", "2", "3")
+
+#: The WebSocket close code for a client that breaks the rules (RFC 6455).
+CLOSE_POLICY_VIOLATION = 1008
 
 
 @view_config(context=Root, renderer="templates/home.jinja2", request_method="GET")
@@ -29,15 +33,32 @@ def home(context, request):
 # two, this one comes before job_json, and an upgrade goes straight to it.
 @view_config(context=Job, websocket=True, request_method="GET")
 class JobView(WebSocketView):
-    """A job's WebSocket: ``ws://host/jobs/<id>/``."""
+    """A job's WebSocket: ``ws://host/jobs/<id>/`` (messages: see protocol.py)."""
 
     def handler(self, websocket):
-        """Send the job's state, then relay every message to everyone watching."""
+        """Send the job's state, then re-emit each valid chat message to everyone.
+
+        What a client sends is never relayed: it is checked, and the server
+        sends a message of its own, signed with the sender's name.  Invalid
+        input gets an error message, to its sender only; a client that keeps
+        sending it is disconnected (1008).
+        """
         job = self.context
+        sender = self.request.identity or "guest"
         job.add_listener(websocket)  # removed by stargate when the client leaves
         websocket.send(job.message())
+        invalid = 0
         for message in websocket:
-            job.send(message)  # unchanged: text stays text, bytes stay bytes
+            try:
+                text = protocol.read_chat(message)
+            except protocol.InvalidMessage as error:
+                invalid += 1
+                if invalid >= protocol.MAX_INVALID:
+                    websocket.close(CLOSE_POLICY_VIOLATION, "too many invalid messages")
+                    break
+                websocket.send(protocol.error_message(str(error)))
+                continue
+            job.send(protocol.chat_message(job.__name__, sender, text))
 
 
 @view_config(context=Job, request_method="POST", renderer="json")

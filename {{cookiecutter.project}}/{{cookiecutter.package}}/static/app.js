@@ -1,11 +1,12 @@
-// The home page: one StargateSocket per job card.
+// The home page: one StargateSocket per job card (messages: see protocol.py).
 import { StargateSocket } from "./stargate-client.js";
 
 const LOG_LENGTH = 50;
 
-function log(card, text) {
+function log(card, text, kind = "info") {
   const list = card.querySelector(".log");
   const item = document.createElement("li");
+  item.dataset.kind = kind;
   item.textContent = `${new Date().toLocaleTimeString()} ${text}`;
   list.prepend(item);
   while (list.children.length > LOG_LENGTH) list.lastElementChild.remove();
@@ -18,17 +19,20 @@ function showState(card, state) {
   card.querySelector(".toggle").textContent = state === "on" ? "Stop" : "Start";
 }
 
-function stateMessage(data, jobId) {
-  // The server sends {"id": ..., "state": ...} on connect and on every change;
-  // anything else is a message someone sent to this job.
+// Return the server's message as an object, or null for anything else.
+function parse(data) {
   if (typeof data !== "string") return null;
   try {
     const message = JSON.parse(data);
-    if (message && message.id === jobId && typeof message.state === "string") return message;
+    return message && typeof message.type === "string" ? message : null;
   } catch {
-    // not JSON: a chat message
+    return null;
   }
-  return null;
+}
+
+function closeText({ code, reason, reconnecting }) {
+  const why = reason ? `${code}: ${reason}` : `${code}`;
+  return reconnecting ? `connection lost (${why})` : `connection closed (${why}), not reconnecting`;
 }
 
 function watch(card) {
@@ -40,33 +44,41 @@ function watch(card) {
     status.textContent = event.detail;
     status.dataset.status = event.detail;
   });
-  socket.addEventListener("disconnect", (event) => log(card, `connection lost (${event.detail})`));
+  socket.addEventListener("disconnect", (event) => {
+    log(card, closeText(event.detail), event.detail.reconnecting ? "info" : "error");
+  });
   socket.addEventListener("message", (event) => {
-    const state = stateMessage(event.detail, jobId);
-    if (state) {
-      showState(card, state.state);
-      log(card, `state: ${state.state}`);
-    } else if (typeof event.detail === "string") {
-      log(card, `message: ${event.detail}`);
-    } else {
-      log(card, `binary message of ${event.detail.byteLength} bytes`);
+    const message = parse(event.detail);
+    if (message?.type === "state" && message.id === jobId) {
+      showState(card, message.state);
+      log(card, `state: ${message.state}`);
+    } else if (message?.type === "chat" && message.id === jobId) {
+      log(card, `${message.from}: ${message.text}`);
+    } else if (message?.type === "error") {
+      log(card, `refused: ${message.error}`, "error");
     }
   });
 
   card.querySelector(".toggle").addEventListener("click", async () => {
     const next = card.querySelector(".state").dataset.state === "on" ? "off" : "on";
-    const response = await fetch(card.dataset.url, {
-      method: "POST",
-      body: new URLSearchParams({ state: next }),
-    });
-    if (!response.ok) log(card, `could not switch: HTTP ${response.status}`);
+    try {
+      const response = await fetch(card.dataset.url, {
+        method: "POST",
+        body: new URLSearchParams({ state: next }),
+      });
+      if (!response.ok) log(card, `could not switch: HTTP ${response.status}`, "error");
+    } catch {
+      log(card, "could not switch: the server cannot be reached", "error");
+    }
   });
 
   card.querySelector(".say").addEventListener("submit", (event) => {
     event.preventDefault();
     const input = card.querySelector(".message");
-    if (input.value && socket.send(input.value)) input.value = "";
-    else if (input.value) log(card, "not connected: the message was not sent");
+    const text = input.value.trim();
+    if (!text) return;
+    if (socket.send(JSON.stringify({ type: "chat", text }))) input.value = "";
+    else log(card, "not connected: the message was not sent", "error");
   });
 }
 

@@ -1,0 +1,82 @@
+"""The traversal application the benchmarks serve with pserve (``call:bench_app:main``).
+
+The shape of the template's project, with the simplest WebSocket protocol:
+a ``Root`` with ``jobs``, a container of ``Job`` resources.  A WebSocket on
+``/jobs/<id>/`` gets the job's state message (``{"id": "1", "state":
+"off"}``), then every message a client sends goes unchanged to every client
+of that job (with one client, an echo); ``POST /jobs/<id>/`` with
+``state=on`` changes the state and sends the state message to all of them.
+The peers of ``bench/servers.py`` do the same.  (The template's project
+checks and re-signs what clients send instead of relaying it: a protocol
+for an application, not for measuring a server.)
+"""
+
+from __future__ import annotations
+
+import json
+
+from pyramid.config import Configurator
+from pyramid.httpexceptions import HTTPBadRequest
+
+from stargate import WebSocketAwareResource, WebSocketView
+
+
+class Root:
+    __name__, __parent__ = "", None
+
+    def __init__(self) -> None:
+        self.jobs = JobRoot(self)
+
+    def __getitem__(self, name: str) -> JobRoot:
+        if name == "jobs":
+            return self.jobs
+        raise KeyError(name)
+
+
+class JobRoot:
+    __name__ = "jobs"
+
+    def __init__(self, parent: Root) -> None:
+        self.__parent__ = parent
+        self._jobs: dict[str, Job] = {}
+
+    def __getitem__(self, job_id: str) -> Job:
+        if job_id not in self._jobs:
+            self._jobs[job_id] = Job(job_id, self)
+        return self._jobs[job_id]
+
+
+class Job(WebSocketAwareResource):
+    def __init__(self, job_id: str, parent: JobRoot) -> None:
+        self.__name__, self.__parent__ = job_id, parent
+        self.state = "off"
+
+    def message(self) -> str:
+        return json.dumps({"id": self.__name__, "state": self.state})
+
+
+class JobView(WebSocketView):
+    def handler(self, websocket):
+        job = self.context
+        job.add_listener(websocket)
+        websocket.send(job.message())
+        for message in websocket:
+            job.send(message)
+
+
+def control(context: Job, request):
+    state = request.POST.get("state")
+    if state not in ("on", "off"):
+        raise HTTPBadRequest()
+    context.state = state
+    context.send(context.message())
+    return {"id": context.__name__, "state": state}
+
+
+def main(global_config, **settings):
+    root = Root()
+    with Configurator(settings=settings, root_factory=lambda request: root) as config:
+        config.include("stargate")
+        config.add_view(JobView, context=Job, websocket=True, request_method="GET")
+        config.add_view(control, context=Job, request_method="POST", renderer="json")
+        return config.make_wsgi_app()

@@ -1,0 +1,72 @@
+"""The messages of a job's WebSocket: JSON objects with a ``type``.
+
+From the server (never from a client):
+
+- ``{"type": "state", "id": "1", "state": "on"}``: the job's state, on
+  connect and after every change;
+- ``{"type": "chat", "id": "1", "from": "alice", "text": "..."}``: a message
+  a client sent, as the server checked and signed it;
+- ``{"type": "error", "error": "..."}``: to one client, about what it sent.
+
+From a client: ``{"type": "chat", "text": "..."}`` and nothing else.  The
+server never relays what a client sends: it checks it (type, shape, size)
+and emits a message of its own, so a client cannot pass for the server (a
+forged ``state``) or for another client.
+"""
+
+import json
+
+#: The longest chat text, in characters.
+MAX_TEXT = 500
+
+#: The longest message a client may send: JSON may write each character of
+#: the text as a six-character escape (\u00e9).
+MAX_MESSAGE = 6 * MAX_TEXT + 100
+
+#: How many invalid messages a client may send before it is disconnected.
+MAX_INVALID = 5
+
+
+class InvalidMessage(ValueError):
+    """A client's message that is refused; ``str()`` says why, for the client."""
+
+
+def state_message(job_id, state):
+    """Return the JSON text of a state message."""
+    return json.dumps({"type": "state", "id": job_id, "state": state})
+
+
+def chat_message(job_id, sender, text):
+    """Return the JSON text of a chat message, signed with ``sender``."""
+    return json.dumps({"type": "chat", "id": job_id, "from": sender, "text": text})
+
+
+def error_message(reason):
+    """Return the JSON text of an error message for one client."""
+    return json.dumps({"type": "error", "error": reason})
+
+
+def read_chat(message):
+    """Return the text of a client's chat message.
+
+    :raises InvalidMessage: for anything but ``{"type": "chat", "text": ...}``
+        with 1 to :data:`MAX_TEXT` characters of text.
+    """
+    if not isinstance(message, str):
+        raise InvalidMessage("binary messages are not accepted")
+    if len(message) > MAX_MESSAGE:  # before parsing: no work for a huge one
+        raise InvalidMessage(f"a message has at most {MAX_TEXT} characters of text")
+    try:
+        data = json.loads(message)
+    except ValueError:
+        raise InvalidMessage("a message is a JSON object") from None
+    if not isinstance(data, dict) or data.get("type") != "chat":
+        raise InvalidMessage('clients may only send {"type": "chat", "text": ...}')
+    if set(data) != {"type", "text"}:
+        raise InvalidMessage('a chat message has exactly "type" and "text"')
+    text = data["text"]
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidMessage("the text of a chat message is a non-empty string")
+    if len(text) > MAX_TEXT:
+        raise InvalidMessage(f"a message has at most {MAX_TEXT} characters of text")
+    return text.strip()
