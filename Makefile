@@ -18,7 +18,7 @@ DEMO_BAKED := $(DEMO)/.baked-for-port-$(PORT)
 DEMO_STAMP := $(DEMO_VENV)/.installed
 LIBRARY := $(shell find stargate -name '*.py') pyproject.toml
 
-.PHONY: demo test test-python bench lint venv system-packages clean
+.PHONY: demo docs test test-python bench lint venv system-packages clean
 
 venv: $(STAMP)
 
@@ -71,9 +71,14 @@ demo: $(DEMO_STAMP)
 	@echo "Serving the demo on http://127.0.0.1:$(PORT)/ (Ctrl-C stops it)"
 	cd $(DEMO_PROJECT) && exec ../.venv/bin/pserve development.ini
 
+# The Sphinx site: the pages of docs/ and the API reference from the
+# docstrings, warnings as errors.
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
+
 lint: $(STAMP)
-	$(BIN)/ruff check stargate tests bench hooks local_extensions.py
-	$(BIN)/ruff format --check stargate tests bench hooks local_extensions.py
+	$(BIN)/ruff check stargate tests bench hooks local_extensions.py docs/conf.py
+	$(BIN)/ruff format --check stargate tests bench hooks local_extensions.py docs/conf.py
 
 # The library's own tests (unit and live), without the template, the browser
 # and the benchmarks: what runs on the second runtime and other interpreters.
@@ -91,7 +96,7 @@ COVERAGE := --cov=stargate --cov-append --cov-report=
 # processes.  The tests of the installed projects stay in one of them.
 PARALLEL := -n 3 --dist loadgroup
 
-test: system-packages lint
+test: system-packages lint docs
 	rm -f .coverage .coverage.*
 	# eventlet: everything, the template and the browser included.
 	$(BIN)/python -m pytest $(PARALLEL) $(COVERAGE)
@@ -136,4 +141,5 @@ bench: system-packages $(STAMP)
 	exit $$status
 
 clean:
-	rm -rf $(VENV) .venv-3.* $(DEMO) .pytest_cache .ruff_cache .coverage .coverage.* test-artifacts
+	rm -rf $(VENV) .venv-3.* $(DEMO) .pytest_cache .ruff_cache .coverage .coverage.* \
+		test-artifacts docs/_build
