@@ -90,6 +90,21 @@ class Settings:
     #: 2010-era browsers.  Default false: browsers dropped them for security
     #: reasons.
     legacy_protocols: bool = False
+    #: ``stargate.max_message_rate``: the messages a second one connection may
+    #: send on average; a client that sends faster is closed with 1008.
+    #: ``0`` (the default) for no limit: benchmarks and conformance suites
+    #: would trip one, so generated production files set it instead.
+    max_message_rate: float = 0.0
+    #: ``stargate.max_message_burst``: the messages a connection may send in a
+    #: row above ``max_message_rate`` (a token bucket of that size).  ``0``
+    #: (the default) means one second's worth.
+    max_message_burst: int = 0
+    #: ``stargate.max_connections_per_client``: the WebSockets one client
+    #: address may have open at once; more are refused with 429 before the
+    #: handshake.  The address is the peer's, or the one a proxy of
+    #: ``trusted_proxies`` reports in ``X-Forwarded-For``.  ``0`` (the
+    #: default) for no limit: users behind one NAT address share it.
+    max_connections_per_client: int = 0
 
 
 def _text(value: Any) -> str:
@@ -119,6 +134,20 @@ def _count(value: Any) -> int:
     number = int(_text(value))
     if number < 1:
         raise ValueError("expected a whole number of at least 1")
+    return number
+
+
+def _whole(value: Any) -> int:
+    number = int(_text(value))
+    if number < 0:
+        raise ValueError("expected a whole number, 0 or more")
+    return number
+
+
+def _rate(value: Any) -> float:
+    number = float(_text(value))
+    if not number >= 0 or number == float("inf"):
+        raise ValueError("expected a number of messages a second, 0 or more")
     return number
 
 
@@ -179,6 +208,9 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "broker_channel_prefix": _text,
     "legacy_protocols": _bool,
     "trusted_proxies": parse_networks,
+    "max_message_rate": _rate,
+    "max_message_burst": _whole,
+    "max_connections_per_client": _whole,
 }
 
 
@@ -305,13 +337,6 @@ def _port(value: Any) -> int:
     if not 0 <= port <= 65535:
         raise ValueError("expected a port from 0 to 65535")
     return port
-
-
-def _whole(value: Any) -> int:
-    number = int(_text(value))
-    if number < 0:
-        raise ValueError("expected a whole number, 0 or more")
-    return number
 
 
 def _runtime(value: Any) -> str:

@@ -51,12 +51,14 @@ from stargate.exceptions import ConnectionClosed
 from stargate.frames import PONG, SimpleFrames, encode_message, ping_frame
 from stargate.limits import MessageSizeLimit
 from stargate.linger import LINGER_SECONDS, linger
+from stargate.ratelimit import TokenBucket
 
 __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_INTERNAL_ERROR",
     "CLOSE_KEEPALIVE_TIMEOUT",
     "CLOSE_NORMAL",
+    "CLOSE_POLICY_VIOLATION",
     "CLOSE_TOO_BIG",
     "CLOSE_TOO_SLOW",
     "Connection",
@@ -77,6 +79,8 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 #: The peer did not read fast enough: its outbound queue overflowed.
 CLOSE_TOO_SLOW = 1008
+#: A client that broke a rule: too many messages (``max_message_rate``).
+CLOSE_POLICY_VIOLATION = 1008
 #: A message was larger than ``stargate.max_message_size``.
 CLOSE_TOO_BIG = 1009
 #: The handler raised an exception.
@@ -201,6 +205,7 @@ class Connection:
     __slots__ = (
         "__dict__",
         "__weakref__",
+        "_bucket",
         "_callbacks",
         "_close_deadline",
         "_closed",
@@ -298,6 +303,14 @@ class Connection:
         self._in_background = False
         self._last_receive = self._last_ping
         self.shares_frames = shares_frames
+        # stargate.max_message_rate: a token bucket, only when there is a limit.
+        self._bucket = (
+            TokenBucket(
+                settings.max_message_rate, settings.max_message_burst, self.opened_at
+            )
+            if settings.max_message_rate
+            else None
+        )
         if tracker is not None:
             tracker.add(self)
 
@@ -749,8 +762,20 @@ class Connection:
         if opcode == PONG:
             self._pong_received(payload)
         elif self._state is State.OPEN:
-            self.messages_in += 1
-            self._message_queue().append(payload)
+            self._deliver(payload)
+
+    def _deliver(self, message: Message) -> None:
+        bucket = self._bucket
+        if bucket is not None and not bucket.take(time.monotonic()):
+            reason = (
+                f"message rate limit exceeded ({self._settings.max_message_rate:g} "
+                "a second)"
+            )
+            log.info("%r: %s, closing with 1008", self, reason)
+            self.close(CLOSE_POLICY_VIOLATION, reason)
+            return
+        self.messages_in += 1
+        self._message_queue().append(message)
 
     def _process_events(self) -> None:
         for event in self._proto.events():
@@ -758,8 +783,7 @@ class Connection:
                 if self._state is State.OPEN:
                     self._fragments.append(event.data)
                     if event.message_finished:
-                        self.messages_in += 1
-                        self._message_queue().append(self._assemble(event))
+                        self._deliver(self._assemble(event))
             elif isinstance(event, Ping):
                 if self._proto.state is ConnectionState.OPEN:
                     self._write(self._proto.send(event.response()), control=True)

@@ -54,6 +54,17 @@ class TrustedProxies:
             return False
         return any(ip in network for network in self.networks)
 
+    def client_of(self, environ: Mapping[str, Any]) -> str:
+        """Return the address of the client that made the request.
+
+        The peer of the TCP connection, or, when that is a trusted proxy,
+        the address it reports last in ``X-Forwarded-For`` (the one it saw).
+        """
+        peer = str(environ.get("REMOTE_ADDR") or "")
+        if not self.trusts(peer):
+            return peer
+        return _last(environ.get("HTTP_X_FORWARDED_FOR")) or peer
+
     def origin_of(
         self, environ: Mapping[str, Any], host: str | None, secure: bool
     ) -> tuple[str | None, bool]:

@@ -35,6 +35,7 @@ from stargate.handshake import (
 )
 from stargate.legacy import HixieProtocol
 from stargate.proxies import TrustedProxies
+from stargate.ratelimit import client_connections
 from stargate.resource import WebSocketAwareResource
 
 __all__ = ["HandledResponse", "WebSocketView"]
@@ -216,7 +217,8 @@ class WebSocketView:
             self.before_handshake()
         except HandShakeFailed as refusal:
             return self._refuse(refusal)
-        origin_host, secure = TrustedProxies(settings.trusted_proxies).origin_of(
+        proxies = TrustedProxies(settings.trusted_proxies)
+        origin_host, secure = proxies.origin_of(
             request.environ, request.host, request.scheme == "https"
         )
         try:
@@ -233,6 +235,36 @@ class WebSocketView:
             )
         except HandShakeFailed as refusal:
             return self._refuse(refusal)
+        limit = settings.max_connections_per_client
+        if not limit:  # no count to keep (the default)
+            websocket = self._open(sock, response, settings)
+        else:
+            client = proxies.client_of(request.environ)
+            counter = client_connections(request.registry, limit)
+            if not counter.acquire(client):
+                return self._refuse(
+                    HandShakeFailed(
+                        f"too many WebSockets from {client}: at most {limit} "
+                        "(stargate.max_connections_per_client)",
+                        status="429 Too Many Requests",
+                        headers=[("Retry-After", "10")],
+                    )
+                )
+            try:
+                websocket = self._open(sock, response, settings)
+            except BaseException:
+                counter.release(client)  # the client left during the handshake
+                raise
+            websocket.on_close(lambda _: counter.release(client))
+        hand_over = request.environ.get(HAND_OVER_KEY)
+        if hand_over is None:  # another server: serve it right here
+            return self.handle_websocket(websocket)
+        hand_over(sock, self._serve_handed_over, websocket, sock, request.context)
+        return HandledResponse()
+
+    def _open(self, sock: Any, response: Any, settings: Settings) -> Connection:
+        """Send the ``101`` response; return the open connection."""
+        request = self.request
         sock.sendall(response.to_bytes())
         legacy = response.version in (75, 76)
         if legacy:
@@ -241,7 +273,7 @@ class WebSocketView:
             protocol = rfc6455_protocol(response.extensions, settings.max_message_size)
         else:  # made only if a frame needs wsproto
             protocol = None
-        websocket = Connection(
+        return Connection(
             sock,
             protocol,
             settings,
@@ -251,11 +283,6 @@ class WebSocketView:
             keepalive=not legacy,
             shares_frames=not legacy and not response.extensions,
         )
-        hand_over = request.environ.get(HAND_OVER_KEY)
-        if hand_over is None:  # another server: serve it right here
-            return self.handle_websocket(websocket)
-        hand_over(sock, self._serve_handed_over, websocket, sock, request.context)
-        return HandledResponse()
 
     def _serve_handed_over(
         self, websocket: Connection, sock: Any, context: Any

@@ -17,6 +17,8 @@ def test_defaults():
     assert settings.compression is True
     assert settings.legacy_protocols is False
     assert settings.broker == "memory://"
+    assert settings.max_message_rate == 0  # no limits unless asked for
+    assert settings.max_connections_per_client == 0
     assert parse_settings(None) == Settings()
 
 
@@ -33,6 +35,9 @@ def test_every_setting_parses_from_ini_text():
             "stargate.broker": "memory://",
             "stargate.broker_channel_prefix": " app1: ",
             "stargate.legacy_protocols": "yes",
+            "stargate.max_message_rate": "2.5",
+            "stargate.max_message_burst": "10",
+            "stargate.max_connections_per_client": "20",
             "pyramid.reload_templates": "true",
         }
     )
@@ -47,6 +52,9 @@ def test_every_setting_parses_from_ini_text():
         broker="memory://",
         broker_channel_prefix="app1:",
         legacy_protocols=True,
+        max_message_rate=2.5,
+        max_message_burst=10,
+        max_connections_per_client=20,
     )
 
 
@@ -87,6 +95,10 @@ def test_booleans_pass_through():
         ("stargate.allowed_origins", "example.com", "not an origin"),
         ("stargate.allowed_origins", "https://example.com/app", "no path"),
         ("stargate.allowed_origins", "ftp://example.com", "not an origin"),
+        ("stargate.max_message_rate", "-1", "messages a second, 0 or more"),
+        ("stargate.max_message_rate", "inf", "messages a second, 0 or more"),
+        ("stargate.max_message_burst", "-5", "whole number, 0 or more"),
+        ("stargate.max_connections_per_client", "some", "invalid literal"),
     ],
 )
 def test_bad_values_name_the_setting_and_the_value(key, value, expected):

@@ -591,3 +591,30 @@ def test_a_peer_still_sending_gets_the_close_frame_not_a_reset():
     assert received[4:].decode() == conn.close_reason
     client.close()
     listener.close()
+
+
+def test_a_client_past_the_message_rate_is_closed_with_1008():
+    peer = Peer(max_message_rate=1, max_message_burst=3)
+    peer.send(*(TextMessage(data=str(number)) for number in range(10)))
+    # The burst reaches the handler; the rest is refused with a reason.
+    assert [peer.conn.receive(timeout=2) for _ in range(3)] == ["0", "1", "2"]
+    assert peer.conn.receive(timeout=2) is None
+    assert peer.conn.close_code == 1008
+    assert peer.conn.close_reason == "message rate limit exceeded (1 a second)"
+    assert peer.conn.messages_in == 3
+    closes = [e for e in peer.events() if isinstance(e, CloseConnection)]
+    assert (closes[0].code, closes[0].reason) == (1008, peer.conn.close_reason)
+
+
+def test_messages_at_the_rate_pass_and_a_fragmented_one_counts_once():
+    peer = Peer(max_message_rate=1000, max_message_burst=1)
+    peer.send(
+        TextMessage(data="fir", message_finished=False),
+        TextMessage(data="st", message_finished=True),
+    )
+    assert peer.conn.receive(timeout=2) == "first"
+    sleep(0.01)  # ten tokens' worth at 1,000 a second
+    peer.send(TextMessage(data="second"))
+    assert peer.conn.receive(timeout=2) == "second"
+    assert peer.conn.state is State.OPEN
+    assert Peer().conn._bucket is None  # no limit, no bucket (the default)

@@ -100,7 +100,7 @@ def test_two_pages_follow_each_other_through_a_restart(served, browser):
     assert served.stop() == 0
     for page in (first, second):
         wait_text(page, f"{JOB} .status", "reconnecting", timeout=5000)
-        wait_log(page, "connection lost (1001)", timeout=5000)
+        wait_log(page, "connection lost (1001: server shutting down)", timeout=5000)
 
     # It starts again: both reconnect by themselves and get the next update.
     served.start()

@@ -86,3 +86,20 @@ def test_the_value_the_proxy_appended_wins():
 def test_missing_forwarded_values_keep_the_request_s_own():
     environ = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_HOST": " , "}
     assert proxies("127.0.0.1").origin_of(environ, "b:1", True) == ("b:1", True)
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "client"),
+    [
+        ("10.0.0.5", "203.0.113.7", "203.0.113.7"),  # a trusted proxy says who
+        ("10.0.0.5", "198.51.100.1, 203.0.113.7", "203.0.113.7"),  # the one it saw
+        ("10.0.0.5", None, "10.0.0.5"),  # it said nothing
+        ("11.0.0.1", "203.0.113.7", "11.0.0.1"),  # anybody else may lie
+        (None, None, ""),
+    ],
+)
+def test_the_client_address(peer, forwarded, client):
+    environ = {"REMOTE_ADDR": peer}
+    if forwarded is not None:
+        environ["HTTP_X_FORWARDED_FOR"] = forwarded
+    assert proxies("10.0.0.0/8").client_of(environ) == client

@@ -28,6 +28,7 @@ EXPECTED_FILES = {
     "pyproject.toml",
     "testing.ini",
     "{package}/__init__.py",
+    "{package}/headers.py",
     "{package}/protocol.py",
     "{package}/resources.py",
     "{package}/security.py",

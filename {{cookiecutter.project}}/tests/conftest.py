@@ -1,6 +1,8 @@
 """Fixtures as in Pyramid's starter (app, testapp, dummy_request), and a live server."""
 
 import os
+import re
+import urllib.request
 
 import pytest
 import webtest
@@ -27,6 +29,35 @@ def app(app_settings):
 @pytest.fixture
 def testapp(app):
     return webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com"})
+
+
+#: Where the page gives its CSRF token to its script.
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+
+
+@pytest.fixture
+def csrf_token(testapp):
+    """The CSRF token of the testapp's session (WebTest keeps its cookie)."""
+    return CSRF_META.search(testapp.get("/").text).group(1)
+
+
+@pytest.fixture
+def session_of():
+    """Open the page on a live server as a browser does; return the headers
+    (session cookie and CSRF token) that a POST must send.  Pass the cookie
+    of an existing session to keep it."""
+
+    def start(server, cookie=None):
+        headers = {"Cookie": cookie} if cookie else {}
+        request = urllib.request.Request(server.url + "/", headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            set_cookie = response.headers["Set-Cookie"]
+            token = CSRF_META.search(response.read().decode()).group(1)
+        if set_cookie:
+            cookie = set_cookie.split(";", 1)[0]
+        return {"Cookie": cookie, "X-CSRF-Token": token}
+
+    return start
 
 
 @pytest.fixture

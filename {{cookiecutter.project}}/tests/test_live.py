@@ -10,9 +10,11 @@ from stargate.brokers import get_broker
 from stargate.testing import WebSocketClient
 
 
-def post(server, path, **fields):
+def post(server, path, headers, **fields):
+    """POST ``fields`` with a session's ``headers`` (cookie and CSRF token)."""
     data = urllib.parse.urlencode(fields).encode()
-    with urllib.request.urlopen(server.url + path, data=data, timeout=10) as response:
+    request = urllib.request.Request(server.url + path, data=data, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
 
@@ -43,11 +45,13 @@ def test_clients_get_the_state_on_connect(live_server):
         assert receive(client) == {"type": "state", "id": "1", "state": "off"}
 
 
-def test_a_post_reaches_both_clients(live_server):
+def test_a_post_reaches_both_clients(live_server, session_of):
     url = live_server.ws_url("/jobs/1/")
     with WebSocketClient(url) as first, WebSocketClient(url) as second:
         assert receive(first)["state"] == receive(second)["state"] == "off"
-        assert post(live_server, "/jobs/1/", state="on") == {"id": "1", "state": "on"}
+        session = session_of(live_server)
+        answer = post(live_server, "/jobs/1/", session, state="on")
+        assert answer == {"id": "1", "state": "on"}
         on = {"type": "state", "id": "1", "state": "on"}
         assert receive(first) == receive(second) == on
 
@@ -112,19 +116,19 @@ def test_a_client_that_keeps_sending_bad_input_is_disconnected(live_server):
         )
 
 
-def test_other_jobs_hear_nothing(live_server):
+def test_other_jobs_hear_nothing(live_server, session_of):
     with (
         WebSocketClient(live_server.ws_url("/jobs/1/")) as one,
         WebSocketClient(live_server.ws_url("/jobs/2/")) as two,
     ):
         receive(one), receive(two)
-        post(live_server, "/jobs/1/", state="on")
+        post(live_server, "/jobs/1/", session_of(live_server), state="on")
         assert receive(one)["state"] == "on"
         two.send(chat("only for job 2"))
         assert receive(two)["text"] == "only for job 2"  # no state of job 1 first
 
 
-def test_listeners_go_back_to_zero(app, live_server):
+def test_listeners_go_back_to_zero(app, live_server, session_of):
     url = live_server.ws_url("/jobs/9/")
     clients = [WebSocketClient(url) for _ in range(5)]
     assert eventually(lambda: listeners(app, "/jobs/9") == 5)
@@ -134,5 +138,5 @@ def test_listeners_go_back_to_zero(app, live_server):
     assert live_server.wait_for_connections(0)
     with WebSocketClient(url) as client:
         client.receive()
-        post(live_server, "/jobs/9/", state="on")
+        post(live_server, "/jobs/9/", session_of(live_server), state="on")
         assert json.loads(client.receive())["state"] == "on"

@@ -83,14 +83,17 @@ def two_processes(app_settings, redis_url):
         yield first, second
 
 
-def post(server, path, **fields):
+def post(server, path, headers, **fields):
+    """POST ``fields`` with a session's ``headers`` (cookie and CSRF token)."""
     data = urllib.parse.urlencode(fields).encode()
-    with urllib.request.urlopen(server.url + path, data=data, timeout=10) as response:
+    request = urllib.request.Request(server.url + path, data=data, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
 
-def test_a_post_to_one_process_reaches_clients_of_both(two_processes):
+def test_a_post_to_one_process_reaches_clients_of_both(two_processes, session_of):
     first, second = two_processes
+    session = session_of(first)
     with (
         WebSocketClient(first.ws_url("/jobs/1/")) as a,
         WebSocketClient(second.ws_url("/jobs/1/")) as b,
@@ -100,7 +103,7 @@ def test_a_post_to_one_process_reaches_clients_of_both(two_processes):
         # Until the second process has subscribed, its client may miss the
         # update: publish until it arrives (pub/sub keeps nothing).
         def update_arrives():
-            post(first, "/jobs/1/", state="on")
+            post(first, "/jobs/1/", session, state="on")
             try:
                 return json.loads(b.receive(timeout=0.5))["state"] == "on"
             except TimeoutError:

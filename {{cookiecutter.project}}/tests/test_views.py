@@ -1,10 +1,14 @@
 """The HTTP side of the views, through WebTest."""
 
+import os
+
 import pytest
 
-from {{ cookiecutter.package }} import main
+from {{ cookiecutter.package }} import SECRET_VARIABLE, main, session_secret
 from {{ cookiecutter.package }}.resources import Root
 from {{ cookiecutter.package }}.views import control, home, job_json
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_home_view_lists_jobs(dummy_request):
@@ -39,16 +43,55 @@ def test_job_as_json(testapp):
     assert testapp.get("/jobs/1/").json == {"id": "1", "state": "off"}
 
 
-def test_post_changes_the_state(testapp):
-    assert testapp.post("/jobs/1/", {"state": "on"}).json == {"id": "1", "state": "on"}
+def test_post_changes_the_state(testapp, csrf_token):
+    token = {"X-CSRF-Token": csrf_token}
+    response = testapp.post("/jobs/1/", {"state": "on"}, headers=token)
+    assert response.json == {"id": "1", "state": "on"}
     assert testapp.get("/jobs/1/").json == {"id": "1", "state": "on"}
     assert testapp.get("/jobs/2/").json == {"id": "2", "state": "off"}
 
 
-def test_post_refuses_unknown_states(testapp):
-    response = testapp.post("/jobs/1/", {"state": "exploded"}, status=400)
+def test_a_post_without_the_csrf_token_is_refused(testapp, csrf_token):
+    testapp.post("/jobs/1/", {"state": "on"}, status=400)
+    testapp.post("/jobs/1/", {"state": "on"}, headers={"X-CSRF-Token": "x"}, status=400)
+    testapp.post("/jobs/1/", {"state": "on", "csrf_token": csrf_token}, status=200)
+    assert testapp.get("/jobs/1/").json == {"id": "1", "state": "on"}
+
+
+def test_post_refuses_unknown_states(testapp, csrf_token):
+    token = {"X-CSRF-Token": csrf_token}
+    response = testapp.post(
+        "/jobs/1/", {"state": "exploded"}, headers=token, status=400
+    )
     assert "off, on" in response.json["error"]
-    testapp.post("/jobs/1/", {}, status=400)
+    testapp.post("/jobs/1/", {}, headers=token, status=400)
+
+
+def test_the_page_is_served_with_security_headers(testapp):
+    headers = testapp.get("/").headers
+    policy = headers["Content-Security-Policy"]
+    assert "script-src 'self';" in policy and "unsafe-inline" not in policy
+    assert "frame-ancestors 'none'" in policy
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "same-origin"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert "<script>" not in testapp.get("/").text  # no inline script to allow
+
+
+def test_main_takes_the_session_secret_from_the_environment(app_settings, monkeypatch):
+    settings = {k: v for k, v in app_settings.items() if k != "session.secret"}
+    monkeypatch.setenv(SECRET_VARIABLE, "s" * 32)
+    assert session_secret(settings) == "s" * 32
+    main({}, **settings)  # starts
+    monkeypatch.setenv(SECRET_VARIABLE, "short")
+    with pytest.raises(ValueError, match="too short"):
+        main({}, **settings)
+
+
+def test_production_ini_holds_no_secret():
+    text = open(os.path.join(HERE, "production.ini")).read()
+    assert "session.secret" not in text.replace("# ", "")
+    assert SECRET_VARIABLE in text
 
 
 def test_unknown_paths_are_404(testapp):
@@ -56,7 +99,9 @@ def test_unknown_paths_are_404(testapp):
     testapp.get("/jobs/a b/", status=404)
 
 
-def test_main_needs_a_session_secret(app_settings):
+def test_main_needs_a_session_secret(app_settings, monkeypatch):
+    monkeypatch.delenv(SECRET_VARIABLE, raising=False)
     settings = {k: v for k, v in app_settings.items() if k != "session.secret"}
-    with pytest.raises(ValueError, match="session.secret"):
+    missing = f"is missing: set the environment variable {SECRET_VARIABLE}"
+    with pytest.raises(ValueError, match=missing):
         main({}, **settings)

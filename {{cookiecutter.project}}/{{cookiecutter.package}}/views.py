@@ -2,6 +2,7 @@
 
 import json
 
+from pyramid.csrf import get_csrf_token
 from pyramid.httpexceptions import HTTPBadRequest
 from pyramid.security import forget, remember
 from pyramid.view import view_config
@@ -26,6 +27,8 @@ def home(context, request):
         "project": "{{ cookiecutter.project }}",
         "package": "{{ cookiecutter.package }}",
         "jobs": jobs,
+        # The page's script sends it with every POST (X-CSRF-Token).
+        "csrf_token": get_csrf_token(request),
     }
 
 

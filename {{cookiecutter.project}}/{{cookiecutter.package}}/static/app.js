@@ -3,6 +3,10 @@ import { StargateSocket } from "./stargate-client.js";
 
 const LOG_LENGTH = 50;
 
+// The session's CSRF token: every POST must carry it (Pyramid refuses it with
+// 400 otherwise).
+const CSRF_TOKEN = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
+
 function log(card, text, kind = "info") {
   const list = card.querySelector(".log");
   const item = document.createElement("li");
@@ -64,6 +68,7 @@ function watch(card) {
     try {
       const response = await fetch(card.dataset.url, {
         method: "POST",
+        headers: { "X-CSRF-Token": CSRF_TOKEN },
         body: new URLSearchParams({ state: next }),
       });
       if (!response.ok) log(card, `could not switch: HTTP ${response.status}`, "error");
