@@ -71,6 +71,11 @@ class Settings:
     #: while its peer is not reading; one more closes it with 1008 so that a
     #: slow client never delays anybody else.  Default 1024.
     send_queue_size: int = 1024
+    #: ``stargate.send_queue_bytes``: the bytes those queued messages may take
+    #: (suffixes ``KiB`` and ``MiB`` accepted); past it the connection is
+    #: closed with 1008 as well.  Frames shared by a broadcast are counted
+    #: for each connection but held once.  Default 16 MiB.
+    send_queue_bytes: int = 16 * 1024 * 1024
     #: ``stargate.compression``: negotiate permessage-deflate (RFC 7692) when
     #: the client offers it.  Default true.
     compression: bool = True
@@ -203,6 +208,7 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "ping_timeout": _positive_seconds,
     "close_timeout": _positive_seconds,
     "send_queue_size": _count,
+    "send_queue_bytes": _size,
     "compression": _bool,
     "broker": _broker,
     "broker_channel_prefix": _text,

@@ -31,6 +31,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any, Protocol
 
 from wsproto.connection import Connection as WSProtoConnection
@@ -95,6 +96,8 @@ CLOSE_ABNORMAL = 1006
 #: is arriving), each asks for twice as much, up to the largest size.
 _RECV_SIZE = 65536
 _RECV_SIZE_LARGEST = 1024 * 1024
+# Frames handed to one sendmsg() call by the writer (Linux takes 1024).
+_WRITE_BATCH = 64
 
 
 class State(enum.Enum):
@@ -218,7 +221,9 @@ class Connection:
         "_linger",
         "_messages",
         "_outbox",
+        "_partial",
         "_pending_close",
+        "_queued_bytes",
         "_ping_payload",
         "_protocol",
         "_reading",
@@ -270,6 +275,9 @@ class Connection:
         self._messages: deque[Message] | None = None
         self._fragments: list[Any] = []
         self._outbox: deque[bytes | memoryview] | None = None
+        # Bytes in the outbox, and whether its first frame is partly written.
+        self._queued_bytes = 0
+        self._partial = False
         self._writing = False
         self._reading = False
         self._recv_size = _RECV_SIZE
@@ -443,12 +451,17 @@ class Connection:
             return
         if self._writing or self._outbox:
             outbox = self._outbox_queue()
-            if not control and len(outbox) >= self._settings.send_queue_size:
-                self.abort(
+            settings = self._settings
+            if not control and (
+                len(outbox) >= settings.send_queue_size
+                or self._queued_bytes + len(data) > settings.send_queue_bytes
+            ):
+                self._drop(
                     CLOSE_TOO_SLOW, "send queue overflow: the client is not reading"
                 )
                 return
             outbox.append(data)
+            self._queued_bytes += len(data)
             return
         try:
             sent = runtime.get().send_nowait(self._sock, data)
@@ -456,7 +469,10 @@ class Connection:
             self._lost()
             return
         if sent < len(data):
-            self._outbox_queue().append(memoryview(data)[sent:])
+            rest = memoryview(data)[sent:]
+            self._outbox_queue().append(rest)
+            self._queued_bytes = len(rest)
+            self._partial = sent > 0
             self._writing = True
             runtime.get().spawn(self._drain_outbox)
 
@@ -471,18 +487,18 @@ class Connection:
         return self._messages
 
     def _drain_outbox(self) -> None:
+        # The frames go out as they are queued, several per system call
+        # (sendmsg) and never joined: a broadcast frame is shared by every
+        # connection that queued it, and joining would copy it per client.
+        rt = runtime.get()
         outbox = self._outbox_queue()
         try:
             while outbox:
-                if len(outbox) > 1:
-                    # One system call for a backlog of small frames.
-                    chunk: bytes | memoryview = b"".join(outbox)
-                    count = len(outbox)
-                else:
-                    chunk, count = outbox[0], 1
-                self._sock.sendall(chunk)
-                for _ in range(count):
-                    outbox.popleft()
+                sent = rt.sendmsg_nowait(self._sock, list(islice(outbox, _WRITE_BATCH)))
+                if sent:
+                    self._written(outbox, sent)
+                else:  # the kernel buffer is full: wait for room
+                    rt.wait_writable(self._sock.fileno())
         except OSError:
             self._writing = False
             self._lost()
@@ -491,6 +507,49 @@ class Connection:
         self._outbox = None  # caught up: let the queue go
         if self._teardown_after_flush:
             self._hang_up()
+
+    def _written(self, outbox: deque[bytes | memoryview], sent: int) -> None:
+        """Take ``sent`` bytes off the front of ``outbox``."""
+        self._queued_bytes -= sent
+        while sent:
+            first = outbox[0]
+            if sent < len(first):
+                outbox[0] = memoryview(first)[sent:]
+                self._partial = True
+                return
+            sent -= len(first)
+            outbox.popleft()
+        self._partial = False
+
+    def _drop(self, code: int, reason: str) -> None:
+        """Give up on a peer that does not keep up, telling it why.
+
+        The frame being written is finished, the frames queued after it are
+        dropped, and a close frame with ``code`` and ``reason`` follows; the
+        socket is cut once that went out, or after ``close_timeout``.  Never
+        a frame cut short.
+        """
+        if self._state is not State.OPEN:
+            return
+        request = self.request
+        log.warning(
+            "dropping the WebSocket of %s on %s: %s (%s)",
+            getattr(request, "client_addr", None) or "-",
+            getattr(request, "path", None) or "-",
+            reason,
+            code,
+        )
+        self._leave_open(code, reason, self._settings.close_timeout)
+        outbox = self._outbox
+        if outbox:
+            keep = 1 if self._partial else 0
+            while len(outbox) > keep:
+                outbox.pop()
+            self._queued_bytes = sum(len(frame) for frame in outbox)
+        self._write(
+            self._proto.send(CloseConnection(code=code, reason=reason)), control=True
+        )
+        self._shutdown_when_flushed()
 
     def _shutdown_when_flushed(self) -> None:
         self._input_done = True
@@ -586,12 +645,7 @@ class Connection:
             return
         if self._ping_payload is not None:
             if now - self._last_ping > self._settings.ping_timeout:
-                log.info(
-                    "%r: no pong within %ss, dropping",
-                    self,
-                    self._settings.ping_timeout,
-                )
-                self.abort(CLOSE_KEEPALIVE_TIMEOUT, "keepalive ping timeout")
+                self._drop(CLOSE_KEEPALIVE_TIMEOUT, "keepalive ping timeout")
         elif now - self._last_ping >= self._settings.ping_interval:
             self._ping_payload = os.urandom(4)
             self._last_ping = now

@@ -19,6 +19,7 @@ from wsproto.events import (
 from stargate.connection import ConnectionTracker, State
 from stargate.exceptions import ConnectionClosed
 from stargate.frames import encode_message
+from tests.conftest import eventually
 from tests.peers import Peer, Thread, close_codes, green_socket_module, sleep
 
 
@@ -224,20 +225,54 @@ def test_close_callback_failure_is_logged(caplog):
     assert "close callback" in caplog.text
 
 
-def test_a_peer_that_does_not_read_is_dropped_with_1008():
-    peer = Peer(send_queue_size=4)
+@pytest.mark.parametrize("shares_frames", [True, False])
+def test_a_peer_that_does_not_read_is_dropped_with_1008(shares_frames, caplog):
+    """Whole frames, then a close frame that says why; never a frame cut short."""
+    peer = Peer(send_queue_size=4, shares_frames=shares_frames)
     peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     closed = []
     peer.conn.on_close(closed.append)
     chunk = "x" * 65536
+    sent = 0
     for _ in range(200):
         try:
             peer.conn.send(chunk)  # never blocks, even with nobody reading
         except ConnectionClosed:
             break
-    assert peer.conn.state is State.CLOSED
+        sent += 1
     assert peer.conn.close_code == 1008
     assert closed == [peer.conn]
+    assert "send queue overflow: the client is not reading (1008)" in caplog.text
+    events = peer.events(0.5)  # the client drains its socket at last
+    messages = [e for e in events if isinstance(e, TextMessage) and e.message_finished]
+    assert 0 < len(messages) < sent
+    (close,) = [e for e in events if isinstance(e, CloseConnection)]
+    assert (close.code, close.reason) == (
+        1008,
+        "send queue overflow: the client is not reading",
+    )
+    assert eventually(lambda: peer.conn.state is State.CLOSED, sleep=sleep)
+
+
+def test_queued_bytes_are_bounded_too():
+    peer = Peer(send_queue_bytes=300 * 1024)
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    chunk = "b" * 100_000
+    with pytest.raises(ConnectionClosed):
+        for _ in range(50):
+            peer.conn.send(chunk)
+    assert peer.conn.close_code == 1008
+
+
+def test_a_peer_that_misses_its_pong_is_told_before_it_is_cut(caplog):
+    peer = Peer(ping_interval=10.0, ping_timeout=5.0)
+    conn = peer.conn
+    conn.on_tick(conn._last_ping + 10)  # the ping
+    conn.on_tick(conn._last_ping + 6)  # no pong in time
+    assert conn.close_code == 1011
+    assert "keepalive ping timeout (1011)" in caplog.text
+    closes = [e for e in peer.events(0.2) if isinstance(e, CloseConnection)]
+    assert [(c.code, c.reason) for c in closes] == [(1011, "keepalive ping timeout")]
 
 
 def test_a_backlog_is_written_in_order_by_the_writer():

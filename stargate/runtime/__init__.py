@@ -23,7 +23,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -168,6 +168,9 @@ class Runtime(Protocol):
     def wait_readable(self, fileno: int) -> None:
         """Wait, in this green thread only, until ``fileno`` is readable."""
 
+    def wait_writable(self, fileno: int) -> None:
+        """Wait, in this green thread only, until ``fileno`` is writable."""
+
     def recv_nowait(self, sock: socket.socket, size: int) -> bytes | None:
         """Return what the kernel has for ``sock`` now, ``b""`` at its end.
 
@@ -189,6 +192,16 @@ class Runtime(Protocol):
     def send_nowait(self, sock: socket.socket, data: bytes | memoryview) -> int:
         """Send what the kernel takes now; return how many bytes went out.
 
+        Never switches green threads.  Raises ``OSError`` if the peer is gone.
+        """
+
+    def sendmsg_nowait(
+        self, sock: socket.socket, buffers: Sequence[bytes | memoryview]
+    ) -> int:
+        """Send as much of ``buffers``, in order, as the kernel takes now.
+
+        One system call for all of them, without joining them into a copy
+        (``sendmsg``); returns how many bytes went out, 0 when none fit.
         Never switches green threads.  Raises ``OSError`` if the peer is gone.
         """
 

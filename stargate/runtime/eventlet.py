@@ -13,7 +13,7 @@ import functools
 import socket
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -122,6 +122,11 @@ def wait_readable(fileno: int) -> None:
     eventlet.hubs.trampoline(fileno, read=True)
 
 
+def wait_writable(fileno: int) -> None:
+    """Wait until ``fileno`` is writable."""
+    eventlet.hubs.trampoline(fileno, write=True)
+
+
 def recv_nowait(sock: socket.socket, size: int) -> bytes | None:
     """Return what the kernel has for ``sock`` now; ``None`` when nothing."""
     fd = sock.fd if isinstance(sock, eventlet.greenio.GreenSocket) else sock
@@ -169,6 +174,15 @@ def send_nowait(sock: socket.socket, data: bytes | memoryview) -> int:
     fd = sock.fd if isinstance(sock, eventlet.greenio.GreenSocket) else sock
     try:
         return fd.send(data)
+    except BlockingIOError:
+        return 0
+
+
+def sendmsg_nowait(sock: socket.socket, buffers: Sequence[bytes | memoryview]) -> int:
+    """Send what fits of ``buffers`` now, in one call; return the bytes sent."""
+    fd = sock.fd if isinstance(sock, eventlet.greenio.GreenSocket) else sock
+    try:
+        return fd.sendmsg(buffers)
     except BlockingIOError:
         return 0
 

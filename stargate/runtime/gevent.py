@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import socket
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gevent
@@ -30,6 +30,7 @@ sleep = gevent.sleep
 current = gevent.getcurrent
 event = gevent.event.Event
 wait_readable = gevent.socket.wait_read
+wait_writable = gevent.socket.wait_write
 
 
 def kill(thread: Any, exception: type[BaseException] | None = None) -> None:
@@ -120,6 +121,15 @@ def send_nowait(sock: Any, data: bytes | memoryview) -> int:
     raw = getattr(sock, "_sock", sock)
     try:
         return raw.send(data)
+    except BlockingIOError:
+        return 0
+
+
+def sendmsg_nowait(sock: Any, buffers: Sequence[bytes | memoryview]) -> int:
+    """Send what fits of ``buffers`` now, in one call; return the bytes sent."""
+    raw = getattr(sock, "_sock", sock)
+    try:
+        return raw.sendmsg(buffers)
     except BlockingIOError:
         return 0
 
