@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,11 @@ class Gunicorn:
             if self.process.poll() is not None:
                 raise AssertionError(f"gunicorn exited:\n{self.output()}")
             if self.output().count(self.ready_line) == self.workers:
+                if self.ready_line == "Booting worker":
+                    # gunicorn's own workers load the application after saying
+                    # so: the first request waits for that (bounded).
+                    with urllib.request.urlopen(self.url + "/pid", timeout=60):
+                        pass
                 return
             time.sleep(0.05)
         raise AssertionError(f"gunicorn's workers did not start:\n{self.output()}")
