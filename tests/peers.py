@@ -25,6 +25,20 @@ def socketpair():
     return green_socket_module().socketpair()
 
 
+def tcp_pair():
+    """Return (client, server) green sockets of a real TCP connection.
+
+    Unlike a socketpair, it can be reset (SO_LINGER 0) and has TCP's buffers.
+    """
+    green_socket = green_socket_module()
+    with green_socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = green_socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return client, server
+
+
 class Peer:
     """The client end of a connection, speaking through wsproto."""
 

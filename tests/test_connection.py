@@ -20,7 +20,14 @@ from stargate.connection import ConnectionTracker, State
 from stargate.exceptions import ConnectionClosed
 from stargate.frames import encode_message
 from tests.conftest import eventually
-from tests.peers import Peer, Thread, close_codes, green_socket_module, sleep
+from tests.peers import (
+    Peer,
+    Thread,
+    close_codes,
+    green_socket_module,
+    sleep,
+    tcp_pair,
+)
 
 
 def test_receive_text_binary_and_fragments():
@@ -426,16 +433,10 @@ def test_peer_close_answer_stuck_behind_a_backlog_is_cut_at_close_timeout():
 
 
 def test_a_reset_while_receiving_is_1006():
-    green_socket = green_socket_module()
-
     from stargate.config import Settings
     from stargate.connection import Connection, rfc6455_protocol
 
-    listener = green_socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    client = green_socket.create_connection(listener.getsockname())
-    server_sock, _ = listener.accept()
+    client, server_sock = tcp_pair()
     conn = Connection(server_sock, rfc6455_protocol([], 100), Settings())
     client.sendall(b"\x81\x85\x00\x00\x00\x00hel")  # half a frame, then a reset
     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -443,7 +444,7 @@ def test_a_reset_while_receiving_is_1006():
     sleep(0.05)
     assert conn.receive() is None
     assert conn.close_code == 1006
-    listener.close()
+    server_sock.close()
 
 
 class TimedOutSocket:
@@ -592,16 +593,10 @@ def test_a_peer_still_sending_gets_the_close_frame_not_a_reset():
     """A lingering close: after 1009 the rest of the message is read and
     discarded, so the peer can finish sending and then read the close frame
     and the end of the stream (a reset could make it lose the frame)."""
-    green_socket = green_socket_module()
-
     from stargate.config import Settings
     from stargate.connection import Connection, rfc6455_protocol
 
-    listener = green_socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    client = green_socket.create_connection(listener.getsockname())
-    server_sock, _ = listener.accept()
+    client, server_sock = tcp_pair()
     settings = Settings(max_message_size=65536, ping_interval=0.0, close_timeout=5)
     conn = Connection(server_sock, rfc6455_protocol([], 65536), settings)
     size = 1024 * 1024
@@ -625,7 +620,6 @@ def test_a_peer_still_sending_gets_the_close_frame_not_a_reset():
     assert received[:4] == b"\x88\x34\x03\xf1"  # the close frame, 1009, whole
     assert received[4:].decode() == conn.close_reason
     client.close()
-    listener.close()
 
 
 def test_a_client_past_the_message_rate_is_closed_with_1008():

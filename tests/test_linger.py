@@ -6,7 +6,7 @@ import socket
 import struct
 
 from stargate.linger import linger
-from tests.peers import Thread, green_socket_module, socketpair
+from tests.peers import Thread, socketpair, tcp_pair
 
 
 def test_drains_until_the_peer_ends_its_stream():
@@ -45,14 +45,8 @@ def test_a_socket_already_shut_down_is_left_alone():
 
 
 def test_a_reset_while_draining_ends_it_quietly():
-    green_socket = green_socket_module()
-    listener = green_socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    client = green_socket.create_connection(listener.getsockname())
-    ours, _ = listener.accept()
+    client, ours = tcp_pair()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     client.close()  # a reset, not the end of a stream
     assert linger(ours, 5.0) is False
     ours.close()
-    listener.close()
