@@ -138,6 +138,7 @@ bench: system-packages $(STAMP)
 	$(BIN)/python bench/broadcast.py || status=1; \
 	$(BIN)/python bench/churn.py || status=1; \
 	$(BIN)/python bench/stuck.py || status=1; \
+	$(BIN)/python bench/flood.py || status=1; \
 	exit $$status
 
 clean:

@@ -98,6 +98,8 @@ _RECV_SIZE = 65536
 _RECV_SIZE_LARGEST = 1024 * 1024
 # Frames handed to one sendmsg() call by the writer (Linux takes 1024).
 _WRITE_BATCH = 64
+# Messages a receiving handler gets before it yields to the other green threads.
+_FAIR_SHARE = 64
 
 
 class State(enum.Enum):
@@ -526,8 +528,9 @@ class Connection:
 
         The frame being written is finished, the frames queued after it are
         dropped, and a close frame with ``code`` and ``reason`` follows; the
-        socket is cut once that went out, or after ``close_timeout``.  Never
-        a frame cut short.
+        socket is closed once that went out (after a lingering close), or
+        cut after ``close_timeout``.  Never a frame cut short, and nothing
+        more of what the peer sends is read as messages.
         """
         if self._state is not State.OPEN:
             return
@@ -549,6 +552,11 @@ class Connection:
         self._write(
             self._proto.send(CloseConnection(code=code, reason=reason)), control=True
         )
+        # What the peer still sends is drained unparsed, bounded, so that a
+        # reset does not hide the close frame from it (see stargate.linger);
+        # unless a green thread is blocked reading it: that one wakes at the
+        # shutdown instead (two readers of one socket are not allowed).
+        self._linger = not self._reading
         self._shutdown_when_flushed()
 
     def _shutdown_when_flushed(self) -> None:
@@ -671,7 +679,13 @@ class Connection:
         self._last_receive = time.monotonic()
         while True:
             if self._messages:
-                return self._messages.popleft()
+                message = self._messages.popleft()
+                if (self.messages_in - len(self._messages)) % _FAIR_SHARE == 0:
+                    # A peer whose data is always there would never make the
+                    # socket wait, so its handler would never let the others
+                    # run: it yields every so many messages.
+                    runtime.get().sleep(0)
+                return message
             if self._pending_close is not None:
                 self._close_now()  # after whatever the handler answered
             if self._input_done:
@@ -821,12 +835,13 @@ class Connection:
     def _deliver(self, message: Message) -> None:
         bucket = self._bucket
         if bucket is not None and not bucket.take(time.monotonic()):
-            reason = (
+            # Dropped, not closed politely: waiting for the flooder's close
+            # answer would mean reading its flood for close_timeout.
+            self._drop(
+                CLOSE_POLICY_VIOLATION,
                 f"message rate limit exceeded ({self._settings.max_message_rate:g} "
-                "a second)"
+                "a second)",
             )
-            log.info("%r: %s, closing with 1008", self, reason)
-            self.close(CLOSE_POLICY_VIOLATION, reason)
             return
         self.messages_in += 1
         self._message_queue().append(message)

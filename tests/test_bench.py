@@ -48,6 +48,21 @@ def test_broadcast_benchmark_quick_mode(redis_server):
 
 
 @pytest.mark.timeout(600)
+def test_flood_benchmark_quick_mode():
+    table, (alone, unlimited, limited) = quick("flood")
+    for run in (alone, unlimited, limited):
+        assert run["delivered"] == run["expected"] == 100 * run["rounds"]
+    assert [run["flood"] for run in (alone, unlimited, limited)] == [
+        "none",
+        "unlimited",
+        "limited",
+    ]
+    assert unlimited["flooder_closed_with_1008"] is False
+    assert limited["flooder_closed_with_1008"] is True
+    assert "| limited |" in table
+
+
+@pytest.mark.timeout(600)
 def test_churn_benchmark_quick_mode():
     _, churn = quick("churn")
     assert churn["cycles"] == 500

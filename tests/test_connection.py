@@ -311,8 +311,8 @@ def test_keepalive_pings_and_expects_the_pong(shares_frames):
     [second] = peer.events(0.05)
     assert isinstance(second, Ping)
     conn.on_tick(start + 25.1)
-    assert conn.state is State.CLOSED
     assert (conn.close_code, conn.close_reason) == (1011, "keepalive ping timeout")
+    assert eventually(lambda: conn.state is State.CLOSED, sleep=sleep)
 
 
 def test_keepalive_off_sends_nothing():
