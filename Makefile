@@ -93,7 +93,9 @@ OTHER_PYTHONS = $(shell .ci/other-pythons $(PYTHON))
 PATCHED_TESTS := tests/test_redis_broker.py tests/test_nginx.py tests/test_live.py
 COVERAGE := --cov=stargate --cov-append --cov-report=
 # Three test processes on two cores: most tests wait on sockets and child
-# processes.  The tests of the installed projects stay in one of them.
+# processes.  The tests of the installed projects stay in one of them.  Not
+# for the monkey-patched pass: patching would turn pytest-xdist's own
+# threads into green threads.
 PARALLEL := -n 3 --dist loadgroup
 
 test: system-packages lint docs
@@ -105,7 +107,7 @@ test: system-packages lint docs
 	STARGATE_TEST_RUNTIME=gevent $(BIN)/python -m pytest $(PARALLEL) $(COVERAGE) \
 		$(LIBRARY_TESTS)
 	STARGATE_TEST_RUNTIME=gevent STARGATE_TEST_MONKEY_PATCH=1 \
-		$(BIN)/python -m pytest $(PARALLEL) $(COVERAGE) $(PATCHED_TESTS)
+		$(BIN)/python -m pytest $(COVERAGE) $(PATCHED_TESTS)
 	$(BIN)/python -m coverage report --fail-under=100
 	@for python in $(OTHER_PYTHONS); do \
 		$(MAKE) --no-print-directory test-python INTERPRETER=$$python || exit 1; \
@@ -127,7 +129,7 @@ test-python:
 	STARGATE_TEST_RUNTIME=gevent $$venv/bin/python -m pytest -q -p no:cacheprovider \
 		$(PARALLEL) $(LIBRARY_TESTS) && \
 	STARGATE_TEST_RUNTIME=gevent STARGATE_TEST_MONKEY_PATCH=1 \
-		$$venv/bin/python -m pytest -q -p no:cacheprovider $(PARALLEL) $(PATCHED_TESTS)
+		$$venv/bin/python -m pytest -q -p no:cacheprovider $(PATCHED_TESTS)
 
 # The benchmarks, with figures (minutes; not part of make test, which runs
 # their quick mode and checks only that every message arrived).  Every one
