@@ -530,10 +530,9 @@ class Connection:
         dropped, and a close frame with ``code`` and ``reason`` follows; the
         socket is closed once that went out (after a lingering close), or
         cut after ``close_timeout``.  Never a frame cut short, and nothing
-        more of what the peer sends is read as messages.
+        more of what the peer sends is read as messages.  Called while the
+        connection is open only.
         """
-        if self._state is not State.OPEN:
-            return
         request = self.request
         log.warning(
             "dropping the WebSocket of %s on %s: %s (%s)",

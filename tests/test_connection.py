@@ -647,3 +647,16 @@ def test_messages_at_the_rate_pass_and_a_fragmented_one_counts_once():
     assert peer.conn.receive(timeout=2) == "second"
     assert peer.conn.state is State.OPEN
     assert Peer().conn._bucket is None  # no limit, no bucket (the default)
+
+
+def test_a_handler_with_messages_always_waiting_lets_others_run():
+    """A peer whose data is always there never makes the socket wait: receive()
+    yields every so many messages, or one flooder would starve the process."""
+    peer = Peer()
+    peer.send(*(TextMessage(data=str(number)) for number in range(200)))
+    sleep(0.05)  # all of it is in the socket
+    others = []
+    Thread(others.append, "ran")
+    received = [peer.conn.receive(timeout=2) for _ in range(200)]
+    assert received == [str(number) for number in range(200)]
+    assert others == ["ran"]  # it ran while the messages were being received

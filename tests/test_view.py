@@ -33,6 +33,29 @@ def test_a_server_without_a_raw_socket_is_a_configuration_error():
         app.get("/", headers=UPGRADE)
 
 
+class GoneSocket:
+    """The socket of a client that left before the 101 could be written."""
+
+    def sendall(self, data):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_client_gone_before_the_101_gives_its_count_back():
+    from stargate.handover import SOCKET_KEY
+    from stargate.ratelimit import client_connections
+
+    settings = {"stargate.max_connections_per_client": "1"}
+    with Configurator(settings=settings) as config:
+        config.include("stargate")
+        config.add_view(WebSocketView, websocket=True)
+        app = TestApp(config.make_wsgi_app())
+    environ = {SOCKET_KEY: GoneSocket(), "REMOTE_ADDR": "192.0.2.7"}
+    for _ in range(2):  # the second is not refused: the first gave its place back
+        with pytest.raises(BrokenPipeError):
+            app.get("/", headers=UPGRADE, extra_environ=environ)
+    assert client_connections(config.registry, 1).count("192.0.2.7") == 0
+
+
 def test_the_default_handler_makes_the_client_a_listener(live):
     with WebSocketClient(live.ws_url("/listen/")) as client:
         assert eventually(lambda: listener_count(live, "/listen/") == 1)
