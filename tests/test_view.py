@@ -315,7 +315,15 @@ def test_the_access_log_tells_the_upgrade_and_the_end_of_each_websocket(serve, c
             client.send(text)
             assert client.receive() == text
     assert live.wait_for_connections(0)
-    lines = [r.getMessage() for r in caplog.records if r.name == "stargate.access"]
+
+    def access_lines():
+        return [r.getMessage() for r in caplog.records if r.name == "stargate.access"]
+
+    # The end line comes after the connection is counted out: wait for it.
+    assert eventually(
+        lambda: any(line.startswith("WebSocket /echo/") for line in access_lines())
+    )
+    lines = access_lines()
     assert any('"GET /pid HTTP/1.1" 200' in line for line in lines), lines
     assert any('"GET /echo/ HTTP/1.1" 101' in line for line in lines), lines
     ends = [line for line in lines if line.startswith("WebSocket /echo/ closed")]
