@@ -114,7 +114,8 @@ test: system-packages lint docs
 	done
 
 # The library's tests on one more interpreter, on both runtimes, in a virtual
-# environment of its own (.venv-3.X).
+# environment of its own (.venv-3.X); in one process, in file order: the
+# main passes already run the tests in pytest-xdist's other orders.
 test-python:
 	@version=$$($(INTERPRETER) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
 	venv=.venv-$$version; \
@@ -125,9 +126,9 @@ test-python:
 		$$venv/bin/python -m pip install --quiet -e ".[dev]" && \
 		touch $$venv/.installed || exit 1; \
 	fi; \
-	$$venv/bin/python -m pytest -q -p no:cacheprovider $(PARALLEL) $(LIBRARY_TESTS) && \
+	$$venv/bin/python -m pytest -q -p no:cacheprovider $(LIBRARY_TESTS) && \
 	STARGATE_TEST_RUNTIME=gevent $$venv/bin/python -m pytest -q -p no:cacheprovider \
-		$(PARALLEL) $(LIBRARY_TESTS) && \
+		$(LIBRARY_TESTS) && \
 	STARGATE_TEST_RUNTIME=gevent STARGATE_TEST_MONKEY_PATCH=1 \
 		$$venv/bin/python -m pytest -q -p no:cacheprovider $(PATCHED_TESTS)
 
