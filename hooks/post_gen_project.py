@@ -30,6 +30,8 @@ def main() -> None:
     """Print what to do next."""
     if CONTEXT["broker"] != "redis":
         Path("tests", "test_redis.py").unlink()
+    if CONTEXT["runtime"] != "gevent":
+        Path("tests", "test_gunicorn.py").unlink()
     source = stargate_source()
     first = (
         f'    .venv/bin/pip install "{source}"    # stargate, from its source\n'

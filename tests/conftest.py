@@ -63,7 +63,7 @@ def pytest_collection_modifyitems(config, items):
     # in one worker: the session fixture that installs them is made once.
     baked = pytest.mark.xdist_group("installed-projects")
     for item in items:
-        if {"bake_installed", "baked_project"} & set(getattr(item, "fixturenames", ())):
+        if "bake_installed" in getattr(item, "fixturenames", ()):
             item.add_marker(baked)
         if item.get_closest_marker(f"{other}_only"):
             item.add_marker(skip)
@@ -376,12 +376,6 @@ def bake_installed(tmp_path_factory):
         return made[broker, runtime].result()
 
     return bake
-
-
-@pytest.fixture(scope="session")
-def baked_project(bake_installed):
-    """The project baked with the template's defaults, installed."""
-    return bake_installed("memory")
 
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

@@ -1,4 +1,5 @@
-"""A baked project, served by a real pserve, used by two real browser pages."""
+"""A baked project, served by a real pserve or gunicorn, used by two real
+browser pages."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,17 +19,23 @@ JOB = '[data-job="1"]'
 
 
 class Served:
-    """``pserve development.ini`` of the baked project, on a free port."""
+    """The baked project's development.ini on a free port, served by
+    ``pserve`` or by gunicorn with stargate's worker."""
 
-    def __init__(self, project: Path, bin_dir: Path, port: int) -> None:
+    def __init__(self, project: Path, bin_dir: Path, port: int, server: str) -> None:
         self.ini = project / "e2e.ini"
         text = (project / "development.ini").read_text()
         self.ini.write_text(text.replace("127.0.0.1:6543", f"127.0.0.1:{port}"))
-        self.command = [str(bin_dir / "pserve"), str(self.ini)]
+        if server == "pserve":
+            self.command = [str(bin_dir / "pserve"), str(self.ini)]
+        else:
+            self.command = [str(bin_dir / "gunicorn"), "--paste", str(self.ini)]
+            self.command += ["-k", "stargate.gunicorn.GeventWorker"]
+            self.command += ["-b", f"127.0.0.1:{port}", "--graceful-timeout", "5"]
         self.project = project
         self.url = f"http://127.0.0.1:{port}/"
         self.port = port
-        self.log = project / "e2e.log"
+        self.log = project / f"e2e-{server}.log"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -38,17 +46,17 @@ class Served:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        import socket
-
-        deadline = time.monotonic() + 30
+        # A page, not an open port: gunicorn listens before its worker has
+        # loaded the application.
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
+                with urllib.request.urlopen(self.url, timeout=5):
+                    return
             except OSError:
                 time.sleep(0.05)
-        raise AssertionError(f"pserve did not listen:\n{self.log.read_text()}")
+        raise AssertionError(f"the server did not answer:\n{self.log.read_text()}")
 
     def stop(self) -> int:
         assert self.process is not None
@@ -61,10 +69,14 @@ class Served:
             self.process.wait(10)
 
 
-@pytest.fixture
-def served(baked_project):
-    project, bin_dir = baked_project
-    server = Served(project, bin_dir, free_port())
+@pytest.fixture(
+    params=[("eventlet", "pserve"), ("gevent", "pserve"), ("gevent", "gunicorn")],
+    ids="-".join,
+)
+def served(request, bake_installed):
+    runtime, server_name = request.param
+    project, bin_dir = bake_installed("memory", runtime)
+    server = Served(project, bin_dir, free_port(), server_name)
     server.start()
     yield server
     server.kill()

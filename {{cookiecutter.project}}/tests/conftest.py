@@ -1,9 +1,19 @@
-"""Fixtures as in Pyramid's starter (app, testapp, dummy_request), and a live server."""
+"""Fixtures as in Pyramid's starter (app, testapp, dummy_request), a live
+server{% if cookiecutter.runtime == "gevent" %}, gunicorn{% endif %} and a browser."""
 
 import os
 import re
+import shutil
+{%- if cookiecutter.runtime == "gevent" %}
+import signal
+import socket
+import subprocess
+import sys
+import time
+{%- endif %}
 import urllib.request
 
+import plaster
 import pytest
 import webtest
 from pyramid import testing
@@ -13,11 +23,20 @@ from stargate.testing import LiveServer
 from {{ cookiecutter.package }} import main
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTING_INI = os.path.join(HERE, "testing.ini")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture(scope="session")
 def app_settings():
-    return get_appsettings(os.path.join(HERE, "testing.ini"))
+    return get_appsettings(TESTING_INI)
+
+
+@pytest.fixture(scope="session")
+def runtime():
+    """The green-thread library of testing.ini's [server:main]: the live
+    server of the tests runs on it, as pserve would."""
+    return plaster.get_settings(TESTING_INI, "server:main").get("runtime", "eventlet")
 
 
 @pytest.fixture
@@ -74,7 +93,96 @@ def dummy_request(config):
 
 
 @pytest.fixture
-def live_server(app):
+def live_server(app, runtime):
     """The real stargate server on 127.0.0.1 and a free port."""
-    with LiveServer(app, shutdown_timeout=2) as server:
+    with LiveServer(app, runtime=runtime, shutdown_timeout=2) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright; no browser is downloaded.
+
+    Without it the browser tests are skipped, except when the CI environment
+    variable is set, where they fail.
+    """
+    if not shutil.which(CHROMIUM):
+        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+{%- if cookiecutter.runtime == "gevent" %}
+
+
+class Gunicorn:
+    """``gunicorn --paste testing.ini -k stargate.gunicorn.GeventWorker``, as
+    the README deploys the project, on 127.0.0.1 and a free port."""
+
+    def __init__(self, log_path):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log_path
+        gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+        self.process = subprocess.Popen(
+            [gunicorn, "--paste", TESTING_INI]
+            + ["-k", "stargate.gunicorn.GeventWorker", "-w", "1"]
+            + ["-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "5"],
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def ws_url(self, path):
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def wait_serving(self, timeout=60):
+        """Wait until the worker answers a page (it loads the app first)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited:\n{self.log.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url + "/", timeout=5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"gunicorn did not serve:\n{self.log.read_text()}")
+
+    def stop(self):
+        """SIGTERM, gunicorn's graceful stop; return the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)
+
+
+@pytest.fixture
+def gunicorn(tmp_path):
+    """The project under gunicorn with stargate's worker, serving."""
+    server = Gunicorn(tmp_path / "gunicorn.log")
+    try:
+        server.wait_serving()
+        yield server
+    finally:
+        server.stop()
+{%- endif %}

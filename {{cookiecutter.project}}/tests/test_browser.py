@@ -1,43 +1,12 @@
 """Two real browser pages on the same job, driven by Playwright.
 
-Uses the system Chromium (/usr/bin/chromium; on Debian: apt-get install
-chromium); no browser is downloaded.  Without it the test is skipped, except
-when the CI environment variable is set, where it fails.
+Uses the system Chromium (the ``browser`` fixture in conftest.py).
 """
 
 import os
-import shutil
 from pathlib import Path
 
-import pytest
-
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", "test-artifacts"))
-
-
-@pytest.fixture
-def browser():
-    if not shutil.which(CHROMIUM):
-        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(missing)
-        pytest.skip(missing)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield browser
-        browser.close()
 
 
 def watched_page(browser, problems):
@@ -56,12 +25,20 @@ def watched_page(browser, problems):
 
 
 def test_two_pages_stay_in_sync(browser, live_server):
+    first, second = two_pages_stay_in_sync(browser, live_server.url)
+    ARTIFACTS.mkdir(exist_ok=True)
+    first.screenshot(path=str(ARTIFACTS / "first-page.png"), full_page=True)
+    second.screenshot(path=str(ARTIFACTS / "second-page.png"), full_page=True)
+
+
+def two_pages_stay_in_sync(browser, url):
+    """Open two pages on ``url``: what one does, the other shows; return them."""
     problems = []
     first = watched_page(browser, problems)
     second = watched_page(browser, problems)
     card = '[data-job="1"]'
     for page in (first, second):
-        page.goto(live_server.url + "/")
+        page.goto(url + "/")
         page.locator(f"{card} .status").get_by_text("live").wait_for(timeout=10000)
     first.click(f"{card} .toggle")
     for page in (first, second):
@@ -75,10 +52,7 @@ def test_two_pages_stay_in_sync(browser, live_server):
     # Job 2 heard none of it.
     assert first.locator('[data-job="2"] .state').inner_text() == "off"
     assert problems == []  # no console error, no 404 (the favicon included)
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    first.screenshot(path=str(ARTIFACTS / "first-page.png"), full_page=True)
-    second.screenshot(path=str(ARTIFACTS / "second-page.png"), full_page=True)
+    return first, second
 
 
 def test_the_client_does_not_reconnect_after_a_policy_violation(browser, live_server):

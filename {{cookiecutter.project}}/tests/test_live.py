@@ -1,11 +1,13 @@
 """The WebSocket side, against the real server: stargate.testing."""
 
 import json
+import sys
 import time
 import urllib.parse
 import urllib.request
 
 import pytest
+import stargate.runtime
 from stargate.brokers import get_broker
 from stargate.testing import WebSocketClient
 
@@ -38,6 +40,12 @@ def receive(client):
 
 def chat(text):
     return json.dumps({"type": "chat", "text": text})
+
+
+def test_the_server_runs_on_the_runtime_of_the_ini_file(live_server, runtime):
+    assert stargate.runtime.get().name == runtime
+    other = {"eventlet": "gevent", "gevent": "eventlet"}[runtime]
+    assert other not in sys.modules  # one green-thread library per process
 
 
 def test_clients_get_the_state_on_connect(live_server):
