@@ -223,14 +223,10 @@ def test_subscription_changes_while_the_link_breaks_are_not_errors(brokers):
     assert broker.unsubscribe("/c", peer.conn) is True
 
 
-def test_listeners_that_arrive_while_subscribing_are_not_forgotten(
-    brokers, redis_server
-):
-    """The first SUBSCRIBE is network I/O: other green threads run meanwhile."""
+def slow_subscriptions(broker, seconds: float) -> None:
+    """Make every SUBSCRIBE of ``broker`` take ``seconds`` longer."""
     from stargate import runtime
-    from tests.peers import Peer
 
-    broker = brokers(redis_server.url)
     real_client = broker._client
 
     def slow_client(*args, **kwargs):
@@ -242,7 +238,7 @@ def test_listeners_that_arrive_while_subscribing_are_not_forgotten(
             real_subscribe = subscription.subscribe
 
             def subscribe(*channels):
-                runtime.get().sleep(0.2)  # a slow network: others run meanwhile
+                runtime.get().sleep(seconds)
                 return real_subscribe(*channels)
 
             subscription.subscribe = subscribe
@@ -252,6 +248,17 @@ def test_listeners_that_arrive_while_subscribing_are_not_forgotten(
         return client
 
     broker._client = slow_client
+
+
+def test_listeners_that_arrive_while_subscribing_are_not_forgotten(
+    brokers, redis_server
+):
+    """The first SUBSCRIBE is network I/O: other green threads run meanwhile."""
+    from stargate import runtime
+    from tests.peers import Peer
+
+    broker = brokers(redis_server.url)
+    slow_subscriptions(broker, 0.2)  # a slow network: others run meanwhile
     early, late, leaving = Peer(), Peer(), Peer()
     broker.subscribe("/early", early.conn)  # starts the subscriber loop
     broker.subscribe("/leaving", leaving.conn)
@@ -322,3 +329,49 @@ def test_connected_follows_the_link_and_is_one_event(brokers, redis_server):
     redis_server.start()
     assert connected.wait(10)  # the same event a health check would hold
     assert broker.connected is connected
+
+
+def test_after_an_outage_a_process_subscribes_before_it_publishes(
+    brokers, redis_server, caplog
+):
+    """Publishing before resubscribing would send into a Redis that may not
+    yet carry this process's subscriptions: until then, local only."""
+    from stargate import runtime
+    from tests.peers import Peer
+
+    caplog.set_level(logging.WARNING, logger="stargate")
+    broker = brokers(redis_server.url, backoff=(0.05, 0.1))
+    peer = Peer()
+    broker.subscribe("/jobs/1", peer.conn)
+    assert broker.connected.wait(5)
+    redis_server.stop()
+    assert eventually(lambda: not broker.connected.is_set(), sleep=runtime.get().sleep)
+    slow_subscriptions(broker, 0.5)  # the publisher could reconnect meanwhile
+    redis_server.start()
+    observer = redis_server.client.pubsub(ignore_subscribe_messages=True)
+    observer.subscribe("/jobs/1")
+    early = []  # what Redis carried while the broker was not subscribed
+    sent = 0
+    for _ in range(500):  # bounded: 10 s
+        broker.publish("/jobs/1", f"m{sent}")
+        sent += 1
+        while item := observer.get_message(timeout=0):
+            if not broker.connected.is_set():
+                early.append(item["data"])
+        if broker.connected.is_set():
+            break
+        runtime.get().sleep(0.02)
+    assert broker.connected.is_set()
+    assert early == []
+    assert "reconnected" in caplog.text
+    assert "published meanwhile reached this process only" in caplog.text
+    # Local delivery never stopped, and publishing resumes.
+    assert len(peer.messages(0.3)) == sent
+    broker.publish("/jobs/1", "after")
+
+    def arrives():
+        item = observer.get_message(timeout=0)
+        return item is not None and item["data"].endswith(b"after")
+
+    assert eventually(arrives, sleep=runtime.get().sleep)
+    observer.close()

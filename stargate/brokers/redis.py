@@ -14,10 +14,14 @@ Two green threads per process, started on first use:
 - the *subscriber* holds the subscription connection and delivers incoming
   messages to local listeners.
 
-Both reconnect with jittered exponential backoff, at most 2 seconds apart.
-While Redis is unreachable, local delivery goes on; messages published in
-that time do not reach other processes (pub/sub keeps nothing for absent
-subscribers).
+Both reconnect with jittered exponential backoff, at most half a second
+apart.  While Redis is unreachable, local delivery goes on; messages
+published in that time do not reach other processes (pub/sub keeps nothing
+for absent subscribers).  The publisher sends nothing to Redis while this
+process's subscription is down: after an outage, a process is subscribed to
+its channels again before it publishes again, and it logs the reconnection
+(with the count of messages that reached this process only) when both its
+connections are back.  docs/scaling.md says what is lost and when.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ log = logging.getLogger(__name__)
 _TEXT, _BINARY = b"t", b"b"
 _ORIGIN_SIZE = 8
 _BATCH = 512
+#: How long a message waits for the subscription before it is kept local:
+#: long enough for the first connection of a process that just started.
+_SUBSCRIPTION_GRACE = 1.0
 
 
 def encode_payload(origin: bytes, message: Message) -> bytes:
@@ -106,7 +113,7 @@ class RedisBroker(Broker):
         prefix: str = "",
         *,
         queue_size: int = 10000,
-        backoff: tuple[float, float] = (0.1, 2.0),
+        backoff: tuple[float, float] = (0.05, 0.5),
     ) -> None:
         super().__init__()
         try:
@@ -122,6 +129,8 @@ class RedisBroker(Broker):
         self._outbox = runtime.get().queue(queue_size)
         self._backoff = backoff
         self._pubsub: Any = None
+        self._publisher: Any = None
+        self._unshared = 0  # published while the link was down: local only
         self._started = False
         self._closed = False
         self._threads: list[Any] = []
@@ -181,6 +190,7 @@ class RedisBroker(Broker):
         if self._started or self._closed:
             return
         self._started = True
+        self._publisher = self._client(timeout=5)  # a hung Redis costs one batch
         self._threads = [
             runtime.get().spawn(self._subscribe_loop),
             runtime.get().spawn(self._publish_loop),
@@ -221,10 +231,18 @@ class RedisBroker(Broker):
                 # Listeners that came or went while subscribing (a green
                 # switch) found no connection to tell: catch up now.
                 self._reconcile(pubsub, channels)
-                self.connected.set()
+                if outage:
+                    self._publisher.ping()  # publishing is back too
+                self.connected.set()  # the publisher may send again
                 backoff.reset()
                 if outage:
-                    log.warning("Redis broker reconnected to %s", self._safe_url())
+                    log.warning(
+                        "Redis broker reconnected to %s; %d message(s) published "
+                        "meanwhile reached this process only",
+                        self._safe_url(),
+                        self._unshared,
+                    )
+                    self._unshared = 0
                     outage = False
                 for item in pubsub.listen():
                     self._on_redis_message(item)
@@ -273,14 +291,19 @@ class RedisBroker(Broker):
 
     def _publish_loop(self) -> None:
         backoff = _Backoff(*self._backoff)
-        client = self._client(timeout=5)  # a hung Redis costs one batch, not all
         try:
             while not self._closed:
                 batch = [self._outbox.get()]
+                if not self.connected.wait(_SUBSCRIPTION_GRACE):
+                    # Not subscribed (Redis gone, or back but not resubscribed
+                    # yet): what this process sends now could reach Redis
+                    # before the subscriptions do.  Local delivery only.
+                    self._unshared += len(batch) + self._discard_queued()
+                    continue
                 while len(batch) < _BATCH and (item := self._outbox.get_nowait()):
                     batch.append(item)
                 try:
-                    pipeline = client.pipeline(transaction=False)
+                    pipeline = self._publisher.pipeline(transaction=False)
                     for channel, payload in batch:
                         pipeline.publish(channel, payload)
                     pipeline.execute()
@@ -288,9 +311,16 @@ class RedisBroker(Broker):
                 except (self._redis.RedisError, OSError):
                     # Lost: pub/sub has no one to keep them for.  The subscriber
                     # loop logs the outage; wait before trying the next batch.
+                    self._unshared += len(batch)
                     runtime.get().sleep(backoff.next())
         finally:  # close() kills this green thread
-            self._release(client)
+            self._release(self._publisher)
+
+    def _discard_queued(self) -> int:
+        count = 0
+        while self._outbox.get_nowait() is not None:
+            count += 1
+        return count
 
     def _safe_url(self) -> str:
         parts = self._redis.connection.parse_url(self.url)
