@@ -99,6 +99,7 @@ class Servers:
 
         ``settings`` are ``stargate.*`` settings, ``server`` server options.
         """
+        settings = {"ping_interval": "0", **settings}  # keepalive off unless asked
         app_settings = "".join(
             f"stargate.{name} = {value}\n" for name, value in settings.items()
         )
@@ -108,7 +109,7 @@ class Servers:
         ini = self.directory / f"bench-{port}.ini"
         ini.write_text(
             "[app:main]\nuse = call:bench_app:main\n"
-            f"stargate.broker = {broker}\nstargate.ping_interval = 0\n{app_settings}"
+            f"stargate.broker = {broker}\n{app_settings}"
             "[server:main]\nuse = egg:stargate#server\n"
             f"listen = 127.0.0.1:{port}\nmax_connections = 15000\n{server_options}"
             "[loggers]\nkeys = root\n[handlers]\nkeys = console\n"

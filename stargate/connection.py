@@ -19,20 +19,24 @@ Who reads and who writes:
   reading: the connection is closed with :data:`CLOSE_TOO_SLOW` (1008) and
   dropped, and the sender carries on.
 - keepalive pings and close time-outs are driven by one shared timer, the
-  :class:`ConnectionTracker`, not by a timer per connection.
+  :class:`~stargate.tracker.ConnectionTracker`, not by a timer per
+  connection: each connection tells it when it next needs it
+  (:meth:`Connection.next_tick`).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import math
 import os
+import random
 import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wsproto.connection import Connection as WSProtoConnection
 from wsproto.connection import ConnectionState, ConnectionType
@@ -54,6 +58,9 @@ from stargate.limits import MessageSizeLimit
 from stargate.linger import LINGER_SECONDS, linger
 from stargate.ratelimit import TokenBucket
 
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from stargate.tracker import ConnectionTracker
+
 __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_INTERNAL_ERROR",
@@ -63,7 +70,6 @@ __all__ = [
     "CLOSE_TOO_BIG",
     "CLOSE_TOO_SLOW",
     "Connection",
-    "ConnectionTracker",
     "Message",
     "State",
     "rfc6455_protocol",
@@ -140,56 +146,6 @@ def rfc6455_protocol(
     )
 
 
-class ConnectionTracker:
-    """The open connections of one server, and the one timer they share.
-
-    The timer runs only while connections are open.  Every tick it lets each
-    connection send its keepalive ping, drop a peer that did not answer in
-    time, and cut a closing handshake that did not complete in time.  The
-    server uses :meth:`close_all` to say goodbye (1001) at shutdown.
-    """
-
-    def __init__(self) -> None:
-        self._connections: set[Connection] = set()
-        self._tick = 1.0
-        self._running = False
-
-    def __len__(self) -> int:
-        return len(self._connections)
-
-    def __iter__(self) -> Iterator[Connection]:
-        return iter(list(self._connections))
-
-    def add(self, connection: Connection) -> None:
-        """Track ``connection`` until it is closed."""
-        self._connections.add(connection)
-        self._tick = min(self._tick, connection.tick_hint)
-        if not self._running:
-            self._running = True
-            runtime.get().spawn(self._run)
-
-    def discard(self, connection: Connection) -> None:
-        """Stop tracking ``connection``."""
-        self._connections.discard(connection)
-
-    def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "") -> None:
-        """Start the closing handshake of every open connection."""
-        for connection in list(self._connections):
-            connection.close(code, reason)
-
-    def _run(self) -> None:
-        sleep = runtime.get().sleep
-        try:
-            while self._connections:
-                sleep(self._tick)
-                now = time.monotonic()
-                tick = self._tick
-                for connection in list(self._connections):
-                    connection.on_tick(now, tick)
-        finally:
-            self._running = False
-
-
 class Connection:
     """An open WebSocket, as handed to :meth:`WebSocketView.handler`.
 
@@ -235,6 +191,8 @@ class Connection:
         "_sock",
         "_state",
         "_teardown_after_flush",
+        "_tick",
+        "_timer_at",
         "_tracker",
         "_watch",
         "_writing",
@@ -298,10 +256,14 @@ class Connection:
         self._linger = False
         self._close_deadline = float("inf")
         self._keepalive = keepalive and settings.ping_interval > 0
-        self._last_ping = time.monotonic()
-        self._ping_payload: bytes | None = None
+        now = time.monotonic()
         #: When the connection opened (``time.monotonic()``).
-        self.opened_at = self._last_ping
+        self.opened_at = now
+        # The first ping comes after half to all of the interval, at random:
+        # connections opened together (clients coming back after a restart)
+        # then never ping together.
+        self._last_ping = now - random.random() * settings.ping_interval / 2
+        self._ping_payload: bytes | None = None
         #: Messages received from the peer, and sent to it, so far.
         self.messages_in = 0
         self.messages_out = 0
@@ -311,8 +273,12 @@ class Connection:
         # read_in_background): the handle of that watch, if any.
         self._watch: runtime.TimerHandle | None = None
         self._in_background = False
-        self._last_receive = self._last_ping
+        self._last_receive = now
         self.shares_frames = shares_frames
+        # When the tracker calls on_tick next (see stargate.tracker), and the
+        # delay before a handler that stopped receiving gets a watch.
+        self._timer_at = math.inf
+        self._tick = self._tick_for(settings)
         # stargate.max_message_rate: a token bucket, only when there is a limit.
         self._bucket = (
             TokenBucket(
@@ -347,12 +313,45 @@ class Connection:
 
     @property
     def tick_hint(self) -> float:
-        """How often, in seconds, this connection wants :meth:`on_tick` called."""
-        settings = self._settings
+        """Seconds without :meth:`receive` before the socket is watched.
+
+        For a handler that reads in the background
+        (:meth:`read_in_background`): a quarter of the shortest time-out,
+        between 0.02 and 1.
+        """
+        return self._tick
+
+    def _tick_for(self, settings: Settings) -> float:
         spans = [settings.close_timeout]
         if self._keepalive:
             spans += [settings.ping_interval, settings.ping_timeout]
         return max(0.02, min(1.0, min(spans) / 4))
+
+    def next_tick(self) -> float | None:
+        """Return when (``time.monotonic()``) :meth:`on_tick` is next needed.
+
+        ``None`` when it is not needed.  The
+        :class:`~stargate.tracker.ConnectionTracker` asks after each call.
+        The conditions are those of :meth:`on_tick`, so that at a time it
+        returns, :meth:`on_tick` acts.
+        """
+        if self._state is State.CLOSED:
+            return None
+        if self._pending_close is not None or self._state is State.CLOSING:
+            return self._close_deadline
+        when = math.inf
+        if self._in_background and self._may_watch():
+            when = self._last_receive + self._tick
+        if self._keepalive:
+            if self._ping_payload is not None:
+                when = min(when, self._last_ping + self._settings.ping_timeout)
+            else:
+                when = min(when, self._last_ping + self._settings.ping_interval)
+        return None if when == math.inf else when
+
+    def _schedule(self, when: float) -> None:
+        if self._tracker is not None:
+            self._tracker.schedule(self, when)
 
     def on_close(self, callback: Callable[[Connection], object]) -> None:
         """Call ``callback(connection)`` once, when the connection stops being open.
@@ -378,6 +377,7 @@ class Connection:
         self.close_code = int(code)
         self.close_reason = reason
         self._close_deadline = time.monotonic() + deadline
+        self._schedule(self._close_deadline)
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             self._run_callback(callback)
@@ -630,15 +630,16 @@ class Connection:
         """Send a keepalive ping, or cut a peer that is late; called by the tracker.
 
         Also watches the socket again for a handler that has not received
-        for a whole ``tick``, the tracker's period (see
-        :meth:`read_in_background`).
+        for a whole ``tick`` (see :meth:`read_in_background`).
         """
+        # The times are compared as next_tick() computes them: at the time
+        # it gave, this acts (the same float), so the tracker never spins.
         if (
             self._in_background
-            and self._watch is None
-            and now - self._last_receive >= tick
+            and now >= self._last_receive + tick
+            and self._may_watch()
         ):
-            self._watch_if_idle()
+            self._watch = runtime.get().watch_readable(self._sock, self._on_readable)
         if self._pending_close is not None:
             if now >= self._close_deadline:  # the handler did not read in time
                 self._close_now()
@@ -651,9 +652,9 @@ class Connection:
         if self._state is not State.OPEN or not self._keepalive:
             return
         if self._ping_payload is not None:
-            if now - self._last_ping > self._settings.ping_timeout:
+            if now >= self._last_ping + self._settings.ping_timeout:
                 self._drop(CLOSE_KEEPALIVE_TIMEOUT, "keepalive ping timeout")
-        elif now - self._last_ping >= self._settings.ping_interval:
+        elif now >= self._last_ping + self._settings.ping_interval:
             self._ping_payload = os.urandom(4)
             self._last_ping = now
             if self.shares_frames:  # a control frame: the same for everyone
@@ -684,6 +685,8 @@ class Connection:
                     # socket wait, so its handler would never let the others
                     # run: it yields every so many messages.
                     runtime.get().sleep(0)
+                if self._in_background:
+                    self._receive_ends()
                 return message
             if self._pending_close is not None:
                 self._close_now()  # after whatever the handler answered
@@ -704,8 +707,19 @@ class Connection:
                     return None
                 wait = left if wait is None else min(wait, left)
             if wait is not None and wait <= 0:
+                if self._in_background:
+                    self._receive_ends()
                 raise TimeoutError(f"no WebSocket message within {timeout} seconds")
             self._read_once(wait)
+
+    def _receive_ends(self) -> None:
+        # The handler may not call receive() again: a tick from when it
+        # last did, the tracker sees whether the socket needs a watch.  At
+        # most once a tick, not once a message: a time already asked for
+        # comes first.
+        when = self._last_receive + self._tick
+        if when < self._timer_at:
+            self._schedule(when)
 
     def __iter__(self) -> Iterator[Message]:
         """Yield messages until the connection is closed."""
@@ -781,7 +795,7 @@ class Connection:
     def read_in_background(self) -> None:
         """Process what the peer sends even while no green thread receives.
 
-        From the shared timer's next tick on, while no green thread is in
+        From :attr:`tick_hint` seconds on, while no green thread is in
         :meth:`receive` (which takes over), the hub watches the socket,
         without a green thread per connection: pings and the peer's close
         are answered at once, a lost peer is noticed and the connection
@@ -793,15 +807,19 @@ class Connection:
         this before running its handler.
         """
         self._in_background = True
+        self._schedule(self._last_receive + self._tick)
 
-    def _watch_if_idle(self) -> None:
-        if (
+    def _may_watch(self) -> bool:
+        return (
             self._watch is None
             and not self._reading
             and not self._input_done
             and self._state is not State.CLOSED
             and len(self._messages or ()) < self._settings.send_queue_size
-        ):
+        )
+
+    def _watch_if_idle(self) -> None:
+        if self._may_watch():
             self._watch = runtime.get().watch_readable(self._sock, self._on_readable)
 
     def _unwatch(self) -> None:
@@ -880,6 +898,7 @@ class Connection:
             # anyway after close_timeout, should the handler not read.
             self._pending_close = event
             self._close_deadline = time.monotonic() + self._settings.close_timeout
+            self._schedule(self._close_deadline)
             return
         self._answer_close(event)
 

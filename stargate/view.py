@@ -13,12 +13,7 @@ from pyramid.threadlocal import manager
 
 from stargate import runtime
 from stargate.config import Settings, get_settings
-from stargate.connection import (
-    CLOSE_INTERNAL_ERROR,
-    Connection,
-    ConnectionTracker,
-    rfc6455_protocol,
-)
+from stargate.connection import CLOSE_INTERNAL_ERROR, Connection, rfc6455_protocol
 from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
 from stargate.handover import (
     HAND_OVER_KEY,
@@ -37,6 +32,7 @@ from stargate.legacy import HixieProtocol
 from stargate.proxies import TrustedProxies
 from stargate.ratelimit import client_connections
 from stargate.resource import WebSocketAwareResource
+from stargate.tracker import ConnectionTracker
 
 __all__ = ["HandledResponse", "WebSocketView"]
 

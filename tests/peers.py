@@ -8,7 +8,8 @@ from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
 from stargate import runtime
 from stargate.config import Settings
-from stargate.connection import Connection, ConnectionTracker, rfc6455_protocol
+from stargate.connection import Connection, rfc6455_protocol
+from stargate.tracker import ConnectionTracker
 
 
 def green_socket_module():
@@ -42,12 +43,12 @@ def tcp_pair():
 class Peer:
     """The client end of a connection, speaking through wsproto."""
 
-    def __init__(self, extensions=(), shares_frames=None, **settings):
+    def __init__(self, extensions=(), shares_frames=None, tracker=None, **settings):
         options = {"ping_interval": 0.0, "close_timeout": 0.5, **settings}
         self.settings = Settings(**options)
         server_sock, self.sock = socketpair()
         self.proto = WSProto(ConnectionType.CLIENT)
-        self.tracker = ConnectionTracker()
+        self.tracker = ConnectionTracker() if tracker is None else tracker
         self.conn = Connection(
             server_sock,
             rfc6455_protocol(list(extensions), self.settings.max_message_size),

@@ -24,17 +24,18 @@ SERVERS = (
 )
 
 
-def quick(name: str) -> tuple[str, object]:
-    """Run ``bench/<name>.py --quick``; return its table and its JSON results."""
+def quick(name: str, *args: str, results: str = "") -> tuple[str, object]:
+    """Run ``bench/<name>.py --quick``; return its table and its JSON results
+    (``bench/results/<results or name>.json``)."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--quick"],
+        [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--quick", *args],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout, json.loads(
-        (ROOT / "bench" / "results" / f"{name}.json").read_text()
+        (ROOT / "bench" / "results" / f"{results or name}.json").read_text()
     )
 
 
@@ -102,3 +103,15 @@ def test_stuck_client_benchmark_quick_mode():
         assert run["delivered"] == run["expected"] == 100 * run["rounds"]
     assert (alone["stuck_client"], with_stuck["stuck_client"]) == (False, True)
     assert with_stuck["stuck_client_dropped"] is True
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("runtime", ["eventlet", "gevent"])
+def test_soak_quick_mode_loses_nothing(runtime):
+    table, [run] = quick("soak", "--runtime", runtime, results=f"soak-{runtime}")
+    assert run["runtime"] == runtime
+    assert run["expected"] == run["received"] > 0
+    assert (run["lost"], run["duplicated"], run["reordered"]) == (0, 0, 0)
+    assert run["ping_interval"] > 0  # the listeners answered the pings in time
+    assert run["churn_opened"] > 0 and run["churn_failed"] == 0
+    assert run["descriptors"][1] <= run["descriptors"][0]

@@ -16,9 +16,10 @@ from wsproto.events import (
     TextMessage,
 )
 
-from stargate.connection import ConnectionTracker, State
+from stargate.connection import State
 from stargate.exceptions import ConnectionClosed
 from stargate.frames import encode_message
+from stargate.tracker import ConnectionTracker
 from tests.conftest import eventually
 from tests.peers import (
     Peer,

@@ -8,9 +8,9 @@ import logging
 import pytest
 
 from stargate.config import ServerOptions
-from stargate.connection import ConnectionTracker
 from stargate.request_head import BadRequestHead
 from stargate.server.http import PatientListener, ServerContext
+from stargate.tracker import ConnectionTracker
 from tests.test_request_head import exchange
 
 pytestmark = pytest.mark.gevent_only

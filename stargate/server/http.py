@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 from stargate import runtime
 from stargate.config import ServerOptions
-from stargate.connection import ConnectionTracker
 from stargate.linger import linger
 from stargate.request_head import error_response
+from stargate.tracker import ConnectionTracker
 
 __all__ = [
     "BUSY_RESPONSE",

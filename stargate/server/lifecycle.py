@@ -21,7 +21,7 @@ from typing import Any
 
 from stargate import runtime
 from stargate.config import ServerOptions
-from stargate.connection import CLOSE_GOING_AWAY, ConnectionTracker
+from stargate.connection import CLOSE_GOING_AWAY
 from stargate.server.http import (
     BUSY_RESPONSE,
     HttpServer,
@@ -29,6 +29,7 @@ from stargate.server.http import (
     ServerContext,
     answer_and_hang_up,
 )
+from stargate.tracker import ConnectionTracker
 
 __all__ = ["Server", "Wakeup"]
 

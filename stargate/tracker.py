@@ -1,0 +1,129 @@
+"""``ConnectionTracker``: the open WebSockets of a server and their one timer.
+
+Each connection says when it next needs the timer
+(:meth:`~stargate.connection.Connection.next_tick`: its next keepalive ping,
+the deadline of the pong it waits for, of its closing handshake, or of the
+background watch of :meth:`~stargate.connection.Connection.read_in_background`).
+The tracker keeps those times in a heap and wakes for the earliest, so each
+connection is visited when it is due and no walk over every open connection
+ever happens: keepalive pings go out spread over time, as the connections
+were opened (each one's first ping comes after a random part of its
+interval, so connections opened together do not ping together), instead of
+in one burst per tick.
+
+A connection has at most one live entry in the heap: the time it asked for,
+kept in its ``_timer_at``.  An entry that no longer matches (the connection
+asked for an earlier time since, or is gone) is skipped when it comes up,
+and the heap is compacted when such entries outnumber the live ones.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from stargate import runtime
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from stargate.connection import Connection
+
+__all__ = ["ConnectionTracker"]
+
+#: The close code :meth:`ConnectionTracker.close_all` sends by default.
+GOING_AWAY = 1001
+
+
+class ConnectionTracker:
+    """The open connections of one server, and the one timer they share.
+
+    The timer's green thread runs only while some connection has a time
+    set.  When a connection's time comes, the tracker calls its
+    :meth:`~stargate.connection.Connection.on_tick` (send the keepalive
+    ping, drop a peer that did not answer in time, cut a closing handshake
+    that did not complete in time), then asks it for its next time.  The
+    server uses :meth:`close_all` to say goodbye (1001) at shutdown.
+    """
+
+    def __init__(self) -> None:
+        self._connections: set[Connection] = set()
+        self._timers: list[tuple[float, int, Connection]] = []
+        self._order = itertools.count()  # ties: first asked, first served
+        self._running = False
+        self._wakeup: runtime.Event | None = None
+        self._waking_at = math.inf  # when the timer's green thread wakes next
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self._connections))
+
+    def add(self, connection: Connection) -> None:
+        """Track ``connection`` until it is closed."""
+        self._connections.add(connection)
+        self.schedule(connection, connection.next_tick())
+
+    def discard(self, connection: Connection) -> None:
+        """Stop tracking ``connection``."""
+        self._connections.discard(connection)
+        if len(self._timers) > 2 * len(self._connections) + 64:
+            # Entries of closed connections would keep them alive until
+            # their time: drop them once they are the majority.
+            self._timers = [
+                entry
+                for entry in self._timers
+                if entry[2] in self._connections and entry[0] == entry[2]._timer_at
+            ]
+            heapq.heapify(self._timers)
+
+    def schedule(self, connection: Connection, when: float | None) -> None:
+        """Call ``connection.on_tick`` at ``when`` (``time.monotonic()``).
+
+        ``None`` asks for nothing; a time later than one already asked for
+        changes nothing (the earlier call asks for the next time).
+        """
+        if when is None or when >= connection._timer_at:
+            return  # an earlier entry comes first and asks again
+        if connection not in self._connections:
+            return
+        connection._timer_at = when
+        heapq.heappush(self._timers, (when, next(self._order), connection))
+        if not self._running:
+            self._running = True
+            runtime.get().spawn(self._run)
+        elif when < self._waking_at and self._wakeup is not None:
+            self._wakeup.set()
+
+    def close_all(self, code: int = GOING_AWAY, reason: str = "") -> None:
+        """Start the closing handshake of every open connection."""
+        for connection in list(self._connections):
+            connection.close(code, reason)
+
+    def _run(self) -> None:
+        self._wakeup = wakeup = runtime.get().event()
+        try:
+            while self._timers:
+                self._fire(time.monotonic())
+                if not self._timers:
+                    break
+                self._waking_at = self._timers[0][0]
+                wakeup.clear()
+                wakeup.wait(max(0.0, self._waking_at - time.monotonic()))
+                self._waking_at = math.inf
+        finally:
+            self._running = False
+            self._waking_at = math.inf
+
+    def _fire(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            when, _, connection = heapq.heappop(timers)
+            if when != connection._timer_at or connection not in self._connections:
+                continue  # superseded by an earlier time, or closed
+            connection._timer_at = math.inf
+            connection.on_tick(now, connection.tick_hint)
+            self.schedule(connection, connection.next_tick())
