@@ -142,6 +142,8 @@ bench: system-packages $(STAMP)
 	$(BIN)/python bench/churn.py || status=1; \
 	$(BIN)/python bench/stuck.py || status=1; \
 	$(BIN)/python bench/flood.py || status=1; \
+	$(BIN)/python bench/lagging.py || status=1; \
+	$(BIN)/python bench/lagging.py --runtime gevent || status=1; \
 	$(BIN)/python bench/soak.py --compare-keepalive || status=1; \
 	$(BIN)/python bench/soak.py --compare-keepalive --runtime gevent || status=1; \
 	exit $$status

@@ -115,3 +115,12 @@ def test_soak_quick_mode_loses_nothing(runtime):
     assert run["ping_interval"] > 0  # the listeners answered the pings in time
     assert run["churn_opened"] > 0 and run["churn_failed"] == 0
     assert run["descriptors"][1] <= run["descriptors"][0]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("runtime", ["eventlet", "gevent"])
+def test_lagging_clients_are_dropped_with_a_close_frame(runtime):
+    _, run = quick("lagging", "--runtime", runtime, results=f"lagging-{runtime}")
+    assert run["readers_received"] == [run["sent"]] * run["readers"]
+    assert run["dropped_with_1008"] == run["lagging"]
+    assert run["cut_without_close_frame"] == 0
