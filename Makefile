@@ -146,6 +146,8 @@ bench: system-packages $(STAMP)
 	$(BIN)/python bench/lagging.py --runtime gevent || status=1; \
 	$(BIN)/python bench/soak.py --compare-keepalive || status=1; \
 	$(BIN)/python bench/soak.py --compare-keepalive --runtime gevent || status=1; \
+	$(BIN)/python bench/soak.py --redis || status=1; \
+	$(BIN)/python bench/soak.py --redis --runtime gevent || status=1; \
 	exit $$status
 
 clean:

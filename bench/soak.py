@@ -15,9 +15,19 @@ descriptors at the start and the end; churn connections that failed.
 ``--compare-keepalive`` runs the soak twice on fresh servers, keepalive off
 and on (``--ping-interval``), and reports the ratio of their p99.
 
+``--redis`` runs two servers sharing a redis-server of its own, each job's
+listeners on both and its sender on one of them; after 30 % of the run
+Redis is killed, and started again on the same port ``--outage`` seconds
+later.  Reported: messages lost by listeners on the sender's server (none
+should be), and by listeners on the other server, sent before, during and
+after the outage; and, per direction, how long after Redis accepted
+connections again the last message that did not cross was sent: delivery
+across processes is whole from then on.
+
     python bench/soak.py                        # 5,000 listeners, 50 jobs, 60 s
     python bench/soak.py --compare-keepalive    # ...twice: keepalive off, on
     python bench/soak.py --quick                # 300 listeners, 8 s (make test)
+    python bench/soak.py --redis                # two servers, Redis away 5 s
 
 Writes bench/results/soak-<runtime>.json; exits 1 if a message was lost, duplicated
 or reordered.  The client is one Python process: its own delay is part of
@@ -33,6 +43,7 @@ import selectors
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -56,10 +67,20 @@ TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
 class Listener:
     """One client: its socket, what it has read so far, and what it saw."""
 
-    __slots__ = ("sock", "job", "buffer", "seen", "received", "reordered", "highest")
+    __slots__ = (
+        "sock",
+        "job",
+        "server",
+        "buffer",
+        "seen",
+        "received",
+        "reordered",
+        "highest",
+    )
 
     def __init__(self, sock: socket.socket, job: int, expected: int) -> None:
         self.sock, self.job = sock, job
+        self.server = 0  # which server it is connected to (--redis: 0 or 1)
         self.buffer = bytearray()
         self.seen = bytearray(expected)  # how often each sequence number came
         self.received = self.reordered = 0
@@ -226,6 +247,159 @@ def soak(directory: Path, options: argparse.Namespace, ping_interval: float) -> 
     }
 
 
+class RedisServer:
+    """A redis-server of our own on a free port, stopped and started again."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port, self.directory = free_port(), directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+            + ["--save", "", "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(200):  # at most 10 s
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def outage(directory: Path, options: argparse.Namespace) -> dict:
+    """Run two servers on a Redis that goes away and comes back.
+
+    Return what was lost across processes before, during and after.
+    """
+    redis = RedisServer(directory)
+    redis.start()
+    servers = Servers(APP, directory)
+    ports = [free_port(), free_port()]
+    jobs = options.jobs
+    try:
+        for port in ports:
+            servers.start(port, broker=redis.url, server={"runtime": options.runtime})
+        expected = int(options.rate / jobs * options.duration) + 2
+        # Listener i: job i % jobs, on server (i // jobs + i) % 2, so that the
+        # first listener of each job (its sender) alternates between them.
+        placed = [(i % jobs, (i // jobs + i) % 2) for i in range(options.listeners)]
+        listeners = []
+        selector = selectors.EpollSelector()
+        for which, port in enumerate(ports):
+            mine = [(i, job) for i, (job, at) in enumerate(placed) if at == which]
+            paths = [f"/jobs/{job}/" for _, job in mine]
+            sockets, leftovers, _ = connect(("127.0.0.1", port), paths, batch=250)
+            for (index, job), sock, leftover in zip(
+                mine, sockets, leftovers, strict=True
+            ):
+                listener = Listener(sock, job, expected)
+                listener.server = which
+                listeners.append((index, listener))
+                selector.register(sock, selectors.EVENT_READ, listener)
+                listener.feed(leftover, [])
+        listeners = [listener for _, listener in sorted(listeners, key=lambda x: x[0])]
+        latencies: list[float] = []
+        read_until(selector, latencies, quiet=0.5, limit=30)
+        # Until the subscriptions are in place, nothing would cross.
+        for _ in range(100):  # at most 10 s
+            if _subscribers(redis.port, jobs) >= 2 * jobs:
+                break
+            time.sleep(0.1)
+
+        started = time.monotonic()
+        until = started + options.duration
+        down_at = started + options.duration * 0.3
+        up_at = down_at + options.outage
+        senders = listeners[:jobs]
+        sent = [0] * jobs
+        send_times: list[list[float]] = [[] for _ in range(jobs)]
+        next_send, turn, gap, phase = started, 0, 1.0 / options.rate, "before"
+        for _ in range(100_000_000):  # bounded; ends at `until`
+            now = time.monotonic()
+            if now >= until:
+                break
+            if phase == "before" and now >= down_at:
+                redis.stop()
+                phase = "down"
+            elif phase == "down" and now >= up_at:
+                redis.start()
+                up_at, phase = time.monotonic(), "after"  # accepting from here
+            while next_send <= now:
+                job = turn % jobs
+                sent_at = time.monotonic()
+                payload = f"{sent[job]} {sent_at:.6f}".encode()
+                _send_all(senders[job].sock, client_frame(payload))
+                send_times[job].append(sent_at)
+                sent[job] += 1
+                turn += 1
+                next_send += gap
+            poll(selector, latencies, max(0.0, min(next_send, until) - now))
+        read_until(selector, latencies, quiet=1.0, limit=30)
+        for listener in listeners:
+            selector.unregister(listener.sock)
+            listener.sock.close()
+    finally:
+        servers.stop()
+        redis.stop()
+    return _outage_figures(options, listeners, send_times, down_at, up_at)
+
+
+def _subscribers(port: int, jobs: int) -> int:
+    """Count the subscriptions to the jobs' channels on the Redis on ``port``."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        channels = [f"/jobs/{job}" for job in range(jobs)]
+        return sum(count for _, count in client.pubsub_numsub(*channels))
+    finally:
+        client.close()
+
+
+def _outage_figures(options, listeners, send_times, down_at, up_at) -> dict:
+    lost = {"local": 0, "before": 0, "during": 0, "after": 0}
+    last_lost_after = {0: up_at, 1: up_at}  # per receiving server
+    for listener in listeners:
+        sender_server = listener.job % 2
+        cross = listener.server != sender_server
+        for number, sent_at in enumerate(send_times[listener.job]):
+            if listener.seen[number]:
+                continue
+            if not cross:
+                lost["local"] += 1
+            elif sent_at < down_at:
+                lost["before"] += 1
+            elif sent_at < up_at:
+                lost["during"] += 1
+            else:
+                lost["after"] += 1
+                last = last_lost_after[listener.server]
+                last_lost_after[listener.server] = max(last, sent_at)
+    return {
+        "runtime": options.runtime,
+        "listeners": options.listeners,
+        "jobs": options.jobs,
+        "rate": options.rate,
+        "outage_s": options.outage,
+        "lost": lost,
+        # From Redis accepting again until the last message that did not
+        # cross, per direction (to the listeners of server 0, of server 1).
+        "resumed_after_s": [last_lost_after[s] - up_at for s in (0, 1)],
+        "received": sum(listener.received for listener in listeners),
+    }
+
+
 def poll(selector: selectors.EpollSelector, latencies: list, wait: float) -> int:
     """Read whatever is ready within ``wait`` seconds; return how many sockets."""
     events = selector.select(wait)
@@ -277,11 +451,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ping-interval", type=float, default=5.0)
     parser.add_argument("--runtime", choices=["eventlet", "gevent"], default="eventlet")
     parser.add_argument("--compare-keepalive", action="store_true")
+    parser.add_argument(
+        "--redis", action="store_true", help="two servers; Redis goes away and back"
+    )
+    parser.add_argument("--outage", type=float, default=5.0, help="seconds (--redis)")
     parser.add_argument("--quick", action="store_true")
     options = parser.parse_args(argv)
     if options.quick:
         options.listeners, options.jobs, options.rate = 300, 6, 60.0
         options.churn, options.duration, options.ping_interval = 5.0, 8.0, 1.0
+        options.outage = 2.0
+    if options.redis:
+        return redis_main(options)
     intervals = (
         [0.0, options.ping_interval]
         if options.compare_keepalive
@@ -301,6 +482,32 @@ def main(argv: list[str] | None = None) -> int:
     faults = [
         run for run in runs if run["lost"] or run["duplicated"] or run["reordered"]
     ]
+    return 1 if faults else 0
+
+
+def redis_main(options: argparse.Namespace) -> int:
+    """Run the outage soak.
+
+    Exit 1 if a message that should have crossed did not, or if delivery
+    took more than a second to resume.
+    """
+    if options.duration < 3 * options.outage:
+        options.duration = 3 * options.outage + 3
+    with tempfile.TemporaryDirectory() as directory:
+        run = outage(Path(directory), options)
+    lost = run["lost"]
+    print(
+        "| runtime | outage | lost: local | before | during | after "
+        "| resumed after (to 0, to 1) |\n|---|---:|---:|---:|---:|---:|---|\n"
+        f"| {run['runtime']} | {run['outage_s']:g} s | {lost['local']} "
+        f"| {lost['before']} | {lost['during']} | {lost['after']} "
+        f"| {run['resumed_after_s'][0]:.2f} s, {run['resumed_after_s'][1]:.2f} s |"
+    )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"soak-redis-{options.runtime}.json").write_text(
+        json.dumps(run, indent=2)
+    )
+    faults = lost["local"] or lost["before"] or max(run["resumed_after_s"]) > 1.0
     return 1 if faults else 0
 
 

@@ -124,3 +124,17 @@ def test_lagging_clients_are_dropped_with_a_close_frame(runtime):
     assert run["readers_received"] == [run["sent"]] * run["readers"]
     assert run["dropped_with_1008"] == run["lagging"]
     assert run["cut_without_close_frame"] == 0
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("runtime", ["eventlet", "gevent"])
+def test_soak_across_a_redis_outage_loses_only_what_pub_sub_cannot_keep(runtime):
+    name = f"soak-redis-{runtime}"
+    _, run = quick("soak", "--redis", "--runtime", runtime, results=name)
+    assert run["received"] > 0
+    # Delivery within a process never stops; across processes nothing is
+    # lost before the outage, and delivery resumes once Redis is back.
+    assert run["lost"]["local"] == run["lost"]["before"] == 0
+    assert run["lost"]["during"] > 0  # the outage did happen
+    assert run["resumed_after_s"][0] < run["outage_s"]
+    assert run["resumed_after_s"][1] < run["outage_s"]
