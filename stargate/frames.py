@@ -74,9 +74,9 @@ def _server_frame(first: int, payload: bytes | bytearray | memoryview) -> bytes:
 _FIRST_BYTES = {0x80 | TEXT: TEXT, 0x80 | BINARY: BINARY, 0x80 | PONG: PONG}
 _SMALL = 4096
 
-try:  # pip install "stargate[speedups]": C unmasking of large frames
+try:  # websockets, a dependency: its C unmasking of large frames
     from websockets.speedups import apply_mask as _apply_mask
-except ImportError:  # pragma: no cover - websockets is installed for the tests
+except ImportError:  # pragma: no cover - a websockets built without its C part
     _apply_mask = None  # up to this size, unmask with one big-integer XOR
 
 
@@ -84,7 +84,7 @@ def unmask(payload: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     """Return ``payload`` XORed with the repeated 4-byte ``mask``.
 
     Large payloads use the C ``apply_mask`` of the ``websockets`` package
-    when it is installed (the ``speedups`` extra), else wsproto's masker.
+    (a dependency; wsproto's masker where websockets was built without it).
     """
     length = len(payload)
     if length > _SMALL:

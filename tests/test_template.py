@@ -113,7 +113,7 @@ def test_the_redis_option_wires_redis(cookies):
         )
     assert "stargate.broker = memory://" in (project / "testing.ini").read_text()
     pyproject = (project / "pyproject.toml").read_text()
-    assert f'"stargate[redis,speedups]>={VERSION},<2"' in pyproject
+    assert f'"stargate[redis]>={VERSION},<2"' in pyproject
 
 
 @pytest.mark.parametrize("runtime", ["eventlet", "gevent"])
@@ -124,8 +124,8 @@ def test_the_runtime_option_wires_the_server_and_its_library(cookies, runtime):
     for ini in ("development.ini", "production.ini", "testing.ini"):
         assert f"runtime = {runtime}\n" in (project / ini).read_text()
     pyproject = (project / "pyproject.toml").read_text()
-    extras = "gevent,speedups" if runtime == "gevent" else "speedups"
-    assert f'"stargate[{extras}]>={VERSION},<2"' in pyproject
+    required = "stargate[gevent]" if runtime == "gevent" else "stargate"
+    assert f'"{required}>={VERSION},<2"' in pyproject
     patching = (project / "tests" / "__init__.py").read_text()
     assert ('runtime.use("gevent").monkey_patch()' in patching) == (runtime == "gevent")
     readme = (project / "README.md").read_text()
@@ -143,7 +143,7 @@ def test_the_memory_option_has_no_redis(cookies):
 def test_the_project_requires_stargate_by_version_like_any_library(cookies):
     result = bake(cookies, project="demo_app")
     pyproject = (result.project_path / "pyproject.toml").read_text()
-    assert f'"stargate[speedups]>={VERSION},<2"' in pyproject
+    assert f'"stargate>={VERSION},<2"' in pyproject
     assert f'"stargate[testing]>={VERSION},<2"' in pyproject
 
 
