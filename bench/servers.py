@@ -9,6 +9,7 @@ message to all of them.
     python bench/servers.py eventlet PORT [--compression]    # the baseline
     python bench/servers.py gevent PORT [--compression]      # gevent's baseline
     python bench/servers.py websockets PORT [--compression]  # the reference
+    python bench/servers.py uvicorn PORT [--compression]     # an ASGI server
     python bench/servers.py tcp-echo PORT                    # the ceiling
 
 - ``eventlet``: a bare ``eventlet.websocket.WebSocketWSGI`` in eventlet's
@@ -18,6 +19,9 @@ message to all of them.
   one ``send`` per listener.
 - ``websockets``: the ``websockets`` library's asyncio server.  Its HTTP
   side answers GET only, so the state change is ``GET /jobs/<id>/?state=on``.
+- ``uvicorn``: a plain ASGI application in uvicorn, as deployed
+  (``uvicorn[standard]``: uvloop, httptools, its websockets protocol), one
+  ``send`` per listener.
 - ``tcp-echo``: no WebSocket at all, bytes back as they come, with asyncio:
   what the load generator reaches when the server costs next to nothing.
 
@@ -274,6 +278,80 @@ def run_websockets(port: int, compression: bool) -> None:
     asyncio.run(main())
 
 
+def run_uvicorn(port: int, compression: bool) -> None:
+    import uvicorn
+
+    jobs = Jobs()
+
+    async def tell(job: str, event: dict) -> None:
+        for client in list(jobs.clients(job)):
+            try:
+                await client(event)
+            except Exception:  # a client that is gone; its handler ends
+                jobs.clients(job).discard(client)
+
+    async def websocket(job: str, receive, send) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        clients = jobs.clients(job)
+        clients.add(send)
+        try:
+            await send({"type": "websocket.send", "text": jobs.message(job)})
+            while True:
+                event = await receive()
+                if event["type"] == "websocket.disconnect":
+                    return
+                if event.get("text") is not None:
+                    await tell(job, {"type": "websocket.send", "text": event["text"]})
+                else:
+                    await tell(job, {"type": "websocket.send", "bytes": event["bytes"]})
+        finally:
+            clients.discard(send)
+
+    async def app(scope, receive, send) -> None:
+        job = jobs.job_id(scope["path"])
+        if scope["type"] == "websocket":
+            if job is None:
+                await send({"type": "websocket.close"})
+                return
+            await websocket(job, receive, send)
+            return
+        status = 404
+        body = b"not found\n"
+        if job is not None:
+            status = 200
+            if scope["method"] == "POST":
+                data = b""
+                while True:
+                    event = await receive()
+                    data += event.get("body", b"")
+                    if not event.get("more_body"):
+                        break
+                jobs.states[job] = parse_qs(data.decode()).get("state", ["off"])[0]
+                await tell(job, {"type": "websocket.send", "text": jobs.message(job)})
+            body = jobs.message(job).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        backlog=4096,
+        ws_max_size=MAX_SIZE,
+        ws_ping_interval=None,
+        ws_per_message_deflate=compression,
+    )
+
+
 def run_tcp_echo(port: int) -> None:
     import asyncio
 
@@ -306,6 +384,8 @@ def main(argv: list[str]) -> int:
         run_gevent(port, compression)
     elif kind == "websockets":
         run_websockets(port, compression)
+    elif kind == "uvicorn":
+        run_uvicorn(port, compression)
     elif kind == "tcp-echo":
         run_tcp_echo(port)
     else:

@@ -1,4 +1,4 @@
-"""stargate on both runtimes beside bare servers, websockets and raw TCP.
+"""stargate on both runtimes beside bare servers, websockets, uvicorn, raw TCP.
 
 Every scenario starts each server fresh, pinned to one processor while this
 load generator runs on the other (when there are two):
@@ -13,6 +13,7 @@ load generator runs on the other (when there are two):
 - ``gevent``: gevent's baseline, gevent's WSGI server and wsproto written
   as plainly;
 - ``websockets``: the reference, the ``websockets`` library doing the same;
+- ``uvicorn``: an ASGI application doing the same in ``uvicorn[standard]``;
 - ``tcp-echo``: the ceiling of this load generator (echo scenarios only).
 
 Scenarios: 32-byte text echo over 1 and 100 connections (each connection is
@@ -59,7 +60,9 @@ from loadgen import BINARY, Listeners, client_frame, echo  # noqa: E402
 BASELINE = "eventlet"
 #: stargate on each runtime, as the server kinds of this suite.
 STARGATES = ("stargate/eventlet", "stargate/gevent")
-SERVERS = ("tcp-echo", "eventlet", "gevent", "websockets", *STARGATES)
+#: The peers, as servers.py runs them.
+PEERS = ("eventlet", "gevent", "websockets", "uvicorn")
+SERVERS = ("tcp-echo", *PEERS, *STARGATES)
 ECHO_PAYLOAD = b"x" * 32
 MIB = 1024 * 1024
 
@@ -67,7 +70,7 @@ MIB = 1024 * 1024
 def scenarios(quick: bool) -> list[dict]:
     """Return the scenarios: what runs, on which servers, and what it reports."""
     n = {"echo": 0.5 if quick else 3, "big": 0.5 if quick else 4}
-    web = ("eventlet", "gevent", "websockets", *STARGATES)
+    web = (*PEERS, *STARGATES)
     everyone = ("tcp-echo", *web)
     small = client_frame(ECHO_PAYLOAD)
     big = client_frame(bytes(range(256)) * (MIB // 256), BINARY)
@@ -300,9 +303,11 @@ FIGURES = [
     ("{large} idle, deflate", "handshakes_per_s", "handshakes/s", True),
 ]
 
-#: (scenario, metric, "ratio" or "value", comparison, bound): for stargate
-#: on each runtime, against bare eventlet.
+#: (scenario, metric, of, comparison, bound): for stargate on each runtime;
+#: ``of`` is "ratio" (to bare eventlet), "value", or a peer's name (the
+#: ratio to that peer in the same repetition).
 TARGETS = [
+    ("echo, 100 connections", "messages_per_s", "uvicorn", ">=", 1.0),
     ("echo, 1 connection", "messages_per_s", "ratio", ">=", 1.0),
     ("echo, 100 connections", "messages_per_s", "ratio", ">=", 1.0),
     ("echo of 1 MiB", "mb_per_s", "ratio", ">=", 100.0),
@@ -365,7 +370,16 @@ def summarise(records: list[dict], quick: bool) -> dict:
                 for f in figures
                 if f["scenario"] == scenario and f["metric"] == metric
             )
-            figure = row["servers"][server]["median" if kind == "value" else "ratio"]
+            if kind in PEERS:
+                mine = values(scenario, server, metric)
+                theirs = values(scenario, kind, metric)
+                figure = statistics.median(
+                    mine[rep] / theirs[rep] for rep in mine if theirs.get(rep)
+                )
+            else:
+                figure = row["servers"][server][
+                    "median" if kind == "value" else "ratio"
+                ]
             targets.append(
                 {
                     "server": server,
@@ -373,7 +387,8 @@ def summarise(records: list[dict], quick: bool) -> dict:
                     "metric": metric,
                     "of": kind,
                     "target": f"{comparison} {bound:g}"
-                    + ("x" if kind == "ratio" else ""),
+                    + ("" if kind == "value" else "x")
+                    + (f" {kind}" if kind in PEERS else ""),
                     "figure": figure,
                     "met": _meets(figure, comparison, bound),
                 }
@@ -405,7 +420,7 @@ def summarise(records: list[dict], quick: bool) -> dict:
         return row["servers"][server]["median"]
 
     growth = {}
-    for server in ("eventlet", "gevent", "websockets", *STARGATES):
+    for server in (*PEERS, *STARGATES):
         broadcast = [
             median(server, f"broadcast to {{{size}}}", "p50_ms")
             for size in ("small", "large")
@@ -440,8 +455,8 @@ def markdown(summary: dict, repetitions: int, pinned: bool) -> str:
         + ("Server and load generator pinned to different cores." if pinned else ""),
         "",
         "| scenario | figure | raw TCP echo | eventlet (baseline) | gevent "
-        "| websockets | stargate on eventlet | stargate on gevent |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| websockets | uvicorn | stargate on eventlet | stargate on gevent |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary["figures"]:
         cells = []
@@ -464,7 +479,7 @@ def markdown(summary: dict, repetitions: int, pinned: bool) -> str:
     ]
     for target in summary["targets"]:
         figure = target["figure"]
-        text = f"{figure:.2f}x" if target["of"] == "ratio" else f"{figure:.1f}"
+        text = f"{figure:.1f}" if target["of"] == "value" else f"{figure:.2f}x"
         lines.append(
             f"| {target['scenario']}, {target['metric']} {target['target']} "
             f"| {target['server'].partition('/')[2]} "

@@ -19,6 +19,7 @@ SERVERS = (
     "eventlet",
     "gevent",
     "websockets",
+    "uvicorn",
     "stargate/eventlet",
     "stargate/gevent",
 )
@@ -91,7 +92,7 @@ def test_comparison_suite_quick_mode():
             assert record["received"] == record["sent"] > 0
         if "rounds" in record:
             assert record["delivered"] == record["listeners"] * record["rounds"]
-    assert len(results["targets"]) == 2 * 6  # each target on each runtime
+    assert len(results["targets"]) == 2 * 7  # each target on each runtime
     assert len(results["parity"]) == 9
     assert "| echo of 1 MiB | MB/s |" in table
 
