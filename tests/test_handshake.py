@@ -194,18 +194,48 @@ class TestCompression:
     def test_negotiates_permessage_deflate(self):
         response = self.offer("permessage-deflate; client_max_window_bits")
         assert dict(response)["Sec-WebSocket-Extensions"] == (
-            "permessage-deflate; client_max_window_bits=15"
+            "permessage-deflate; client_max_window_bits=12; server_max_window_bits=12"
         )
         [extension] = response.extensions
         assert isinstance(extension, BoundedPerMessageDeflate)
+
+    @pytest.mark.parametrize(
+        ("offer", "answer"),
+        [
+            # Smaller windows than offered: the server chooses, as RFC 7692 lets it.
+            (
+                "permessage-deflate; client_max_window_bits=15",
+                "client_max_window_bits=12",
+            ),
+            (
+                "permessage-deflate; client_max_window_bits=10",
+                "client_max_window_bits=10",
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=9",
+                "server_max_window_bits=9",
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=15",
+                "server_max_window_bits=12",
+            ),
+        ],
+    )
+    def test_windows_are_bounded_as_websockets_bounds_them(self, offer, answer):
+        response = dict(self.offer(offer))["Sec-WebSocket-Extensions"]
+        assert answer in response.split("; ")
 
     def test_bound_is_passed_to_the_extension(self):
         [extension] = self.offer("permessage-deflate", max_message_size=1234).extensions
         assert extension.max_size == 1234
 
     def test_plain_offer(self):
+        # The client keeps its window (it did not offer to lower it); the
+        # server bounds its own.
         response = self.offer("permessage-deflate")
-        assert dict(response)["Sec-WebSocket-Extensions"] == "permessage-deflate"
+        assert dict(response)["Sec-WebSocket-Extensions"] == (
+            "permessage-deflate; server_max_window_bits=12"
+        )
 
     def test_off_when_disabled(self):
         headers = request_headers(**{"Sec-WebSocket-Extensions": "permessage-deflate"})
@@ -219,6 +249,7 @@ class TestCompression:
             "x-webkit-deflate-frame",
             "permessage-deflate; unknown_parameter",
             "permessage-deflate; client_max_window_bits=99",
+            "permessage-deflate; server_max_window_bits=8",
             "permessage-deflate; server_max_window_bits=abc",
             "permessage-deflate; server_no_context_takeover; "
             "server_no_context_takeover",
@@ -233,7 +264,7 @@ class TestCompression:
             "permessage-deflate; bogus, permessage-deflate; server_no_context_takeover"
         )
         assert dict(response)["Sec-WebSocket-Extensions"] == (
-            "permessage-deflate; server_no_context_takeover"
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=12"
         )
 
 

@@ -152,3 +152,23 @@ def test_unbounded_deflate_behaves_like_wsproto():
     proto = rfc6455_protocol([extension], 10**9)
     proto.receive_data(client(deflate=True).send(TextMessage(data="q" * 5000)))
     assert message_bytes(list(proto.events())) == 5000
+
+
+def test_a_connections_zlib_state_is_small():
+    """windows of 2**12 and memLevel 5, as websockets: not zlib's 256 KiB."""
+    import tracemalloc
+
+    def compressing(extension) -> int:
+        extension.accept("permessage-deflate; client_max_window_bits")
+        proto = rfc6455_protocol([extension], None)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            proto.send(TextMessage(data="state " * 100))
+            return tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+
+    bounded = compressing(BoundedPerMessageDeflate(LIMIT))
+    plain = compressing(PerMessageDeflate())
+    assert bounded < 64 * 1024 < 200 * 1024 < plain

@@ -15,6 +15,10 @@ import urllib.request
 import pytest
 import websocket  # websocket-client: frame-level control for protocol tests
 from websocket import ABNF
+from wsproto.connection import Connection as WSProto
+from wsproto.connection import ConnectionType
+from wsproto.events import TextMessage
+from wsproto.extensions import PerMessageDeflate
 
 from stargate.connection import Connection
 from stargate.testing import WebSocketClient
@@ -93,6 +97,47 @@ def test_compression_is_negotiated_and_used(live):
         for _ in range(3):  # context takeover across messages
             client.send(text)
             assert client.receive() == text
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        "permessage-deflate",
+        "permessage-deflate; client_max_window_bits",
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        "permessage-deflate; server_max_window_bits=9; client_max_window_bits=9",
+    ],
+)
+def test_the_bounded_windows_interoperate(live, offer):
+    """Large messages with back-references far apart, both ways, under each
+    kind of offer: a window that did not match would corrupt them."""
+    import random
+
+    words = [os.urandom(6).hex() for _ in range(400)]
+    text = " ".join(random.Random(1).choice(words) for _ in range(60_000))
+    sock, head = raw_upgrade(live, "/echo/", {"Sec-WebSocket-Extensions": offer})
+    with sock:
+        status, rest = read_http_response(sock, head)
+        assert status == 101
+        [answer] = [
+            line.split(b":", 1)[1].strip().decode()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-extensions:")
+        ]
+        extension = PerMessageDeflate()
+        extension.finalize(answer)
+        client = WSProto(ConnectionType.CLIENT, extensions=[extension])
+        client.receive_data(rest)
+        for _ in range(2):  # the second message refers back to the first
+            sock.sendall(client.send(TextMessage(data=text)))
+            parts: list[str] = []
+            for _ in range(1000):  # bounded: the echo comes in pieces
+                done = [e for e in client.events() if isinstance(e, TextMessage)]
+                parts += [e.data for e in done]
+                if done and done[-1].message_finished:
+                    break
+                client.receive_data(sock.recv(65536))
+            assert "".join(parts) == text
 
 
 def test_compression_off(serve):
