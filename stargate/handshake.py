@@ -273,12 +273,9 @@ def _negotiate_deflate(
         if len(set(names)) != len(names):
             continue  # ... or with a parameter given twice
         extension = BoundedPerMessageDeflate(max_message_size)
-        try:
-            accepted = extension.accept(offer)
-        except ValueError:
-            continue
+        accepted = extension.accept(offer)
         if accepted is None:
-            continue
+            continue  # window sizes that are not numbers from 9 to 15
         value = "permessage-deflate"
         if isinstance(accepted, str) and accepted:
             value += "; " + accepted

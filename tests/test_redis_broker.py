@@ -378,3 +378,43 @@ def test_after_an_outage_a_process_subscribes_before_it_publishes(
 
     assert eventually(arrives, sleep=runtime.get().sleep)
     observer.close()
+
+
+def test_a_failed_publish_is_counted_and_the_publisher_goes_on(
+    brokers, redis_server, caplog
+):
+    """Redis failing a PUBLISH while the subscription still looks fine."""
+    from stargate import runtime
+    from tests.peers import Peer
+
+    broker = brokers(redis_server.url, backoff=(0.01, 0.02))
+    peer = Peer()
+    broker.subscribe("/jobs/1", peer.conn)
+    assert broker.connected.wait(5)
+    real_pipeline = broker._publisher.pipeline
+
+    class FailingPipeline:
+        def __init__(self, transaction):
+            self.pipeline = real_pipeline(transaction=transaction)
+
+        def publish(self, channel, payload):
+            self.pipeline.publish(channel, payload)
+
+        def execute(self):
+            raise broker._redis.ConnectionError("connection reset by peer")
+
+    broker._publisher.pipeline = FailingPipeline
+    broker.publish("/jobs/1", "lost for the others")
+    assert eventually(lambda: broker._unshared == 1, sleep=runtime.get().sleep)
+    del broker._publisher.pipeline  # Redis answers again
+    observer = redis_server.client.pubsub(ignore_subscribe_messages=True)
+    observer.subscribe("/jobs/1")
+    broker.publish("/jobs/1", "shared")
+
+    def arrives():
+        item = observer.get_message(timeout=0)
+        return item is not None and item["data"].endswith(b"shared")
+
+    assert eventually(arrives, sleep=runtime.get().sleep)
+    assert peer.messages(0.3) == ["lost for the others", "shared"]
+    observer.close()
