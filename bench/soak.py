@@ -121,6 +121,63 @@ class Listener:
             self.seen[number] = min(255, self.seen[number] + 1)
 
 
+def connect_listeners(
+    address: tuple[str, int],
+    jobs_of: list[int],
+    expected: int,
+    selector: selectors.EpollSelector,
+    server: int = 0,
+) -> list[Listener]:
+    """Open one listener on each job of ``jobs_of``, registered with ``selector``."""
+    paths = [f"/jobs/{job}/" for job in jobs_of]
+    sockets, leftovers, _ = connect(address, paths, batch=250)
+    listeners = []
+    for job, sock, leftover in zip(jobs_of, sockets, leftovers, strict=True):
+        listener = Listener(sock, job, expected)
+        listener.server = server
+        selector.register(sock, selectors.EVENT_READ, listener)
+        listener.feed(leftover, [])
+        listeners.append(listener)
+    return listeners
+
+
+def close_listeners(selector: selectors.EpollSelector, listeners) -> None:
+    for listener in listeners:
+        selector.unregister(listener.sock)
+        listener.sock.close()
+
+
+class Senders:
+    """The senders: the first listener of each job.
+
+    ``rate`` messages a second in all, round robin over the jobs, each
+    carrying its job's next sequence number and the time it was sent.
+    """
+
+    def __init__(self, senders: list[Listener], rate: float, started: float) -> None:
+        self.senders = senders
+        self.gap = 1.0 / rate
+        self.next_at = started
+        self.turn = 0
+        #: When each message of each job was sent, by sequence number.
+        self.times: list[list[float]] = [[] for _ in senders]
+
+    def send_due(self, now: float) -> None:
+        """Send what is due by ``now``: all of it, in order, if the client lagged."""
+        while self.next_at <= now:
+            job = self.turn % len(self.senders)
+            sent_at = time.monotonic()
+            payload = f"{len(self.times[job])} {sent_at:.6f}".encode()
+            _send_all(self.senders[job].sock, client_frame(payload))
+            self.times[job].append(sent_at)
+            self.turn += 1
+            self.next_at += self.gap
+
+    def sent(self, job: int) -> int:
+        """How many messages job ``job`` has sent."""
+        return len(self.times[job])
+
+
 class Churn(threading.Thread):
     """Open ``rate`` connections a second on random jobs; read; close."""
 
@@ -171,15 +228,9 @@ def soak(directory: Path, options: argparse.Namespace, ping_interval: float) -> 
         jobs = options.jobs
         per_job = options.rate / jobs
         expected = int(per_job * options.duration) + 2
-        paths = [f"/jobs/{index % jobs}/" for index in range(options.listeners)]
-        sockets, leftovers, _ = connect(address, paths, batch=250)
-        listeners = [
-            Listener(sock, index % jobs, expected) for index, sock in enumerate(sockets)
-        ]
         selector = selectors.EpollSelector()
-        for listener, leftover in zip(listeners, leftovers, strict=True):
-            selector.register(listener.sock, selectors.EVENT_READ, listener)
-            listener.feed(leftover, [])
+        jobs_of = [index % jobs for index in range(options.listeners)]
+        listeners = connect_listeners(address, jobs_of, expected, selector)
         latencies: list[float] = []
         read_until(selector, latencies, quiet=0.5, limit=30)
         memory_before, fds_before = process_state(server.pid)
@@ -188,37 +239,27 @@ def soak(directory: Path, options: argparse.Namespace, ping_interval: float) -> 
         until = started + options.duration
         churn = Churn(address, jobs, options.churn, until)
         churn.start()
-        senders = listeners[:jobs]  # the first listener of each job
-        sent = [0] * jobs
+        senders = Senders(listeners[:jobs], options.rate, started)
         samples = [(0.0, memory_before, fds_before)]
-        next_send, next_sample, turn = started, started + 1.0, 0
-        gap = 1.0 / options.rate
+        next_sample = started + 1.0
         for _ in range(100_000_000):  # bounded; ends at `until`
             now = time.monotonic()
             if now >= until:
                 break
-            while next_send <= now:  # catch up, in order, if the client lagged
-                job = turn % jobs
-                payload = f"{sent[job]} {time.monotonic():.6f}".encode()
-                _send_all(senders[job].sock, client_frame(payload))
-                sent[job] += 1
-                turn += 1
-                next_send += gap
+            senders.send_due(now)
             if now >= next_sample:
                 samples.append((now - started, *process_state(server.pid)))
                 next_sample += 1.0
-            poll(selector, latencies, max(0.0, min(next_send, until) - now))
+            poll(selector, latencies, max(0.0, min(senders.next_at, until) - now))
         read_until(selector, latencies, quiet=1.0, limit=30)
         churn.join(10)
         memory_after, fds_after = process_state(server.pid)
-        for listener in listeners:
-            selector.unregister(listener.sock)
-            listener.sock.close()
+        close_listeners(selector, listeners)
     finally:
         servers.stop()
     lost = duplicated = 0
     for listener in listeners:
-        for number in range(sent[listener.job]):
+        for number in range(senders.sent(listener.job)):
             count = listener.seen[number]
             lost += count == 0
             duplicated += max(0, count - 1)
@@ -230,7 +271,7 @@ def soak(directory: Path, options: argparse.Namespace, ping_interval: float) -> 
         "rate": options.rate,
         "churn": options.churn,
         "seconds": options.duration,
-        "expected": sum(sent[listener.job] for listener in listeners),
+        "expected": sum(senders.sent(listener.job) for listener in listeners),
         "received": sum(listener.received for listener in listeners),
         "lost": lost,
         "duplicated": duplicated,
@@ -294,21 +335,16 @@ def outage(directory: Path, options: argparse.Namespace) -> dict:
         # Listener i: job i % jobs, on server (i // jobs + i) % 2, so that the
         # first listener of each job (its sender) alternates between them.
         placed = [(i % jobs, (i // jobs + i) % 2) for i in range(options.listeners)]
-        listeners = []
+        by_index: dict[int, Listener] = {}
         selector = selectors.EpollSelector()
         for which, port in enumerate(ports):
-            mine = [(i, job) for i, (job, at) in enumerate(placed) if at == which]
-            paths = [f"/jobs/{job}/" for _, job in mine]
-            sockets, leftovers, _ = connect(("127.0.0.1", port), paths, batch=250)
-            for (index, job), sock, leftover in zip(
-                mine, sockets, leftovers, strict=True
-            ):
-                listener = Listener(sock, job, expected)
-                listener.server = which
-                listeners.append((index, listener))
-                selector.register(sock, selectors.EVENT_READ, listener)
-                listener.feed(leftover, [])
-        listeners = [listener for _, listener in sorted(listeners, key=lambda x: x[0])]
+            mine = [i for i, (_, at) in enumerate(placed) if at == which]
+            jobs_of = [placed[i][0] for i in mine]
+            opened = connect_listeners(
+                ("127.0.0.1", port), jobs_of, expected, selector, server=which
+            )
+            by_index.update(zip(mine, opened, strict=True))
+        listeners = [by_index[i] for i in range(len(placed))]
         latencies: list[float] = []
         read_until(selector, latencies, quiet=0.5, limit=30)
         # Until the subscriptions are in place, nothing would cross.
@@ -321,10 +357,8 @@ def outage(directory: Path, options: argparse.Namespace) -> dict:
         until = started + options.duration
         down_at = started + options.duration * 0.3
         up_at = down_at + options.outage
-        senders = listeners[:jobs]
-        sent = [0] * jobs
-        send_times: list[list[float]] = [[] for _ in range(jobs)]
-        next_send, turn, gap, phase = started, 0, 1.0 / options.rate, "before"
+        senders = Senders(listeners[:jobs], options.rate, started)
+        phase = "before"
         for _ in range(100_000_000):  # bounded; ends at `until`
             now = time.monotonic()
             if now >= until:
@@ -335,24 +369,14 @@ def outage(directory: Path, options: argparse.Namespace) -> dict:
             elif phase == "down" and now >= up_at:
                 redis.start()
                 up_at, phase = time.monotonic(), "after"  # accepting from here
-            while next_send <= now:
-                job = turn % jobs
-                sent_at = time.monotonic()
-                payload = f"{sent[job]} {sent_at:.6f}".encode()
-                _send_all(senders[job].sock, client_frame(payload))
-                send_times[job].append(sent_at)
-                sent[job] += 1
-                turn += 1
-                next_send += gap
-            poll(selector, latencies, max(0.0, min(next_send, until) - now))
+            senders.send_due(now)
+            poll(selector, latencies, max(0.0, min(senders.next_at, until) - now))
         read_until(selector, latencies, quiet=1.0, limit=30)
-        for listener in listeners:
-            selector.unregister(listener.sock)
-            listener.sock.close()
+        close_listeners(selector, listeners)
     finally:
         servers.stop()
         redis.stop()
-    return _outage_figures(options, listeners, send_times, down_at, up_at)
+    return _outage_figures(options, listeners, senders.times, down_at, up_at)
 
 
 def _subscribers(port: int, jobs: int) -> int:
