@@ -278,7 +278,7 @@ class Connection:
         # When the tracker calls on_tick next (see stargate.tracker), and the
         # delay before a handler that stopped receiving gets a watch.
         self._timer_at = math.inf
-        self._tick = self._tick_for(settings)
+        self._tick = self._tick_for()
         # stargate.max_message_rate: a token bucket, only when there is a limit.
         self._bucket = (
             TokenBucket(
@@ -321,7 +321,8 @@ class Connection:
         """
         return self._tick
 
-    def _tick_for(self, settings: Settings) -> float:
+    def _tick_for(self) -> float:
+        settings = self._settings
         spans = [settings.close_timeout]
         if self._keepalive:
             spans += [settings.ping_interval, settings.ping_timeout]
@@ -634,12 +635,8 @@ class Connection:
         """
         # The times are compared as next_tick() computes them: at the time
         # it gave, this acts (the same float), so the tracker never spins.
-        if (
-            self._in_background
-            and now >= self._last_receive + tick
-            and self._may_watch()
-        ):
-            self._watch = runtime.get().watch_readable(self._sock, self._on_readable)
+        if self._in_background and now >= self._last_receive + tick:
+            self._watch_if_idle()
         if self._pending_close is not None:
             if now >= self._close_deadline:  # the handler did not read in time
                 self._close_now()

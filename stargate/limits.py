@@ -154,7 +154,7 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
             bits = (
                 self.client_max_window_bits
                 if proto.client
-                else (self.server_max_window_bits)
+                else self.server_max_window_bits
             )
             self._compressor = zlib.compressobj(
                 zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -bits, self.mem_level

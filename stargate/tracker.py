@@ -27,14 +27,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from stargate import runtime
+from stargate.connection import CLOSE_GOING_AWAY
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from stargate.connection import Connection
 
 __all__ = ["ConnectionTracker"]
-
-#: The close code :meth:`ConnectionTracker.close_all` sends by default.
-GOING_AWAY = 1001
 
 
 class ConnectionTracker:
@@ -98,7 +96,7 @@ class ConnectionTracker:
         elif when < self._waking_at and self._wakeup is not None:
             self._wakeup.set()
 
-    def close_all(self, code: int = GOING_AWAY, reason: str = "") -> None:
+    def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "") -> None:
         """Start the closing handshake of every open connection."""
         for connection in list(self._connections):
             connection.close(code, reason)

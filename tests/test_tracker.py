@@ -8,15 +8,10 @@ import weakref
 import pytest
 from wsproto.events import Ping, TextMessage
 
-from stargate import runtime
 from stargate.connection import Connection, State
 from stargate.tracker import ConnectionTracker
 from tests.conftest import eventually
-from tests.peers import Peer
-
-
-def sleep(seconds: float) -> None:
-    runtime.get().sleep(seconds)
+from tests.peers import Peer, sleep
 
 
 @pytest.fixture
