@@ -16,6 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from stargate.commit import send_after_commit
     from stargate.connection import Connection
     from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
     from stargate.handshake import HandShakeFailed, InvalidOrigin
@@ -33,6 +34,7 @@ __all__ = [
     "WebSocketView",
     "includeme",
     "is_websocket",
+    "send_after_commit",
 ]
 
 _HOMES = {
@@ -44,6 +46,7 @@ _HOMES = {
     "WebSocketAwareResource": "stargate.resource",
     "WebSocketView": "stargate.view",
     "is_websocket": "stargate.predicate",
+    "send_after_commit": "stargate.commit",
 }
 
 
