@@ -8,6 +8,7 @@ printed but never written into the project).
 """
 
 import json
+import shutil
 from pathlib import Path
 
 # ''' and not """: a JSON string ends with a double quote.
@@ -32,6 +33,10 @@ def main() -> None:
         Path("tests", "test_redis.py").unlink()
     if CONTEXT["runtime"] != "gevent":
         Path("tests", "test_gunicorn.py").unlink()
+    if CONTEXT["backend"] != "sqlalchemy":
+        shutil.rmtree(Path(CONTEXT["package"], "models"))
+        shutil.rmtree(Path(CONTEXT["package"], "alembic"))
+        Path("tests", "test_database.py").unlink()
     source = stargate_source()
     first = (
         f'    .venv/bin/pip install "{source}"    # stargate, from its source\n'

@@ -273,6 +273,21 @@ def test_without_a_choice_the_runtime_is_the_one_the_process_runs(prelude, expec
     assert run_python(code).splitlines()[-1] == expected
 
 
+@pytest.mark.parametrize(
+    ("name", "wait"), [("eventlet", "wait_selector"), ("gevent", "wait_poll")]
+)
+def test_once_patched_psycopg_waits_for_its_server_in_green_threads(name, wait):
+    # Not psycopg's wait_c, which blocks the whole process: tests/test_database.py
+    # shows a slow query leaving the other clients served.
+    code = (
+        "from stargate import runtime\n"
+        f"runtime.use({name!r}).monkey_patch()\n"
+        "import psycopg.waiting\n"
+        "print(psycopg.waiting.wait.__name__)\n"
+    )
+    assert run_python(code) == wait
+
+
 def test_a_broken_installation_is_not_taken_for_a_missing_library():
     code = (
         "import sys\n"

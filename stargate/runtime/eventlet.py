@@ -10,6 +10,7 @@ test output; any warning raised later by their own use of eventlet stays.
 from __future__ import annotations
 
 import functools
+import os
 import socket
 import warnings
 import weakref
@@ -205,6 +206,11 @@ def import_green(name: str) -> Any:
     return eventlet.patcher.import_patched(name)
 
 
+#: How psycopg 3 waits for its server in a process patched by eventlet (see
+#: :func:`monkey_patch`).
+PSYCOPG_WAIT = ("PSYCOPG_WAIT_FUNC", "wait_selector")
+
+
 def monkey_patch() -> None:
     """Patch sockets, ``ssl``, ``select``, ``time``, threads and ``subprocess``.
 
@@ -212,6 +218,11 @@ def monkey_patch() -> None:
     threads that already run (the reloader's of ``pserve --reload``) must
     keep the real ``os.read``.  Raises :class:`RuntimeError` naming what
     stayed unpatched.
+
+    psycopg 3 waits for its server in C, which blocks every green thread,
+    unless it sees gevent's patching; its ``PSYCOPG_WAIT_FUNC`` variable
+    (read when psycopg is imported, after this) makes it wait on the
+    ``selectors`` module, which eventlet has made green.
     """
     patch_and_check(
         "eventlet",
@@ -219,6 +230,7 @@ def monkey_patch() -> None:
         eventlet.patcher.is_monkey_patched,
         ("socket", "thread", "time", "select"),
     )
+    os.environ.setdefault(*PSYCOPG_WAIT)
 
 
 def is_monkey_patched() -> bool:

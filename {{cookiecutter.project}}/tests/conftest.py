@@ -1,21 +1,41 @@
 """Fixtures as in Pyramid's starter (app, testapp, dummy_request), a live
-server{% if cookiecutter.runtime == "gevent" %}, gunicorn{% endif %} and a browser."""
+server{% if cookiecutter.runtime == "gevent" %}, gunicorn{% endif %}{% if cookiecutter.backend == "sqlalchemy" %}, the databases{% endif %} and a browser."""
 
-import os
+{% if cookiecutter.backend == "sqlalchemy" %}import itertools
+{% endif %}import os
+{%- if cookiecutter.backend == "sqlalchemy" %}
+import pwd
+{%- endif %}
 import re
 import shutil
-{%- if cookiecutter.runtime == "gevent" %}
+{%- if cookiecutter.runtime == "gevent" or cookiecutter.backend == "sqlalchemy" %}
 import signal
 import socket
 import subprocess
+{%- endif %}
+{%- if cookiecutter.runtime == "gevent" %}
 import sys
+{%- endif %}
+{%- if cookiecutter.backend == "sqlalchemy" %}
+import tempfile
+{%- endif %}
+{%- if cookiecutter.runtime == "gevent" or cookiecutter.backend == "sqlalchemy" %}
 import time
 {%- endif %}
 import urllib.request
+{%- if cookiecutter.backend == "sqlalchemy" %}
+from pathlib import Path
+{%- endif %}
 
 import plaster
 import pytest
+{%- if cookiecutter.backend == "sqlalchemy" %}
+import transaction
+{%- endif %}
 import webtest
+{%- if cookiecutter.backend == "sqlalchemy" %}
+import zope.sqlalchemy
+{%- endif %}
 from pyramid import testing
 from pyramid.paster import get_appsettings
 from stargate.testing import LiveServer
@@ -27,9 +47,134 @@ TESTING_INI = os.path.join(HERE, "testing.ini")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
+{% if cookiecutter.backend == "sqlalchemy" -%}
+class PostgreSQL:
+    """A PostgreSQL server of the tests' own, on 127.0.0.1 and a free port,
+    with a new database for each test (Debian's postgresql package)."""
+
+    def __init__(self, bindir):
+        self.bindir = bindir
+        self.dir = Path(tempfile.mkdtemp(prefix="pytest-postgresql-"))
+        # PostgreSQL refuses to run as root: then it runs as "postgres".
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user:
+            account = pwd.getpwnam(self.user)
+            os.chown(self.dir, account.pw_uid, account.pw_gid)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.numbers = itertools.count(1)
+        data = self.dir / "data"
+        subprocess.run(
+            [bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust"]
+            + ["-E", "UTF8", "--no-sync"],
+            user=self.user,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        self.process = subprocess.Popen(
+            [bindir / "postgres", "-D", data, "-p", str(self.port), "-k", self.dir]
+            + ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+            user=self.user,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.dir / "log").open("wb"),
+        )
+        self.wait_ready()
+
+    def url(self, database="postgres"):
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def connect(self, database="postgres"):
+        import psycopg
+
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user="postgres",
+            dbname=database,
+            autocommit=True,
+            connect_timeout=5,
+        )
+
+    def wait_ready(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.connect().close()
+                return
+            except Exception:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        "PostgreSQL did not start:\n" + (self.dir / "log").read_text()
+                    ) from None
+                time.sleep(0.1)
+
+    def new_database(self):
+        """Create an empty database; return its SQLAlchemy URL."""
+        name = f"test_{next(self.numbers)}"
+        with self.connect() as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def stop(self):
+        # SIGINT, a "fast" shutdown: the applications' pools still hold
+        # connections, which a SIGTERM would wait for.
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def postgresql_bindir():
+    """Where initdb and postgres are: on PATH, or in Debian's versioned folder."""
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).resolve().parent
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda path: int(path.parent.parent.name),
+    )
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgresql():
+    """The tests' PostgreSQL server.  Without it the PostgreSQL runs of the
+    tests are skipped, except when the CI environment variable is set,
+    where they fail."""
+    bindir = postgresql_bindir()
+    if bindir is None:
+        missing = "no PostgreSQL server (apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    server = PostgreSQL(bindir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """A new, empty database for each test: SQLite, then PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.sqlite'}"
+    return request.getfixturevalue("postgresql").new_database()
+
+
+@pytest.fixture
+def app_settings(database_url):
+    """testing.ini's settings, on the test's own database (which the
+    application creates and migrates at start: database.upgrade_on_start)."""
+    return {**get_appsettings(TESTING_INI), "sqlalchemy.url": database_url}
+{%- else -%}
 @pytest.fixture(scope="session")
 def app_settings():
     return get_appsettings(TESTING_INI)
+{%- endif %}
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +224,24 @@ def session_of():
     return start
 
 
+{% if cookiecutter.backend == "sqlalchemy" -%}
+@pytest.fixture
+def dummy_request(app):
+    """A request for unit tests, on the application's registry and database,
+    in a transaction of its own (``dummy_request.tm``) that the test commits
+    or that is aborted at the end."""
+    with testing.testConfig(registry=app.registry):
+        request = testing.DummyRequest(host="example.com")
+        request.tm = transaction.TransactionManager(explicit=True)
+        request.dbsession = app.registry["dbsession_factory"]()
+        zope.sqlalchemy.register(request.dbsession, transaction_manager=request.tm)
+        request.tm.begin()
+        yield request
+        try:
+            request.tm.abort()
+        except transaction.interfaces.NoTransaction:
+            pass  # the test committed
+{%- else -%}
 @pytest.fixture
 def config():
     """A configuration with stargate included, for unit tests of resources."""
@@ -90,6 +253,7 @@ def config():
 @pytest.fixture
 def dummy_request(config):
     return testing.DummyRequest(host="example.com")
+{%- endif %}
 
 
 @pytest.fixture
@@ -134,7 +298,7 @@ class Gunicorn:
     """``gunicorn --paste testing.ini -k stargate.gunicorn.GeventWorker``, as
     the README deploys the project, on 127.0.0.1 and a free port."""
 
-    def __init__(self, log_path):
+    def __init__(self, log_path, environ=None):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
@@ -147,6 +311,7 @@ class Gunicorn:
             + ["-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "5"],
             stdout=log_path.open("wb"),
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(environ or {})},
         )
 
     def ws_url(self, path):
@@ -176,10 +341,20 @@ class Gunicorn:
             return self.process.wait(10)
 
 
+{% if cookiecutter.backend == "sqlalchemy" -%}
+@pytest.fixture
+def gunicorn(tmp_path, database_url):
+    """The project under gunicorn with stargate's worker, serving, on the
+    test's database."""
+    from {{ cookiecutter.package }}.models import URL_VARIABLE
+
+    server = Gunicorn(tmp_path / "gunicorn.log", {URL_VARIABLE: database_url})
+{%- else -%}
 @pytest.fixture
 def gunicorn(tmp_path):
     """The project under gunicorn with stargate's worker, serving."""
     server = Gunicorn(tmp_path / "gunicorn.log")
+{%- endif %}
     try:
         server.wait_serving()
         yield server

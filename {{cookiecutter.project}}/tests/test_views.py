@@ -12,14 +12,19 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_home_view_lists_jobs(dummy_request):
-    root = Root()
+    root = Root({% if cookiecutter.backend == "sqlalchemy" %}dummy_request{% endif %})
     info = home(root, dummy_request)
     assert [job.__name__ for job in info["jobs"]] == ["1", "2", "3"]
     assert info["project"] == "{{ cookiecutter.project }}"
 
 
+{% if cookiecutter.backend == "sqlalchemy" -%}
+def test_control_view(dummy_request):
+    job = Root(dummy_request)["jobs"]["1"]
+{%- else -%}
 def test_control_view(config, dummy_request):
     job = Root()["jobs"]["1"]
+{%- endif %}
     dummy_request.POST["state"] = "on"
     assert control(job, dummy_request) == {"id": "1", "state": "on"}
     assert job_json(job, dummy_request) == {"id": "1", "state": "on"}

@@ -36,8 +36,14 @@ def session_secret(settings, environ=os.environ):
 def main(global_config, **settings):
     """Return the Pyramid WSGI application (``use = egg:{{ cookiecutter.project }}``)."""
     secret = session_secret(settings)
+{%- if cookiecutter.backend == "sqlalchemy" %}
+    # A resource tree per request, reading the request's database session.
+    with Configurator(settings=settings, root_factory=Root) as config:
+        config.include(".models")  # request.dbsession, pyramid_tm, migrations
+{%- else %}
     root = Root()  # the resource tree lives as long as the application
     with Configurator(settings=settings, root_factory=lambda request: root) as config:
+{%- endif %}
         config.include("pyramid_jinja2")
         config.include("stargate")  # the websocket= predicate and the broker
         config.set_session_factory(

@@ -18,14 +18,65 @@ To add your own WebSocket-aware resource:
 
 import re
 
+{% if cookiecutter.backend == "sqlalchemy" -%}
+from pyramid.decorator import reify
+from stargate import WebSocketAwareResource, send_after_commit
+
+from .models.job import JobRecord, store_state
+{% else -%}
 from stargate import WebSocketAwareResource
 
+{% endif -%}
 from .protocol import state_message
 
 #: What a job id may look like: it is part of URLs and of channel names.
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+{% if cookiecutter.backend == "sqlalchemy" -%}
+class Root:
+    """The root of the tree: the home page, and ``jobs``.
+
+    A tree is made for each request (``root_factory``): its jobs read the
+    request's database session.  Listeners are not kept on these objects
+    but by stargate, under each resource's path, so they outlive the tree.
+    """
+
+    __name__ = ""
+    __parent__ = None
+
+    def __init__(self, request):
+        self.request = request
+        self.jobs = JobRoot(self)
+        self.backstage = Backstage(self)
+
+    def __getitem__(self, name):
+        if name == "jobs":
+            return self.jobs
+        if name == "backstage":
+            return self.backstage
+        raise KeyError(name)
+
+
+class JobRoot:
+    """The container of jobs: ``/jobs/<id>/`` finds job ``<id>``.
+
+    Any well-formed id is a job: one that was never changed has no row yet
+    and is ``off``; its first change stores it.  Finding a job makes no
+    query: a WebSocket request holds no transaction (see models/__init__.py),
+    and the job reads its row when it is first asked for its state.
+    """
+
+    __name__ = "jobs"
+
+    def __init__(self, parent):
+        self.__parent__ = parent
+
+    def __getitem__(self, job_id):
+        if not JOB_ID.match(job_id):
+            raise KeyError(job_id)  # traversal answers 404
+        return Job(job_id, self, self.__parent__.request)
+{%- else -%}
 class Root:
     """The root of the tree: the home page, and ``jobs``."""
 
@@ -62,6 +113,7 @@ class JobRoot:
 
     def __iter__(self):
         return iter(self._jobs.values())
+{%- endif %}
 
 
 class Backstage(WebSocketAwareResource):
@@ -73,6 +125,48 @@ class Backstage(WebSocketAwareResource):
         self.__parent__ = parent
 
 
+{% if cookiecutter.backend == "sqlalchemy" -%}
+class Job(WebSocketAwareResource):
+    """A job that can be switched on and off; every change reaches its listeners.
+
+    Its state is a row of the ``jobs`` table (models/job.py).  A change is
+    announced once the request's transaction commits, never if it rolls
+    back, so what listeners are told is what every process reads.
+    """
+
+    #: The states a job can be put in.
+    STATES = ("off", "on")
+
+    def __init__(self, job_id, parent, request):
+        self.__name__ = job_id
+        self.__parent__ = parent
+        self.request = request
+
+    @reify
+    def state(self):
+        """The stored state (read once per request), ``off`` for a job never changed."""
+        record = self.request.dbsession.get(JobRecord, self.__name__)
+        return record.state if record is not None else "off"
+
+    def as_json(self):
+        """Return the job as a JSON-ready dict: ``{"id": ..., "state": ...}``."""
+        return {"id": self.__name__, "state": self.state}
+
+    def message(self):
+        """Return the state message that listeners receive (see protocol.py)."""
+        return state_message(self.__name__, self.state)
+
+    def control(self, state):
+        """Store ``state`` and tell every listener once it is committed.
+
+        :raises ValueError: for a state not in :attr:`STATES`.
+        """
+        if state not in self.STATES:
+            raise ValueError(f"state must be one of {', '.join(self.STATES)}")
+        store_state(self.request.dbsession, self.__name__, state)
+        self.state = state
+        send_after_commit(self.request, self, self.message())
+{%- else -%}
 class Job(WebSocketAwareResource):
     """A job that can be switched on and off; every change reaches its listeners.
 
@@ -104,3 +198,4 @@ class Job(WebSocketAwareResource):
             raise ValueError(f"state must be one of {', '.join(self.STATES)}")
         self.state = state
         self.send(self.message())
+{%- endif %}

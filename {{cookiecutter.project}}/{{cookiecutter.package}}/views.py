@@ -49,7 +49,16 @@ class JobView(WebSocketView):
         job = self.context
         sender = self.request.identity or "guest"
         job.add_listener(websocket)  # removed by stargate when the client leaves
+{%- if cookiecutter.backend == "sqlalchemy" %}
+        # Read after listening: a change committed meanwhile is either in
+        # this read or announced to us.  A short transaction of our own: a
+        # WebSocket request holds none (models/__init__.py).
+        with self.request.tm:
+            state = job.message()
+        websocket.send(state)
+{%- else %}
         websocket.send(job.message())
+{%- endif %}
         invalid = 0
         for message in websocket:
             try:

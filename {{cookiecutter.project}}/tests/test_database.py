@@ -1,0 +1,200 @@
+"""The database: migrations, restarts, and a slow query among WebSocket clients."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect
+from stargate.testing import WebSocketClient
+
+from {{ cookiecutter.package }} import main
+from {{ cookiecutter.package }}.models import (
+    MIGRATIONS,
+    URL_VARIABLE,
+    Base,
+    database_url,
+    get_engine,
+)
+
+from .conftest import TESTING_INI
+
+
+def alembic_config(url):
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    config.attributes["url"] = url
+    return config
+
+
+def head():
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+
+
+def test_the_application_creates_and_migrates_a_missing_database(
+    app_settings, database_url
+):
+    main({}, **app_settings)
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        assert MigrationContext.configure(connection).get_current_revision() == head()
+        assert "jobs" in inspect(connection).get_table_names()
+    engine.dispose()
+
+
+def test_the_migrations_make_the_tables_of_the_models(app, database_url):
+    engine = get_engine({"sqlalchemy.url": database_url})
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection)
+        assert compare_metadata(context, Base.metadata) == []
+    engine.dispose()
+
+
+def test_the_migrations_go_down_and_up_again(app, database_url):
+    command.downgrade(alembic_config(database_url), "base")
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        assert "jobs" not in inspect(connection).get_table_names()
+    engine.dispose()
+    command.upgrade(alembic_config(database_url), "head")
+
+
+def test_production_migrates_with_alembic_only(app_settings, tmp_path):
+    production = Path(TESTING_INI).with_name("production.ini").read_text()
+    assert "database.upgrade_on_start = false" in production
+    assert "alembic -c production.ini upgrade head" in production
+    # The command line reads the ini file, and its environment variable.
+    url = f"sqlite:///{tmp_path / 'migrated.sqlite'}"
+    alembic = Path(sys.executable).with_name("alembic")
+    subprocess.run(
+        [alembic, "-c", TESTING_INI, "upgrade", "head"],
+        env={**os.environ, URL_VARIABLE: url},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        assert MigrationContext.configure(connection).get_current_revision() == head()
+    engine.dispose()
+
+
+def test_the_environment_overrides_the_url_of_the_ini_file(monkeypatch):
+    monkeypatch.setenv(URL_VARIABLE, "sqlite:///elsewhere.sqlite")
+    assert database_url({"sqlalchemy.url": "sqlite://"}) == "sqlite:///elsewhere.sqlite"
+    monkeypatch.delenv(URL_VARIABLE)
+    assert database_url({"sqlalchemy.url": "sqlite://"}) == "sqlite://"
+    with pytest.raises(ValueError, match=URL_VARIABLE):
+        database_url({})
+
+
+def test_the_state_outlives_the_application(app_settings, csrf_token, testapp):
+    testapp.post("/jobs/1/", {"state": "on"}, headers={"X-CSRF-Token": csrf_token})
+    restarted = main({}, **app_settings)  # another process, or after a restart
+    import webtest
+
+    again = webtest.TestApp(restarted, extra_environ={"HTTP_HOST": "example.com"})
+    assert again.get("/jobs/1/").json == {"id": "1", "state": "on"}
+
+
+class PServe:
+    """``pserve`` with testing.ini, monkey-patched as development.ini serves,
+    on the test's database: a process of its own, as deployed."""
+
+    def __init__(self, tmp_path, url):
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        text = Path(TESTING_INI).read_text()
+        text = re.sub(r"(?m)^listen = .*$", f"listen = 127.0.0.1:{self.port}", text)
+        text = text.replace("[server:main]\n", "[server:main]\nmonkey_patch = true\n")
+        ini = tmp_path / "served.ini"
+        ini.write_text(text)
+        self.log = tmp_path / "pserve.log"
+        self.process = subprocess.Popen(
+            [Path(sys.executable).with_name("pserve"), ini],
+            env={**os.environ, URL_VARIABLE: url},
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_serving(self, timeout=60):
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"pserve exited:\n{self.log.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url + "/jobs/1/", timeout=5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"pserve did not serve:\n{self.log.read_text()}")
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def test_a_slow_query_leaves_the_other_clients_served(postgresql, tmp_path, session_of):
+    """A request waiting on PostgreSQL yields to the other green threads
+    (psycopg 3 under monkey patching): chat keeps flowing meanwhile."""
+    url = postgresql.new_database()
+    server = PServe(tmp_path, url)
+    try:
+        server.wait_serving()
+        ws = server.url.replace("http", "ws", 1) + "/jobs/1/"
+        with WebSocketClient(ws) as first, WebSocketClient(ws) as second:
+            assert json.loads(first.receive())["state"] == "off"
+            assert json.loads(second.receive())["state"] == "off"
+            headers = session_of(server)
+            database = url.rsplit("/", 1)[1]
+            with postgresql.connect(database) as blocker:
+                # Hold the jobs table: the POST below waits in the database
+                # (as long a query would) until this transaction ends.
+                blocker.autocommit = False
+                blocker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+                answers = []
+                data = urllib.parse.urlencode({"state": "on"}).encode()
+                request = urllib.request.Request(
+                    server.url + "/jobs/1/", data=data, headers=headers
+                )
+                poster = threading.Thread(
+                    target=lambda: answers.append(
+                        urllib.request.urlopen(request, timeout=30).status
+                    )
+                )
+                poster.start()
+                for number in range(5):
+                    text = f"while waiting {number}"
+                    first.send(json.dumps({"type": "chat", "text": text}))
+                    for client in (first, second):
+                        message = json.loads(client.receive(timeout=5))
+                        assert message["text"] == text
+                assert answers == [] and poster.is_alive()  # still in the database
+                blocker.rollback()
+            poster.join(30)
+            assert answers == [200]
+            for client in (first, second):
+                assert json.loads(client.receive(timeout=5))["state"] == "on"
+    finally:
+        server.stop()

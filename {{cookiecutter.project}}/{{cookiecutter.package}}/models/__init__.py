@@ -1,0 +1,106 @@
+"""The database: SQLAlchemy's engine and sessions, under pyramid_tm.
+
+Each request gets ``request.dbsession``, joined to the request's
+transaction (pyramid_tm): the view changes rows, pyramid_tm commits when
+the view returns and aborts when it raises.  A WebSocket request is the
+exception: it lasts as long as its connection, and a transaction held that
+long would hold a database connection too (and, with SQLite, block the
+checkpoints of its log).  So pyramid_tm leaves it alone, and its handler
+opens a short transaction of its own, ``with request.tm:``, whenever it
+reads or writes.
+"""
+
+import os
+
+import zope.sqlalchemy
+from alembic import command
+from alembic.config import Config
+from pyramid.settings import asbool
+from sqlalchemy import engine_from_config, event
+from sqlalchemy.orm import sessionmaker
+from stargate import is_websocket
+
+from .job import JobRecord
+from .meta import Base
+
+__all__ = ["Base", "JobRecord", "includeme", "upgrade"]
+
+#: The environment variable that overrides ``sqlalchemy.url`` (a production
+#: database's password does not belong in a committed file).
+URL_VARIABLE = "{{ cookiecutter.package | upper }}_DATABASE_URL"
+
+#: Where alembic finds the migrations of the project.
+MIGRATIONS = "{{ cookiecutter.package }}:alembic"
+
+
+def database_url(settings, environ=os.environ):
+    """Return the database URL: from the environment, else from the settings."""
+    url = environ.get(URL_VARIABLE) or settings.get("sqlalchemy.url")
+    if not url:
+        raise ValueError(
+            f"no database: set sqlalchemy.url in the ini file or {URL_VARIABLE}"
+        )
+    return url
+
+
+def get_engine(settings):
+    """Return the engine of ``sqlalchemy.*`` settings (or of ``URL_VARIABLE``)."""
+    engine = engine_from_config(
+        {**settings, "sqlalchemy.url": database_url(settings)}, "sqlalchemy."
+    )
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _tune_sqlite)
+    return engine
+
+
+def _tune_sqlite(dbapi_connection, connection_record):
+    # WAL: readers and the writer of other processes do not wait for each
+    # other; synchronous=NORMAL is safe in WAL mode and spares an fsync per
+    # commit.  A writer waits at most busy_timeout for another, and that wait
+    # holds the whole process (docs: blocking with SQLite), so keep it short.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=2000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def upgrade(settings):
+    """Create the database if it is missing and migrate it to the latest
+    revision (``alembic -c production.ini upgrade head`` does the same)."""
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    config.attributes["url"] = database_url(settings)
+    command.upgrade(config, "head")
+
+
+def _not_a_websocket(request):
+    """pyramid_tm's activate hook: every request but a WebSocket's."""
+    return not is_websocket(None, request)
+
+
+def includeme(config):
+    """Set the database up: ``config.include("{{ cookiecutter.package }}.models")``.
+
+    With ``database.upgrade_on_start = true`` (development.ini), the
+    database is created and migrated first.
+    """
+    settings = config.get_settings()
+    if asbool(settings.get("database.upgrade_on_start")):
+        upgrade(settings)
+    # One transaction manager per request, and nothing touches the database
+    # outside a transaction (NoTransaction instead of an implicit one).
+    settings["tm.manager_hook"] = "pyramid_tm.explicit_manager"
+    settings["tm.activate_hook"] = _not_a_websocket
+    config.include("pyramid_tm")
+
+    session_factory = sessionmaker(bind=get_engine(settings))
+    config.registry["dbsession_factory"] = session_factory
+
+    def dbsession(request):
+        session = session_factory(info={"request": request})
+        zope.sqlalchemy.register(session, transaction_manager=request.tm)
+        return session
+
+    config.add_request_method(dbsession, reify=True)
