@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the tests drive for real: the browser of the browser tests,
-# the Redis of the scale-out tests, and nginx in front of them.
-SYSTEM_PACKAGES := chromium redis-server nginx
+# the Redis of the scale-out tests, nginx in front of them, and the
+# PostgreSQL server that generated projects with a database test against.
+SYSTEM_PACKAGES := chromium redis-server nginx postgresql
 
 # The demo: a project baked from the template with its defaults, in its own
 # virtual environment (it installs stargate from this checkout, not editable).

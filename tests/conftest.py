@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -298,25 +300,101 @@ def pserve(tmp_path) -> Iterator:
     )
 
 
-PROJECTS = {"memory": "demo_app", "redis": "redis_app"}
+class Served:
+    """The baked project's development.ini on a free port, served by
+    ``pserve`` or by gunicorn with stargate's worker."""
+
+    def __init__(
+        self,
+        project: Path,
+        bin_dir: Path,
+        port: int,
+        server: str = "pserve",
+        backend: str = "none",
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.ini = project / f"e2e-{port}.ini"
+        text = (project / "development.ini").read_text()
+        text = text.replace("127.0.0.1:6543", f"127.0.0.1:{port}")
+        for name, value in (settings or {}).items():
+            text, found = re.subn(
+                rf"(?m)^{re.escape(name)} = .*$", f"{name} = {value}", text
+            )
+            assert found == 1, name
+        self.ini.write_text(text)
+        if server == "pserve":
+            self.command = [str(bin_dir / "pserve"), str(self.ini)]
+        else:
+            self.command = [str(bin_dir / "gunicorn"), "--paste", str(self.ini)]
+            self.command += ["-k", "stargate.gunicorn.GeventWorker"]
+            self.command += ["-b", f"127.0.0.1:{port}", "--graceful-timeout", "5"]
+        self.project = project
+        self.url = f"http://127.0.0.1:{port}/"
+        self.port = port
+        self.log = project / f"e2e-{server}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=self.project,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        # A page, not an open port: gunicorn listens before its worker has
+        # loaded the application.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                with urllib.request.urlopen(self.url, timeout=5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"the server did not answer:\n{self.log.read_text()}")
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
 
 
-#: Every combination of the template's options that changes code or
-#: dependencies: each is baked, installed and its own tests run.
-COMBINATIONS = [
-    ("memory", "eventlet"),
-    ("redis", "eventlet"),
-    ("memory", "gevent"),
-    ("redis", "gevent"),
+#: Every combination of the template's options: each is baked and checked.
+ALL_COMBINATIONS = [
+    (broker, runtime, backend)
+    for broker in ("memory", "redis")
+    for runtime in ("eventlet", "gevent")
+    for backend in ("none", "sqlalchemy")
 ]
+
+#: The combinations installed and whose own tests run: every pair of option
+#: values is in one of them (installing all eight would double the time of
+#: the tests for no pair they do not already meet).
+COMBINATIONS = [
+    ("memory", "eventlet", "none"),
+    ("memory", "gevent", "sqlalchemy"),
+    ("redis", "eventlet", "sqlalchemy"),
+    ("redis", "gevent", "none"),
+]
+
+
+def project_name(broker: str, backend: str) -> str:
+    return f"{broker}_{backend}_app"
 
 
 @pytest.fixture(scope="session")
 def bake_installed(tmp_path_factory):
-    """Bake the template for a broker and a runtime option and install the
-    project in a fresh virtual environment with stargate from this checkout
-    (a wheel of it),
-    once per session; return (project folder, venv bin).
+    """Bake the template for a broker, a runtime and a backend option and
+    install the project in a fresh virtual environment with stargate from
+    this checkout (a wheel of it), once per session; return (project
+    folder, venv bin).
 
     The first call bakes every combination and installs them side by side:
     an install mostly waits on files and the package index."""
@@ -324,17 +402,18 @@ def bake_installed(tmp_path_factory):
 
     made: dict[tuple[str, str], Future] = {}
 
-    def bake_one(broker: str, runtime: str) -> Path:
-        output = tmp_path_factory.mktemp(f"baked-{broker}-{runtime}")
+    def bake_one(broker: str, runtime: str, backend: str) -> Path:
+        output = tmp_path_factory.mktemp(f"baked-{broker}-{runtime}-{backend}")
         return Path(
             cookiecutter(
                 str(ROOT),
                 no_input=True,
                 output_dir=str(output),
                 extra_context={
-                    "project": PROJECTS[broker],
+                    "project": project_name(broker, backend),
                     "broker": broker,
                     "runtime": runtime,
+                    "backend": backend,
                 },
             )
         )
@@ -362,7 +441,7 @@ def bake_installed(tmp_path_factory):
         (wheel,) = wheels.glob("stargate-*.whl")
         return wheel
 
-    def bake(broker: str = "memory", runtime: str = "eventlet") -> tuple[Path, Path]:
+    def bake(broker: str, runtime: str, backend: str) -> tuple[Path, Path]:
         if not made:
             # Baked one after the other (cookiecutter changes the working
             # directory), installed side by side.
@@ -373,7 +452,7 @@ def bake_installed(tmp_path_factory):
             with ThreadPoolExecutor(max_workers=len(projects)) as pool:
                 for combination, project in projects.items():
                     made[combination] = pool.submit(install, project, wheel)
-        return made[broker, runtime].result()
+        return made[broker, runtime, backend].result()
 
     return bake
 

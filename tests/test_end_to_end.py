@@ -3,70 +3,12 @@ browser pages."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import COMBINATIONS, ROOT, Served, free_port
 
 ARTIFACTS = ROOT / "test-artifacts"
 JOB = '[data-job="1"]'
-
-
-class Served:
-    """The baked project's development.ini on a free port, served by
-    ``pserve`` or by gunicorn with stargate's worker."""
-
-    def __init__(self, project: Path, bin_dir: Path, port: int, server: str) -> None:
-        self.ini = project / "e2e.ini"
-        text = (project / "development.ini").read_text()
-        self.ini.write_text(text.replace("127.0.0.1:6543", f"127.0.0.1:{port}"))
-        if server == "pserve":
-            self.command = [str(bin_dir / "pserve"), str(self.ini)]
-        else:
-            self.command = [str(bin_dir / "gunicorn"), "--paste", str(self.ini)]
-            self.command += ["-k", "stargate.gunicorn.GeventWorker"]
-            self.command += ["-b", f"127.0.0.1:{port}", "--graceful-timeout", "5"]
-        self.project = project
-        self.url = f"http://127.0.0.1:{port}/"
-        self.port = port
-        self.log = project / f"e2e-{server}.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.command,
-            cwd=self.project,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        # A page, not an open port: gunicorn listens before its worker has
-        # loaded the application.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                with urllib.request.urlopen(self.url, timeout=5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"the server did not answer:\n{self.log.read_text()}")
-
-    def stop(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(30)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
 
 
 @pytest.fixture(
@@ -75,8 +17,13 @@ class Served:
 )
 def served(request, bake_installed):
     runtime, server_name = request.param
-    project, bin_dir = bake_installed("memory", runtime)
-    server = Served(project, bin_dir, free_port(), server_name)
+    # The installed combination on the memory broker: eventlet's has no
+    # database, gevent's keeps its jobs in SQLite (tests/conftest.py).
+    (backend,) = [c[2] for c in COMBINATIONS if c[:2] == ("memory", runtime)]
+    project, bin_dir = bake_installed("memory", runtime, backend)
+    for database in project.glob("*.sqlite*"):
+        database.unlink()  # left by another server of this test
+    server = Served(project, bin_dir, free_port(), server_name, backend)
     server.start()
     yield server
     server.kill()
@@ -118,9 +65,13 @@ def test_two_pages_follow_each_other_through_a_restart(served, browser):
     served.start()
     for page in (first, second):
         wait_text(page, f"{JOB} .status", "live", timeout=30000)
-        wait_text(page, f"{JOB} .state", "off")  # a new process: state from scratch
+        if served.backend == "sqlalchemy":  # the state was stored
+            wait_text(page, f"{JOB} .state", "on")
+        else:  # a new process: state from scratch
+            wait_text(page, f"{JOB} .state", "off")
     second.click(f"{JOB} .toggle")
-    wait_text(first, f"{JOB} .state", "on")
+    toggled = "off" if served.backend == "sqlalchemy" else "on"
+    wait_text(first, f"{JOB} .state", toggled)
 
     ARTIFACTS.mkdir(exist_ok=True)
     for name, page in (("e2e-first", first), ("e2e-second", second)):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import COMBINATIONS, ROOT
+from tests.conftest import ALL_COMBINATIONS, COMBINATIONS, ROOT, project_name
 
 #: The version of this checkout, the lowest a generated project requires.
 VERSION = next(
@@ -132,6 +132,50 @@ def test_the_runtime_option_wires_the_server_and_its_library(cookies, runtime):
     assert f"runs on {runtime}" in readme
 
 
+DATABASE_FILES = {
+    "{package}/models/__init__.py",
+    "{package}/models/job.py",
+    "{package}/models/meta.py",
+    "{package}/alembic/env.py",
+    "{package}/alembic/script.py.mako",
+    "{package}/alembic/versions/0001_create_jobs.py",
+    "tests/test_database.py",
+}
+
+
+def test_the_sqlalchemy_option_wires_the_database(cookies):
+    result = bake(cookies, project="sql_app", backend="sqlalchemy")
+    assert result.exit_code == 0, result.exception
+    project = result.project_path
+    expected = {name.format(package="sql_app") for name in DATABASE_FILES}
+    assert expected <= files_of(project)
+    development = (project / "development.ini").read_text()
+    assert "sqlalchemy.url = sqlite:///%(here)s/sql_app.sqlite" in development
+    assert "database.upgrade_on_start = true" in development
+    production = (project / "production.ini").read_text()
+    assert "database.upgrade_on_start = false" in production
+    for ini in ("development.ini", "production.ini", "testing.ini"):
+        assert "script_location = sql_app:alembic" in (project / ini).read_text()
+    pyproject = (project / "pyproject.toml").read_text()
+    for requirement in ("alembic", "pyramid_tm", "sqlalchemy", "zope.sqlalchemy"):
+        assert f'"{requirement}>=' in pyproject
+    assert '"psycopg[binary]>=3.2"' in pyproject  # the postgresql extra
+    # Mako's ${...} of alembic's template is copied as it is.
+    assert "${up_revision}" in (project / "sql_app/alembic/script.py.mako").read_text()
+
+
+def test_the_none_backend_has_no_database(cookies):
+    result = bake(cookies, project="demo_app", backend="none")
+    project = result.project_path
+    assert not (project / "demo_app" / "models").exists()
+    assert not (project / "demo_app" / "alembic").exists()
+    assert not (project / "tests" / "test_database.py").exists()
+    text = (project / "pyproject.toml").read_text() + (
+        project / "development.ini"
+    ).read_text()
+    assert "sqlalchemy" not in text and "alembic" not in text
+
+
 def test_the_memory_option_has_no_redis(cookies):
     result = bake(cookies, project="demo_app")
     project = result.project_path
@@ -147,9 +191,13 @@ def test_the_project_requires_stargate_by_version_like_any_library(cookies):
     assert f'"stargate[testing]>={VERSION},<2"' in pyproject
 
 
-@pytest.mark.parametrize(("broker", "runtime"), COMBINATIONS)
-def test_nothing_in_the_project_points_at_this_machine(cookies, broker, runtime):
-    result = bake(cookies, project="demo_app", broker=broker, runtime=runtime)
+@pytest.mark.parametrize(("broker", "runtime", "backend"), ALL_COMBINATIONS)
+def test_nothing_in_the_project_points_at_this_machine(
+    cookies, broker, runtime, backend
+):
+    result = bake(
+        cookies, project="demo_app", broker=broker, runtime=runtime, backend=backend
+    )
     project = result.project_path
     for path in project.rglob("*"):
         if path.is_file():
@@ -290,9 +338,11 @@ def test_a_relative_template_path_prints_the_checkout_to_install(tmp_path):
 
 
 @pytest.mark.timeout(1800)  # the first use installs the project's dependencies
-@pytest.mark.parametrize(("broker", "runtime"), COMBINATIONS)
-def test_the_generated_project_passes_its_own_tests(bake_installed, broker, runtime):
-    project, bin_dir = bake_installed(broker, runtime)
+@pytest.mark.parametrize(("broker", "runtime", "backend"), COMBINATIONS)
+def test_the_generated_project_passes_its_own_tests(
+    bake_installed, broker, runtime, backend
+):
+    project, bin_dir = bake_installed(broker, runtime, backend)
     artifacts = ROOT / "test-artifacts"
     result = subprocess.run(
         [str(bin_dir / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
@@ -324,15 +374,23 @@ def test_the_generated_project_passes_its_own_tests(bake_installed, broker, runt
     )
 
 
-@pytest.mark.parametrize(("broker", "runtime"), COMBINATIONS)
-def test_the_generated_code_is_ruff_clean(bake_installed, broker, runtime):
-    project, bin_dir = bake_installed(broker, runtime)
+@pytest.mark.parametrize(("broker", "runtime", "backend"), ALL_COMBINATIONS)
+def test_the_generated_code_is_ruff_clean(cookies, broker, runtime, backend):
+    result = bake(
+        cookies,
+        project=project_name(broker, backend),
+        broker=broker,
+        runtime=runtime,
+        backend=backend,
+    )
+    assert result.exit_code == 0, result.exception
+    ruff = Path(sys.executable).with_name("ruff")
     for command in (["check", "."], ["format", "--check", "."]):
-        result = subprocess.run(
-            [str(bin_dir / "ruff"), *command],
-            cwd=project,
+        checked = subprocess.run(
+            [str(ruff), *command],
+            cwd=result.project_path,
             capture_output=True,
             text=True,
             timeout=120,
         )
-        assert result.returncode == 0, result.stdout + result.stderr
+        assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -11,7 +11,7 @@ UPSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 class JobRecord(Base):
-    """A job's stored state (the resource is :class:`~{{ cookiecutter.package }}.resources.Job`)."""
+    """A job's stored state (its resource is :class:`..resources.Job`)."""
 
     __tablename__ = "jobs"
 
