@@ -86,7 +86,7 @@ lint: $(STAMP)
 LIBRARY_TESTS := tests --ignore=tests/test_template.py \
 	--ignore=tests/test_end_to_end.py --ignore=tests/test_bench.py \
 	--ignore=tests/test_packaging.py --ignore=tests/test_readme.py \
-	--ignore=tests/test_demo.py
+	--ignore=tests/test_demo.py --ignore=tests/test_two_processes.py
 # Every other CPython 3.10+ of the machine, one per minor version.
 OTHER_PYTHONS = $(shell .ci/other-pythons $(PYTHON))
 # What runs again in a test process patched as a gevent server is: the
@@ -115,8 +115,8 @@ test: system-packages lint docs
 	done
 
 # The library's tests on one more interpreter, on both runtimes, in a virtual
-# environment of its own (.venv-3.X); in one process, in file order: the
-# main passes already run the tests in pytest-xdist's other orders.
+# environment of its own (.venv-3.X), three processes as in the main passes
+# (the monkey-patched pass in one).
 test-python:
 	@version=$$($(INTERPRETER) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
 	venv=.venv-$$version; \
@@ -127,9 +127,9 @@ test-python:
 		$$venv/bin/python -m pip install --quiet -e ".[dev]" && \
 		touch $$venv/.installed || exit 1; \
 	fi; \
-	$$venv/bin/python -m pytest -q -p no:cacheprovider $(LIBRARY_TESTS) && \
+	$$venv/bin/python -m pytest -q -p no:cacheprovider $(PARALLEL) $(LIBRARY_TESTS) && \
 	STARGATE_TEST_RUNTIME=gevent $$venv/bin/python -m pytest -q -p no:cacheprovider \
-		$(LIBRARY_TESTS) && \
+		$(PARALLEL) $(LIBRARY_TESTS) && \
 	STARGATE_TEST_RUNTIME=gevent STARGATE_TEST_MONKEY_PATCH=1 \
 		$$venv/bin/python -m pytest -q -p no:cacheprovider $(PATCHED_TESTS)
 

@@ -3,14 +3,17 @@
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
+import webtest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -90,6 +93,32 @@ def test_production_migrates_with_alembic_only(app_settings, tmp_path):
     engine.dispose()
 
 
+def test_processes_that_start_together_take_turns_to_migrate(tmp_path):
+    # As two pserve processes, or gunicorn's workers, on a fresh database:
+    # each imports first, then all migrate at the same moment.
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
+    code = (
+        "import sys, time\n"
+        "from {{ cookiecutter.package }}.models import upgrade\n"
+        "time.sleep(max(0, float(sys.argv[2]) - time.time()))\n"
+        "upgrade({'sqlalchemy.url': sys.argv[1]})\n"
+    )
+    start = str(time.time() + 3)
+    starting = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url, start], stderr=subprocess.PIPE
+        )
+        for _ in range(6)
+    ]
+    for process in starting:
+        _, errors = process.communicate(timeout=120)
+        assert process.returncode == 0, errors.decode()
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        assert MigrationContext.configure(connection).get_current_revision() == head()
+    engine.dispose()
+
+
 def test_the_environment_overrides_the_url_of_the_ini_file(monkeypatch):
     monkeypatch.setenv(URL_VARIABLE, "sqlite:///elsewhere.sqlite")
     assert database_url({"sqlalchemy.url": "sqlite://"}) == "sqlite:///elsewhere.sqlite"
@@ -102,8 +131,6 @@ def test_the_environment_overrides_the_url_of_the_ini_file(monkeypatch):
 def test_the_state_outlives_the_application(app_settings, csrf_token, testapp):
     testapp.post("/jobs/1/", {"state": "on"}, headers={"X-CSRF-Token": csrf_token})
     restarted = main({}, **app_settings)  # another process, or after a restart
-    import webtest
-
     again = webtest.TestApp(restarted, extra_environ={"HTTP_HOST": "example.com"})
     assert again.get("/jobs/1/").json == {"id": "1", "state": "on"}
 
@@ -113,8 +140,6 @@ class PServe:
     on the test's database: a process of its own, as deployed."""
 
     def __init__(self, tmp_path, url):
-        import socket
-
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
@@ -133,8 +158,6 @@ class PServe:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def wait_serving(self, timeout=60):
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -10,13 +10,17 @@ opens a short transaction of its own, ``with request.tm:``, whenever it
 reads or writes.
 """
 
+import contextlib
+import fcntl
+import hashlib
 import os
+import tempfile
 
 import zope.sqlalchemy
 from alembic import command
 from alembic.config import Config
 from pyramid.settings import asbool
-from sqlalchemy import engine_from_config, event
+from sqlalchemy import engine_from_config, event, make_url
 from sqlalchemy.orm import sessionmaker
 from stargate import is_websocket
 
@@ -68,11 +72,35 @@ def _tune_sqlite(dbapi_connection, connection_record):
 
 def upgrade(settings):
     """Create the database if it is missing and migrate it to the latest
-    revision (``alembic -c production.ini upgrade head`` does the same)."""
+    revision (``alembic -c production.ini upgrade head`` does the same).
+
+    Processes of one machine that start together (two ``pserve``, gunicorn's
+    workers) take turns: the first migrates, the others find it done.
+    """
+    url = database_url(settings)
     config = Config()
     config.set_main_option("script_location", MIGRATIONS)
-    config.attributes["url"] = database_url(settings)
-    command.upgrade(config, "head")
+    config.attributes["url"] = url
+    with _migration_lock(url):
+        command.upgrade(config, "head")
+
+
+@contextlib.contextmanager
+def _migration_lock(url):
+    """Hold a lock file of this machine, beside a SQLite file or in the
+    temporary folder, for as long as the block runs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        path = f"{parsed.database}.migrating"
+    else:
+        digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+        path = os.path.join(tempfile.gettempdir(), f"{__name__}-{digest}.migrating")
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _not_a_websocket(request):
