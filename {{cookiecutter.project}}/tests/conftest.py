@@ -291,24 +291,26 @@ def browser():
         )
         yield browser
         browser.close()
-{%- if cookiecutter.runtime == "gevent" %}
+{%- if cookiecutter.runtime == "gevent" or cookiecutter.backend == "sqlalchemy" %}
 
 
-class Gunicorn:
-    """``gunicorn --paste testing.ini -k stargate.gunicorn.GeventWorker``, as
-    the README deploys the project, on 127.0.0.1 and a free port."""
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    def __init__(self, log_path, environ=None):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+
+class ServerProcess:
+    """A command serving the project on 127.0.0.1 and ``port``, in a
+    process of its own, as deployed."""
+
+    def __init__(self, command, port, log_path, environ=None):
+        self.name = os.path.basename(command[0])
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
         self.log = log_path
-        gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
         self.process = subprocess.Popen(
-            [gunicorn, "--paste", TESTING_INI]
-            + ["-k", "stargate.gunicorn.GeventWorker", "-w", "1"]
-            + ["-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "5"],
+            command,
             stdout=log_path.open("wb"),
             stderr=subprocess.STDOUT,
             env={**os.environ, **(environ or {})},
@@ -318,20 +320,20 @@ class Gunicorn:
         return f"ws://127.0.0.1:{self.port}{path}"
 
     def wait_serving(self, timeout=60):
-        """Wait until the worker answers a page (it loads the app first)."""
+        """Wait until it answers a page (it loads the application first)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"gunicorn exited:\n{self.log.read_text()}")
+                raise AssertionError(f"{self.name} exited:\n{self.log.read_text()}")
             try:
                 with urllib.request.urlopen(self.url + "/", timeout=5):
                     return
             except OSError:
                 time.sleep(0.1)
-        raise AssertionError(f"gunicorn did not serve:\n{self.log.read_text()}")
+        raise AssertionError(f"{self.name} did not serve:\n{self.log.read_text()}")
 
     def stop(self):
-        """SIGTERM, gunicorn's graceful stop; return the exit code."""
+        """SIGTERM, a graceful stop; return the exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
@@ -339,6 +341,21 @@ class Gunicorn:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait(10)
+{%- endif %}
+{%- if cookiecutter.runtime == "gevent" %}
+
+
+class Gunicorn(ServerProcess):
+    """``gunicorn --paste testing.ini -k stargate.gunicorn.GeventWorker``, as
+    the README deploys the project."""
+
+    def __init__(self, log_path, environ=None):
+        port = free_port()
+        gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+        command = [gunicorn, "--paste", TESTING_INI]
+        command += ["-k", "stargate.gunicorn.GeventWorker", "-w", "1"]
+        command += ["-b", f"127.0.0.1:{port}", "--graceful-timeout", "5"]
+        super().__init__(command, port, log_path, environ)
 
 
 {% if cookiecutter.backend == "sqlalchemy" -%}

@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -31,7 +30,7 @@ from {{ cookiecutter.package }}.models import (
     get_engine,
 )
 
-from .conftest import TESTING_INI
+from .conftest import TESTING_INI, ServerProcess, free_port
 
 
 def alembic_config(url):
@@ -135,47 +134,21 @@ def test_the_state_outlives_the_application(app_settings, csrf_token, testapp):
     assert again.get("/jobs/1/").json == {"id": "1", "state": "on"}
 
 
-class PServe:
+class PServe(ServerProcess):
     """``pserve`` with testing.ini, monkey-patched as development.ini serves,
-    on the test's database: a process of its own, as deployed."""
+    on the test's database."""
 
     def __init__(self, tmp_path, url):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        port = free_port()
         text = Path(TESTING_INI).read_text()
-        text = re.sub(r"(?m)^listen = .*$", f"listen = 127.0.0.1:{self.port}", text)
+        text = re.sub(r"(?m)^listen = .*$", f"listen = 127.0.0.1:{port}", text)
         text = text.replace("[server:main]\n", "[server:main]\nmonkey_patch = true\n")
         ini = tmp_path / "served.ini"
         ini.write_text(text)
-        self.log = tmp_path / "pserve.log"
-        self.process = subprocess.Popen(
-            [Path(sys.executable).with_name("pserve"), ini],
-            env={**os.environ, URL_VARIABLE: url},
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
+        pserve = Path(sys.executable).with_name("pserve")
+        super().__init__(
+            [str(pserve), str(ini)], port, tmp_path / "pserve.log", {URL_VARIABLE: url}
         )
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait_serving(self, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"pserve exited:\n{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(self.url + "/jobs/1/", timeout=5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"pserve did not serve:\n{self.log.read_text()}")
-
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
 
 
 def test_a_slow_query_leaves_the_other_clients_served(postgresql, tmp_path, session_of):
@@ -185,7 +158,7 @@ def test_a_slow_query_leaves_the_other_clients_served(postgresql, tmp_path, sess
     server = PServe(tmp_path, url)
     try:
         server.wait_serving()
-        ws = server.url.replace("http", "ws", 1) + "/jobs/1/"
+        ws = server.ws_url("/jobs/1/")
         with WebSocketClient(ws) as first, WebSocketClient(ws) as second:
             assert json.loads(first.receive())["state"] == "off"
             assert json.loads(second.receive())["state"] == "off"

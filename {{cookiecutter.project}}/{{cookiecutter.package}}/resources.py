@@ -33,20 +33,26 @@ from .protocol import state_message
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-{% if cookiecutter.backend == "sqlalchemy" -%}
 class Root:
+{%- if cookiecutter.backend == "sqlalchemy" %}
     """The root of the tree: the home page, and ``jobs``.
 
     A tree is made for each request (``root_factory``): its jobs read the
     request's database session.  Listeners are not kept on these objects
     but by stargate, under each resource's path, so they outlive the tree.
     """
+{%- else %}
+    """The root of the tree: the home page, and ``jobs``."""
+{%- endif %}
 
     __name__ = ""
     __parent__ = None
-
+{% if cookiecutter.backend == "sqlalchemy" %}
     def __init__(self, request):
         self.request = request
+{%- else %}
+    def __init__(self):
+{%- endif %}
         self.jobs = JobRoot(self)
         self.backstage = Backstage(self)
 
@@ -59,6 +65,7 @@ class Root:
 
 
 class JobRoot:
+{%- if cookiecutter.backend == "sqlalchemy" %}
     """The container of jobs: ``/jobs/<id>/`` finds job ``<id>``.
 
     Any well-formed id is a job: one that was never changed has no row yet
@@ -66,47 +73,24 @@ class JobRoot:
     query: a WebSocket request holds no transaction (see models/__init__.py),
     and the job reads its row when it is first asked for its state.
     """
-
-    __name__ = "jobs"
-
-    def __init__(self, parent):
-        self.__parent__ = parent
-
-    def __getitem__(self, job_id):
-        if not JOB_ID.match(job_id):
-            raise KeyError(job_id)  # traversal answers 404
-        return Job(job_id, self, self.__parent__.request)
-{%- else -%}
-class Root:
-    """The root of the tree: the home page, and ``jobs``."""
-
-    __name__ = ""
-    __parent__ = None
-
-    def __init__(self):
-        self.jobs = JobRoot(self)
-        self.backstage = Backstage(self)
-
-    def __getitem__(self, name):
-        if name == "jobs":
-            return self.jobs
-        if name == "backstage":
-            return self.backstage
-        raise KeyError(name)
-
-
-class JobRoot:
+{%- else %}
     """The container of jobs: ``/jobs/<id>/`` finds job ``<id>``, or creates it."""
+{%- endif %}
 
     __name__ = "jobs"
 
     def __init__(self, parent):
         self.__parent__ = parent
+{%- if cookiecutter.backend != "sqlalchemy" %}
         self._jobs = {}
+{%- endif %}
 
     def __getitem__(self, job_id):
         if not JOB_ID.match(job_id):
             raise KeyError(job_id)  # traversal answers 404
+{%- if cookiecutter.backend == "sqlalchemy" %}
+        return Job(job_id, self, self.__parent__.request)
+{%- else %}
         if job_id not in self._jobs:
             self._jobs[job_id] = Job(job_id, self)
         return self._jobs[job_id]
@@ -125,18 +109,20 @@ class Backstage(WebSocketAwareResource):
         self.__parent__ = parent
 
 
-{% if cookiecutter.backend == "sqlalchemy" -%}
 class Job(WebSocketAwareResource):
     """A job that can be switched on and off; every change reaches its listeners.
-
+{% if cookiecutter.backend == "sqlalchemy" %}
     Its state is a row of the ``jobs`` table (models/job.py).  A change is
     announced once the request's transaction commits, never if it rolls
     back, so what listeners are told is what every process reads.
+{%- else %}
+    Its state is kept in memory: replace that with your own storage.
+{%- endif %}
     """
 
     #: The states a job can be put in.
     STATES = ("off", "on")
-
+{% if cookiecutter.backend == "sqlalchemy" %}
     def __init__(self, job_id, parent, request):
         self.__name__ = job_id
         self.__parent__ = parent
@@ -147,39 +133,12 @@ class Job(WebSocketAwareResource):
         """The stored state (read once per request), ``off`` for a job never changed."""
         record = self.request.dbsession.get(JobRecord, self.__name__)
         return record.state if record is not None else "off"
-
-    def as_json(self):
-        """Return the job as a JSON-ready dict: ``{"id": ..., "state": ...}``."""
-        return {"id": self.__name__, "state": self.state}
-
-    def message(self):
-        """Return the state message that listeners receive (see protocol.py)."""
-        return state_message(self.__name__, self.state)
-
-    def control(self, state):
-        """Store ``state`` and tell every listener once it is committed.
-
-        :raises ValueError: for a state not in :attr:`STATES`.
-        """
-        if state not in self.STATES:
-            raise ValueError(f"state must be one of {', '.join(self.STATES)}")
-        store_state(self.request.dbsession, self.__name__, state)
-        self.state = state
-        send_after_commit(self.request, self, self.message())
-{%- else -%}
-class Job(WebSocketAwareResource):
-    """A job that can be switched on and off; every change reaches its listeners.
-
-    Its state is kept in memory: replace that with your own storage.
-    """
-
-    #: The states a job can be put in.
-    STATES = ("off", "on")
-
+{%- else %}
     def __init__(self, job_id, parent):
         self.__name__ = job_id
         self.__parent__ = parent
         self.state = "off"
+{%- endif %}
 
     def as_json(self):
         """Return the job as a JSON-ready dict: ``{"id": ..., "state": ...}``."""
@@ -190,12 +149,21 @@ class Job(WebSocketAwareResource):
         return state_message(self.__name__, self.state)
 
     def control(self, state):
+{%- if cookiecutter.backend == "sqlalchemy" %}
+        """Store ``state`` and tell every listener once it is committed.
+{%- else %}
         """Put the job in ``state`` and tell every listener.
+{%- endif %}
 
         :raises ValueError: for a state not in :attr:`STATES`.
         """
         if state not in self.STATES:
             raise ValueError(f"state must be one of {', '.join(self.STATES)}")
+{%- if cookiecutter.backend == "sqlalchemy" %}
+        store_state(self.request.dbsession, self.__name__, state)
+        self.state = state
+        send_after_commit(self.request, self, self.message())
+{%- else %}
         self.state = state
         self.send(self.message())
 {%- endif %}
