@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 import re
 import shutil
@@ -61,11 +62,13 @@ def pytest_collection_modifyitems(config, items):
         reason="runs in the monkey-patched gevent pass (STARGATE_TEST_MONKEY_PATCH=1)"
     )
     shared_hub = pytest.mark.skip(reason="the clients would share the server's hub")
-    # Under pytest-xdist (make test), the tests of the installed projects run
-    # in one worker: the session fixture that installs them is made once.
-    baked = pytest.mark.xdist_group("installed-projects")
+    # Under pytest-xdist (make test), a test of an installed project that
+    # names no combination (installed()) runs with the first one's.
+    baked = installed(*COMBINATIONS[0])
     for item in items:
-        if "bake_installed" in getattr(item, "fixturenames", ()):
+        if "bake_installed" in getattr(item, "fixturenames", ()) and not any(
+            item.iter_markers("xdist_group")
+        ):
             item.add_marker(baked)
         if item.get_closest_marker(f"{other}_only"):
             item.add_marker(skip)
@@ -385,6 +388,13 @@ COMBINATIONS = [
 ]
 
 
+def installed(broker: str, runtime: str, backend: str) -> pytest.MarkDecorator:
+    """Mark a test that uses the project installed for this combination:
+    under pytest-xdist, the tests of one combination share a worker, which
+    installs it once."""
+    return pytest.mark.xdist_group(f"installed-{broker}-{runtime}-{backend}")
+
+
 def project_name(broker: str, backend: str) -> str:
     return f"{broker}_{backend}_app"
 
@@ -396,11 +406,13 @@ def bake_installed(tmp_path_factory):
     this checkout (a wheel of it), once per session; return (project
     folder, venv bin).
 
-    The first call bakes every combination and installs them side by side:
-    an install mostly waits on files and the package index."""
+    Under pytest-xdist each worker installs the combinations its tests
+    need (the tests of one combination share a group, :func:`installed`);
+    in one process, the first call installs them all side by side: an
+    install mostly waits on files and the package index."""
     from cookiecutter.main import cookiecutter
 
-    made: dict[tuple[str, str], Future] = {}
+    made: dict[tuple[str, str, str], Future] = {}
 
     def bake_one(broker: str, runtime: str, backend: str) -> Path:
         output = tmp_path_factory.mktemp(f"baked-{broker}-{runtime}-{backend}")
@@ -432,27 +444,37 @@ def bake_installed(tmp_path_factory):
 
     def build_wheel() -> Path:
         wheels = tmp_path_factory.mktemp("stargate-wheel")
-        subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"]
-            + ["--wheel-dir", str(wheels), str(ROOT)],
-            check=True,
-            timeout=300,
-        )
+        # One build at a time on this machine: every build uses the
+        # checkout's build/ folder.
+        with open(ROOT / ".wheel-build.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"]
+                + ["--wheel-dir", str(wheels), str(ROOT)],
+                check=True,
+                timeout=300,
+            )
         (wheel,) = wheels.glob("stargate-*.whl")
         return wheel
 
+    wheel: list[Path] = []
+
     def bake(broker: str, runtime: str, backend: str) -> tuple[Path, Path]:
-        if not made:
+        combination = (broker, runtime, backend)
+        if combination not in made:
+            wanted = [combination]
+            if not os.environ.get("PYTEST_XDIST_WORKER"):
+                wanted += [other for other in COMBINATIONS if other not in made]
             # Baked one after the other (cookiecutter changes the working
             # directory), installed side by side.
-            projects = {
-                combination: bake_one(*combination) for combination in COMBINATIONS
-            }
-            wheel = build_wheel()  # once: parallel builds would share build/
-            with ThreadPoolExecutor(max_workers=len(projects)) as pool:
-                for combination, project in projects.items():
-                    made[combination] = pool.submit(install, project, wheel)
-        return made[broker, runtime, backend].result()
+            projects = {each: bake_one(*each) for each in dict.fromkeys(wanted)}
+            if not wheel:
+                wheel.append(build_wheel())
+            pool = ThreadPoolExecutor(max_workers=len(projects))
+            for each, project in projects.items():
+                made[each] = pool.submit(install, project, wheel[0])
+            pool.shutdown(wait=False)
+        return made[combination].result()
 
     return bake
 

@@ -5,21 +5,36 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import COMBINATIONS, ROOT, Served, free_port
+from tests.conftest import COMBINATIONS, ROOT, Served, free_port, installed
 
 ARTIFACTS = ROOT / "test-artifacts"
 JOB = '[data-job="1"]'
 
 
+def backend_of(runtime: str) -> str:
+    """The backend of the installed combination on the memory broker:
+    eventlet's has none, gevent's keeps its jobs in SQLite."""
+    (backend,) = [c[2] for c in COMBINATIONS if c[:2] == ("memory", runtime)]
+    return backend
+
+
 @pytest.fixture(
-    params=[("eventlet", "pserve"), ("gevent", "pserve"), ("gevent", "gunicorn")],
-    ids="-".join,
+    params=[
+        pytest.param(
+            (runtime, server),
+            marks=installed("memory", runtime, backend_of(runtime)),
+            id=f"{runtime}-{server}",
+        )
+        for runtime, server in [
+            ("eventlet", "pserve"),
+            ("gevent", "pserve"),
+            ("gevent", "gunicorn"),
+        ]
+    ],
 )
 def served(request, bake_installed):
     runtime, server_name = request.param
-    # The installed combination on the memory broker: eventlet's has no
-    # database, gevent's keeps its jobs in SQLite (tests/conftest.py).
-    (backend,) = [c[2] for c in COMBINATIONS if c[:2] == ("memory", runtime)]
+    backend = backend_of(runtime)
     project, bin_dir = bake_installed("memory", runtime, backend)
     for database in project.glob("*.sqlite*"):
         database.unlink()  # left by another server of this test

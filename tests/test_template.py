@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ALL_COMBINATIONS, COMBINATIONS, ROOT, project_name
+from tests.conftest import (
+    ALL_COMBINATIONS,
+    COMBINATIONS,
+    ROOT,
+    installed,
+    project_name,
+)
 
 #: The version of this checkout, the lowest a generated project requires.
 VERSION = next(
@@ -338,7 +344,10 @@ def test_a_relative_template_path_prints_the_checkout_to_install(tmp_path):
 
 
 @pytest.mark.timeout(1800)  # the first use installs the project's dependencies
-@pytest.mark.parametrize(("broker", "runtime", "backend"), COMBINATIONS)
+@pytest.mark.parametrize(
+    ("broker", "runtime", "backend"),
+    [pytest.param(*each, marks=installed(*each)) for each in COMBINATIONS],
+)
 def test_the_generated_project_passes_its_own_tests(
     bake_installed, broker, runtime, backend
 ):

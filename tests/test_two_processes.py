@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from stargate.testing import WebSocketClient
-from tests.conftest import Served, free_port
+from tests.conftest import Served, free_port, installed
 
 #: Where the page gives its CSRF token to its script.
 CSRF = 'name="csrf-token" content="'
@@ -43,6 +43,7 @@ def state(client: WebSocketClient) -> str:
     return json.loads(client.receive(timeout=10))["state"]
 
 
+@installed("redis", "eventlet", "sqlalchemy")
 @pytest.mark.timeout(1800)  # the first use installs the project's dependencies
 def test_two_processes_share_one_database_and_one_redis(
     bake_installed, redis_server, tmp_path
