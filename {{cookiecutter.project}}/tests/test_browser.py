@@ -5,6 +5,14 @@ Uses the system Chromium (the ``browser`` fixture in conftest.py).
 
 import os
 from pathlib import Path
+{%- if cookiecutter.backend == "sqlalchemy" %}
+
+import pytest
+
+# What these test is the page, its client and the server, not the database:
+# SQLite is enough (tests/test_database.py and the others run on both).
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+{%- endif %}
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", "test-artifacts"))
 

@@ -3,11 +3,18 @@ deploys it: a real gunicorn process (the ``gunicorn`` fixture, conftest.py)."""
 
 import json
 import urllib.request
-
+{% if cookiecutter.backend == "sqlalchemy" %}
+import pytest
+{%- endif %}
 from stargate.testing import WebSocketClient
 
 from tests.test_browser import two_pages_stay_in_sync
 from tests.test_live import post, receive
+{%- if cookiecutter.backend == "sqlalchemy" %}
+
+# The server is what these test, not the database: SQLite is enough.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+{%- endif %}
 
 
 def test_pages_and_websockets_are_served(gunicorn, session_of):
