@@ -8,6 +8,8 @@ import struct
 import time
 
 import pytest
+from wsproto.connection import Connection as WSProto
+from wsproto.connection import ConnectionType
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
@@ -16,7 +18,8 @@ from wsproto.events import (
     TextMessage,
 )
 
-from stargate.connection import State
+from stargate.config import Settings
+from stargate.connection import Connection, State, rfc6455_protocol
 from stargate.exceptions import ConnectionClosed
 from stargate.frames import encode_message
 from stargate.tracker import ConnectionTracker
@@ -27,6 +30,7 @@ from tests.peers import (
     close_codes,
     green_socket_module,
     sleep,
+    socketpair,
     tcp_pair,
 )
 
@@ -105,6 +109,27 @@ def test_local_close_gives_up_after_close_timeout():
     peer.conn.close(1001)
     assert peer.conn.receive() is None
     assert peer.conn.state is State.CLOSED
+
+
+def test_without_a_tracker_the_receiver_enforces_the_close_deadline():
+    # The peer closes but reads nothing more: our answer stays queued behind
+    # what it did not read.  With no tracker's timer, the green thread in
+    # receive() gives up at the close deadline itself.
+    server_sock, client_sock = socketpair()
+    settings = Settings(ping_interval=0.0, close_timeout=0.2)
+    conn = Connection(
+        server_sock,
+        rfc6455_protocol([], settings.max_message_size),
+        settings,
+        tracker=None,
+        shares_frames=True,
+    )
+    for _ in range(64):  # more than the socket buffers take
+        conn.send(b"x" * 65536)
+    client_sock.sendall(WSProto(ConnectionType.CLIENT).send(CloseConnection(1000)))
+    assert conn.receive() is None
+    assert conn.state is State.CLOSED
+    client_sock.close()
 
 
 def test_send_after_close_raises():
