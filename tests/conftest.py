@@ -335,8 +335,11 @@ class Served:
         self.project = project
         self.url = f"http://127.0.0.1:{port}/"
         self.port = port
-        self.log = project / f"e2e-{server}.log"
+        self.log = project / f"e2e-{server}-{port}.log"
         self.process: subprocess.Popen | None = None
+
+    def ws_url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
 
     def start(self) -> None:
         self.process = subprocess.Popen(

@@ -59,10 +59,7 @@ def test_two_processes_share_one_database_and_one_redis(
     try:
         first.start()
         second.start()
-        ws = [
-            server.url.replace("http", "ws", 1) + "jobs/1/"
-            for server in (first, second)
-        ]
+        ws = [server.ws_url("/jobs/1/") for server in (first, second)]
         with WebSocketClient(ws[0]) as on_first, WebSocketClient(ws[1]) as on_second:
             assert state(on_first) == state(on_second) == "off"
             assert job(first, "POST", session(first), state="on") == {

@@ -15,7 +15,6 @@ import pytest
 import webtest
 from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
@@ -23,21 +22,14 @@ from stargate.testing import WebSocketClient
 
 from {{ cookiecutter.package }} import main
 from {{ cookiecutter.package }}.models import (
-    MIGRATIONS,
     URL_VARIABLE,
     Base,
+    alembic_config,
     database_url,
     get_engine,
 )
 
 from .conftest import TESTING_INI, ServerProcess, free_port
-
-
-def alembic_config(url):
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
-    config.attributes["url"] = url
-    return config
 
 
 def head():

@@ -27,7 +27,7 @@ from stargate import is_websocket
 from .job import JobRecord
 from .meta import Base
 
-__all__ = ["Base", "JobRecord", "includeme", "upgrade"]
+__all__ = ["Base", "JobRecord", "alembic_config", "includeme", "upgrade"]
 
 #: The environment variable that overrides ``sqlalchemy.url`` (a production
 #: database's password does not belong in a committed file).
@@ -78,11 +78,17 @@ def upgrade(settings):
     workers) take turns: the first migrates, the others find it done.
     """
     url = database_url(settings)
+    with _migration_lock(url):
+        command.upgrade(alembic_config(url), "head")
+
+
+def alembic_config(url):
+    """Return alembic's configuration for the database at ``url``: what the
+    ini file's ``[alembic]`` section gives the command line."""
     config = Config()
     config.set_main_option("script_location", MIGRATIONS)
     config.attributes["url"] = url
-    with _migration_lock(url):
-        command.upgrade(config, "head")
+    return config
 
 
 @contextlib.contextmanager
