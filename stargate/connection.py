@@ -53,12 +53,19 @@ from wsproto.extensions import Extension
 from stargate import runtime
 from stargate.config import Settings
 from stargate.exceptions import ConnectionClosed
-from stargate.frames import PONG, SimpleFrames, encode_message, ping_frame
+from stargate.frames import (
+    PONG,
+    SimpleFrames,
+    encode_deflated,
+    encode_message,
+    ping_frame,
+)
 from stargate.limits import MessageSizeLimit
 from stargate.linger import LINGER_SECONDS, linger
 from stargate.ratelimit import TokenBucket
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from stargate.deflate import BoundedPerMessageDeflate
     from stargate.tracker import ConnectionTracker
 
 __all__ = [
@@ -159,6 +166,12 @@ class Connection:
         extensions (the ``shares_frames`` argument): its outgoing frames are
         the same bytes as everyone's, so a broadcast encodes once, and its
         common incoming frames are read by :class:`stargate.frames.SimpleFrames`.
+
+    An RFC 6455 connection that negotiated permessage-deflate is given its
+    extension as ``deflate`` and no ``protocol``: its messages are
+    compressed and its common frames read by :mod:`stargate.frames` too,
+    with the extension's zlib state, and wsproto (with the extension) is
+    made only if a frame needs it.
     """
 
     # The attributes of a connection, and a __dict__ for what handlers add
@@ -170,6 +183,7 @@ class Connection:
         "_callbacks",
         "_close_deadline",
         "_closed",
+        "_deflate",
         "_fragments",
         "_in_background",
         "_input_done",
@@ -217,16 +231,18 @@ class Connection:
         tracker: ConnectionTracker | None = None,
         keepalive: bool = True,
         shares_frames: bool = False,
+        deflate: BoundedPerMessageDeflate | None = None,
     ) -> None:
         self.request = request
         self.subprotocol = subprotocol
         self.close_code: int | None = None
         self.close_reason = ""
         self._sock = sock
-        # None: RFC 6455 without extensions, made when a frame first needs
-        # wsproto.  While only simple frames come (see stargate.frames),
-        # an idle connection does without wsproto's objects.
+        # None: RFC 6455, made when a frame first needs wsproto.  While only
+        # simple frames come (see stargate.frames), an idle connection does
+        # without wsproto's objects.
         self._protocol = protocol
+        self._deflate = deflate
         self._settings = settings
         self._tracker = tracker
         self._state = State.OPEN
@@ -242,9 +258,11 @@ class Connection:
         self._reading = False
         self._recv_size = _RECV_SIZE
         # The common frames skip wsproto (see stargate.frames), on
-        # RFC 6455 connections without extensions.
+        # RFC 6455 connections without extensions or with permessage-deflate.
         self._simple = (
-            SimpleFrames(settings.max_message_size) if shares_frames else None
+            SimpleFrames(settings.max_message_size, deflate)
+            if shares_frames or deflate is not None
+            else None
         )
         self._input_done = False
         # A close frame or a protocol error that came after messages the
@@ -296,7 +314,10 @@ class Connection:
     @property
     def _proto(self) -> SansIOProtocol:
         if self._protocol is None:
-            self._protocol = rfc6455_protocol([], self._settings.max_message_size)
+            self._protocol = rfc6455_protocol(
+                [] if self._deflate is None else [self._deflate],
+                self._settings.max_message_size,
+            )
         return self._protocol
 
     # -- state ---------------------------------------------------------------
@@ -424,6 +445,11 @@ class Connection:
         if self.shares_frames:  # no extension: the frame is the same for all
             self.messages_out += 1
             self._write(encode_message(message))
+            return
+        if self._deflate is not None:  # compressed with this connection's context
+            frame = encode_deflated(message, self._deflate)
+            self.messages_out += 1
+            self._write(frame)
             return
         if isinstance(message, str):
             event: Event = TextMessage(data=message)
@@ -654,7 +680,7 @@ class Connection:
         elif now >= self._last_ping + self._settings.ping_interval:
             self._ping_payload = os.urandom(4)
             self._last_ping = now
-            if self.shares_frames:  # a control frame: the same for everyone
+            if self.shares_frames or self._deflate is not None:  # never compressed
                 ping = ping_frame(self._ping_payload)
             else:
                 ping = self._proto.send(Ping(payload=self._ping_payload))
@@ -781,7 +807,10 @@ class Connection:
             for opcode, payload in frames:
                 self._on_simple_frame(opcode, payload)
             if not self._simple.active:
-                self._simple = None
+                failure, self._simple = self._simple.failure, None
+                if failure is not None:  # as wsproto fails a frame: see below
+                    self._on_close_event(CloseConnection(*failure))
+                    return
             if not data:
                 return
         self._proto.receive_data(data)

@@ -11,7 +11,10 @@ wsproto by the tests (every length class, random streams):
   every listener;
 - reading the common client frames (:class:`SimpleFrames`): wsproto runs a
   parser generator, a message decoder, an incremental UTF-8 decoder and
-  event objects for every frame, the largest cost of a small-message echo.
+  event objects for every frame, the largest cost of a small-message echo;
+- with permessage-deflate, the same two for whole compressed messages
+  (:func:`encode_deflated`, and :class:`SimpleFrames` given the extension),
+  which inflates and deflates with the zlib state wsproto would use.
 
 Pure: no I/O.  ``docs/performance.md`` has the measured figures.
 """
@@ -19,14 +22,19 @@ Pure: no I/O.  ``docs/performance.md`` has the measured figures.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
-from wsproto.frame_protocol import XorMaskerSimple
+from wsproto.frame_protocol import CloseReason, XorMaskerSimple
+
+if TYPE_CHECKING:
+    from stargate.deflate import BoundedPerMessageDeflate
 
 __all__ = [
     "BINARY",
     "PONG",
     "TEXT",
     "SimpleFrames",
+    "encode_deflated",
     "encode_message",
     "ping_frame",
     "unmask",
@@ -53,6 +61,26 @@ def encode_message(message: str | bytes | bytearray | memoryview) -> bytes:
     )
 
 
+def encode_deflated(
+    message: str | bytes | bytearray | memoryview, deflate: BoundedPerMessageDeflate
+) -> bytes:
+    """Return ``message`` as one compressed server frame (RFC 7692).
+
+    ``deflate`` is the connection's negotiated extension: its compressor
+    carries the context from one message to the next, so the frame is the
+    connection's own.
+
+    :raises TypeError: for anything but ``str`` or bytes-like.
+    """
+    if isinstance(message, str):
+        return _server_frame(0xC0 | TEXT, deflate.deflate_message(message.encode()))
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return _server_frame(0xC0 | BINARY, deflate.deflate_message(message))
+    raise TypeError(
+        f"a WebSocket message is str or bytes, not {type(message).__name__}"
+    )
+
+
 def ping_frame(payload: bytes) -> bytes:
     """Return a server ping frame carrying ``payload`` (125 bytes at most)."""
     return _server_frame(0x80 | _PING, payload)
@@ -72,6 +100,14 @@ def _server_frame(first: int, payload: bytes | bytearray | memoryview) -> bytes:
 
 # Final (0x80), no RSV bit, opcode: the first byte of a simple frame.
 _FIRST_BYTES = {0x80 | TEXT: TEXT, 0x80 | BINARY: BINARY, 0x80 | PONG: PONG}
+# With permessage-deflate, also RSV1 (0x40) on a final text or binary frame:
+# a whole compressed message.
+_COMPRESSED = 0x40
+_FIRST_BYTES_DEFLATE = {
+    **_FIRST_BYTES,
+    0xC0 | TEXT: _COMPRESSED | TEXT,
+    0xC0 | BINARY: _COMPRESSED | BINARY,
+}
 _SMALL = 4096
 
 try:  # websockets, a dependency: its C unmasking of large frames
@@ -105,23 +141,39 @@ class SimpleFrames:
     frame and every byte after it go to wsproto, which has seen nothing yet
     and so parses from a frame boundary, with its own checks and close codes.
 
+    With permessage-deflate negotiated, a final compressed text or binary
+    frame is simple too: it is inflated here, by the extension that wsproto
+    would use, so that the frames after a give-up find the same zlib state.
+    A compressed frame cannot be handed over once inflating began, so what
+    is wrong with it (zlib refuses it, it inflates past the limit, or to
+    text that is not UTF-8) ends the reading here: :attr:`failure` says
+    with what close code and reason.
+
     :param max_message_size: the largest payload read here; a larger one
         goes to wsproto, whose size limit closes the connection with 1009.
+    :param deflate: the negotiated permessage-deflate extension, if any.
     """
 
-    def __init__(self, max_message_size: int) -> None:
+    def __init__(
+        self, max_message_size: int, deflate: BoundedPerMessageDeflate | None = None
+    ) -> None:
         self.max_message_size = max_message_size
         #: False once a frame that is not simple started: for good.
         self.active = True
+        #: ``(close code, reason)`` once a compressed frame was refused.
+        self.failure: tuple[int, str] | None = None
+        self._deflate = deflate
+        self._kinds = _FIRST_BYTES if deflate is None else _FIRST_BYTES_DEFLATE
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> tuple[list[tuple[int, bytes | str]], bytes]:
         """Take ``data``; return the frames it completed, and what is for wsproto.
 
         Frames are ``(opcode, payload)``: text payloads are ``str``, the
-        others ``bytes``.  The second item is empty while every frame is
-        simple; once one is not, it holds that frame's bytes and all that
-        followed, and :attr:`active` is false.
+        others ``bytes``, compressed ones inflated.  The second item is empty
+        while every frame is simple; once one is not, it holds that frame's
+        bytes and all that followed, and :attr:`active` is false.  After a
+        :attr:`failure` it is empty too: nothing more is to be read.
         """
         if self._buffer:
             self._buffer += data
@@ -129,9 +181,10 @@ class SimpleFrames:
         else:
             stream = data
         frames: list[tuple[int, bytes | str]] = []
+        kinds = self._kinds
         offset, size = 0, len(stream)
         while size - offset >= 2:
-            opcode = _FIRST_BYTES.get(stream[offset])
+            opcode = kinds.get(stream[offset])
             second = stream[offset + 1]
             if opcode is None or not second & 0x80:
                 return self._give_up(frames, stream, offset)
@@ -158,10 +211,23 @@ class SimpleFrames:
             if size < end:
                 break
             payload = unmask(stream[start:end], bytes(stream[start - 4 : start]))
+            compressed = opcode & _COMPRESSED
+            if compressed:
+                opcode ^= _COMPRESSED
+                inflated = self._deflate.inflate_message(payload)  # type: ignore[union-attr]
+                if isinstance(inflated, CloseReason):
+                    return self._fail(frames, inflated, _REFUSED[inflated])
+                payload = inflated
             if opcode == TEXT:
                 try:
                     frames.append((TEXT, payload.decode("utf-8")))
                 except UnicodeDecodeError:
+                    if compressed:  # inflated: too late to hand over
+                        return self._fail(
+                            frames,
+                            CloseReason.INVALID_FRAME_PAYLOAD_DATA,
+                            "a text message that is not UTF-8",
+                        )
                     return self._give_up(frames, stream, offset)
             else:
                 frames.append((opcode, payload))
@@ -187,3 +253,17 @@ class SimpleFrames:
         rest = bytes(stream[at:])
         self._buffer = bytearray()
         return frames, rest
+
+    def _fail(
+        self, frames: list[tuple[int, bytes | str]], code: CloseReason, reason: str
+    ) -> tuple[list[tuple[int, bytes | str]], bytes]:
+        self.active = False
+        self.failure = (int(code), reason)
+        self._buffer = bytearray()
+        return frames, b""
+
+
+_REFUSED = {
+    CloseReason.INVALID_FRAME_PAYLOAD_DATA: "invalid compressed data",
+    CloseReason.MESSAGE_TOO_BIG: "message too big",
+}

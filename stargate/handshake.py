@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from wsproto.extensions import Extension
 
-from stargate.limits import BoundedPerMessageDeflate
+from stargate.deflate import BoundedPerMessageDeflate
 
 __all__ = [
     "GUID",

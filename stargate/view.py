@@ -13,7 +13,7 @@ from pyramid.threadlocal import manager
 
 from stargate import runtime
 from stargate.config import Settings, get_settings
-from stargate.connection import CLOSE_INTERNAL_ERROR, Connection, rfc6455_protocol
+from stargate.connection import CLOSE_INTERNAL_ERROR, Connection
 from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
 from stargate.handover import (
     HAND_OVER_KEY,
@@ -263,12 +263,14 @@ class WebSocketView:
         request = self.request
         sock.sendall(response.to_bytes())
         legacy = response.version in (75, 76)
-        if legacy:
-            protocol: Any = HixieProtocol(response.version, settings.max_message_size)
-        elif response.extensions:
-            protocol = rfc6455_protocol(response.extensions, settings.max_message_size)
-        else:  # made only if a frame needs wsproto
-            protocol = None
+        # RFC 6455: wsproto is made only if a frame needs it; the handshake
+        # negotiates no extension but permessage-deflate.
+        protocol: Any = (
+            HixieProtocol(response.version, settings.max_message_size)
+            if legacy
+            else None
+        )
+        deflate = response.extensions[0] if response.extensions else None
         return Connection(
             sock,
             protocol,
@@ -277,7 +279,8 @@ class WebSocketView:
             subprotocol=response.subprotocol,
             tracker=request.environ.get(TRACKER_KEY, _fallback_tracker),
             keepalive=not legacy,
-            shares_frames=not legacy and not response.extensions,
+            shares_frames=not legacy and deflate is None,
+            deflate=deflate,
         )
 
     def _serve_handed_over(

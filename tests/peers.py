@@ -9,6 +9,7 @@ from wsproto.events import BytesMessage, CloseConnection, TextMessage
 from stargate import runtime
 from stargate.config import Settings
 from stargate.connection import Connection, rfc6455_protocol
+from stargate.deflate import BoundedPerMessageDeflate
 from stargate.tracker import ConnectionTracker
 
 
@@ -43,18 +44,35 @@ def tcp_pair():
 class Peer:
     """The client end of a connection, speaking through wsproto."""
 
-    def __init__(self, extensions=(), shares_frames=None, tracker=None, **settings):
+    def __init__(
+        self,
+        extensions=(),
+        shares_frames=None,
+        tracker=None,
+        wsproto_only=False,
+        **settings,
+    ):
+        """A connection as the view makes it, or, with ``wsproto_only``, one
+        whose every frame goes through wsproto (to compare the two)."""
         options = {"ping_interval": 0.0, "close_timeout": 0.5, **settings}
         self.settings = Settings(**options)
         server_sock, self.sock = socketpair()
         self.proto = WSProto(ConnectionType.CLIENT)
         self.tracker = ConnectionTracker() if tracker is None else tracker
+        deflate = None
+        if not wsproto_only and [type(e) for e in extensions] == [
+            BoundedPerMessageDeflate
+        ]:
+            (deflate,) = extensions
         self.conn = Connection(
             server_sock,
-            rfc6455_protocol(list(extensions), self.settings.max_message_size),
+            None
+            if deflate is not None
+            else rfc6455_protocol(list(extensions), self.settings.max_message_size),
             self.settings,
             tracker=self.tracker,
             shares_frames=not extensions if shares_frames is None else shares_frames,
+            deflate=deflate,
         )
 
     def send(self, *events) -> None:

@@ -6,6 +6,7 @@ import logging
 import socket
 import struct
 import time
+import zlib
 
 import pytest
 from wsproto.connection import Connection as WSProto
@@ -17,9 +18,11 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
+from wsproto.extensions import PerMessageDeflate
 
 from stargate.config import Settings
 from stargate.connection import Connection, State, rfc6455_protocol
+from stargate.deflate import BoundedPerMessageDeflate
 from stargate.exceptions import ConnectionClosed
 from stargate.frames import encode_message
 from stargate.tracker import ConnectionTracker
@@ -186,6 +189,56 @@ def test_message_too_big_is_1009_with_the_setting_in_the_reason():
     assert peer.conn.close_reason == reason
     closes = [e for e in peer.events() if isinstance(e, CloseConnection)]
     assert (closes[0].code, closes[0].reason) == (1009, reason)
+
+
+def deflate_peer(offer: str = "permessage-deflate", **settings) -> Peer:
+    """A peer that negotiated permessage-deflate, both ends through wsproto's."""
+    extension = BoundedPerMessageDeflate(settings.get("max_message_size", 300))
+    parameters = extension.accept(offer)
+    peer = Peer([extension], **{"max_message_size": 300, **settings})
+    client_extension = PerMessageDeflate()
+    client_extension.finalize(f"permessage-deflate; {parameters}")
+    peer.proto = WSProto(ConnectionType.CLIENT, extensions=[client_extension])
+    return peer
+
+
+def test_a_deflate_connection_reads_and_writes_without_wsproto():
+    peer = deflate_peer()
+    peer.send(TextMessage(data="h\u00e9llo " * 20), BytesMessage(data=b"\x00" * 200))
+    assert peer.conn.receive() == "h\u00e9llo " * 20
+    assert peer.conn.receive() == b"\x00" * 200
+    peer.conn.send("hello " * 30)
+    peer.conn.send(b"\x01" * 100)
+    assert peer.messages() == ["hello " * 30, b"\x01" * 100]
+    assert peer.conn._protocol is None  # what an idle connection does without
+    peer.send(TextMessage(data="frag", message_finished=False), TextMessage(data="!"))
+    assert peer.conn.receive() == "frag!"  # wsproto, with the same zlib state
+    peer.send(TextMessage(data="h\u00e9llo " * 20))
+    assert peer.conn.receive() == "h\u00e9llo " * 20
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "reason"),
+    [
+        (b"\xff\xff\xff\xff", 1007, "invalid compressed data"),
+        (b"x" * 301, 1009, "message larger than max_message_size (300 bytes)"),
+        (b"\xc3\x28", 1007, "a text message that is not UTF-8"),
+    ],
+)
+def test_a_refused_compressed_frame_fails_the_connection(payload, code, reason):
+    peer = deflate_peer()
+    if payload == b"\xff\xff\xff\xff":  # not deflate data at all
+        data = payload
+    else:
+        compressor = zlib.compressobj(wbits=-15)
+        data = (compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    peer.send(TextMessage(data="before"))
+    peer.sock.sendall(bytes((0xC1, 0x80 | len(data))) + b"\x00" * 4 + data)
+    assert peer.conn.receive() == "before"
+    assert peer.conn.receive() is None
+    assert (peer.conn.close_code, peer.conn.close_reason) == (code, reason)
+    closes = [e for e in peer.events() if isinstance(e, CloseConnection)]
+    assert (closes[0].code, closes[0].reason) == (code, reason)
 
 
 def test_receive_timeout():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import zlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,14 +13,17 @@ from hypothesis import strategies as st
 from wsproto.connection import Connection as WSProto
 from wsproto.connection import ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import XorMaskerSimple
 
 from stargate.connection import rfc6455_protocol
+from stargate.deflate import BoundedPerMessageDeflate
 from stargate.frames import (
     BINARY,
     PONG,
     TEXT,
     SimpleFrames,
+    encode_deflated,
     encode_message,
     ping_frame,
     unmask,
@@ -121,8 +125,14 @@ events = st.one_of(
 )
 
 
-def client_stream(items) -> bytes:
-    client = WSProto(ConnectionType.CLIENT)
+def client_stream(items, deflate_response: str | None = None) -> bytes:
+    """The client's frames for ``items``, compressed if the server said so."""
+    extensions = []
+    if deflate_response is not None:
+        extension = PerMessageDeflate()
+        extension.finalize(deflate_response)
+        extensions.append(extension)
+    client = WSProto(ConnectionType.CLIENT, extensions=extensions)
     out, open_text = [], False
     for event in items:
         if isinstance(event, BytesMessage) and open_text:
@@ -141,14 +151,15 @@ def pieces(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
 
 
-def protocol_story(chunks: list[bytes], simple: bool):
+def protocol_story(chunks: list[bytes], simple: bool, deflate=None):
     """What the protocol layer makes of ``chunks``: messages and close code.
 
     The same steps as Connection: simple frames first, the rest to wsproto,
     and at the end of the stream the unfinished frame to wsproto too.
+    ``deflate``: the server's negotiated extension, if any.
     """
-    proto = rfc6455_protocol([], 300)
-    reader = SimpleFrames(300) if simple else None
+    proto = rfc6455_protocol([] if deflate is None else [deflate], 300)
+    reader = SimpleFrames(300, deflate) if simple else None
     messages, parts = [], []
 
     def to_wsproto(data):
@@ -168,6 +179,8 @@ def protocol_story(chunks: list[bytes], simple: bool):
         if reader is not None and reader.active:
             frames, chunk = reader.feed(chunk)
             messages += [payload for opcode, payload in frames if opcode != PONG]
+            if reader.failure is not None:
+                return messages, reader.failure[0]
         if chunk and (code := to_wsproto(chunk)) is not None:
             return messages, code
     if reader is not None and reader.active and (rest := reader.end()):
@@ -176,9 +189,12 @@ def protocol_story(chunks: list[bytes], simple: bool):
     return messages, to_wsproto(None)
 
 
-def connection_story(data: bytes, simple: bool):
+def connection_story(data: bytes, simple: bool, deflate=None):
     """What a Connection makes of ``data``: messages and close code."""
-    peer = Peer(shares_frames=simple, max_message_size=300)
+    if deflate is None:
+        peer = Peer(shares_frames=simple, max_message_size=300)
+    else:
+        peer = Peer([deflate], wsproto_only=not simple, max_message_size=300)
     peer.sock.sendall(data)
     peer.sock.shutdown(socket.SHUT_WR)
     messages = []
@@ -204,6 +220,147 @@ def test_the_same_messages_and_close_code_as_wsproto_alone(items, changes, cuts)
     chunks = pieces(data, cuts)
     assert protocol_story(chunks, simple=True) == protocol_story(chunks, simple=False)
     assert connection_story(data, simple=True) == connection_story(data, simple=False)
+
+
+# With permessage-deflate: what the client may offer, and what is negotiated.
+deflate_offers = st.sampled_from(
+    [
+        "permessage-deflate",
+        "permessage-deflate; client_max_window_bits",
+        "permessage-deflate; client_no_context_takeover",
+        "permessage-deflate; client_max_window_bits=9; server_no_context_takeover",
+    ]
+)
+
+
+def negotiated(offer: str) -> tuple[BoundedPerMessageDeflate, str]:
+    """The server's extension for ``offer``, and its response to the client."""
+    extension = BoundedPerMessageDeflate(300)
+    parameters = extension.accept(offer)
+    return extension, f"permessage-deflate; {parameters}"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(events, max_size=10),
+    deflate_offers,
+    st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), max_size=3),
+    st.lists(st.integers(min_value=0), max_size=6),
+)
+def test_compressed_frames_the_same_as_wsproto_alone(items, offer, changes, cuts):
+    data = bytearray(client_stream(items, negotiated(offer)[1]))
+    for position, value in changes:
+        data[position % len(data)] = value
+    data = bytes(data)
+    chunks = pieces(data, cuts)
+    assert protocol_story(chunks, True, negotiated(offer)[0]) == protocol_story(
+        chunks, False, negotiated(offer)[0]
+    )
+    assert connection_story(data, True, negotiated(offer)[0]) == connection_story(
+        data, False, negotiated(offer)[0]
+    )
+
+
+def compressed(payload: bytes, first: int = 0xC1) -> bytes:
+    """One client frame carrying ``payload`` compressed, without context."""
+    compressor = zlib.compressobj(wbits=-15)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return frame(data[:-4], first)
+
+
+def test_compressed_frames_share_the_context_with_wsproto():
+    extension, response = negotiated("permessage-deflate")
+    client = client_stream(
+        [
+            TextMessage(data="first " * 20),
+            BytesMessage(data=b"second " * 20),
+            TextMessage(data="fragmented ", message_finished=False),
+            TextMessage(data="first " * 20),
+            TextMessage(data="first " * 20),  # after the give-up: wsproto's
+        ],
+        response,
+    )
+    reader = SimpleFrames(300, extension)
+    frames, rest = reader.feed(client)
+    assert frames == [(TEXT, "first " * 20), (BINARY, b"second " * 20)]
+    assert not reader.active and reader.failure is None
+    proto = rfc6455_protocol([extension], 300)
+    proto.receive_data(rest)
+    texts = [e.data for e in proto.events() if isinstance(e, TextMessage)]
+    assert "".join(texts) == "fragmented " + "first " * 40
+
+
+@pytest.mark.parametrize(
+    ("bad", "code", "reason"),
+    [
+        (frame(b"\xff\xff\xff\xff", 0xC2), 1007, "invalid compressed data"),
+        (compressed(b"x" * 301), 1009, "message too big"),
+        (compressed(b"\xff\xfe not utf-8"), 1007, "a text message that is not UTF-8"),
+    ],
+)
+def test_a_compressed_frame_that_is_refused_ends_the_reading(bad, code, reason):
+    extension, _ = negotiated("permessage-deflate")
+    reader = SimpleFrames(300, extension)
+    frames, rest = reader.feed(compressed(b"before") + bad + compressed(b"after"))
+    assert frames == [(TEXT, "before")] and rest == b""
+    assert not reader.active
+    assert reader.failure == (code, reason)
+
+
+def test_after_a_message_that_ends_the_deflate_stream_as_wsproto_does():
+    # RFC 7692 7.2.3.4: a sender may end a message with a final block.  Then
+    # the stream is over: the next compressed message is refused with 1007.
+    whole = zlib.compressobj(wbits=-15)
+    ended = frame(whole.compress(b"the end") + whole.flush(zlib.Z_FINISH), 0xC1)
+    data = ended + compressed(b"more") + frame(b"\x03\xe8", 0x88)
+    assert protocol_story([data], True, negotiated("permessage-deflate")[0]) == (
+        ["the end"],
+        1007,
+    )
+    assert protocol_story([data], False, negotiated("permessage-deflate")[0]) == (
+        ["the end"],
+        1007,
+    )
+
+
+def test_inflating_without_a_size_limit():
+    extension = BoundedPerMessageDeflate(None)
+    extension.accept("permessage-deflate")
+    reader = SimpleFrames(10_000_000, extension)
+    assert reader.feed(compressed(b"\x00" * 1_000_000, 0xC2)) == (
+        [(BINARY, b"\x00" * 1_000_000)],
+        b"",
+    )
+
+
+def test_without_deflate_a_compressed_frame_goes_to_wsproto():
+    reader = SimpleFrames(300)
+    data = compressed(b"hello")
+    assert reader.feed(data) == ([], data)
+
+
+@pytest.mark.parametrize(
+    "offer", ["permessage-deflate", "permessage-deflate; server_no_context_takeover"]
+)
+def test_encode_deflated_is_read_by_wsproto_across_messages(offer):
+    extension, response = negotiated(offer)
+    server = rfc6455_protocol([extension], 300)
+    client_extension = PerMessageDeflate()
+    client_extension.finalize(response)
+    client = WSProto(ConnectionType.CLIENT, extensions=[client_extension])
+    sent = ["hello " * 30, b"\x00\x01" * 40, "h\u00e9llo " * 30, b""]
+    data = b"".join(encode_deflated(message, extension) for message in sent)
+    data += server.send(TextMessage(data="by wsproto " * 10))  # the same zlib
+    data += encode_deflated(memoryview(b"last " * 30), extension)
+    assert data[0] == 0xC1 and len(data) < 500
+    client.receive_data(data)
+    received = [e.data for e in client.events()]
+    assert received == [*sent, "by wsproto " * 10, b"last " * 30]
+
+
+def test_encode_deflated_refuses_other_types():
+    with pytest.raises(TypeError, match="not int"):
+        encode_deflated(42, negotiated("permessage-deflate")[0])
 
 
 def test_encode_message_is_an_unmasked_server_frame():

@@ -13,7 +13,7 @@ from wsproto.extensions import PerMessageDeflate
 
 from stargate.brokers import MemoryBroker
 from stargate.connection import State
-from stargate.limits import BoundedPerMessageDeflate
+from stargate.deflate import BoundedPerMessageDeflate
 from tests.peers import Peer
 
 LIMIT = 4096

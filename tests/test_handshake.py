@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from webob import Request
 
+from stargate.deflate import BoundedPerMessageDeflate
 from stargate.handshake import (
     EnvironHeaders,
     HandShakeFailed,
@@ -18,7 +19,6 @@ from stargate.handshake import (
     header_tokens,
     websocket_handshake,
 )
-from stargate.limits import BoundedPerMessageDeflate
 
 # RFC 6455 section 1.3: the sample nonce and the Sec-WebSocket-Accept it yields.
 SAMPLE_KEY = "dGhlIHNhbXBsZSBub25jZQ=="

@@ -11,7 +11,7 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason
 
 from stargate.connection import rfc6455_protocol
-from stargate.limits import BoundedPerMessageDeflate
+from stargate.deflate import BoundedPerMessageDeflate
 
 LIMIT = 1000
 
