@@ -92,7 +92,9 @@ def test_comparison_suite_quick_mode():
             assert record["received"] == record["sent"] > 0
         if "rounds" in record:
             assert record["delivered"] == record["listeners"] * record["rounds"]
-    assert len(results["targets"]) == 2 * 7  # each target on each runtime
+    assert len(results["targets"]) == 2 * 10  # each target on each runtime
+    growth = {t["scenario"] for t in results["targets"] if t["of"] == "growth"}
+    assert growth == {"broadcast to 100 to 300", "100 to 300 idle"}
     assert len(results["parity"]) == 9
     assert "| echo of 1 MiB | MB/s |" in table
 
