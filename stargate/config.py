@@ -79,6 +79,14 @@ class Settings:
     #: ``stargate.compression``: negotiate permessage-deflate (RFC 7692) when
     #: the client offers it.  Default true.
     compression: bool = True
+    #: ``stargate.compression_context_takeover``: compress each connection's
+    #: messages with the context of its earlier ones: similar messages
+    #: compress better, but every connection that was sent a message keeps
+    #: 32 KiB of zlib state, and a broadcast compresses once per listener.
+    #: Default false: the server announces ``server_no_context_takeover``,
+    #: compresses each message on its own, keeps no compressor between
+    #: messages, and a broadcast compresses once for all its listeners.
+    compression_context_takeover: bool = False
     #: ``stargate.broker``: where :meth:`WebSocketAwareResource.send` publishes:
     #: ``memory://``, delivery inside this one process (the default), or
     #: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS) to reach the
@@ -210,6 +218,7 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "send_queue_size": _count,
     "send_queue_bytes": _size,
     "compression": _bool,
+    "compression_context_takeover": _bool,
     "broker": _broker,
     "broker_channel_prefix": _text,
     "legacy_protocols": _bool,

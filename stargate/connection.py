@@ -34,7 +34,7 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -167,6 +167,11 @@ class Connection:
         the same bytes as everyone's, so a broadcast encodes once, and its
         common incoming frames are read by :class:`stargate.frames.SimpleFrames`.
 
+    :ivar frame_key: what a broadcast may share this connection's frames
+        with: connections of the same key get the same bytes for the same
+        message (see :meth:`encode`); ``None`` when its frames are its own
+        (compression with context takeover, hixie-76).
+
     An RFC 6455 connection that negotiated permessage-deflate is given its
     extension as ``deflate`` and no ``protocol``: its messages are
     compressed and its common frames read by :mod:`stargate.frames` too,
@@ -212,6 +217,7 @@ class Connection:
         "_writing",
         "close_code",
         "close_reason",
+        "frame_key",
         "messages_in",
         "messages_out",
         "opened_at",
@@ -293,6 +299,11 @@ class Connection:
         self._in_background = False
         self._last_receive = now
         self.shares_frames = shares_frames
+        self.frame_key: Hashable | None = None
+        if shares_frames:
+            self.frame_key = "rfc6455"
+        elif deflate is not None:
+            self.frame_key = deflate.frame_key()
         # When the tracker calls on_tick next (see stargate.tracker), and the
         # delay before a handler that stopped receiving gets a watch.
         self._timer_at = math.inf
@@ -462,11 +473,26 @@ class Connection:
         self.messages_out += 1
         self._write(self._proto.send(event))
 
-    def send_frame(self, frame: bytes) -> bool:
-        """Queue an already encoded frame (see :func:`encode_message`).
+    def encode(self, message: Message) -> bytes:
+        """Return ``message`` as the frame this connection would send.
 
-        Only for connections whose :attr:`shares_frames` is true (no
-        extension changes their frames).  Returns false, without raising, if
+        For a connection with a :attr:`frame_key`: the same bytes for every
+        connection of that key, so that a broadcast encodes once per key.
+
+        :raises TypeError: for anything but ``str`` or bytes-like, or for a
+            connection whose frames are its own (no :attr:`frame_key`).
+        """
+        if self.shares_frames:
+            return encode_message(message)
+        if self.frame_key is None or self._deflate is None:
+            raise TypeError(f"{self!r} encodes its frames itself: use send()")
+        return encode_deflated(message, self._deflate)
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue an already encoded frame (see :meth:`encode`).
+
+        Only with a frame :meth:`encode` returned, on this connection or one
+        of the same :attr:`frame_key`.  Returns false, without raising, if
         the connection is no longer open: a broadcast skips it.
         """
         if self._state is not State.OPEN:

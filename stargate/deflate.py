@@ -18,6 +18,7 @@ order, with context takeover.  Pure: no I/O.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Hashable
 
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import (
@@ -165,6 +166,18 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
         return result
 
     # -- whole messages, on the server's side, for stargate.frames --------------
+
+    def frame_key(self) -> Hashable | None:
+        """Return what tells which connections compress a message alike.
+
+        Without context takeover on the server's side, a message compresses
+        to the same bytes on every connection of the same window and memory
+        level: those share a broadcast's frame.  ``None`` with context
+        takeover, where each connection's frames are its own.
+        """
+        if not self.server_no_context_takeover:
+            return None
+        return ("permessage-deflate", self.server_max_window_bits, self.mem_level)
 
     def deflate_message(self, data: bytes) -> bytes:
         """Return the payload of a server's compressed message carrying ``data``.

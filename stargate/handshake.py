@@ -261,7 +261,7 @@ def _choose_subprotocol(offered: list[str], supported: Sequence[str]) -> str | N
 
 
 def _negotiate_deflate(
-    offers: str | None, max_message_size: int | None
+    offers: str | None, max_message_size: int | None, context_takeover: bool
 ) -> tuple[str, Extension] | None:
     for offer in (offers or "").split(","):
         name, *parameters = [part.strip() for part in offer.split(";")]
@@ -272,7 +272,10 @@ def _negotiate_deflate(
             continue  # RFC 7692 5.1: decline an offer with unknown parameters
         if len(set(names)) != len(names):
             continue  # ... or with a parameter given twice
-        extension = BoundedPerMessageDeflate(max_message_size)
+        # RFC 7692 7.1.1.1: the server may always give up its own context.
+        extension = BoundedPerMessageDeflate(
+            max_message_size, server_no_context_takeover=not context_takeover
+        )
         accepted = extension.accept(offer)
         if accepted is None:
             continue  # window sizes that are not numbers from 9 to 15
@@ -290,6 +293,7 @@ def websocket_handshake(
     secure: bool = False,
     subprotocols: Sequence[str] = (),
     compression: bool = False,
+    compression_context_takeover: bool = False,
     max_message_size: int | None = None,
     legacy: bool = False,
     key3: bytes = b"",
@@ -304,6 +308,9 @@ def websocket_handshake(
     :param subprotocols: the subprotocols this endpoint speaks, preferred
         first; the first one the client also offers is chosen.
     :param compression: negotiate permessage-deflate if the client offers it.
+    :param compression_context_takeover: compress each message with the
+        context of the earlier ones, unless the client asks not to; if false,
+        answer with ``server_no_context_takeover``.
     :param max_message_size: the bound on a decompressed message.
     :param legacy: also accept hixie-75/76 requests (no
         ``Sec-WebSocket-Version`` header).
@@ -363,7 +370,9 @@ def websocket_handshake(
         response.append(("Sec-WebSocket-Protocol", chosen))
     if compression:
         negotiated = _negotiate_deflate(
-            lowered.get("sec-websocket-extensions"), max_message_size
+            lowered.get("sec-websocket-extensions"),
+            max_message_size,
+            compression_context_takeover,
         )
         if negotiated is not None:
             value, extension = negotiated

@@ -225,6 +225,7 @@ class WebSocketView:
                 origin_host=origin_host,
                 subprotocols=self.subprotocols,
                 compression=settings.compression,
+                compression_context_takeover=settings.compression_context_takeover,
                 max_message_size=settings.max_message_size,
                 legacy=settings.legacy_protocols,
                 key3=self._legacy_key3(settings),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from wsproto.connection import Connection as WSProto
 from wsproto.connection import ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
+from wsproto.extensions import PerMessageDeflate
 
 from stargate import runtime
 from stargate.config import Settings
@@ -106,6 +107,22 @@ class Peer:
                     whole.append(parts[0][:0].join(parts))
                     parts = []
         return whole
+
+
+def deflate_peer(
+    offer: str = "permessage-deflate", context_takeover: bool = True, **settings
+) -> Peer:
+    """A peer that negotiated permessage-deflate, both ends through wsproto's."""
+    extension = BoundedPerMessageDeflate(
+        settings.get("max_message_size", 300),
+        server_no_context_takeover=not context_takeover,
+    )
+    parameters = extension.accept(offer)
+    peer = Peer([extension], **{"max_message_size": 300, **settings})
+    client_extension = PerMessageDeflate()
+    client_extension.finalize(f"permessage-deflate; {parameters}")
+    peer.proto = WSProto(ConnectionType.CLIENT, extensions=[client_extension])
+    return peer
 
 
 def _is_eof_marker(event, received) -> bool:

@@ -76,6 +76,10 @@ def test_origins_from_a_list_and_star():
 
 def test_booleans_pass_through():
     assert parse_settings({"stargate.compression": False}).compression is False
+    assert Settings().compression_context_takeover is False
+    assert parse_settings(
+        {"stargate.compression_context_takeover": "true"}
+    ).compression_context_takeover
 
 
 @pytest.mark.parametrize(

@@ -18,11 +18,9 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
-from wsproto.extensions import PerMessageDeflate
 
 from stargate.config import Settings
 from stargate.connection import Connection, State, rfc6455_protocol
-from stargate.deflate import BoundedPerMessageDeflate
 from stargate.exceptions import ConnectionClosed
 from stargate.frames import encode_message
 from stargate.tracker import ConnectionTracker
@@ -31,6 +29,7 @@ from tests.peers import (
     Peer,
     Thread,
     close_codes,
+    deflate_peer,
     green_socket_module,
     sleep,
     socketpair,
@@ -191,17 +190,6 @@ def test_message_too_big_is_1009_with_the_setting_in_the_reason():
     assert (closes[0].code, closes[0].reason) == (1009, reason)
 
 
-def deflate_peer(offer: str = "permessage-deflate", **settings) -> Peer:
-    """A peer that negotiated permessage-deflate, both ends through wsproto's."""
-    extension = BoundedPerMessageDeflate(settings.get("max_message_size", 300))
-    parameters = extension.accept(offer)
-    peer = Peer([extension], **{"max_message_size": 300, **settings})
-    client_extension = PerMessageDeflate()
-    client_extension.finalize(f"permessage-deflate; {parameters}")
-    peer.proto = WSProto(ConnectionType.CLIENT, extensions=[client_extension])
-    return peer
-
-
 def test_a_deflate_connection_reads_and_writes_without_wsproto():
     peer = deflate_peer()
     peer.send(TextMessage(data="h\u00e9llo " * 20), BytesMessage(data=b"\x00" * 200))
@@ -215,6 +203,27 @@ def test_a_deflate_connection_reads_and_writes_without_wsproto():
     assert peer.conn.receive() == "frag!"  # wsproto, with the same zlib state
     peer.send(TextMessage(data="h\u00e9llo " * 20))
     assert peer.conn.receive() == "h\u00e9llo " * 20
+
+
+def test_without_context_takeover_a_message_compresses_alike_everywhere():
+    peers = [deflate_peer(context_takeover=False) for _ in range(2)]
+    assert peers[0].conn.frame_key == ("permessage-deflate", 12, 5)
+    frames = [peer.conn.encode("hello " * 30) for peer in peers]
+    frames.append(peers[0].conn.encode("hello " * 30))  # no context: the same
+    assert frames[0] == frames[1] == frames[2]
+    for peer in peers:
+        assert peer.conn.send_frame(frames[0])
+        peer.conn.send("hello " * 30)
+        assert peer.messages() == ["hello " * 30] * 2
+        assert peer.conn._deflate._compressor is None  # nothing kept between
+
+
+def test_encode_is_for_connections_that_share_frames():
+    assert Peer().conn.encode("hi") == encode_message("hi")
+    context = deflate_peer()
+    assert context.conn.frame_key is None
+    with pytest.raises(TypeError, match="encodes its frames itself"):
+        context.conn.encode("hi")
 
 
 @pytest.mark.parametrize(

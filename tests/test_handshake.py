@@ -194,10 +194,29 @@ class TestCompression:
     def test_negotiates_permessage_deflate(self):
         response = self.offer("permessage-deflate; client_max_window_bits")
         assert dict(response)["Sec-WebSocket-Extensions"] == (
-            "permessage-deflate; client_max_window_bits=12; server_max_window_bits=12"
+            "permessage-deflate; server_no_context_takeover; "
+            "client_max_window_bits=12; server_max_window_bits=12"
         )
         [extension] = response.extensions
         assert isinstance(extension, BoundedPerMessageDeflate)
+        assert extension.frame_key() == ("permessage-deflate", 12, 5)
+
+    def test_context_takeover_when_asked_for(self):
+        response = self.offer(
+            "permessage-deflate; client_max_window_bits",
+            compression_context_takeover=True,
+        )
+        assert dict(response)["Sec-WebSocket-Extensions"] == (
+            "permessage-deflate; client_max_window_bits=12; server_max_window_bits=12"
+        )
+        [extension] = response.extensions
+        assert extension.frame_key() is None  # its frames are its own
+        # ... unless the client asks the server to give it up.
+        response = self.offer(
+            "permessage-deflate; server_no_context_takeover",
+            compression_context_takeover=True,
+        )
+        assert response.extensions[0].frame_key() == ("permessage-deflate", 12, 5)
 
     @pytest.mark.parametrize(
         ("offer", "answer"),
@@ -234,7 +253,7 @@ class TestCompression:
         # server bounds its own.
         response = self.offer("permessage-deflate")
         assert dict(response)["Sec-WebSocket-Extensions"] == (
-            "permessage-deflate; server_max_window_bits=12"
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=12"
         )
 
     def test_off_when_disabled(self):

@@ -6,9 +6,10 @@ import pytest
 from pyramid import testing
 
 from stargate.brokers import IBroker, MemoryBroker, get_broker
+from stargate.connection import Connection
 from stargate.exceptions import IncorrectlyConfigured
 from stargate.resource import WebSocketAwareResource
-from tests.peers import Peer
+from tests.peers import Peer, deflate_peer
 
 
 class Job(WebSocketAwareResource):
@@ -101,18 +102,28 @@ def test_broker_forgets_listeners_that_closed_between_checks(config):
     assert broker.local.channels() == []
 
 
-def test_listeners_that_cannot_share_frames_encode_their_own():
+def test_a_broadcast_encodes_once_per_kind_of_listener(monkeypatch):
+    encoded = []
+    encode = Connection.encode
+    monkeypatch.setattr(
+        Connection, "encode", lambda conn, m: encoded.append(conn) or encode(conn, m)
+    )
     broker = MemoryBroker()
-    plain, own = Peer(), Peer()
-    own.conn.shares_frames = False
-    broker.subscribe("/c", plain.conn)
-    broker.subscribe("/c", own.conn)
-    broker.publish("/c", "both")
-    assert plain.messages(0.05) == ["both"]
-    assert own.messages(0.05) == ["both"]
-    own.conn.close()
-    broker.local.add("/c", own.conn)
-    assert broker.local.deliver("/c", "again") == 1
+    plain = [Peer(), Peer()]
+    shared = [deflate_peer(context_takeover=False) for _ in range(2)]
+    small = deflate_peer("permessage-deflate; server_max_window_bits=9", False)
+    own = [deflate_peer(context_takeover=True) for _ in range(2)]  # context
+    everyone = [*plain, *shared, small, *own]
+    for peer in everyone:
+        broker.subscribe("/c", peer.conn)
+    for _ in range(2):
+        broker.publish("/c", "all of you " * 10)
+    assert len(encoded) == 2 * 3  # plain, shared, small: once each a broadcast
+    for peer in everyone:
+        assert peer.messages(0.05) == ["all of you " * 10] * 2
+    own[0].conn.close()
+    broker.local.add("/c", own[0].conn)
+    assert broker.local.deliver("/c", "again") == len(everyone) - 1
 
 
 def test_close_forgets_every_listener():

@@ -10,10 +10,10 @@ listener is forgotten.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Hashable
 
 from stargate.connection import Connection, Message
 from stargate.exceptions import ConnectionClosed
-from stargate.frames import encode_message
 
 __all__ = ["Broker", "Channel", "LocalChannel", "LocalListeners"]
 
@@ -80,12 +80,16 @@ class LocalListeners:
         listeners = self._channels.get(channel)
         if not listeners:
             return 0
-        frame: bytes | None = None
+        # A frame per kind of connection (see Connection.frame_key): made
+        # once, when the first listener of that kind needs it.
+        frames: dict[Hashable, bytes] = {}
         delivered = 0
         for connection in list(listeners):
-            if connection.shares_frames:
+            key = connection.frame_key
+            if key is not None:
+                frame = frames.get(key)
                 if frame is None:
-                    frame = encode_message(message)
+                    frame = frames[key] = connection.encode(message)
                 sent = connection.send_frame(frame)
             else:
                 try:
