@@ -21,7 +21,8 @@ the only client of its own job, so the job's relay is an echo), 1 MiB
 binary echo, broadcast of the job's state message to 1,000 and 10,000
 listeners (from the request until the last listener has it), 1,000 and
 10,000 idle connections (resident memory per connection, handshakes per
-second), idle and echo again with permessage-deflate offered.  Figures are
+second), and echo, broadcast to 10,000 and idle again with permessage-deflate
+offered (as every browser offers it).  Figures are
 medians over the repetitions; each ratio is taken against the baseline of
 the same repetition, then the median of those is reported.
 
@@ -112,12 +113,15 @@ def scenarios(quick: bool) -> list[dict]:
         },
         *(
             {
-                "name": f"broadcast to {count:,}",
+                "name": f"broadcast to {count:,}{', deflate' if deflate else ''}",
                 "servers": web,
                 "run": "broadcast",
+                "compression": deflate,
                 "args": {"listeners": count, "rounds": 3 if quick else 20},
             }
             for count in listeners
+            for deflate in (False, True)
+            if count == listeners[-1] or not deflate
         ),
         *(
             {
@@ -168,7 +172,12 @@ def run_echo(kind, port, process, scenario) -> dict:
 
 def run_broadcast(kind, port, process, scenario) -> dict:
     count, rounds = scenario["args"]["listeners"], scenario["args"]["rounds"]
-    group = Listeners(("127.0.0.1", port), "/jobs/1/", count)
+    group = Listeners(
+        ("127.0.0.1", port),
+        "/jobs/1/",
+        count,
+        compression=scenario.get("compression", False),
+    )
     group.connect()
     latencies, delivered = [], 0
     try:
@@ -296,6 +305,7 @@ FIGURES = [
     ("broadcast to {small}", "p99_ms", "p99 ms", False),
     ("broadcast to {large}", "p50_ms", "p50 ms", False),
     ("broadcast to {large}", "p99_ms", "p99 ms", False),
+    ("broadcast to {large}, deflate", "p50_ms", "p50 ms", False),
     ("{small} idle", "kib_per_connection", "KiB/conn", False),
     ("{large} idle", "kib_per_connection", "KiB/conn", False),
     ("{large} idle", "handshakes_per_s", "handshakes/s", True),
@@ -369,7 +379,6 @@ def summarise(records: list[dict], quick: bool) -> dict:
     targets = []
     for server in STARGATES:
         for template, metric, kind, comparison, bound in TARGETS:
-            scenario = name(template)
             if kind == "growth":
                 scenario = template.format(size=f"{small:,} to {large:,}")
                 small_figures = values(
@@ -384,12 +393,14 @@ def summarise(records: list[dict], quick: bool) -> dict:
                     if small_figures.get(rep)
                 )
             elif kind in PEERS:
+                scenario = name(template)
                 mine = values(scenario, server, metric)
                 theirs = values(scenario, kind, metric)
                 figure = statistics.median(
                     mine[rep] / theirs[rep] for rep in mine if theirs.get(rep)
                 )
             else:
+                scenario = name(template)
                 row = next(
                     f
                     for f in figures
@@ -543,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repetitions = 1 if args.quick else max(3, args.repetitions)
     records = run(repetitions, args.quick)
+    RESULTS.mkdir(exist_ok=True)
+    # The measurements first: a run takes half an hour, its summary a moment.
+    (RESULTS / "suite-records.json").write_text(json.dumps(records, default=str))
     summary = summarise(records, args.quick)
     pinned = all(r["pinned"] for r in records)
     table = markdown(summary, repetitions, pinned)

@@ -457,7 +457,7 @@ class Connection:
             self.messages_out += 1
             self._write(encode_message(message))
             return
-        if self._deflate is not None:  # compressed with this connection's context
+        if self._deflate is not None:  # permessage-deflate: see stargate.deflate
             frame = encode_deflated(message, self._deflate)
             self.messages_out += 1
             self._write(frame)
