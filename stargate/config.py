@@ -87,6 +87,13 @@ class Settings:
     #: compresses each message on its own, keeps no compressor between
     #: messages, and a broadcast compresses once for all its listeners.
     compression_context_takeover: bool = False
+    #: ``stargate.compression_min_size``: messages shorter than this many
+    #: bytes go uncompressed even when compression was negotiated: deflating
+    #: a short message costs more time than it saves bytes (without context
+    #: takeover it often grows), and its frame is then the one every
+    #: listener of a broadcast shares.  ``0`` compresses every message.
+    #: Default 1024, as Node's ``ws`` does.
+    compression_min_size: int = 1024
     #: ``stargate.broker``: where :meth:`WebSocketAwareResource.send` publishes:
     #: ``memory://``, delivery inside this one process (the default), or
     #: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS) to reach the
@@ -219,6 +226,7 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "send_queue_bytes": _size,
     "compression": _bool,
     "compression_context_takeover": _bool,
+    "compression_min_size": _whole,
     "broker": _broker,
     "broker_channel_prefix": _text,
     "legacy_protocols": _bool,

@@ -52,6 +52,8 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
     compresses with zlib's ``mem_level``.
 
     :param max_size: the largest decompressed message; ``None`` for no bound.
+    :param min_size: messages shorter than this many bytes are sent
+        uncompressed (see :func:`stargate.frames.encode_deflated`).
     :param window_bits: the largest window to negotiate, 9 to 15.
     :param mem_level: zlib's memory level for compressing, 1 to 9.
     """
@@ -60,12 +62,14 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
         self,
         max_size: int | None = None,
         *,
+        min_size: int = 0,
         window_bits: int = WINDOW_BITS,
         mem_level: int = MEM_LEVEL,
         **options: object,
     ) -> None:
         super().__init__(**options)  # type: ignore[arg-type]
         self.max_size = max_size
+        self.min_size = min_size
         self.window_bits = window_bits
         self.mem_level = mem_level
         self._inflated = 0
@@ -177,7 +181,12 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
         """
         if not self.server_no_context_takeover:
             return None
-        return ("permessage-deflate", self.server_max_window_bits, self.mem_level)
+        return (
+            "permessage-deflate",
+            self.server_max_window_bits,
+            self.mem_level,
+            self.min_size,
+        )
 
     def deflate_message(self, data: bytes) -> bytes:
         """Return the payload of a server's compressed message carrying ``data``.

@@ -64,21 +64,27 @@ def encode_message(message: str | bytes | bytearray | memoryview) -> bytes:
 def encode_deflated(
     message: str | bytes | bytearray | memoryview, deflate: BoundedPerMessageDeflate
 ) -> bytes:
-    """Return ``message`` as one compressed server frame (RFC 7692).
+    """Return ``message`` as one server frame of a connection with compression.
 
-    ``deflate`` is the connection's negotiated extension: its compressor
-    carries the context from one message to the next, so the frame is the
-    connection's own.
+    ``deflate`` is the connection's negotiated extension.  A message shorter
+    than its ``min_size`` goes uncompressed (RFC 7692 lets every message
+    choose): the same frame as :func:`encode_message`'s.  Otherwise the
+    frame is compressed (RSV1), with the extension's context if it keeps one.
 
     :raises TypeError: for anything but ``str`` or bytes-like.
     """
     if isinstance(message, str):
-        return _server_frame(0xC0 | TEXT, deflate.deflate_message(message.encode()))
-    if isinstance(message, (bytes, bytearray, memoryview)):
-        return _server_frame(0xC0 | BINARY, deflate.deflate_message(message))
-    raise TypeError(
-        f"a WebSocket message is str or bytes, not {type(message).__name__}"
-    )
+        opcode, data = TEXT, message.encode("utf-8")
+    elif isinstance(message, (bytes, bytearray, memoryview)):
+        opcode, data = BINARY, message
+    else:
+        raise TypeError(
+            f"a WebSocket message is str or bytes, not {type(message).__name__}"
+        )
+    size = data.nbytes if isinstance(data, memoryview) else len(data)
+    if size < deflate.min_size:
+        return _server_frame(0x80 | opcode, data)
+    return _server_frame(0xC0 | opcode, deflate.deflate_message(data))
 
 
 def ping_frame(payload: bytes) -> bytes:

@@ -261,7 +261,10 @@ def _choose_subprotocol(offered: list[str], supported: Sequence[str]) -> str | N
 
 
 def _negotiate_deflate(
-    offers: str | None, max_message_size: int | None, context_takeover: bool
+    offers: str | None,
+    max_message_size: int | None,
+    context_takeover: bool,
+    min_size: int,
 ) -> tuple[str, Extension] | None:
     for offer in (offers or "").split(","):
         name, *parameters = [part.strip() for part in offer.split(";")]
@@ -274,7 +277,9 @@ def _negotiate_deflate(
             continue  # ... or with a parameter given twice
         # RFC 7692 7.1.1.1: the server may always give up its own context.
         extension = BoundedPerMessageDeflate(
-            max_message_size, server_no_context_takeover=not context_takeover
+            max_message_size,
+            min_size=min_size,
+            server_no_context_takeover=not context_takeover,
         )
         accepted = extension.accept(offer)
         if accepted is None:
@@ -294,6 +299,7 @@ def websocket_handshake(
     subprotocols: Sequence[str] = (),
     compression: bool = False,
     compression_context_takeover: bool = False,
+    compression_min_size: int = 1024,
     max_message_size: int | None = None,
     legacy: bool = False,
     key3: bytes = b"",
@@ -311,6 +317,8 @@ def websocket_handshake(
     :param compression_context_takeover: compress each message with the
         context of the earlier ones, unless the client asks not to; if false,
         answer with ``server_no_context_takeover``.
+    :param compression_min_size: send messages shorter than this many bytes
+        uncompressed.
     :param max_message_size: the bound on a decompressed message.
     :param legacy: also accept hixie-75/76 requests (no
         ``Sec-WebSocket-Version`` header).
@@ -373,6 +381,7 @@ def websocket_handshake(
             lowered.get("sec-websocket-extensions"),
             max_message_size,
             compression_context_takeover,
+            compression_min_size,
         )
         if negotiated is not None:
             value, extension = negotiated

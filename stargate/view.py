@@ -226,6 +226,7 @@ class WebSocketView:
                 subprotocols=self.subprotocols,
                 compression=settings.compression,
                 compression_context_takeover=settings.compression_context_takeover,
+                compression_min_size=settings.compression_min_size,
                 max_message_size=settings.max_message_size,
                 legacy=settings.legacy_protocols,
                 key3=self._legacy_key3(settings),

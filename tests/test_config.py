@@ -77,6 +77,9 @@ def test_origins_from_a_list_and_star():
 def test_booleans_pass_through():
     assert parse_settings({"stargate.compression": False}).compression is False
     assert Settings().compression_context_takeover is False
+    assert Settings().compression_min_size == 1024
+    no_minimum = parse_settings({"stargate.compression_min_size": "0"})
+    assert no_minimum.compression_min_size == 0
     assert parse_settings(
         {"stargate.compression_context_takeover": "true"}
     ).compression_context_takeover
@@ -95,6 +98,7 @@ def test_booleans_pass_through():
         ("stargate.close_timeout", "soon", "could not convert"),
         ("stargate.send_queue_size", "0", "at least 1"),
         ("stargate.compression", "maybe", "true or false"),
+        ("stargate.compression_min_size", "-1", "0 or more"),
         ("stargate.broker", "kafka://x", "memory://"),
         ("stargate.allowed_origins", "example.com", "not an origin"),
         ("stargate.allowed_origins", "https://example.com/app", "no path"),

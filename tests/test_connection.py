@@ -207,7 +207,7 @@ def test_a_deflate_connection_reads_and_writes_without_wsproto():
 
 def test_without_context_takeover_a_message_compresses_alike_everywhere():
     peers = [deflate_peer(context_takeover=False) for _ in range(2)]
-    assert peers[0].conn.frame_key == ("permessage-deflate", 12, 5)
+    assert peers[0].conn.frame_key == ("permessage-deflate", 12, 5, 0)
     frames = [peer.conn.encode("hello " * 30) for peer in peers]
     frames.append(peers[0].conn.encode("hello " * 30))  # no context: the same
     assert frames[0] == frames[1] == frames[2]

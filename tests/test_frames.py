@@ -358,6 +358,25 @@ def test_encode_deflated_is_read_by_wsproto_across_messages(offer):
     assert received == [*sent, "by wsproto " * 10, b"last " * 30]
 
 
+def test_encode_deflated_leaves_short_messages_uncompressed():
+    extension, response = negotiated("permessage-deflate")
+    extension.min_size = 100
+    short, long = "h\u00e9llo " * 10, "h\u00e9llo " * 20  # 70 and 140 bytes
+    assert encode_deflated(short, extension) == encode_message(short)
+    assert encode_deflated(memoryview(b"x" * 99), extension) == encode_message(
+        b"x" * 99
+    )
+    other, _ = negotiated("permessage-deflate")  # its context is not the client's
+    other.min_size = 100
+    assert encode_deflated(long, other)[0] == 0xC1  # RSV1: compressed
+    client_extension = PerMessageDeflate()
+    client_extension.finalize(response)
+    client = WSProto(ConnectionType.CLIENT, extensions=[client_extension])
+    sent = [short, long, b"x" * 99, b"x" * 100, short]
+    client.receive_data(b"".join(encode_deflated(m, extension) for m in sent))
+    assert [e.data for e in client.events()] == sent
+
+
 def test_encode_deflated_refuses_other_types():
     with pytest.raises(TypeError, match="not int"):
         encode_deflated(42, negotiated("permessage-deflate")[0])

@@ -199,7 +199,7 @@ class TestCompression:
         )
         [extension] = response.extensions
         assert isinstance(extension, BoundedPerMessageDeflate)
-        assert extension.frame_key() == ("permessage-deflate", 12, 5)
+        assert extension.frame_key() == ("permessage-deflate", 12, 5, 1024)
 
     def test_context_takeover_when_asked_for(self):
         response = self.offer(
@@ -216,7 +216,20 @@ class TestCompression:
             "permessage-deflate; server_no_context_takeover",
             compression_context_takeover=True,
         )
-        assert response.extensions[0].frame_key() == ("permessage-deflate", 12, 5)
+        assert response.extensions[0].frame_key() == (
+            "permessage-deflate",
+            12,
+            5,
+            1024,
+        )
+
+    def test_short_messages_go_uncompressed(self):
+        [extension] = self.offer("permessage-deflate").extensions
+        assert extension.min_size == 1024
+        [extension] = self.offer(
+            "permessage-deflate", compression_min_size=0
+        ).extensions
+        assert extension.min_size == 0
 
     @pytest.mark.parametrize(
         ("offer", "answer"),
