@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from wsproto.frame_protocol import CloseReason, XorMaskerSimple
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pragma: no cover - typing only
     from stargate.deflate import BoundedPerMessageDeflate
 
 __all__ = [
@@ -170,7 +170,13 @@ class SimpleFrames:
         self.failure: tuple[int, str] | None = None
         self._deflate = deflate
         self._kinds = _FIRST_BYTES if deflate is None else _FIRST_BYTES_DEFLATE
-        self._buffer = bytearray()
+        # The start of an unfinished frame, in the pieces it came in: joined
+        # once, when the _needed bytes are there.  Appending each piece to a
+        # buffer, then slicing the frame out of it, copied a large frame
+        # over and over (docs/performance.md).
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._needed = 0
 
     def feed(self, data: bytes) -> tuple[list[tuple[int, bytes | str]], bytes]:
         """Take ``data``; return the frames it completed, and what is for wsproto.
@@ -181,14 +187,20 @@ class SimpleFrames:
         bytes and all that followed, and :attr:`active` is false.  After a
         :attr:`failure` it is empty too: nothing more is to be read.
         """
-        if self._buffer:
-            self._buffer += data
-            stream: bytes | bytearray = self._buffer
+        pending = self._pending
+        if pending:
+            pending.append(data)
+            self._pending_size += len(data)
+            if self._pending_size < self._needed:
+                return [], b""
+            stream = b"".join(pending)
+            pending.clear()
         else:
             stream = data
         frames: list[tuple[int, bytes | str]] = []
         kinds = self._kinds
         offset, size = 0, len(stream)
+        needed = 2  # the bytes of the next frame that must come before it is read
         while size - offset >= 2:
             opcode = kinds.get(stream[offset])
             second = stream[offset + 1]
@@ -199,11 +211,13 @@ class SimpleFrames:
             if length == 126:
                 start = offset + 8
                 if size < start:
+                    needed = 8
                     break
                 length = int.from_bytes(stream[offset + 2 : offset + 4], "big")
             elif length == 127:
                 start = offset + 14
                 if size < start:
+                    needed = 14
                     break
                 length = int.from_bytes(stream[offset + 2 : offset + 10], "big")
             if (
@@ -215,8 +229,11 @@ class SimpleFrames:
                 return self._give_up(frames, stream, offset)
             end = start + length
             if size < end:
+                needed = end - offset
                 break
-            payload = unmask(stream[start:end], bytes(stream[start - 4 : start]))
+            # A large payload is not copied before unmasking copies it.
+            masked = stream if length <= _SMALL else memoryview(stream)
+            payload = unmask(masked[start:end], bytes(stream[start - 4 : start]))
             compressed = opcode & _COMPRESSED
             if compressed:
                 opcode ^= _COMPRESSED
@@ -238,10 +255,10 @@ class SimpleFrames:
             else:
                 frames.append((opcode, payload))
             offset = end
-        if stream is self._buffer:
-            del self._buffer[:offset]
-        elif offset < size:
-            self._buffer += stream[offset:]
+        if offset < size:
+            pending.append(stream[offset:] if offset else stream)
+            self._pending_size = size - offset
+            self._needed = needed
         return frames, b""
 
     def end(self) -> bytes:
@@ -250,14 +267,14 @@ class SimpleFrames:
         wsproto checks a text frame's UTF-8 as it arrives, so it may close
         with 1007 where a lost connection would otherwise be 1006.
         """
-        return self._give_up([], self._buffer, 0)[1]
+        return self._give_up([], b"".join(self._pending), 0)[1]
 
     def _give_up(
         self, frames: list[tuple[int, bytes | str]], stream: bytes | bytearray, at: int
     ) -> tuple[list[tuple[int, bytes | str]], bytes]:
         self.active = False
         rest = bytes(stream[at:])
-        self._buffer = bytearray()
+        self._pending = []
         return frames, rest
 
     def _fail(
@@ -265,7 +282,7 @@ class SimpleFrames:
     ) -> tuple[list[tuple[int, bytes | str]], bytes]:
         self.active = False
         self.failure = (int(code), reason)
-        self._buffer = bytearray()
+        self._pending = []
         return frames, b""
 
 

@@ -1,8 +1,10 @@
 """What every broker does: keep this process's listeners of each channel, deliver.
 
 Every broker delivers locally the same way (:class:`LocalListeners`): the
-message is encoded into a frame once and the same bytes are queued on every
-listener that negotiated no extension; the others encode it themselves.
+message is encoded into a frame once per kind of listener
+(:attr:`Connection.frame_key <stargate.connection.Connection.frame_key>`:
+without compression, or with it and no context kept) and the same bytes are
+queued on every listener of that kind; the others encode it themselves.
 Queuing never blocks, so one slow listener delays nobody, and a closed
 listener is forgotten.
 """
