@@ -505,10 +505,16 @@ def test_reuse_port_lets_two_pserve_processes_share_one_port(pserve, redis_serve
             pids.add(json.loads(response.read()))
     assert pids == {first.process.pid, second.process.pid}
     # Clients on whichever process all hear one broadcast, through Redis.
-    clients = [WebSocketClient(first.ws_url("/jobs/1/")) for _ in range(10)]
-    assert eventually(lambda: redis_server.subscribers("/jobs/1") == 2)
-    clients[0].send("to all")
-    assert [client.receive() for client in clients] == ["to all"] * 10
+    # Each is told its process's pid once it listens: a client whose
+    # handshake is done may not be a listener yet.
+    clients = [WebSocketClient(first.ws_url("/whoami/")) for _ in range(10)]
+    serving = {int(client.receive()) for client in clients}
+    assert serving <= {first.process.pid, second.process.pid}
+    assert eventually(lambda: redis_server.subscribers("/whoami") == len(serving))
+    request = urllib.request.Request(first.url + "/whoami/", data=b"count=1&size=8")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+    assert [client.receive() for client in clients] == ["00000000"] * 10
 
 
 def test_running_out_of_files_pauses_accepting_instead_of_crashing(pserve):
