@@ -453,25 +453,9 @@ class Connection:
         """
         if self._state is not State.OPEN:
             raise ConnectionClosed(self.close_code or CLOSE_ABNORMAL, self.close_reason)
-        if self.shares_frames:  # no extension: the frame is the same for all
-            self.messages_out += 1
-            self._write(encode_message(message))
-            return
-        if self._deflate is not None:  # permessage-deflate: see stargate.deflate
-            frame = encode_deflated(message, self._deflate)
-            self.messages_out += 1
-            self._write(frame)
-            return
-        if isinstance(message, str):
-            event: Event = TextMessage(data=message)
-        elif isinstance(message, (bytes, bytearray, memoryview)):
-            event = BytesMessage(data=bytes(message))
-        else:
-            raise TypeError(
-                f"a WebSocket message is str or bytes, not {type(message).__name__}"
-            )
+        frame = self._frame(message)
         self.messages_out += 1
-        self._write(self._proto.send(event))
+        self._write(frame)
 
     def encode(self, message: Message) -> bytes:
         """Return ``message`` as the frame this connection would send.
@@ -482,11 +466,24 @@ class Connection:
         :raises TypeError: for anything but ``str`` or bytes-like, or for a
             connection whose frames are its own (no :attr:`frame_key`).
         """
-        if self.shares_frames:
-            return encode_message(message)
-        if self.frame_key is None or self._deflate is None:
+        if self.frame_key is None:
             raise TypeError(f"{self!r} encodes its frames itself: use send()")
-        return encode_deflated(message, self._deflate)
+        return self._frame(message)
+
+    def _frame(self, message: Message) -> bytes:
+        if self.shares_frames:  # no extension: the frame is the same for all
+            return encode_message(message)
+        if self._deflate is not None:  # permessage-deflate: see stargate.deflate
+            return encode_deflated(message, self._deflate)
+        if isinstance(message, str):
+            event: Event = TextMessage(data=message)
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            event = BytesMessage(data=bytes(message))
+        else:
+            raise TypeError(
+                f"a WebSocket message is str or bytes, not {type(message).__name__}"
+            )
+        return self._proto.send(event)
 
     def send_frame(self, frame: bytes) -> bool:
         """Queue an already encoded frame (see :meth:`encode`).
