@@ -188,6 +188,7 @@ class Connection:
         "_callbacks",
         "_close_deadline",
         "_closed",
+        "_drained",
         "_deflate",
         "_fragments",
         "_in_background",
@@ -263,6 +264,7 @@ class Connection:
         self._writing = False
         self._reading = False
         self._recv_size = _RECV_SIZE
+        self._drained = False
         # The common frames skip wsproto (see stargate.frames), on
         # RFC 6455 connections without extensions or with permessage-deflate.
         self._simple = (
@@ -785,6 +787,11 @@ class Connection:
 
     def _recv(self) -> bytes:
         try:
+            if self._drained:
+                # The last read emptied the socket, and the peer usually
+                # waits for an answer before it sends more: a read now
+                # would most often find nothing, and cost a system call.
+                runtime.get().wait_readable(self._sock.fileno())
             return self._sock.recv(self._recv_size)
         except OSError:
             return b""
@@ -822,8 +829,10 @@ class Connection:
             self._lost()
             return
         if len(data) == self._recv_size:
+            self._drained = False
             self._recv_size = min(2 * self._recv_size, _RECV_SIZE_LARGEST)
         else:
+            self._drained = True
             self._recv_size = _RECV_SIZE
         if self._simple is not None:
             frames, data = self._simple.feed(data)

@@ -710,6 +710,41 @@ def test_a_peer_still_sending_gets_the_close_frame_not_a_reset():
     client.close()
 
 
+def test_once_a_read_empties_the_socket_the_next_waits_before_reading(monkeypatch):
+    """A peer that waits for an answer has sent nothing more when the
+    handler asks again: after a read that got less than it asked for, the
+    next one waits until the socket is readable instead of trying first.
+    A read that filled its buffer reads on at once."""
+    from stargate import runtime
+
+    rt = runtime.get()
+    waits, wait_readable = [], rt.wait_readable
+
+    def counted(fileno):
+        waits.append(fileno)
+        wait_readable(fileno)
+
+    monkeypatch.setattr(rt, "wait_readable", counted)
+    peer = Peer(max_message_size=1024 * 1024)
+    peer.send(TextMessage(data="one"))
+    assert peer.conn.receive() == "one"
+    assert waits == []  # nothing was known of the socket: read at once
+
+    def answer_later(event):
+        sleep(0.05)
+        peer.send(event)
+
+    later = Thread(answer_later, TextMessage(data="two"))
+    assert peer.conn.receive() == "two"
+    later.wait()
+    assert len(waits) == 1
+    # 100 KB waiting: one wait, then reads that fill 64 KiB read on.
+    later = Thread(answer_later, BytesMessage(data=bytes(100_000)))
+    assert peer.conn.receive() == bytes(100_000)
+    later.wait()
+    assert len(waits) == 2
+
+
 def test_a_client_past_the_message_rate_is_closed_with_1008():
     peer = Peer(max_message_rate=1, max_message_burst=3)
     peer.send(*(TextMessage(data=str(number)) for number in range(10)))
