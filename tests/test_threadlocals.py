@@ -7,7 +7,12 @@ import threading
 import pytest
 from pyramid.threadlocal import ThreadLocalManager
 
-from stargate.threadlocals import ContextVarManager, use_context_variable
+from stargate import threadlocals
+from stargate.threadlocals import (
+    ContextVarManager,
+    current_registry,
+    use_context_variable,
+)
 from tests.peers import Thread, sleep
 
 DEFAULT = {"request": None, "registry": "global"}
@@ -80,3 +85,20 @@ def test_two_managers_do_not_share_a_stack(manager):
     other.push({"request": "other", "registry": "app"})
     assert manager.get()["request"] == "start-up"
     assert other.get()["request"] == "other"
+
+
+@pytest.mark.parametrize("converted", [False, True], ids=["pyramid's", "converted"])
+def test_current_registry_is_what_pyramid_says_is_current(monkeypatch, converted):
+    manager = ThreadLocalManager(default=lambda: DEFAULT)
+    if converted:
+        use_context_variable(manager)
+    monkeypatch.setattr(threadlocals, "manager", manager)
+    assert current_registry() == "global"
+    manager.push({"request": "r", "registry": "app"})
+    manager.push({"request": "r2", "registry": "other app"})
+    assert current_registry() == "other app"
+    # Another green thread: its own stack, or, unpatched, the OS thread's.
+    mine, pyramids = Thread(lambda: (current_registry(), manager.get())).wait()
+    assert mine == pyramids["registry"] == ("global" if converted else "other app")
+    manager.pop()
+    assert current_registry() == "app"

@@ -18,13 +18,13 @@ them and delivers to them:
 from __future__ import annotations
 
 from pyramid.registry import Registry, global_registry
-from pyramid.threadlocal import get_current_registry
 from zope.interface import Interface
 
 from stargate.brokers.base import Broker, Channel, LocalChannel, LocalListeners
 from stargate.brokers.memory import MemoryBroker
 from stargate.config import Settings, get_settings
 from stargate.exceptions import IncorrectlyConfigured
+from stargate.threadlocals import current_registry
 
 __all__ = [
     "Broker",
@@ -61,7 +61,7 @@ def get_broker(registry: Registry | None = None) -> Broker:
         (outside a request, push one with :func:`pyramid.scripting.prepare`).
     """
     if registry is None:
-        registry = get_current_registry()
+        registry = current_registry()
         if registry is global_registry:
             raise IncorrectlyConfigured(
                 "no Pyramid application is current: publish from a request, or "
