@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pyramid.traversal import resource_path
+from functools import lru_cache
+
+from pyramid.traversal import quote_path_segment
 
 from stargate.brokers import Channel, LocalChannel, get_broker
 from stargate.connection import Connection, Message
@@ -11,6 +13,28 @@ __all__ = ["WebSocketAwareResource"]
 
 #: Where a resource without a path keeps its own channel.
 _OWN_CHANNEL = "_stargate_channel"
+
+
+def _names(resource: object) -> tuple[str, ...]:
+    # The names of pyramid.traversal.lineage(resource), root first: what
+    # resource_path() is made of.  Walked without a generator, and joined
+    # only when they changed: a handler that broadcasts asks for the path
+    # once per message, and quoting and joining cost several times the walk.
+    names = []
+    while resource is not None:
+        names.append(resource.__name__ or "")  # type: ignore[attr-defined]
+        try:
+            resource = resource.__parent__  # type: ignore[attr-defined]
+        except AttributeError:
+            break  # as lineage(): the root
+    names.reverse()
+    return tuple(names)
+
+
+@lru_cache(maxsize=4096)
+def _path(names: tuple[str, ...]) -> str:
+    # As pyramid.traversal.resource_path() joins them.
+    return "/".join(quote_path_segment(name) for name in names) or "/"
 
 
 class WebSocketAwareResource:
@@ -37,7 +61,7 @@ class WebSocketAwareResource:
         Override it to share listeners between resources.
         """
         try:
-            return resource_path(self) or "/"
+            return _path(_names(self))
         except AttributeError as error:
             own = self.__dict__.get(_OWN_CHANNEL)
             if own is None:

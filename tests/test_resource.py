@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pyramid import testing
+from pyramid.traversal import resource_path
 
 from stargate.brokers import IBroker, MemoryBroker, get_broker
 from stargate.connection import Connection
@@ -35,6 +38,35 @@ def test_channel_is_the_resource_path():
     root, one, _ = tree()
     assert root.channel == "/"
     assert one.channel == "/jobs/1"
+
+
+@given(st.lists(st.text(max_size=8) | st.none(), min_size=1, max_size=5))
+def test_channel_is_what_pyramid_calls_the_resource_path(names):
+    resource = None
+    for name in names:  # the first is the root
+        resource = Job(name, resource)
+    assert resource.channel == resource_path(resource)
+
+
+def test_channel_follows_renames_and_moves():
+    root, one, two = tree()
+    assert one.channel == "/jobs/1"
+    one.__name__ = "one"
+    assert one.channel == "/jobs/one"
+    one.__parent__.__name__ = "tasks"
+    assert (one.channel, two.channel) == ("/tasks/one", "/tasks/2")
+    one.__parent__ = Job("elsewhere", root)
+    assert one.channel == "/elsewhere/one"
+
+
+def test_a_root_without_a_parent_attribute_is_still_the_root():
+    class Root:
+        __name__ = None
+
+    class Child(WebSocketAwareResource):
+        __name__, __parent__ = "child", Root()
+
+    assert Child().channel == "/child" == resource_path(Child())
 
 
 def test_send_reaches_every_listener_of_the_resource_only(config):
