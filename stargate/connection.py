@@ -791,7 +791,7 @@ class Connection:
                 # The last read emptied the socket, and the peer usually
                 # waits for an answer before it sends more: a read now
                 # would most often find nothing, and cost a system call.
-                runtime.get().wait_readable(self._sock.fileno())
+                runtime.get().wait_socket_readable(self._sock)
             return self._sock.recv(self._recv_size)
         except OSError:
             return b""

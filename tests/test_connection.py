@@ -718,13 +718,13 @@ def test_once_a_read_empties_the_socket_the_next_waits_before_reading(monkeypatc
     from stargate import runtime
 
     rt = runtime.get()
-    waits, wait_readable = [], rt.wait_readable
+    waits, wait_socket_readable = [], rt.wait_socket_readable
 
-    def counted(fileno):
-        waits.append(fileno)
-        wait_readable(fileno)
+    def counted(sock):
+        waits.append(sock)
+        wait_socket_readable(sock)
 
-    monkeypatch.setattr(rt, "wait_readable", counted)
+    monkeypatch.setattr(rt, "wait_socket_readable", counted)
     peer = Peer(max_message_size=1024 * 1024)
     peer.send(TextMessage(data="one"))
     assert peer.conn.receive() == "one"

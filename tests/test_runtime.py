@@ -169,6 +169,33 @@ def test_wait_readable(rt):
     assert reader.dead
 
 
+def test_wait_socket_readable(rt):
+    left, right = green_socket_module().socketpair()
+    reader = Thread(rt.wait_socket_readable, left)
+    sleep(0)
+    assert not reader.dead
+    right.sendall(b"!")
+    reader.wait()
+    assert left.recv(1) == b"!"
+
+
+def test_a_socket_shut_down_under_a_waiting_reader_wakes_it(rt):
+    left, right = green_socket_module().socketpair()
+
+    def wait():
+        try:
+            rt.wait_socket_readable(left)
+        except OSError:  # gevent cancels the wait
+            return rt.name == "gevent"
+        return rt.name == "eventlet"  # eventlet sees the end of the stream
+
+    reader = Thread(wait)
+    sleep(0)
+    left.shutdown(socket.SHUT_RDWR)
+    assert reader.wait()
+    right.close()
+
+
 def test_wakeup_is_harmless_after_close():
     wakeup = Wakeup()
     waiter = Thread(wakeup.wait)

@@ -171,6 +171,14 @@ class Runtime(Protocol):
     def wait_writable(self, fileno: int) -> None:
         """Wait, in this green thread only, until ``fileno`` is writable."""
 
+    def wait_socket_readable(self, sock: socket.socket) -> None:
+        """Wait, in this green thread only, until the runtime's ``sock`` is readable.
+
+        What the socket's ``recv()`` would wait on, without trying to read
+        first.  Shutting the socket down from another green thread wakes it
+        (with ``OSError`` on gevent); closing it does not, on eventlet.
+        """
+
     def recv_nowait(self, sock: socket.socket, size: int) -> bytes | None:
         """Return what the kernel has for ``sock`` now, ``b""`` at its end.
 

@@ -123,6 +123,11 @@ def wait_readable(fileno: int) -> None:
     eventlet.hubs.trampoline(fileno, read=True)
 
 
+def wait_socket_readable(sock: socket.socket) -> None:
+    """Wait until ``sock`` (a green socket) is readable."""
+    eventlet.hubs.trampoline(sock.fileno(), read=True)
+
+
 def wait_writable(fileno: int) -> None:
     """Wait until ``fileno`` is writable."""
     eventlet.hubs.trampoline(fileno, write=True)

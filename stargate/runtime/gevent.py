@@ -110,6 +110,14 @@ class _Watch:
         self._watcher.close()
 
 
+def wait_socket_readable(sock: Any) -> None:
+    """Wait until ``sock`` (a gevent socket) is readable."""
+    # On the socket's own read watcher, the one its recv() waits on: a new
+    # watcher per wait (gevent.socket.wait_read) checks the descriptor with
+    # a system call (fcntl) every time.
+    gevent.socket.wait(sock._read_event)
+
+
 def watch_readable(sock: Any, callback: Callable[[], object]) -> _Watch:
     """Call ``callback()`` in the hub whenever ``sock`` is readable, till cancelled."""
     return _Watch(sock, callback)
