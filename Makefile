@@ -145,6 +145,7 @@ bench: system-packages $(STAMP)
 	@status=0; \
 	$(BIN)/python bench/suite.py || status=1; \
 	$(BIN)/python bench/broadcast.py || status=1; \
+	$(BIN)/python bench/broadcast.py --runtime gevent || status=1; \
 	$(BIN)/python bench/churn.py || status=1; \
 	$(BIN)/python bench/stuck.py || status=1; \
 	$(BIN)/python bench/flood.py || status=1; \

@@ -41,11 +41,16 @@ def quick(name: str, *args: str, results: str = "") -> tuple[str, object]:
 
 
 @pytest.mark.timeout(600)
-def test_broadcast_benchmark_quick_mode(redis_server):
-    table, results = quick("broadcast")
+@pytest.mark.parametrize("runtime", ["eventlet", "gevent"])
+def test_broadcast_benchmark_quick_mode(redis_server, runtime):
+    table, results = quick(
+        "broadcast", "--runtime", runtime, results=f"broadcast-{runtime}"
+    )
     assert {(r["listeners"], r["processes"]) for r in results} == {(100, 1), (100, 2)}
     for scenario in results:
         assert scenario["delivered"] == scenario["expected"] == 300
+    assert f"stargate on {runtime}" in table
+    assert "| 100 | 1 |" in table and "1.00x" in table
     assert "| 100 | 2 |" in table
 
 
