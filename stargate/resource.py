@@ -17,9 +17,10 @@ _OWN_CHANNEL = "_stargate_channel"
 
 def _names(resource: object) -> tuple[str, ...]:
     # The names of pyramid.traversal.lineage(resource), root first: what
-    # resource_path() is made of.  Walked without a generator, and joined
-    # only when they changed: a handler that broadcasts asks for the path
-    # once per message, and quoting and joining cost several times the walk.
+    # resource_path() is made of, walked without a generator.  They are the
+    # key of _path()'s LRU cache: a handler that broadcasts asks for the
+    # path once per message, quoting and joining cost several times the
+    # walk, and a renamed or moved resource simply gets a new key.
     names = []
     while resource is not None:
         names.append(resource.__name__ or "")  # type: ignore[attr-defined]

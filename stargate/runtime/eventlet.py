@@ -125,7 +125,7 @@ def wait_readable(fileno: int) -> None:
 
 def wait_socket_readable(sock: socket.socket) -> None:
     """Wait until ``sock`` (a green socket) is readable."""
-    eventlet.hubs.trampoline(sock.fileno(), read=True)
+    wait_readable(sock.fileno())
 
 
 def wait_writable(fileno: int) -> None:
