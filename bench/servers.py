@@ -373,6 +373,141 @@ def run_tcp_echo(port: int) -> None:
     asyncio.run(main())
 
 
+def run_send_loop(port: int) -> None:
+    import selectors
+    import socket
+
+    import h11
+    from wsproto.frame_protocol import FrameProtocol
+    from wsproto.utilities import generate_accept_token
+
+    jobs = Jobs()
+    selector = selectors.DefaultSelector()
+    server = socket.create_server(("127.0.0.1", port), backlog=4096)
+    server.setblocking(False)
+    selector.register(server, selectors.EVENT_READ)
+    # A connection is its h11 state until it upgrades, then its job's id.
+    connections: dict[socket.socket, h11.Connection | str] = {}
+
+    def frame(job: str) -> bytes:
+        return FrameProtocol(client=False, extensions=[]).send_data(
+            jobs.message(job), fin=True
+        )
+
+    def hang_up(sock: socket.socket) -> None:
+        selector.unregister(sock)
+        state = connections.pop(sock)
+        pending.pop(sock, None)
+        if isinstance(state, str):
+            jobs.clients(state).discard(sock)
+        sock.close()
+
+    def broadcast(job: str) -> None:
+        # The floor: one send() per listener, nothing else.  (A listener
+        # whose buffer is full would block the loop, which a real server may
+        # not do; the load generator reads everything, so none does.)
+        data = frame(job)
+        for sock in list(jobs.clients(job)):
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                jobs.clients(job).discard(sock)
+                continue
+            if sent < len(data):
+                sock.setblocking(True)
+                sock.sendall(data[sent:])
+                sock.setblocking(False)
+
+    def answer(sock: socket.socket, http: h11.Connection, request, body: bytes):
+        job = jobs.job_id(request.target.decode())
+        headers = dict(request.headers)
+        if job is not None and headers.get(b"upgrade", b"").lower() == b"websocket":
+            key = headers[b"sec-websocket-key"]
+            response = h11.InformationalResponse(
+                status_code=101,
+                headers=[
+                    (b"Upgrade", b"websocket"),
+                    (b"Connection", b"Upgrade"),
+                    (b"Sec-WebSocket-Accept", generate_accept_token(key)),
+                ],
+            )
+            sock.sendall(http.send(response) + frame(job))
+            connections[sock] = job
+            jobs.clients(job).add(sock)
+            return
+        if job is None:
+            status, payload = 404, b"not found\n"
+        else:
+            if request.method == b"POST":
+                form = parse_qs(body.decode())
+                jobs.states[job] = form.get("state", ["off"])[0]
+                broadcast(job)
+            status, payload = 200, jobs.message(job).encode()
+        sock.sendall(
+            http.send(
+                h11.Response(
+                    status_code=status,
+                    headers=[
+                        (b"Content-Length", str(len(payload)).encode()),
+                        (b"Connection", b"close"),
+                    ],
+                )
+            )
+            + http.send(h11.Data(data=payload))
+            + http.send(h11.EndOfMessage())
+        )
+        hang_up(sock)
+
+    def readable(sock: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            hang_up(sock)
+            return
+        http = connections[sock]
+        if isinstance(http, str):
+            return  # a listener's frames (its close, at the end) are ignored
+        http.receive_data(data)
+        for _ in range(100):
+            try:
+                event = http.next_event()
+            except h11.RemoteProtocolError:
+                hang_up(sock)
+                return
+            if event is h11.NEED_DATA:
+                return
+            if isinstance(event, h11.Request):
+                pending[sock] = (event, [])
+            elif isinstance(event, h11.Data):
+                pending[sock][1].append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                request, chunks = pending.pop(sock)
+                answer(sock, http, request, b"".join(chunks))
+                return
+
+    pending: dict[socket.socket, tuple] = {}
+    while True:  # until SIGTERM
+        for key, _ in selector.select():
+            sock = key.fileobj
+            if sock is server:
+                try:
+                    client, _ = server.accept()
+                except BlockingIOError:
+                    continue
+                client.setblocking(False)
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                connections[client] = h11.Connection(h11.SERVER)
+                selector.register(client, selectors.EVENT_READ)
+            else:
+                readable(sock)
+
+
 def main(argv: list[str]) -> int:
     kind, port = argv[0], int(argv[1])
     compression = "--compression" in argv
@@ -388,6 +523,9 @@ def main(argv: list[str]) -> int:
         run_uvicorn(port, compression)
     elif kind == "tcp-echo":
         run_tcp_echo(port)
+    elif kind == "send-loop":
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        run_send_loop(port)
     else:
         raise SystemExit(f"unknown server {kind!r}")
     return 0

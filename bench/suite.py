@@ -14,7 +14,10 @@ load generator runs on the other (when there are two):
   as plainly;
 - ``websockets``: the reference, the ``websockets`` library doing the same;
 - ``uvicorn``: an ASGI application doing the same in ``uvicorn[standard]``;
-- ``tcp-echo``: the ceiling of this load generator (echo scenarios only).
+- ``tcp-echo``: the ceiling of this load generator (echo scenarios only);
+- ``send-loop``: the floor of a broadcast (broadcasts without deflate
+  only): the handshake, then one ``send()`` per listener and nothing else,
+  the least a server that writes each listener its frame can do.
 
 Scenarios: 32-byte text echo over 1 and 100 connections (each connection is
 the only client of its own job, so the job's relay is an echo), 1 MiB
@@ -63,7 +66,9 @@ BASELINE = "eventlet"
 STARGATES = ("stargate/eventlet", "stargate/gevent")
 #: The peers, as servers.py runs them.
 PEERS = ("eventlet", "gevent", "websockets", "uvicorn")
-SERVERS = ("tcp-echo", *PEERS, *STARGATES)
+#: The bounds: the load generator's ceiling (echo), a broadcast's floor.
+BOUNDS = ("tcp-echo", "send-loop")
+SERVERS = (*BOUNDS, *PEERS, *STARGATES)
 ECHO_PAYLOAD = b"x" * 32
 MIB = 1024 * 1024
 
@@ -114,7 +119,7 @@ def scenarios(quick: bool) -> list[dict]:
         *(
             {
                 "name": f"broadcast to {count:,}{', deflate' if deflate else ''}",
-                "servers": web,
+                "servers": web if deflate else ("send-loop", *web),
                 "run": "broadcast",
                 "compression": deflate,
                 "args": {"listeners": count, "rounds": 3 if quick else 20},
@@ -347,6 +352,12 @@ PARITY = [
 ]
 
 
+#: (scenario, metric, bound server): the best figure a target's kind of
+#: server can reach, measured in the same repetition.  A target beyond it
+#: is below what any server doing that work can do on this machine.
+FLOORS = [("broadcast to {large}", "p50_ms", "send-loop")]
+
+
 def summarise(records: list[dict], quick: bool) -> dict:
     small, large = (100, 300) if quick else (1_000, 10_000)
 
@@ -418,10 +429,36 @@ def summarise(records: list[dict], quick: bool) -> dict:
                     "target": f"{comparison} {bound:g}"
                     + ("" if kind == "value" else "x")
                     + (f" {kind}" if kind in PEERS else ""),
+                    "comparison": comparison,
+                    "bound": bound,
                     "figure": figure,
                     "met": _meets(figure, comparison, bound),
                 }
             )
+    floors = []
+    for template, metric, server in FLOORS:
+        scenario = name(template)
+        row = next(
+            f for f in figures if f["scenario"] == scenario and f["metric"] == metric
+        )
+        target = next(
+            t
+            for t in targets
+            if t["scenario"] == scenario
+            and t["metric"] == metric
+            and t["of"] == "ratio"
+        )
+        floor = row["servers"][server]["ratio"]
+        floors.append(
+            {
+                "scenario": scenario,
+                "metric": metric,
+                "server": server,
+                "figure": floor,
+                "target": target["target"],
+                "reachable": _meets(floor, target["comparison"], target["bound"]),
+            }
+        )
     parity = []
     for template, metric, comparison, bound in PARITY:
         scenario = name(template)
@@ -468,6 +505,7 @@ def summarise(records: list[dict], quick: bool) -> dict:
         "figures": figures,
         "targets": targets,
         "parity": parity,
+        "floors": floors,
         "growth": growth,
     }
 
@@ -483,9 +521,10 @@ def markdown(summary: dict, repetitions: int, pinned: bool) -> str:
         "in the same repetition.  "
         + ("Server and load generator pinned to different cores." if pinned else ""),
         "",
-        "| scenario | figure | raw TCP echo | eventlet (baseline) | gevent "
+        "| scenario | figure | raw TCP echo | send() loop | eventlet (baseline) "
+        "| gevent "
         "| websockets | uvicorn | stargate on eventlet | stargate on gevent |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary["figures"]:
         cells = []
@@ -513,6 +552,17 @@ def markdown(summary: dict, repetitions: int, pinned: bool) -> str:
             f"| {target['scenario']}, {target['metric']} {target['target']} "
             f"| {target['server'].partition('/')[2]} "
             f"| {text} | {'yes' if target['met'] else '**no**'} |"
+        )
+    lines += [
+        "",
+        "| floor (the least that work takes) | ratio | target | reachable |",
+        "|---|---:|---|---|",
+    ]
+    for floor in summary["floors"]:
+        lines.append(
+            f"| {floor['scenario']}, {floor['metric']}: {floor['server']} "
+            f"| {floor['figure']:.2f}x | {floor['target']} "
+            f"| {'yes' if floor['reachable'] else '**no**'} |"
         )
     lines += [
         "",

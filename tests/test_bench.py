@@ -13,9 +13,10 @@ import pytest
 
 from tests.conftest import ROOT
 
-#: The servers of bench/suite.py, the raw TCP echo first.
+#: The servers of bench/suite.py, the raw TCP echo and the send() loop first.
 SERVERS = (
     "tcp-echo",
+    "send-loop",
     "eventlet",
     "gevent",
     "websockets",
@@ -87,15 +88,14 @@ def test_comparison_suite_quick_mode():
         "echo of 1 MiB",
     ):
         for server in SERVERS:
-            assert (scenario, server) in ran
-    for scenario in (
-        "broadcast to 100",
-        "broadcast to 300",
-        "broadcast to 300, deflate",
-        "300 idle, deflate",
-    ):
+            assert ((scenario, server) in ran) is (server != "send-loop")
+    for scenario in ("broadcast to 100", "broadcast to 300"):
         for server in SERVERS[1:]:  # no raw TCP echo
             assert (scenario, server) in ran
+    for scenario in ("broadcast to 300, deflate", "300 idle, deflate"):
+        for server in SERVERS[2:]:  # neither bound
+            assert (scenario, server) in ran
+    assert ("broadcast to 300, deflate", "send-loop") not in ran
     for record in records:
         assert record["complete"], record
         if "sent" in record:
@@ -106,6 +106,10 @@ def test_comparison_suite_quick_mode():
     growth = {t["scenario"] for t in results["targets"] if t["of"] == "growth"}
     assert growth == {"broadcast to 100 to 300", "100 to 300 idle"}
     assert len(results["parity"]) == 9
+    [floor] = results["floors"]
+    assert (floor["scenario"], floor["server"]) == ("broadcast to 300", "send-loop")
+    assert floor["target"] == "<= 0.45x" and floor["figure"] > 0
+    assert "| broadcast to 300, p50_ms: send-loop |" in table
     assert "| echo of 1 MiB | MB/s |" in table
 
 
