@@ -106,9 +106,11 @@ def test_comparison_suite_quick_mode():
     growth = {t["scenario"] for t in results["targets"] if t["of"] == "growth"}
     assert growth == {"broadcast to 100 to 300", "100 to 300 idle"}
     assert len(results["parity"]) == 9
-    [floor] = results["floors"]
-    assert (floor["scenario"], floor["server"]) == ("broadcast to 300", "send-loop")
-    assert floor["target"] == "<= 0.45x" and floor["figure"] > 0
+    ratio, growth = results["floors"]
+    assert (ratio["scenario"], ratio["server"]) == ("broadcast to 300", "send-loop")
+    assert ratio["target"] == "<= 0.45x" and ratio["figure"] > 0
+    assert growth["scenario"] == "broadcast to 100 to 300"
+    assert growth["target"] == "<= 10x" and growth["figure"] > 0
     assert "| broadcast to 300, p50_ms: send-loop |" in table
     assert "| echo of 1 MiB | MB/s |" in table
 
