@@ -11,6 +11,7 @@ message to all of them.
     python bench/servers.py websockets PORT [--compression]  # the reference
     python bench/servers.py uvicorn PORT [--compression]     # an ASGI server
     python bench/servers.py tcp-echo PORT                    # the ceiling
+    python bench/servers.py send-loop PORT                   # the floor
 
 - ``eventlet``: a bare ``eventlet.websocket.WebSocketWSGI`` in eventlet's
   WSGI server, written the obvious way (one ``send`` per listener).
@@ -24,6 +25,9 @@ message to all of them.
   ``send`` per listener.
 - ``tcp-echo``: no WebSocket at all, bytes back as they come, with asyncio:
   what the load generator reaches when the server costs next to nothing.
+- ``send-loop``: the handshake (h11, wsproto's accept token), then one
+  ``send()`` per listener in a plain loop and nothing else: the least a
+  broadcast costs a server that writes each listener its frame.
 
 Each runs until SIGTERM.  Messages may be up to 8 MiB.
 """
@@ -388,6 +392,8 @@ def run_send_loop(port: int) -> None:
     selector.register(server, selectors.EVENT_READ)
     # A connection is its h11 state until it upgrades, then its job's id.
     connections: dict[socket.socket, h11.Connection | str] = {}
+    # The request being read on a connection, and its body's pieces.
+    pending: dict[socket.socket, tuple[h11.Request, list[bytes]]] = {}
 
     def frame(job: str) -> bytes:
         return FrameProtocol(client=False, extensions=[]).send_data(
@@ -409,22 +415,23 @@ def run_send_loop(port: int) -> None:
         data = frame(job)
         for sock in list(jobs.clients(job)):
             try:
-                sent = sock.send(data)
-            except BlockingIOError:
-                sent = 0
+                try:
+                    sent = sock.send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(data):
+                    sock.setblocking(True)
+                    sock.sendall(data[sent:])
+                    sock.setblocking(False)
             except OSError:
                 jobs.clients(job).discard(sock)
-                continue
-            if sent < len(data):
-                sock.setblocking(True)
-                sock.sendall(data[sent:])
-                sock.setblocking(False)
 
     def answer(sock: socket.socket, http: h11.Connection, request, body: bytes):
         job = jobs.job_id(request.target.decode())
         headers = dict(request.headers)
-        if job is not None and headers.get(b"upgrade", b"").lower() == b"websocket":
-            key = headers[b"sec-websocket-key"]
+        key = headers.get(b"sec-websocket-key")
+        upgrade = headers.get(b"upgrade", b"").lower() == b"websocket"
+        if job is not None and upgrade and key:
             response = h11.InformationalResponse(
                 status_code=101,
                 headers=[
@@ -439,6 +446,8 @@ def run_send_loop(port: int) -> None:
             return
         if job is None:
             status, payload = 404, b"not found\n"
+        elif upgrade:
+            status, payload = 400, b"no Sec-WebSocket-Key\n"
         else:
             if request.method == b"POST":
                 form = parse_qs(body.decode())
@@ -491,7 +500,6 @@ def run_send_loop(port: int) -> None:
                 answer(sock, http, request, b"".join(chunks))
                 return
 
-    pending: dict[socket.socket, tuple] = {}
     while True:  # until SIGTERM
         for key, _ in selector.select():
             sock = key.fileobj
