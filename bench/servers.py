@@ -60,6 +60,11 @@ class Jobs:
             return parts[1]
         return None
 
+    def change_state(self, job: str, form: str) -> str:
+        """Set the job's state from ``form`` (``state=on``); return its message."""
+        self.states[job] = parse_qs(form).get("state", ["off"])[0]
+        return self.message(job)
+
     def message(self, job: str) -> str:
         return json.dumps({"id": job, "state": self.states.get(job, "off")})
 
@@ -83,9 +88,9 @@ class Jobs:
                 return upgrade(environ, start_response, job)
             if environ["REQUEST_METHOD"] == "POST":
                 length = int(environ.get("CONTENT_LENGTH") or 0)
-                form = parse_qs(environ["wsgi.input"].read(length).decode())
-                self.states[job] = form.get("state", ["off"])[0]
-                message = self.message(job)
+                message = self.change_state(
+                    job, environ["wsgi.input"].read(length).decode()
+                )
                 for client in list(self.clients(job)):
                     try:
                         client.send(message)
@@ -256,9 +261,8 @@ def run_websockets(port: int, compression: bool) -> None:
         if job is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
         if "?" in request.path:  # the state change: GET /jobs/<id>/?state=on
-            query = parse_qs(request.path.split("?", 1)[1])
-            jobs.states[job] = query.get("state", ["off"])[0]
-            broadcast(jobs.clients(job), jobs.message(job))
+            message = jobs.change_state(job, request.path.split("?", 1)[1])
+            broadcast(jobs.clients(job), message)
             return connection.respond(HTTPStatus.OK, jobs.message(job))
         return None
 
@@ -331,8 +335,8 @@ def run_uvicorn(port: int, compression: bool) -> None:
                     data += event.get("body", b"")
                     if not event.get("more_body"):
                         break
-                jobs.states[job] = parse_qs(data.decode()).get("state", ["off"])[0]
-                await tell(job, {"type": "websocket.send", "text": jobs.message(job)})
+                message = jobs.change_state(job, data.decode())
+                await tell(job, {"type": "websocket.send", "text": message})
             body = jobs.message(job).encode()
         await send(
             {
@@ -450,8 +454,7 @@ def run_send_loop(port: int) -> None:
             status, payload = 400, b"no Sec-WebSocket-Key\n"
         else:
             if request.method == b"POST":
-                form = parse_qs(body.decode())
-                jobs.states[job] = form.get("state", ["off"])[0]
+                jobs.change_state(job, body.decode())
                 broadcast(job)
             status, payload = 200, jobs.message(job).encode()
         sock.sendall(
