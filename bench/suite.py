@@ -417,6 +417,13 @@ def summarise(records: list[dict], quick: bool) -> dict:
         )
         return row["servers"][server]["median" if kind == "value" else "ratio"]
 
+    def target_text(comparison: str, bound: float, kind: str) -> str:
+        return (
+            f"{comparison} {bound:g}"
+            + ("" if kind == "value" else "x")
+            + (f" {kind}" if kind in PEERS else "")
+        )
+
     def scenario_of(template: str, kind: str) -> str:
         if kind == "growth":
             return template.format(size=f"{small:,} to {large:,}")
@@ -432,9 +439,7 @@ def summarise(records: list[dict], quick: bool) -> dict:
                     "scenario": scenario_of(template, kind),
                     "metric": metric,
                     "of": kind,
-                    "target": f"{comparison} {bound:g}"
-                    + ("" if kind == "value" else "x")
-                    + (f" {kind}" if kind in PEERS else ""),
+                    "target": target_text(comparison, bound, kind),
                     "figure": figure,
                     "met": _meets(figure, comparison, bound),
                 }
@@ -454,7 +459,7 @@ def summarise(records: list[dict], quick: bool) -> dict:
                 "of": kind,
                 "server": server,
                 "figure": figure,
-                "target": f"{comparison} {bound:g}x",
+                "target": target_text(comparison, bound, kind),
                 "reachable": _meets(figure, comparison, bound),
             }
         )
@@ -470,7 +475,7 @@ def summarise(records: list[dict], quick: bool) -> dict:
             {
                 "scenario": scenario,
                 "metric": metric,
-                "target": f"{comparison} {bound:g}x",
+                "target": target_text(comparison, bound, "ratio"),
                 "figure": ratio,
                 "met": _meets(ratio, comparison, bound),
             }
