@@ -17,14 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from stargate.commit import send_after_commit
-    from stargate.connection import Connection
+    from stargate.connection import Connection, broadcast
     from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
     from stargate.handshake import HandShakeFailed, InvalidOrigin
     from stargate.predicate import is_websocket
+    from stargate.protocol import CloseCode
     from stargate.resource import WebSocketAwareResource
     from stargate.view import WebSocketView
 
 __all__ = [
+    "CloseCode",
     "Connection",
     "ConnectionClosed",
     "HandShakeFailed",
@@ -32,12 +34,14 @@ __all__ = [
     "InvalidOrigin",
     "WebSocketAwareResource",
     "WebSocketView",
+    "broadcast",
     "includeme",
     "is_websocket",
     "send_after_commit",
 ]
 
 _HOMES = {
+    "CloseCode": "stargate.protocol",
     "Connection": "stargate.connection",
     "ConnectionClosed": "stargate.exceptions",
     "HandShakeFailed": "stargate.handshake",
@@ -45,6 +49,7 @@ _HOMES = {
     "InvalidOrigin": "stargate.handshake",
     "WebSocketAwareResource": "stargate.resource",
     "WebSocketView": "stargate.view",
+    "broadcast": "stargate.connection",
     "is_websocket": "stargate.predicate",
     "send_after_commit": "stargate.commit",
 }

@@ -119,6 +119,20 @@ class Settings:
     #: row above ``max_message_rate`` (a token bucket of that size).  ``0``
     #: (the default) means one second's worth.
     max_message_burst: int = 0
+    #: ``stargate.max_frame_rate``: the frames a second one connection may
+    #: send on average that complete no message: pings, pongs and the
+    #: fragments of a message before its last.  Browsers send almost none;
+    #: a client that sends faster is closed with 1008.  Default 100; ``0``
+    #: for no limit.
+    max_frame_rate: float = 100.0
+    #: ``stargate.max_frame_burst``: such frames in a row above
+    #: ``max_frame_rate`` (a token bucket of that size).  Default 1000: a
+    #: message in up to a thousand fragments at once.
+    max_frame_burst: int = 1000
+    #: ``stargate.max_fragments``: the frames one message may come in; a
+    #: message in more closes the connection with 1009.  Default 1000;
+    #: ``0`` for no limit.
+    max_fragments: int = 1000
     #: ``stargate.max_connections_per_client``: the WebSockets one client
     #: address may have open at once; more are refused with 429 before the
     #: handshake.  The address is the peer's, or the one a proxy of
@@ -164,11 +178,20 @@ def _whole(value: Any) -> int:
     return number
 
 
-def _rate(value: Any) -> float:
-    number = float(_text(value))
-    if not number >= 0 or number == float("inf"):
-        raise ValueError("expected a number of messages a second, 0 or more")
-    return number
+def _rate_of(things: str) -> Callable[[Any], float]:
+    """Return the parser of a rate of ``things`` a second (0: no limit)."""
+
+    def parse(value: Any) -> float:
+        number = float(_text(value))
+        if not number >= 0 or number == float("inf"):
+            raise ValueError(f"expected a number of {things} a second, 0 or more")
+        return number
+
+    return parse
+
+
+_rate = _rate_of("messages")
+_frame_rate = _rate_of("frames")
 
 
 def _seconds(value: Any) -> float:
@@ -233,6 +256,9 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "trusted_proxies": parse_networks,
     "max_message_rate": _rate,
     "max_message_burst": _whole,
+    "max_frame_rate": _frame_rate,
+    "max_frame_burst": _whole,
+    "max_fragments": _whole,
     "max_connections_per_client": _whole,
 }
 

@@ -1,23 +1,27 @@
-"""One open WebSocket on a green socket: a thin pump around wsproto.
+"""One open WebSocket on a green socket: a thin pump around the protocol object.
 
-Bytes read from the socket go into the sans-I/O protocol object (wsproto for
-RFC 6455, :mod:`stargate.legacy` for hixie-75/76); its events become the
-messages returned by :meth:`Connection.receive`.  Messages given to
-:meth:`Connection.send` become frame bytes that go out through a bounded
-outbound queue.
+Bytes read from the socket go into a :class:`~stargate.protocol.ServerProtocol`,
+which decides everything (messages, answers, the closing handshake, limits);
+its messages are returned by :meth:`Connection.receive`, the bytes it wants
+sent go out through an :class:`~stargate.outbox.Outbox`, and the way it
+says the transport ends (a :class:`~stargate.protocol.Teardown`) is carried
+out in one place.  :func:`broadcast` sends one message to many connections,
+encoding it once per kind of frame.
 
 Who reads and who writes:
 
 - reading happens in the green thread that calls :meth:`~Connection.receive`
   (or iterates the connection): the view's handler.  Pings are answered and
   close frames handled there, as they arrive.  Only one green thread may
-  read at a time.
+  read at a time.  However the peer's input is shaped, a reader parses a
+  bounded number of frames before it lets the others run.
 - writing never blocks the caller of :meth:`~Connection.send`: the frame is
   written straight away if the kernel accepts it, and otherwise queued for a
   writer green thread that the connection starts only while it has a
   backlog.  When more than ``send_queue_size`` messages wait, the peer is not
-  reading: the connection is closed with :data:`CLOSE_TOO_SLOW` (1008) and
-  dropped, and the sender carries on.
+  reading: the connection is closed with
+  :attr:`~stargate.protocol.CloseCode.POLICY_VIOLATION` (1008) and dropped,
+  and the sender carries on.
 - keepalive pings and close time-outs are driven by one shared timer, the
   :class:`~stargate.tracker.ConnectionTracker`, not by a timer per
   connection: each connection tells it when it next needs it
@@ -26,49 +30,32 @@ Who reads and who writes:
 
 from __future__ import annotations
 
-import enum
 import logging
-import math
-import os
-import random
 import socket
 import time
-from collections import deque
-from collections.abc import Callable, Hashable, Iterator
-from itertools import islice
-from typing import TYPE_CHECKING, Any, Protocol
-
-from wsproto.connection import Connection as WSProtoConnection
-from wsproto.connection import ConnectionState, ConnectionType
-from wsproto.events import (
-    BytesMessage,
-    CloseConnection,
-    Event,
-    Ping,
-    Pong,
-    TextMessage,
-)
-from wsproto.extensions import Extension
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from stargate import runtime
-from stargate.config import Settings
 from stargate.exceptions import ConnectionClosed
-from stargate.frames import (
-    PONG,
-    SimpleFrames,
-    encode_deflated,
-    encode_message,
-    ping_frame,
-)
-from stargate.limits import MessageSizeLimit
+from stargate.legacy import HixieProtocol
 from stargate.linger import LINGER_SECONDS, linger
-from stargate.ratelimit import TokenBucket
+from stargate.outbox import Outbox
+from stargate.protocol import (
+    CloseCode,
+    Message,
+    ServerProtocol,
+    State,
+    Teardown,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from stargate.deflate import BoundedPerMessageDeflate
+    from stargate.config import Settings
+    from stargate.handshake import ResponseHeaders
     from stargate.tracker import ConnectionTracker
 
 __all__ = [
+    "CLOSE_ABNORMAL",
     "CLOSE_GOING_AWAY",
     "CLOSE_INTERNAL_ERROR",
     "CLOSE_KEEPALIVE_TIMEOUT",
@@ -79,104 +66,53 @@ __all__ = [
     "Connection",
     "Message",
     "State",
-    "rfc6455_protocol",
+    "broadcast",
 ]
 
 log = logging.getLogger(__name__)
 
-#: A message as handed to and returned by a connection: text or binary.
-Message = str | bytes
-
+# The close codes under the names of stargate 1.0; CloseCode has them all.
 #: Normal closure.
-CLOSE_NORMAL = 1000
+CLOSE_NORMAL = CloseCode.NORMAL_CLOSURE
 #: The server is shutting down.
-CLOSE_GOING_AWAY = 1001
+CLOSE_GOING_AWAY = CloseCode.GOING_AWAY
 #: The peer did not read fast enough: its outbound queue overflowed.
-CLOSE_TOO_SLOW = 1008
-#: A client that broke a rule: too many messages (``max_message_rate``).
-CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TOO_SLOW = CloseCode.POLICY_VIOLATION
+#: A client that broke a rule: too many messages or frames.
+CLOSE_POLICY_VIOLATION = CloseCode.POLICY_VIOLATION
 #: A message was larger than ``stargate.max_message_size``.
-CLOSE_TOO_BIG = 1009
+CLOSE_TOO_BIG = CloseCode.MESSAGE_TOO_BIG
 #: The handler raised an exception.
-CLOSE_INTERNAL_ERROR = 1011
+CLOSE_INTERNAL_ERROR = CloseCode.INTERNAL_ERROR
 #: The peer did not answer a keepalive ping in time (the TCP connection is
 #: cut; the peer, being gone, normally sees 1006).
-CLOSE_KEEPALIVE_TIMEOUT = 1011
+CLOSE_KEEPALIVE_TIMEOUT = CloseCode.INTERNAL_ERROR
 #: No close frame was exchanged: the TCP connection was lost.
-CLOSE_ABNORMAL = 1006
+CLOSE_ABNORMAL = CloseCode.ABNORMAL_CLOSURE
 
 #: A read asks for this much; while reads come back full (a large message
 #: is arriving), each asks for twice as much, up to the largest size.
 _RECV_SIZE = 65536
 _RECV_SIZE_LARGEST = 1024 * 1024
-# Frames handed to one sendmsg() call by the writer (Linux takes 1024).
-_WRITE_BATCH = 64
 # Messages a receiving handler gets before it yields to the other green threads.
 _FAIR_SHARE = 64
-
-
-class State(enum.Enum):
-    """Where a connection is in its life."""
-
-    #: Messages can be sent and received.
-    OPEN = 1
-    #: A close frame was sent or received; the closing handshake is under way.
-    CLOSING = 2
-    #: The TCP connection is shut down.
-    CLOSED = 3
-
-
-class SansIOProtocol(Protocol):
-    """What :class:`Connection` needs of its protocol object, e.g. wsproto's."""
-
-    @property
-    def state(self) -> ConnectionState:
-        """The protocol's own state."""
-
-    def send(self, event: Event) -> bytes:
-        """Return the bytes that carry ``event``."""
-
-    def receive_data(self, data: bytes | None) -> None:
-        """Take bytes from the network."""
-
-    def events(self) -> Iterator[Event]:
-        """Yield what the peer sent."""
-
-
-def rfc6455_protocol(
-    extensions: list[Extension], max_message_size: int
-) -> WSProtoConnection:
-    """Return wsproto's server-side protocol object with our size limit installed."""
-    return WSProtoConnection(
-        ConnectionType.SERVER,
-        extensions=[*extensions, MessageSizeLimit(max_message_size)],
-    )
 
 
 class Connection:
     """An open WebSocket, as handed to :meth:`WebSocketView.handler`.
 
+    Made by :meth:`open` from a completed handshake.
+
     :ivar request: the Pyramid request that was upgraded.
     :ivar subprotocol: the negotiated subprotocol, or ``None``.
-    :ivar close_code: the close code once the connection is closing or closed
-        (the code of the first close frame sent or received, 1006 when the
-        TCP connection was lost), else ``None``.
-    :ivar close_reason: the close reason, a possibly empty string.
-    :ivar shares_frames: whether this is an RFC 6455 connection without
-        extensions (the ``shares_frames`` argument): its outgoing frames are
-        the same bytes as everyone's, so a broadcast encodes once, and its
-        common incoming frames are read by :class:`stargate.frames.SimpleFrames`.
-
+    :ivar protocol: the :class:`~stargate.protocol.ServerProtocol` that
+        decides what this connection does.
     :ivar frame_key: what a broadcast may share this connection's frames
         with: connections of the same key get the same bytes for the same
         message (see :meth:`encode`); ``None`` when its frames are its own
         (compression with context takeover, hixie-76).
-
-    An RFC 6455 connection that negotiated permessage-deflate is given its
-    extension as ``deflate`` and no ``protocol``: its messages are
-    compressed and its common frames read by :mod:`stargate.frames` too,
-    with the extension's zlib state, and wsproto (with the extension) is
-    made only if a frame needs it.
+    :ivar opened_at: when the connection opened (``time.monotonic()``).
+    :ivar messages_out: messages sent to the peer so far.
     """
 
     # The attributes of a connection, and a __dict__ for what handlers add
@@ -184,114 +120,63 @@ class Connection:
     __slots__ = (
         "__dict__",
         "__weakref__",
-        "_bucket",
+        "_backlog",
         "_callbacks",
-        "_close_deadline",
         "_closed",
         "_drained",
-        "_deflate",
-        "_fragments",
         "_in_background",
-        "_input_done",
-        "_keepalive",
-        "_last_ping",
         "_last_receive",
         "_linger",
-        "_messages",
         "_outbox",
-        "_partial",
-        "_pending_close",
-        "_queued_bytes",
-        "_ping_payload",
-        "_protocol",
         "_reading",
         "_recv_size",
         "_settings",
-        "_simple",
         "_sock",
-        "_state",
+        "_teardown",
         "_teardown_after_flush",
         "_tick",
-        "_timer_at",
         "_tracker",
         "_watch",
         "_writing",
-        "close_code",
-        "close_reason",
         "frame_key",
-        "messages_in",
         "messages_out",
         "opened_at",
+        "protocol",
         "request",
-        "shares_frames",
         "subprotocol",
     )
 
     def __init__(
         self,
         sock: socket.socket,
-        protocol: SansIOProtocol | None,
+        protocol: ServerProtocol,
         settings: Settings,
         *,
         request: Any = None,
         subprotocol: str | None = None,
         tracker: ConnectionTracker | None = None,
-        keepalive: bool = True,
-        shares_frames: bool = False,
-        deflate: BoundedPerMessageDeflate | None = None,
     ) -> None:
         self.request = request
         self.subprotocol = subprotocol
-        self.close_code: int | None = None
-        self.close_reason = ""
+        self.protocol = protocol
+        self.frame_key: Hashable | None = protocol.frame_key
         self._sock = sock
-        # None: RFC 6455, made when a frame first needs wsproto.  While only
-        # simple frames come (see stargate.frames), an idle connection does
-        # without wsproto's objects.
-        self._protocol = protocol
-        self._deflate = deflate
         self._settings = settings
         self._tracker = tracker
-        self._state = State.OPEN
-        # Both queues are made on first use: most connections are idle
-        # listeners, and an empty deque is not small.
-        self._messages: deque[Message] | None = None
-        self._fragments: list[Any] = []
-        self._outbox: deque[bytes | memoryview] | None = None
-        # Bytes in the outbox, and whether its first frame is partly written.
-        self._queued_bytes = 0
-        self._partial = False
+        # Made when the kernel first refuses part of a frame: most
+        # connections are idle listeners.
+        self._outbox: Outbox | None = None
         self._writing = False
         self._reading = False
         self._recv_size = _RECV_SIZE
         self._drained = False
-        # The common frames skip wsproto (see stargate.frames), on
-        # RFC 6455 connections without extensions or with permessage-deflate.
-        self._simple = (
-            SimpleFrames(settings.max_message_size, deflate)
-            if shares_frames or deflate is not None
-            else None
-        )
-        self._input_done = False
-        # A close frame or a protocol error that came after messages the
-        # handler has not read yet: dealt with once it has read them.
-        self._pending_close: CloseConnection | None = None
+        # The protocol stopped parsing at its work budget: more is to parse
+        # before more is read.
+        self._backlog = False
+        self._teardown: Teardown | None = None
         self._teardown_after_flush = False
-        # After failing the connection: drain the peer's input before the
-        # socket is shut down (see stargate.linger).
         self._linger = False
-        self._close_deadline = float("inf")
-        self._keepalive = keepalive and settings.ping_interval > 0
-        now = time.monotonic()
-        #: When the connection opened (``time.monotonic()``).
-        self.opened_at = now
-        # The first ping comes after half to all of the interval, at random:
-        # connections opened together (clients coming back after a restart)
-        # then never ping together.
-        self._last_ping = now - random.random() * settings.ping_interval / 2
-        self._ping_payload: bytes | None = None
-        #: Messages received from the peer, and sent to it, so far.
-        self.messages_in = 0
+        self.opened_at = time.monotonic()
         self.messages_out = 0
         self._callbacks: list[Callable[[Connection], object]] = []
         self._closed: runtime.Event | None = None  # made when someone waits
@@ -299,51 +184,83 @@ class Connection:
         # read_in_background): the handle of that watch, if any.
         self._watch: runtime.TimerHandle | None = None
         self._in_background = False
-        self._last_receive = now
-        self.shares_frames = shares_frames
-        self.frame_key: Hashable | None = None
-        if shares_frames:
-            self.frame_key = "rfc6455"
-        elif deflate is not None:
-            self.frame_key = deflate.frame_key()
-        # When the tracker calls on_tick next (see stargate.tracker), and the
-        # delay before a handler that stopped receiving gets a watch.
-        self._timer_at = math.inf
+        self._last_receive = self.opened_at
         self._tick = self._tick_for()
-        # stargate.max_message_rate: a token bucket, only when there is a limit.
-        self._bucket = (
-            TokenBucket(
-                settings.max_message_rate, settings.max_message_burst, self.opened_at
-            )
-            if settings.max_message_rate
-            else None
-        )
         if tracker is not None:
             tracker.add(self)
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._state.name} at {id(self):#x}>"
+    @classmethod
+    def open(
+        cls,
+        sock: socket.socket,
+        response: ResponseHeaders,
+        settings: Settings,
+        *,
+        request: Any = None,
+        tracker: ConnectionTracker | None = None,
+    ) -> Connection:
+        """Send the handshake's ``response``; return the open connection.
 
-    @property
-    def _proto(self) -> SansIOProtocol:
-        if self._protocol is None:
-            self._protocol = rfc6455_protocol(
-                [] if self._deflate is None else [self._deflate],
-                self._settings.max_message_size,
-            )
-        return self._protocol
+        The protocol object follows from the handshake: hixie-75/76 (no
+        keepalive), or RFC 6455 with the negotiated permessage-deflate, if
+        any, read by the fast reader first.
+        """
+        sock.sendall(response.to_bytes())
+        now = time.monotonic()
+        if response.version in (75, 76):
+            legacy = HixieProtocol(response.version, settings.max_message_size)
+            protocol = ServerProtocol(settings, now, legacy=legacy)
+        else:
+            # The handshake negotiates no extension but permessage-deflate.
+            deflate = response.extensions[0] if response.extensions else None
+            protocol = ServerProtocol(settings, now, deflate=deflate)  # type: ignore[arg-type]
+        return cls(
+            sock,
+            protocol,
+            settings,
+            request=request,
+            subprotocol=response.subprotocol,
+            tracker=tracker,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.protocol.state.name} at {id(self):#x}>"
 
     # -- state ---------------------------------------------------------------
 
     @property
     def state(self) -> State:
-        """The :class:`State` of the connection."""
-        return self._state
+        """The :class:`~stargate.protocol.State` of the connection."""
+        return self.protocol.state
 
     @property
     def closed(self) -> bool:
         """Whether the connection no longer accepts messages to send."""
-        return self._state is not State.OPEN
+        return self.protocol.state is not State.OPEN
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once the connection is closing or closed, else ``None``.
+
+        The code of the first close frame sent or received, 1006 when the
+        TCP connection was lost.
+        """
+        return self.protocol.close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The close reason, a possibly empty string."""
+        return self.protocol.close_reason
+
+    @property
+    def messages_in(self) -> int:
+        """Messages received from the peer so far."""
+        return self.protocol.messages_in
+
+    @property
+    def shares_frames(self) -> bool:
+        """Whether its frames are everyone's: RFC 6455 without extensions."""
+        return self.frame_key == "rfc6455"
 
     @property
     def tick_hint(self) -> float:
@@ -358,7 +275,7 @@ class Connection:
     def _tick_for(self) -> float:
         settings = self._settings
         spans = [settings.close_timeout]
-        if self._keepalive:
+        if self.protocol.keepalive:
             spans += [settings.ping_interval, settings.ping_timeout]
         return max(0.02, min(1.0, min(spans) / 4))
 
@@ -370,21 +287,32 @@ class Connection:
         The conditions are those of :meth:`on_tick`, so that at a time it
         returns, :meth:`on_tick` acts.
         """
-        if self._state is State.CLOSED:
-            return None
-        if self._pending_close is not None or self._state is State.CLOSING:
-            return self._close_deadline
-        when = math.inf
+        protocol = self.protocol
+        due = protocol.next_due()
+        if protocol.state is not State.OPEN or protocol.pending_close is not None:
+            return due
         if self._in_background and self._may_watch():
-            when = self._last_receive + self._tick
-        if self._keepalive:
-            if self._ping_payload is not None:
-                when = min(when, self._last_ping + self._settings.ping_timeout)
-            else:
-                when = min(when, self._last_ping + self._settings.ping_interval)
-        return None if when == math.inf else when
+            watch_at = self._last_receive + self._tick
+            if due is None or watch_at < due:
+                return watch_at
+        return due
 
-    def _schedule(self, when: float) -> None:
+    def on_tick(self, now: float, tick: float = 1.0) -> None:
+        """Send a keepalive ping, or cut a peer that is late; called by the tracker.
+
+        Also watches the socket again for a handler that has not received
+        for a whole ``tick`` (see :meth:`read_in_background`).
+        """
+        # The times are compared as next_tick() computes them: at the time
+        # it gave, this acts (the same float), so the tracker never spins.
+        if self._in_background and now >= self._last_receive + tick:
+            self._watch_if_idle()
+        protocol = self.protocol
+        protocol.on_timer(now)
+        if protocol.needs_action:
+            self._act()
+
+    def _schedule(self, when: float | None) -> None:
         if self._tracker is not None:
             self._tracker.schedule(self, when)
 
@@ -394,7 +322,7 @@ class Connection:
         A callback registered after that moment is called at once.  Exceptions
         raised by callbacks are logged and do not stop the others.
         """
-        if self._state is State.OPEN:
+        if self.protocol.state is State.OPEN:
             self._callbacks.append(callback)
         else:
             self._run_callback(callback)
@@ -405,213 +333,54 @@ class Connection:
         except Exception:
             log.exception("close callback %r of %r failed", callback, self)
 
-    def _leave_open(self, code: int, reason: str, deadline: float) -> None:
-        if self._state is not State.OPEN:
-            return
-        self._state = State.CLOSING
-        self.close_code = int(code)
-        self.close_reason = reason
-        self._close_deadline = time.monotonic() + deadline
-        self._schedule(self._close_deadline)
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            self._run_callback(callback)
+    # -- acting on the protocol's decisions ------------------------------------
 
-    def _finish(self) -> None:
-        if self._state is State.CLOSED:
-            return
-        self._state = State.CLOSED
-        self._unwatch()
-        self._input_done = True
-        if self._outbox:
-            self._outbox.clear()
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already gone
-        if self._tracker is not None:
-            self._tracker.discard(self)
-        if self._closed is not None:
-            self._closed.set()
+    def _act(self) -> None:
+        """Do what the protocol asks: write, call back, reschedule, end."""
+        protocol = self.protocol
+        teardown = protocol.teardown
+        if teardown is not None and teardown.discard_queued and self._outbox:
+            self._outbox.discard_queued()
+        for data in protocol.data_to_send():
+            self._write(data, control=True)
+        if protocol.state is not State.OPEN and self._callbacks:
+            callbacks, self._callbacks = self._callbacks, []
+            for callback in callbacks:
+                self._run_callback(callback)
+        self._schedule(self.next_tick())
+        if teardown is not None and teardown is not self._teardown:
+            self._end(teardown)
 
-    def _closed_event(self) -> runtime.Event:
-        """Return the event set once the connection is closed (made on first use)."""
-        if self._closed is None:
-            self._closed = runtime.get().event()
-            if self._state is State.CLOSED:
-                self._closed.set()
-        return self._closed
-
-    # -- sending -------------------------------------------------------------
-
-    def send(self, message: Message) -> None:
-        """Queue ``message`` (``str`` for text, ``bytes`` for binary) for the peer.
-
-        Never blocks; may be called from any green thread; messages go out
-        whole and in the order of the calls.
-
-        :raises ConnectionClosed: if the connection is closing or closed.
-        :raises TypeError: for anything but ``str`` or bytes-like.
-        """
-        if self._state is not State.OPEN:
-            raise ConnectionClosed(self.close_code or CLOSE_ABNORMAL, self.close_reason)
-        frame = self._frame(message)
-        self.messages_out += 1
-        self._write(frame)
-
-    def encode(self, message: Message) -> bytes:
-        """Return ``message`` as the frame this connection would send.
-
-        For a connection with a :attr:`frame_key`: the same bytes for every
-        connection of that key, so that a broadcast encodes once per key.
-
-        :raises TypeError: for anything but ``str`` or bytes-like, or for a
-            connection whose frames are its own (no :attr:`frame_key`).
-        """
-        if self.frame_key is None:
-            raise TypeError(f"{self!r} encodes its frames itself: use send()")
-        return self._frame(message)
-
-    def _frame(self, message: Message) -> bytes:
-        if self.shares_frames:  # no extension: the frame is the same for all
-            return encode_message(message)
-        if self._deflate is not None:  # permessage-deflate: see stargate.deflate
-            return encode_deflated(message, self._deflate)
-        if isinstance(message, str):
-            event: Event = TextMessage(data=message)
-        elif isinstance(message, (bytes, bytearray, memoryview)):
-            event = BytesMessage(data=bytes(message))
-        else:
-            raise TypeError(
-                f"a WebSocket message is str or bytes, not {type(message).__name__}"
+    def _end(self, teardown: Teardown) -> None:
+        """End the transport as ``teardown`` says: the one way a connection ends."""
+        self._teardown = teardown
+        protocol = self.protocol
+        if teardown.kind == "dropped":
+            request = self.request
+            log.warning(
+                "dropping the WebSocket of %s on %s: %s (%s)",
+                getattr(request, "client_addr", None) or "-",
+                getattr(request, "path", None) or "-",
+                protocol.close_reason,
+                protocol.close_code,
             )
-        return self._proto.send(event)
-
-    def send_frame(self, frame: bytes) -> bool:
-        """Queue an already encoded frame (see :meth:`encode`).
-
-        Only with a frame :meth:`encode` returned, on this connection or one
-        of the same :attr:`frame_key`.  Returns false, without raising, if
-        the connection is no longer open: a broadcast skips it.
-        """
-        if self._state is not State.OPEN:
-            return False
-        self.messages_out += 1
-        self._write(frame)
-        return True
-
-    def _write(self, data: bytes | memoryview, *, control: bool = False) -> None:
-        if self._state is State.CLOSED or not data:
+        elif teardown.kind == "failed":
+            log.info(
+                "%r: failing the connection: %s %s",
+                self,
+                protocol.close_code,
+                protocol.close_reason,
+            )
+        elif teardown.kind == "timed out":
+            log.info("%r: closing handshake timed out", self)
+        if not teardown.flush:
+            self._finish()
             return
-        if self._writing or self._outbox:
-            outbox = self._outbox_queue()
-            settings = self._settings
-            if not control and (
-                len(outbox) >= settings.send_queue_size
-                or self._queued_bytes + len(data) > settings.send_queue_bytes
-            ):
-                self._drop(
-                    CLOSE_TOO_SLOW, "send queue overflow: the client is not reading"
-                )
-                return
-            outbox.append(data)
-            self._queued_bytes += len(data)
-            return
-        try:
-            sent = runtime.get().send_nowait(self._sock, data)
-        except OSError:
-            self._lost()
-            return
-        if sent < len(data):
-            rest = memoryview(data)[sent:]
-            self._outbox_queue().append(rest)
-            self._queued_bytes = len(rest)
-            self._partial = sent > 0
-            self._writing = True
-            runtime.get().spawn(self._drain_outbox)
-
-    def _outbox_queue(self) -> deque[bytes | memoryview]:
-        if self._outbox is None:
-            self._outbox = deque()
-        return self._outbox
-
-    def _message_queue(self) -> deque[Message]:
-        if self._messages is None:
-            self._messages = deque()
-        return self._messages
-
-    def _drain_outbox(self) -> None:
-        # The frames go out as they are queued, several per system call
-        # (sendmsg) and never joined: a broadcast frame is shared by every
-        # connection that queued it, and joining would copy it per client.
-        rt = runtime.get()
-        outbox = self._outbox_queue()
-        try:
-            while outbox:
-                sent = rt.sendmsg_nowait(self._sock, list(islice(outbox, _WRITE_BATCH)))
-                if sent:
-                    self._written(outbox, sent)
-                else:  # the kernel buffer is full: wait for room
-                    rt.wait_writable(self._sock.fileno())
-        except OSError:
-            self._writing = False
-            self._lost()
-            return
-        self._writing = False
-        self._outbox = None  # caught up: let the queue go
-        if self._teardown_after_flush:
-            self._hang_up()
-
-    def _written(self, outbox: deque[bytes | memoryview], sent: int) -> None:
-        """Take ``sent`` bytes off the front of ``outbox``."""
-        self._queued_bytes -= sent
-        while sent:
-            first = outbox[0]
-            if sent < len(first):
-                outbox[0] = memoryview(first)[sent:]
-                self._partial = True
-                return
-            sent -= len(first)
-            outbox.popleft()
-        self._partial = False
-
-    def _drop(self, code: int, reason: str) -> None:
-        """Give up on a peer that does not keep up, telling it why.
-
-        The frame being written is finished, the frames queued after it are
-        dropped, and a close frame with ``code`` and ``reason`` follows; the
-        socket is closed once that went out (after a lingering close), or
-        cut after ``close_timeout``.  Never a frame cut short, and nothing
-        more of what the peer sends is read as messages.  Called while the
-        connection is open only.
-        """
-        request = self.request
-        log.warning(
-            "dropping the WebSocket of %s on %s: %s (%s)",
-            getattr(request, "client_addr", None) or "-",
-            getattr(request, "path", None) or "-",
-            reason,
-            code,
-        )
-        self._leave_open(code, reason, self._settings.close_timeout)
-        outbox = self._outbox
-        if outbox:
-            keep = 1 if self._partial else 0
-            while len(outbox) > keep:
-                outbox.pop()
-            self._queued_bytes = sum(len(frame) for frame in outbox)
-        self._write(
-            self._proto.send(CloseConnection(code=code, reason=reason)), control=True
-        )
         # What the peer still sends is drained unparsed, bounded, so that a
         # reset does not hide the close frame from it (see stargate.linger);
         # unless a green thread is blocked reading it: that one wakes at the
         # shutdown instead (two readers of one socket are not allowed).
-        self._linger = not self._reading
-        self._shutdown_when_flushed()
-
-    def _shutdown_when_flushed(self) -> None:
-        self._input_done = True
+        self._linger = teardown.linger and not self._reading
         if self._writing or self._outbox:
             self._teardown_after_flush = True
         else:
@@ -628,9 +397,136 @@ class Connection:
         runtime.get().spawn(self._linger_then_finish)
 
     def _linger_then_finish(self) -> None:
-        if self._state is not State.CLOSED:
+        if self.protocol.state is not State.CLOSED:
             linger(self._sock, min(LINGER_SECONDS, self._settings.close_timeout))
         self._finish()
+
+    def _lost(self) -> None:
+        self.protocol.lost(time.monotonic())
+        self._finish()
+
+    def _finish(self) -> None:
+        protocol = self.protocol
+        if protocol.state is State.CLOSED:
+            return
+        protocol.closed()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            self._run_callback(callback)
+        self._unwatch()
+        if self._outbox:
+            self._outbox.clear()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already gone
+        if self._tracker is not None:
+            self._tracker.discard(self)
+        if self._closed is not None:
+            self._closed.set()
+
+    def _closed_event(self) -> runtime.Event:
+        """Return the event set once the connection is closed (made on first use)."""
+        if self._closed is None:
+            self._closed = runtime.get().event()
+            if self.protocol.state is State.CLOSED:
+                self._closed.set()
+        return self._closed
+
+    # -- sending -------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Queue ``message`` (``str`` for text, ``bytes`` for binary) for the peer.
+
+        Never blocks; may be called from any green thread; messages go out
+        whole and in the order of the calls.
+
+        :raises ConnectionClosed: if the connection is closing or closed.
+        :raises TypeError: for anything but ``str`` or bytes-like.
+        """
+        protocol = self.protocol
+        if protocol.state is not State.OPEN:
+            raise ConnectionClosed(
+                protocol.close_code or CLOSE_ABNORMAL, protocol.close_reason
+            )
+        frame = protocol.encode(message)
+        self.messages_out += 1
+        self._write(frame)
+
+    def encode(self, message: Message) -> bytes:
+        """Return ``message`` as the frame this connection would send.
+
+        For a connection with a :attr:`frame_key`: the same bytes for every
+        connection of that key, so that a broadcast encodes once per key.
+
+        :raises TypeError: for anything but ``str`` or bytes-like, or for a
+            connection whose frames are its own (no :attr:`frame_key`).
+        """
+        if self.frame_key is None:
+            raise TypeError(f"{self!r} encodes its frames itself: use send()")
+        return self.protocol.encode(message)
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue an already encoded frame (see :meth:`encode`).
+
+        Only with a frame :meth:`encode` returned, on this connection or one
+        of the same :attr:`frame_key`.  Returns false, without raising, if
+        the connection is no longer open: a broadcast skips it.
+        """
+        if self.protocol.state is not State.OPEN:
+            return False
+        self.messages_out += 1
+        self._write(frame)
+        return True
+
+    def _write(self, data: bytes | memoryview, *, control: bool = False) -> None:
+        outbox = self._outbox
+        if self._writing or outbox:
+            if not outbox.push(data, control=control):  # type: ignore[union-attr]
+                self.protocol.fail(
+                    CloseCode.POLICY_VIOLATION,
+                    "send queue overflow: the client is not reading",
+                    time.monotonic(),
+                )
+                self._act()
+            return
+        try:
+            sent = runtime.get().send_nowait(self._sock, data)
+        except OSError:
+            self._lost()
+            return
+        if sent < len(data):
+            if outbox is None:
+                settings = self._settings
+                outbox = self._outbox = Outbox(
+                    settings.send_queue_size, settings.send_queue_bytes
+                )
+            outbox.rest_of(data, sent)
+            self._writing = True
+            runtime.get().spawn(self._drain_outbox)
+
+    def _drain_outbox(self) -> None:
+        # The frames go out as they are queued, several per system call
+        # (sendmsg) and never joined: a broadcast frame is shared by every
+        # connection that queued it, and joining would copy it per client.
+        rt = runtime.get()
+        outbox = self._outbox
+        assert outbox is not None
+        try:
+            while outbox:
+                sent = rt.sendmsg_nowait(self._sock, outbox.batch())
+                if sent:
+                    outbox.written(sent)
+                else:  # the kernel buffer is full: wait for room
+                    rt.wait_writable(self._sock.fileno())
+        except OSError:
+            self._writing = False
+            self._lost()
+            return
+        self._writing = False
+        self._outbox = None  # caught up: let the queue go
+        if self._teardown_after_flush:
+            self._hang_up()
 
     # -- closing -------------------------------------------------------------
 
@@ -641,75 +537,26 @@ class Connection:
         connection is shut down when the peer answers, or after
         ``stargate.close_timeout`` seconds.
         """
-        if self._state is not State.OPEN:
-            return
-        self._leave_open(code, reason, self._settings.close_timeout)
-        self._write(
-            self._proto.send(CloseConnection(code=code, reason=reason)), control=True
-        )
+        protocol = self.protocol
+        protocol.close(code, reason, time.monotonic())
+        if protocol.needs_action:
+            self._act()
 
     def abort(self, code: int = CLOSE_ABNORMAL, reason: str = "") -> None:
         """Close at once, without waiting for the peer or for queued messages.
 
         A close frame with ``code`` is sent if it can go out without waiting.
         """
-        if self._state is State.CLOSED:
+        protocol = self.protocol
+        if protocol.state is State.CLOSED:
             return
-        self._leave_open(code, reason, 0)
-        if (
-            not self._writing
-            and not self._outbox
-            and self._proto.state
-            in (
-                ConnectionState.OPEN,
-                ConnectionState.REMOTE_CLOSING,
-            )
-        ):
+        frame = protocol.abort(code, reason, time.monotonic())
+        if frame and not self._writing and not self._outbox:
             try:
-                runtime.get().send_nowait(
-                    self._sock,
-                    self._proto.send(CloseConnection(code=code, reason=reason)),
-                )
+                runtime.get().send_nowait(self._sock, frame)
             except OSError:
                 pass  # the peer is gone; nothing more to tell it
-        self._finish()
-
-    def _lost(self) -> None:
-        self._leave_open(CLOSE_ABNORMAL, "", 0)
-        self._finish()
-
-    def on_tick(self, now: float, tick: float = 1.0) -> None:
-        """Send a keepalive ping, or cut a peer that is late; called by the tracker.
-
-        Also watches the socket again for a handler that has not received
-        for a whole ``tick`` (see :meth:`read_in_background`).
-        """
-        # The times are compared as next_tick() computes them: at the time
-        # it gave, this acts (the same float), so the tracker never spins.
-        if self._in_background and now >= self._last_receive + tick:
-            self._watch_if_idle()
-        if self._pending_close is not None:
-            if now >= self._close_deadline:  # the handler did not read in time
-                self._close_now()
-            return
-        if self._state is State.CLOSING:
-            if now >= self._close_deadline:
-                log.info("%r: closing handshake timed out", self)
-                self._finish()
-            return
-        if self._state is not State.OPEN or not self._keepalive:
-            return
-        if self._ping_payload is not None:
-            if now >= self._last_ping + self._settings.ping_timeout:
-                self._drop(CLOSE_KEEPALIVE_TIMEOUT, "keepalive ping timeout")
-        elif now >= self._last_ping + self._settings.ping_interval:
-            self._ping_payload = os.urandom(4)
-            self._last_ping = now
-            if self.shares_frames or self._deflate is not None:  # never compressed
-                ping = ping_frame(self._ping_payload)
-            else:
-                ping = self._proto.send(Ping(payload=self._ping_payload))
-            self._write(ping, control=True)
+        self._act()
 
     # -- receiving -----------------------------------------------------------
 
@@ -723,12 +570,14 @@ class Connection:
         :param timeout: seconds to wait for a message.
         :raises TimeoutError: if no message came within ``timeout``.
         """
+        protocol = self.protocol
         give_up = None if timeout is None else time.monotonic() + timeout
         self._last_receive = time.monotonic()
         while True:
-            if self._messages:
-                message = self._messages.popleft()
-                if (self.messages_in - len(self._messages)) % _FAIR_SHARE == 0:
+            messages = protocol.messages
+            if messages:
+                message = messages.popleft()
+                if (protocol.messages_in - len(messages)) % _FAIR_SHARE == 0:
                     # A peer whose data is always there would never make the
                     # socket wait, so its handler would never let the others
                     # run: it yields every so many messages.
@@ -736,20 +585,21 @@ class Connection:
                 if self._in_background:
                     self._receive_ends()
                 return message
-            if self._pending_close is not None:
-                self._close_now()  # after whatever the handler answered
-            if self._input_done:
-                if self._state is not State.CLOSED:
+            if protocol.input_done:
+                if protocol.pending_close is not None:
+                    protocol.take_close(time.monotonic())  # after the handler's answers
+                    self._act()
+                if protocol.state is not State.CLOSED:
                     self._closed_event().wait(
-                        max(0.0, self._close_deadline - time.monotonic())
+                        max(0.0, protocol.close_deadline - time.monotonic())
                     )
-                    if self._state is not State.CLOSED:
+                    if protocol.state is not State.CLOSED:
                         self._finish()
                 return None
             now = time.monotonic()
             wait = None if give_up is None else give_up - now
-            if self._state is State.CLOSING:
-                left = self._close_deadline - now
+            if protocol.state is State.CLOSING:
+                left = protocol.close_deadline - now
                 if left <= 0:
                     self._finish()
                     return None
@@ -765,9 +615,7 @@ class Connection:
         # last did, the tracker sees whether the socket needs a watch.  At
         # most once a tick, not once a message: a time already asked for
         # comes first.
-        when = self._last_receive + self._tick
-        if when < self._timer_at:
-            self._schedule(when)
+        self._schedule(self._last_receive + self._tick)
 
     def __iter__(self) -> Iterator[Message]:
         """Yield messages until the connection is closed."""
@@ -801,6 +649,11 @@ class Connection:
             raise RuntimeError(
                 "another green thread is already receiving on this connection"
             )
+        if self._backlog:
+            # The last turn's budget of frames was spent: the others first.
+            runtime.get().sleep(0)
+            self._parse_on()
+            return
         self._unwatch()  # this green thread reads now
         self._reading = True
         data: bytes | None = None
@@ -818,35 +671,22 @@ class Connection:
 
     def _take(self, data: bytes) -> None:
         """Process bytes read from the socket (``b""``: the end of the stream)."""
-        if not data:
-            if self._simple is not None:
-                rest, self._simple = self._simple.end(), None
-                if rest:
-                    self._proto.receive_data(rest)
-                    self._process_events()
-                    if self._input_done:
-                        return  # the unfinished frame was already an error
-            self._lost()
-            return
         if len(data) == self._recv_size:
             self._drained = False
             self._recv_size = min(2 * self._recv_size, _RECV_SIZE_LARGEST)
         else:
             self._drained = True
             self._recv_size = _RECV_SIZE
-        if self._simple is not None:
-            frames, data = self._simple.feed(data)
-            for opcode, payload in frames:
-                self._on_simple_frame(opcode, payload)
-            if not self._simple.active:
-                failure, self._simple = self._simple.failure, None
-                if failure is not None:  # as wsproto fails a frame: see below
-                    self._on_close_event(CloseConnection(*failure))
-                    return
-            if not data:
-                return
-        self._proto.receive_data(data)
-        self._process_events()
+        protocol = self.protocol
+        self._backlog = protocol.receive_data(data, time.monotonic())
+        if protocol.needs_action:
+            self._act()
+
+    def _parse_on(self) -> None:
+        protocol = self.protocol
+        self._backlog = protocol.resume(time.monotonic())
+        if protocol.needs_action:
+            self._act()
 
     # -- reading while the handler does not ------------------------------------
 
@@ -868,12 +708,13 @@ class Connection:
         self._schedule(self._last_receive + self._tick)
 
     def _may_watch(self) -> bool:
+        protocol = self.protocol
         return (
             self._watch is None
             and not self._reading
-            and not self._input_done
-            and self._state is not State.CLOSED
-            and len(self._messages or ()) < self._settings.send_queue_size
+            and not protocol.input_done
+            and protocol.state is not State.CLOSED
+            and len(protocol.messages or ()) < self._settings.send_queue_size
         )
 
     def _watch_if_idle(self) -> None:
@@ -891,101 +732,51 @@ class Connection:
         runtime.get().spawn(self._read_in_background)
 
     def _read_in_background(self) -> None:
-        if self._reading or self._input_done or self._state is State.CLOSED:
+        protocol = self.protocol
+        if self._reading or protocol.input_done or protocol.state is State.CLOSED:
             return  # a receiving green thread took over, or it is over
-        try:
-            data = runtime.get().recv_nowait(self._sock, self._recv_size)
-        except OSError:
-            data = b""  # reset: the peer is gone
-        if data is not None:
-            self._take(data)
+        if not self._backlog:
+            try:
+                data = runtime.get().recv_nowait(self._sock, self._recv_size)
+            except OSError:
+                data = b""  # reset: the peer is gone
+            if data is not None:
+                self._take(data)
+        limit = self._settings.send_queue_size
+        while self._backlog and len(protocol.messages or ()) < limit:
+            # A turn's budget was spent: the others first.  A receiver that
+            # comes meanwhile parses on itself rather than read (no two
+            # readers of one socket): whoever resumes, each turn is whole.
+            runtime.get().sleep(0)
+            self._parse_on()
         self._watch_if_idle()
 
-    def _on_simple_frame(self, opcode: int, payload: Message) -> None:
-        if opcode == PONG:
-            self._pong_received(payload)
-        elif self._state is State.OPEN:
-            self._deliver(payload)
 
-    def _deliver(self, message: Message) -> None:
-        bucket = self._bucket
-        if bucket is not None and not bucket.take(time.monotonic()):
-            # Dropped, not closed politely: waiting for the flooder's close
-            # answer would mean reading its flood for close_timeout.
-            self._drop(
-                CLOSE_POLICY_VIOLATION,
-                f"message rate limit exceeded ({self._settings.max_message_rate:g} "
-                "a second)",
-            )
-            return
-        self.messages_in += 1
-        self._message_queue().append(message)
+def broadcast(connections: Iterable[Connection], message: Message) -> int:
+    """Send ``message`` to every open connection of ``connections``; return how many.
 
-    def _process_events(self) -> None:
-        for event in self._proto.events():
-            if isinstance(event, (TextMessage, BytesMessage)):
-                if self._state is State.OPEN:
-                    self._fragments.append(event.data)
-                    if event.message_finished:
-                        self._deliver(self._assemble(event))
-            elif isinstance(event, Ping):
-                if self._proto.state is ConnectionState.OPEN:
-                    self._write(self._proto.send(event.response()), control=True)
-            elif isinstance(event, Pong):
-                self._pong_received(event.payload)
-            elif isinstance(event, CloseConnection):
-                self._on_close_event(event)
-                return
+    The message is encoded into a frame once per kind of connection
+    (:attr:`Connection.frame_key`: without compression, or with it and no
+    context kept), and the same bytes are queued on every connection of
+    that kind; the others encode it themselves.  Never blocks: a slow
+    connection delays nobody; a closed one is skipped.
 
-    def _pong_received(self, payload: Message) -> None:
-        if payload == self._ping_payload:  # the keepalive ping was answered
-            self._ping_payload = None
-
-    def _assemble(self, event: TextMessage | BytesMessage) -> Message:
-        fragments, self._fragments = self._fragments, []
-        if isinstance(event, TextMessage):
-            return fragments[0] if len(fragments) == 1 else "".join(fragments)
-        return bytes(fragments[0]) if len(fragments) == 1 else b"".join(fragments)
-
-    def _on_close_event(self, event: CloseConnection) -> None:
-        self._input_done = True
-        if self._messages:
-            # Complete messages came first: the handler reads them, and what
-            # it answers goes out before the close frame (RFC 6455 allows an
-            # endpoint to finish sending first).  The tracker's timer closes
-            # anyway after close_timeout, should the handler not read.
-            self._pending_close = event
-            self._close_deadline = time.monotonic() + self._settings.close_timeout
-            self._schedule(self._close_deadline)
-            return
-        self._answer_close(event)
-
-    def _close_now(self) -> None:
-        event, self._pending_close = self._pending_close, None
-        if event is not None:
-            self._answer_close(event)
-
-    def _answer_close(self, event: CloseConnection) -> None:
-        state = self._proto.state
-        if state is ConnectionState.REMOTE_CLOSING:
-            # The peer started the closing handshake: answer, then hang up.
-            self._leave_open(
-                event.code, event.reason or "", self._settings.close_timeout
-            )
-            self._write(self._proto.send(event.response()), control=True)
-        elif state is ConnectionState.OPEN:
-            # wsproto found a protocol error: fail the connection with its code.
-            reason = event.reason or ""
-            if event.code == CLOSE_TOO_BIG:  # wsproto says "error in extension"
-                reason = (
-                    "message larger than max_message_size "
-                    f"({self._settings.max_message_size} bytes)"
-                )
-            log.info("%r: failing the connection: %s %s", self, event.code, reason)
-            self._linger = True
-            self._leave_open(event.code, reason, self._settings.close_timeout)
-            self._write(
-                self._proto.send(CloseConnection(code=event.code, reason=reason)),
-                control=True,
-            )
-        self._shutdown_when_flushed()
+    :raises TypeError: for anything but ``str`` or bytes-like.
+    """
+    frames: dict[Hashable, bytes] = {}
+    delivered = 0
+    for connection in connections:
+        key = connection.frame_key
+        if key is not None:
+            frame = frames.get(key)
+            if frame is None:
+                frame = frames[key] = connection.encode(message)
+            if connection.send_frame(frame):
+                delivered += 1
+        else:
+            try:
+                connection.send(message)
+            except ConnectionClosed:
+                continue
+            delivered += 1
+    return delivered

@@ -168,6 +168,8 @@ class SimpleFrames:
         self.active = True
         #: ``(close code, reason)`` once a compressed frame was refused.
         self.failure: tuple[int, str] | None = None
+        #: True when :meth:`feed` stopped at its ``limit`` with bytes left.
+        self.backlog = False
         self._deflate = deflate
         self._kinds = _FIRST_BYTES if deflate is None else _FIRST_BYTES_DEFLATE
         # The start of an unfinished frame, in the pieces it came in: joined
@@ -178,7 +180,9 @@ class SimpleFrames:
         self._pending_size = 0
         self._needed = 0
 
-    def feed(self, data: bytes) -> tuple[list[tuple[int, bytes | str]], bytes]:
+    def feed(
+        self, data: bytes, limit: int | None = None
+    ) -> tuple[list[tuple[int, bytes | str]], bytes]:
         """Take ``data``; return the frames it completed, and what is for wsproto.
 
         Frames are ``(opcode, payload)``: text payloads are ``str``, the
@@ -186,7 +190,11 @@ class SimpleFrames:
         while every frame is simple; once one is not, it holds that frame's
         bytes and all that followed, and :attr:`active` is false.  After a
         :attr:`failure` it is empty too: nothing more is to be read.
+
+        :param limit: return after this many frames (``None``: no limit); the rest
+            is kept, and :attr:`backlog` says so: ``feed(b"")`` goes on.
         """
+        self.backlog = False
         pending = self._pending
         if pending:
             pending.append(data)
@@ -202,6 +210,10 @@ class SimpleFrames:
         offset, size = 0, len(stream)
         needed = 2  # the bytes of the next frame that must come before it is read
         while size - offset >= 2:
+            if len(frames) == limit:  # never true for None: no limit
+                self.backlog = True
+                needed = 0  # whole frames may be there: feed(b"") reads on
+                break
             opcode = kinds.get(stream[offset])
             second = stream[offset + 1]
             if opcode is None or not second & 0x80:

@@ -11,10 +11,11 @@ were opened (each one's first ping comes after a random part of its
 interval, so connections opened together do not ping together), instead of
 in one burst per tick.
 
-A connection has at most one live entry in the heap: the time it asked for,
-kept in its ``_timer_at``.  An entry that no longer matches (the connection
-asked for an earlier time since, or is gone) is skipped when it comes up,
-and the heap is compacted when such entries outnumber the live ones.
+A connection has at most one live entry in the heap: the time it asked
+for, which the tracker keeps beside the connection.  An entry that no
+longer matches (the connection asked for an earlier time since, or is gone)
+is skipped when it comes up, and the heap is compacted when such entries
+outnumber the live ones.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from stargate import runtime
-from stargate.connection import CLOSE_GOING_AWAY
+from stargate.protocol import CloseCode
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from stargate.connection import Connection
@@ -47,7 +48,9 @@ class ConnectionTracker:
     """
 
     def __init__(self) -> None:
-        self._connections: set[Connection] = set()
+        # Each tracked connection, and the time of its live entry in the
+        # heap (infinity: none).
+        self._due: dict[Connection, float] = {}
         self._timers: list[tuple[float, int, Connection]] = []
         self._order = itertools.count()  # ties: first asked, first served
         self._running = False
@@ -55,26 +58,25 @@ class ConnectionTracker:
         self._waking_at = math.inf  # when the timer's green thread wakes next
 
     def __len__(self) -> int:
-        return len(self._connections)
+        return len(self._due)
 
     def __iter__(self) -> Iterator[Connection]:
-        return iter(list(self._connections))
+        return iter(list(self._due))
 
     def add(self, connection: Connection) -> None:
         """Track ``connection`` until it is closed."""
-        self._connections.add(connection)
+        self._due[connection] = math.inf
         self.schedule(connection, connection.next_tick())
 
     def discard(self, connection: Connection) -> None:
         """Stop tracking ``connection``."""
-        self._connections.discard(connection)
-        if len(self._timers) > 2 * len(self._connections) + 64:
+        due = self._due
+        due.pop(connection, None)
+        if len(self._timers) > 2 * len(due) + 64:
             # Entries of closed connections would keep them alive until
             # their time: drop them once they are the majority.
             self._timers = [
-                entry
-                for entry in self._timers
-                if entry[2] in self._connections and entry[0] == entry[2]._timer_at
+                entry for entry in self._timers if due.get(entry[2]) == entry[0]
             ]
             heapq.heapify(self._timers)
 
@@ -84,11 +86,9 @@ class ConnectionTracker:
         ``None`` asks for nothing; a time later than one already asked for
         changes nothing (the earlier call asks for the next time).
         """
-        if when is None or when >= connection._timer_at:
-            return  # an earlier entry comes first and asks again
-        if connection not in self._connections:
-            return
-        connection._timer_at = when
+        if when is None or when >= self._due.get(connection, -math.inf):
+            return  # an earlier entry comes first and asks again, or untracked
+        self._due[connection] = when
         heapq.heappush(self._timers, (when, next(self._order), connection))
         if not self._running:
             self._running = True
@@ -96,9 +96,9 @@ class ConnectionTracker:
         elif when < self._waking_at and self._wakeup is not None:
             self._wakeup.set()
 
-    def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "") -> None:
+    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
         """Start the closing handshake of every open connection."""
-        for connection in list(self._connections):
+        for connection in list(self._due):
             connection.close(code, reason)
 
     def _run(self) -> None:
@@ -117,11 +117,11 @@ class ConnectionTracker:
             self._waking_at = math.inf
 
     def _fire(self, now: float) -> None:
-        timers = self._timers
+        timers, due = self._timers, self._due
         while timers and timers[0][0] <= now:
             when, _, connection = heapq.heappop(timers)
-            if when != connection._timer_at or connection not in self._connections:
+            if due.get(connection) != when:
                 continue  # superseded by an earlier time, or closed
-            connection._timer_at = math.inf
+            due[connection] = math.inf
             connection.on_tick(now, connection.tick_hint)
             self.schedule(connection, connection.next_tick())

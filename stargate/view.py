@@ -13,7 +13,7 @@ from pyramid.threadlocal import manager
 
 from stargate import runtime
 from stargate.config import Settings, get_settings
-from stargate.connection import CLOSE_INTERNAL_ERROR, Connection
+from stargate.connection import Connection
 from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
 from stargate.handover import (
     HAND_OVER_KEY,
@@ -28,7 +28,7 @@ from stargate.handshake import (
     InvalidOrigin,
     websocket_handshake,
 )
-from stargate.legacy import HixieProtocol
+from stargate.protocol import CloseCode
 from stargate.proxies import TrustedProxies
 from stargate.ratelimit import client_connections
 from stargate.resource import WebSocketAwareResource
@@ -262,27 +262,12 @@ class WebSocketView:
 
     def _open(self, sock: Any, response: Any, settings: Settings) -> Connection:
         """Send the ``101`` response; return the open connection."""
-        request = self.request
-        sock.sendall(response.to_bytes())
-        legacy = response.version in (75, 76)
-        # RFC 6455: wsproto is made only if a frame needs it; the handshake
-        # negotiates no extension but permessage-deflate.
-        protocol: Any = (
-            HixieProtocol(response.version, settings.max_message_size)
-            if legacy
-            else None
-        )
-        deflate = response.extensions[0] if response.extensions else None
-        return Connection(
+        return Connection.open(
             sock,
-            protocol,
+            response,
             settings,
-            request=request,
-            subprotocol=response.subprotocol,
-            tracker=request.environ.get(TRACKER_KEY, _fallback_tracker),
-            keepalive=not legacy,
-            shares_frames=not legacy and deflate is None,
-            deflate=deflate,
+            request=self.request,
+            tracker=self.request.environ.get(TRACKER_KEY, _fallback_tracker),
         )
 
     def _serve_handed_over(
@@ -362,7 +347,7 @@ class WebSocketView:
             pass  # the client left while the handler was sending: a normal end
         except Exception:
             log.exception("WebSocket handler of %s failed", self.request.path)
-            websocket.close(CLOSE_INTERNAL_ERROR, "internal error")
+            websocket.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             watchdog.cancel()
             websocket.close()

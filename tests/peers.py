@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from wsproto.connection import Connection as WSProto
 from wsproto.connection import ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
@@ -9,8 +11,9 @@ from wsproto.extensions import PerMessageDeflate
 
 from stargate import runtime
 from stargate.config import Settings
-from stargate.connection import Connection, rfc6455_protocol
+from stargate.connection import Connection
 from stargate.deflate import BoundedPerMessageDeflate
+from stargate.protocol import ServerProtocol
 from stargate.tracker import ConnectionTracker
 
 
@@ -42,6 +45,13 @@ def tcp_pair():
     return client, server
 
 
+def connection(sock, settings=None, tracker=None, **options):
+    """A server connection on ``sock``; ``options`` go to its ServerProtocol."""
+    settings = Settings() if settings is None else settings
+    protocol = ServerProtocol(settings, time.monotonic(), **options)
+    return Connection(sock, protocol, settings, tracker=tracker)
+
+
 class Peer:
     """The client end of a connection, speaking through wsproto."""
 
@@ -60,20 +70,20 @@ class Peer:
         server_sock, self.sock = socketpair()
         self.proto = WSProto(ConnectionType.CLIENT)
         self.tracker = ConnectionTracker() if tracker is None else tracker
-        deflate = None
+        now = time.monotonic()
         if not wsproto_only and [type(e) for e in extensions] == [
             BoundedPerMessageDeflate
         ]:
-            (deflate,) = extensions
+            protocol = ServerProtocol(self.settings, now, deflate=extensions[0])
+        else:
+            protocol = ServerProtocol(
+                self.settings,
+                now,
+                extensions=tuple(extensions),
+                fast_frames=not extensions if shares_frames is None else shares_frames,
+            )
         self.conn = Connection(
-            server_sock,
-            None
-            if deflate is not None
-            else rfc6455_protocol(list(extensions), self.settings.max_message_size),
-            self.settings,
-            tracker=self.tracker,
-            shares_frames=not extensions if shares_frames is None else shares_frames,
-            deflate=deflate,
+            server_sock, protocol, self.settings, tracker=self.tracker
         )
 
     def send(self, *events) -> None:

@@ -20,7 +20,7 @@ from wsproto.events import (
 )
 
 from stargate.config import Settings
-from stargate.connection import Connection, State, rfc6455_protocol
+from stargate.connection import State
 from stargate.exceptions import ConnectionClosed
 from stargate.frames import encode_message
 from stargate.tracker import ConnectionTracker
@@ -29,6 +29,7 @@ from tests.peers import (
     Peer,
     Thread,
     close_codes,
+    connection,
     deflate_peer,
     green_socket_module,
     sleep,
@@ -119,13 +120,7 @@ def test_without_a_tracker_the_receiver_enforces_the_close_deadline():
     # receive() gives up at the close deadline itself.
     server_sock, client_sock = socketpair()
     settings = Settings(ping_interval=0.0, close_timeout=0.2)
-    conn = Connection(
-        server_sock,
-        rfc6455_protocol([], settings.max_message_size),
-        settings,
-        tracker=None,
-        shares_frames=True,
-    )
+    conn = connection(server_sock, settings)
     for _ in range(64):  # more than the socket buffers take
         conn.send(b"x" * 65536)
     client_sock.sendall(WSProto(ConnectionType.CLIENT).send(CloseConnection(1000)))
@@ -198,7 +193,7 @@ def test_a_deflate_connection_reads_and_writes_without_wsproto():
     peer.conn.send("hello " * 30)
     peer.conn.send(b"\x01" * 100)
     assert peer.messages() == ["hello " * 30, b"\x01" * 100]
-    assert peer.conn._protocol is None  # what an idle connection does without
+    assert not peer.conn.protocol.uses_wsproto  # what an idle connection does without
     peer.send(TextMessage(data="frag", message_finished=False), TextMessage(data="!"))
     assert peer.conn.receive() == "frag!"  # wsproto, with the same zlib state
     peer.send(TextMessage(data="h\u00e9llo " * 20))
@@ -215,7 +210,7 @@ def test_without_context_takeover_a_message_compresses_alike_everywhere():
         assert peer.conn.send_frame(frames[0])
         peer.conn.send("hello " * 30)
         assert peer.messages() == ["hello " * 30] * 2
-        assert peer.conn._deflate._compressor is None  # nothing kept between
+        assert peer.conn.protocol._deflate._compressor is None  # nothing kept between
 
 
 def test_encode_is_for_connections_that_share_frames():
@@ -362,8 +357,8 @@ def test_queued_bytes_are_bounded_too():
 def test_a_peer_that_misses_its_pong_is_told_before_it_is_cut(caplog):
     peer = Peer(ping_interval=10.0, ping_timeout=5.0)
     conn = peer.conn
-    conn.on_tick(conn._last_ping + 10)  # the ping
-    conn.on_tick(conn._last_ping + 6)  # no pong in time
+    conn.on_tick(conn.protocol.last_ping + 10)  # the ping
+    conn.on_tick(conn.protocol.last_ping + 6)  # no pong in time
     assert conn.close_code == 1011
     assert "keepalive ping timeout (1011)" in caplog.text
     closes = [e for e in peer.events(0.2) if isinstance(e, CloseConnection)]
@@ -385,7 +380,7 @@ def test_a_backlog_is_written_in_order_by_the_writer():
 def test_keepalive_pings_and_expects_the_pong(shares_frames):
     peer = Peer(ping_interval=10.0, ping_timeout=5.0, shares_frames=shares_frames)
     conn = peer.conn
-    start = conn._last_ping
+    start = conn.protocol.last_ping
     conn.on_tick(start + 1)
     assert peer.events(0.05) == []
     conn.on_tick(start + 10)
@@ -405,7 +400,7 @@ def test_keepalive_pings_and_expects_the_pong(shares_frames):
 
 def test_keepalive_off_sends_nothing():
     peer = Peer(ping_interval=0.0)
-    peer.conn.on_tick(peer.conn._last_ping + 10**6)
+    peer.conn.on_tick(peer.conn.protocol.last_ping + 10**6)
     assert peer.events(0.05) == []
 
 
@@ -492,12 +487,10 @@ def test_abort_when_the_peer_is_already_gone():
 def test_a_hixie_connection_speaks_text_only():
     green_socket = green_socket_module()
 
-    from stargate.config import Settings
-    from stargate.connection import Connection
     from stargate.legacy import HixieProtocol
 
     server_sock, client_sock = green_socket.socketpair()
-    conn = Connection(server_sock, HixieProtocol(75, 100), Settings(), keepalive=False)
+    conn = connection(server_sock, legacy=HixieProtocol(75, 100))
     client_sock.sendall(b"\x00hi\xff")
     assert conn.receive() == "hi"
     conn.send("back")
@@ -522,10 +515,9 @@ def test_peer_close_answer_stuck_behind_a_backlog_is_cut_at_close_timeout():
 
 def test_a_reset_while_receiving_is_1006():
     from stargate.config import Settings
-    from stargate.connection import Connection, rfc6455_protocol
 
     client, server_sock = tcp_pair()
-    conn = Connection(server_sock, rfc6455_protocol([], 100), Settings())
+    conn = connection(server_sock, Settings(max_message_size=100), fast_frames=False)
     client.sendall(b"\x81\x85\x00\x00\x00\x00hel")  # half a frame, then a reset
     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     client.close()
@@ -546,10 +538,8 @@ class TimedOutSocket:
 
 
 def test_other_socket_errors_while_receiving_are_a_lost_connection():
-    from stargate.config import Settings
-    from stargate.connection import Connection, rfc6455_protocol
 
-    conn = Connection(TimedOutSocket(), rfc6455_protocol([], 100), Settings())
+    conn = connection(TimedOutSocket(), fast_frames=False)
     assert conn.receive() is None
     assert conn.close_code == 1006
     assert conn.state is State.CLOSED
@@ -572,25 +562,20 @@ def test_wsproto_is_made_only_when_a_frame_needs_it():
     from wsproto.connection import ConnectionType
 
     from stargate.config import Settings
-    from stargate.connection import Connection
 
     server_sock, client_sock = green_socket.socketpair()
-    conn = Connection(
-        server_sock,
-        None,  # RFC 6455 without extensions, made when needed
-        Settings(ping_interval=10.0, max_message_size=100),
-        shares_frames=True,
-    )
+    # RFC 6455 without extensions: wsproto is made when needed.
+    conn = connection(server_sock, Settings(ping_interval=10.0, max_message_size=100))
     client = WSProto(ConnectionType.CLIENT)
     client_sock.sendall(client.send(TextMessage(data="simple")))
     assert conn.receive() == "simple"
-    conn.on_tick(conn._last_ping + 10)  # a keepalive ping needs no wsproto
-    assert conn._protocol is None
+    conn.on_tick(conn.protocol.last_ping + 10)  # a keepalive ping needs no wsproto
+    assert not conn.protocol.uses_wsproto
     client_sock.sendall(
         client.send(Ping(payload=b"?")) + client.send(TextMessage(data="x"))
     )
     assert conn.receive() == "x"
-    assert conn._protocol is not None  # the client's ping needed it
+    assert conn.protocol.uses_wsproto  # the client's ping needed it
     client.receive_data(client_sock.recv(100))
     assert [type(e).__name__ for e in client.events()] == ["Ping", "Pong"]
 
@@ -682,11 +667,10 @@ def test_a_peer_still_sending_gets_the_close_frame_not_a_reset():
     discarded, so the peer can finish sending and then read the close frame
     and the end of the stream (a reset could make it lose the frame)."""
     from stargate.config import Settings
-    from stargate.connection import Connection, rfc6455_protocol
 
     client, server_sock = tcp_pair()
     settings = Settings(max_message_size=65536, ping_interval=0.0, close_timeout=5)
-    conn = Connection(server_sock, rfc6455_protocol([], 65536), settings)
+    conn = connection(server_sock, settings, fast_frames=False)
     size = 1024 * 1024
     chunk = bytes(65536)
 
@@ -769,7 +753,8 @@ def test_messages_at_the_rate_pass_and_a_fragmented_one_counts_once():
     peer.send(TextMessage(data="second"))
     assert peer.conn.receive(timeout=2) == "second"
     assert peer.conn.state is State.OPEN
-    assert Peer().conn._bucket is None  # no limit, no bucket (the default)
+    # No limit, no bucket (the default).
+    assert Peer().conn.protocol._message_bucket is None
 
 
 def test_a_handler_with_messages_always_waiting_lets_others_run():
@@ -783,3 +768,33 @@ def test_a_handler_with_messages_always_waiting_lets_others_run():
     received = [peer.conn.receive(timeout=2) for _ in range(200)]
     assert received == [str(number) for number in range(200)]
     assert others == ["ran"]  # it ran while the messages were being received
+
+
+def test_a_reader_lets_others_run_between_turns_of_a_frame_flood():
+    from stargate.protocol import FRAMES_PER_TURN
+
+    peer = Peer()
+    assert peer.conn.shares_frames
+    ran = []
+    peer.send(*[Ping(payload=b"p")] * (2 * FRAMES_PER_TURN), TextMessage(data="end"))
+    Thread(ran.append, True)  # runs only when the reader yields
+    assert peer.conn.receive(timeout=2) == "end"
+    assert ran == [True]
+    assert len([e for e in peer.events(0.1) if isinstance(e, Pong)]) == 2 * (
+        FRAMES_PER_TURN
+    )
+
+
+def test_a_frame_flood_read_in_background_is_parsed_in_turns():
+    from stargate.protocol import FRAMES_PER_TURN
+
+    peer = Peer(close_timeout=0.2)
+    conn = peer.conn
+    conn.read_in_background()
+    sleep(0.1)  # past the tick: the hub watches the socket
+    peer.send(*[Ping(payload=b"p")] * (2 * FRAMES_PER_TURN), TextMessage(data="end"))
+    assert eventually(
+        lambda: list(conn.protocol.messages or ()) == ["end"], sleep=sleep
+    )
+    assert conn.receive() == "end"
+    assert not Peer(shares_frames=False).conn.shares_frames

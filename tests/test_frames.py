@@ -16,7 +16,6 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import XorMaskerSimple
 
-from stargate.connection import rfc6455_protocol
 from stargate.deflate import BoundedPerMessageDeflate
 from stargate.frames import (
     BINARY,
@@ -28,6 +27,7 @@ from stargate.frames import (
     ping_frame,
     unmask,
 )
+from stargate.protocol import rfc6455_protocol
 from tests.peers import Peer
 
 MASK = b"\x37\xfa\x21\x3d"

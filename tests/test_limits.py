@@ -10,8 +10,8 @@ from wsproto.events import BytesMessage, CloseConnection, TextMessage
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason
 
-from stargate.connection import rfc6455_protocol
 from stargate.deflate import BoundedPerMessageDeflate
+from stargate.protocol import rfc6455_protocol
 
 LIMIT = 1000
 

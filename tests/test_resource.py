@@ -9,7 +9,7 @@ from pyramid import testing
 from pyramid.traversal import resource_path
 
 from stargate.brokers import IBroker, MemoryBroker, get_broker
-from stargate.connection import Connection
+from stargate.connection import Connection, State
 from stargate.exceptions import IncorrectlyConfigured
 from stargate.resource import WebSocketAwareResource
 from tests.peers import Peer, deflate_peer
@@ -128,7 +128,7 @@ def test_broker_forgets_listeners_that_closed_between_checks(config):
     broker = get_broker()
     peer = Peer()
     broker.local.add("/x", peer.conn)  # bypasses the close callback on purpose
-    peer.conn._state = peer.conn._state.CLOSED
+    peer.conn.protocol.state = State.CLOSED
     assert broker.local.deliver("/x", "m") == 0
     assert broker.listeners("/x") == frozenset()
     assert broker.local.channels() == []

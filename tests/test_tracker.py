@@ -82,7 +82,9 @@ def test_a_handler_that_stops_receiving_gets_its_socket_watched():
         conn.receive(timeout=0.01)
     assert eventually(lambda: conn._watch is not None, sleep=sleep)
     peer.send(TextMessage(data="two"))
-    assert eventually(lambda: list(conn._messages or ()) == ["two"], sleep=sleep)
+    assert eventually(
+        lambda: list(conn.protocol.messages or ()) == ["two"], sleep=sleep
+    )
 
 
 def test_a_full_queue_is_not_watched_and_not_polled(ticks):
@@ -90,7 +92,7 @@ def test_a_full_queue_is_not_watched_and_not_polled(ticks):
     conn = peer.conn
     conn.read_in_background()
     peer.send(TextMessage(data="1"), TextMessage(data="2"))
-    assert eventually(lambda: len(conn._messages or ()) >= 1, sleep=sleep)
+    assert eventually(lambda: len(conn.protocol.messages or ()) >= 1, sleep=sleep)
     sleep(0.3)  # six ticks: nothing to do until the handler reads
     assert conn._watch is None
     assert ticks.get(id(conn), 0) <= 2
@@ -135,12 +137,11 @@ def test_an_earlier_time_wakes_a_sleeping_timer():
 
 def test_without_a_tracker_receive_still_ends_the_closing_handshake():
     from stargate.config import Settings
-    from stargate.connection import rfc6455_protocol
-    from tests.peers import socketpair
+    from tests.peers import connection, socketpair
 
     settings = Settings(ping_interval=0.0, close_timeout=0.1)
     server_sock, client_sock = socketpair()
-    conn = Connection(server_sock, rfc6455_protocol([], 2**20), settings)
+    conn = connection(server_sock, settings, fast_frames=False)
     conn.close()  # the peer never answers
     assert conn.receive() is None  # the handler's receive keeps the deadline
     assert conn.state is State.CLOSED
@@ -152,7 +153,7 @@ def test_messages_read_after_the_end_ask_nothing_of_the_tracker():
     conn = peer.conn
     conn.read_in_background()
     peer.send(TextMessage(data="a"), TextMessage(data="b"))
-    assert eventually(lambda: len(conn._messages or ()) == 2, sleep=sleep)
+    assert eventually(lambda: len(conn.protocol.messages or ()) == 2, sleep=sleep)
     conn.close()  # the peer never answers: the tracker ends it at the deadline
     assert eventually(lambda: conn.state is State.CLOSED, sleep=sleep)
     assert len(peer.tracker) == 0

@@ -1,21 +1,18 @@
 """What every broker does: keep this process's listeners of each channel, deliver.
 
-Every broker delivers locally the same way (:class:`LocalListeners`): the
-message is encoded into a frame once per kind of listener
-(:attr:`Connection.frame_key <stargate.connection.Connection.frame_key>`:
-without compression, or with it and no context kept) and the same bytes are
-queued on every listener of that kind; the others encode it themselves.
-Queuing never blocks, so one slow listener delays nobody, and a closed
-listener is forgotten.
+Every broker delivers locally the same way (:class:`LocalListeners`): it
+hands the message and the channel's listeners to
+:func:`stargate.connection.broadcast`, which encodes once per kind of
+frame and never blocks, so one slow listener delays nobody.  A listener is
+forgotten when its connection closes.  Brokers carry messages, never
+frames.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable
 
-from stargate.connection import Connection, Message
-from stargate.exceptions import ConnectionClosed
+from stargate.connection import Connection, Message, broadcast
 
 __all__ = ["Broker", "Channel", "LocalChannel", "LocalListeners"]
 
@@ -82,27 +79,15 @@ class LocalListeners:
         listeners = self._channels.get(channel)
         if not listeners:
             return 0
-        # A frame per kind of connection (see Connection.frame_key): made
-        # once, when the first listener of that kind needs it.
-        frames: dict[Hashable, bytes] = {}
-        delivered = 0
-        for connection in list(listeners):
-            key = connection.frame_key
-            if key is not None:
-                frame = frames.get(key)
-                if frame is None:
-                    frame = frames[key] = connection.encode(message)
-                sent = connection.send_frame(frame)
-            else:
-                try:
-                    connection.send(message)
-                    sent = True
-                except ConnectionClosed:
-                    sent = False
-            if sent:
-                delivered += 1
-            else:
-                self.remove(channel, connection)
+        # A copy: a listener that closes while sent to leaves the set.
+        connections = list(listeners)
+        delivered = broadcast(connections, message)
+        if delivered < len(connections):
+            # Closed ones normally left through their close callback; one
+            # added without it (LocalListeners.add) is forgotten here.
+            for connection in connections:
+                if connection.closed:
+                    self.remove(channel, connection)
         return delivered
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from stargate import runtime
 from stargate.config import ServerOptions
-from stargate.connection import CLOSE_GOING_AWAY
+from stargate.protocol import CloseCode
 from stargate.server.http import (
     BUSY_RESPONSE,
     HttpServer,
@@ -210,14 +210,14 @@ class Server:
         )
         for http in self._http:
             http.stop_accepting()
-        self.tracker.close_all(CLOSE_GOING_AWAY, "server shutting down")
+        self.tracker.close_all(CloseCode.GOING_AWAY, "server shutting down")
         deadline = time.monotonic() + self.options.shutdown_timeout
         while (
             len(self.tracker) or self.running_requests
         ) and time.monotonic() < deadline:
             self.runtime.sleep(0.02)
         for connection in self.tracker:
-            connection.abort(CLOSE_GOING_AWAY, "server shutting down")
+            connection.abort(CloseCode.GOING_AWAY, "server shutting down")
         for http in self._http:
             http.kill_all()
         self._shut_down.set()
