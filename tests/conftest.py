@@ -205,6 +205,7 @@ class PServe:
         server: str = "",
         app: str = "",
         use: str = "call:tests.apps:main",
+        server_use: str = "egg:stargate#server",
         args=(),
         port=None,
         max_files: int | None = None,
@@ -216,7 +217,7 @@ class PServe:
             f"use = {use}\n"
             f"{app}\n"
             "[server:main]\n"
-            "use = egg:stargate#server\n"
+            f"use = {server_use}\n"
             f"listen = 127.0.0.1:{self.port}\n"
             "shutdown_timeout = 5\n"
             f"{server}\n"

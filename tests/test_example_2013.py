@@ -68,6 +68,42 @@ def test_served_as_the_documentation_did(tmp_path):
     assert "Traceback" not in output, output
 
 
+def test_every_name_of_the_2013_docs_imports_from_its_module():
+    from stargate import (  # noqa: F401 - imported is the test
+        IncorrectlyConfigured,
+        WebSocketAwareResource,
+        WebSocketView,
+        is_websocket,
+    )
+    from stargate.factory import server_factory
+    from stargate.handshake import (  # noqa: F401
+        HandShakeFailed,
+        InvalidOrigin,
+        build_location_url,
+        handshake_pre76,
+        handshake_v76,
+        websocket_handshake,
+    )
+    from stargate.server import server_factory as the_egg_entry
+
+    assert server_factory is the_egg_entry
+    for name in ("handle_upgrade", "handle_websocket", "handler"):
+        assert callable(getattr(WebSocketView, name))
+    for name in ("add_listener", "remove_listener", "send"):
+        assert callable(getattr(WebSocketAwareResource, name))
+    assert isinstance(WebSocketAwareResource.listeners, property)
+
+
+def test_served_by_the_factory_module_of_the_2013_docs(pserve):
+    server = pserve(
+        use="call:tests.test_example_2013:main",
+        server_use="call:stargate.factory:server_factory",
+        server="runtime = eventlet",
+    )
+    every_listener_hears_each_state(server.port)
+    assert "Traceback" not in server.output()
+
+
 def test_served_by_pserve_with_egg_stargate_server(pserve):
     server = pserve(
         use="call:tests.test_example_2013:main", server="runtime = eventlet"

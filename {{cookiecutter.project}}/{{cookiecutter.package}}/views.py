@@ -6,7 +6,7 @@ from pyramid.csrf import get_csrf_token
 from pyramid.httpexceptions import HTTPBadRequest
 from pyramid.security import forget, remember
 from pyramid.view import view_config
-from stargate import WebSocketView
+from stargate import CloseCode, WebSocketView
 
 from . import protocol
 from .resources import Backstage, Job, Root
@@ -14,10 +14,6 @@ from .security import WATCH
 
 #: The jobs the home page shows.
 HOME_JOBS = ("1", "2", "3")
-
-#: The WebSocket close code for a client that breaks the rules (RFC 6455).
-CLOSE_POLICY_VIOLATION = 1008
-
 
 @view_config(context=Root, renderer="templates/home.jinja2", request_method="GET")
 def home(context, request):
@@ -66,7 +62,9 @@ class JobView(WebSocketView):
             except protocol.InvalidMessage as error:
                 invalid += 1
                 if invalid >= protocol.MAX_INVALID:
-                    websocket.close(CLOSE_POLICY_VIOLATION, "too many invalid messages")
+                    websocket.close(
+                        CloseCode.POLICY_VIOLATION, "too many invalid messages"
+                    )
                     break
                 websocket.send(protocol.error_message(str(error)))
                 continue
