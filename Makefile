@@ -80,6 +80,7 @@ docs: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check stargate tests bench hooks local_extensions.py docs/conf.py
 	$(BIN)/ruff format --check stargate tests bench hooks local_extensions.py docs/conf.py
+	$(BIN)/mypy stargate
 
 # The library's own tests (unit and live), without the template, the browser
 # and the benchmarks: what runs on the second runtime and other interpreters.

@@ -34,7 +34,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from stargate import runtime
 from stargate.exceptions import ConnectionClosed
@@ -51,6 +51,7 @@ from stargate.protocol import (
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from stargate.config import Settings
+    from stargate.deflate import BoundedPerMessageDeflate
     from stargate.handshake import ResponseHeaders
     from stargate.tracker import ConnectionTracker
 
@@ -212,8 +213,11 @@ class Connection:
             protocol = ServerProtocol(settings, now, legacy=legacy)
         else:
             # The handshake negotiates no extension but permessage-deflate.
-            deflate = response.extensions[0] if response.extensions else None
-            protocol = ServerProtocol(settings, now, deflate=deflate)  # type: ignore[arg-type]
+            deflate = cast(
+                "BoundedPerMessageDeflate | None",
+                response.extensions[0] if response.extensions else None,
+            )
+            protocol = ServerProtocol(settings, now, deflate=deflate)
         return cls(
             sock,
             protocol,
@@ -481,8 +485,8 @@ class Connection:
 
     def _write(self, data: bytes | memoryview, *, control: bool = False) -> None:
         outbox = self._outbox
-        if self._writing or outbox:
-            if not outbox.push(data, control=control):  # type: ignore[union-attr]
+        if outbox is not None and (self._writing or outbox):
+            if not outbox.push(data, control=control):
                 self.protocol.fail(
                     CloseCode.POLICY_VIOLATION,
                     "send queue overflow: the client is not reading",

@@ -188,7 +188,7 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
             self.min_size,
         )
 
-    def deflate_message(self, data: bytes) -> bytes:
+    def deflate_message(self, data: bytes | bytearray | memoryview) -> bytes:
         """Return the payload of a server's compressed message carrying ``data``.
 
         The frame that carries it has RSV1 set.  The compressor is the one

@@ -22,6 +22,7 @@ Pure: no I/O.  ``docs/performance.md`` has the measured figures.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from wsproto.frame_protocol import CloseReason, XorMaskerSimple
@@ -73,6 +74,7 @@ def encode_deflated(
 
     :raises TypeError: for anything but ``str`` or bytes-like.
     """
+    data: bytes | bytearray | memoryview
     if isinstance(message, str):
         opcode, data = TEXT, message.encode("utf-8")
     elif isinstance(message, (bytes, bytearray, memoryview)):
@@ -116,10 +118,17 @@ _FIRST_BYTES_DEFLATE = {
 }
 _SMALL = 4096
 
-try:  # websockets, a dependency: its C unmasking of large frames
-    from websockets.speedups import apply_mask as _apply_mask
-except ImportError:  # pragma: no cover - a websockets built without its C part
-    _apply_mask = None  # up to this size, unmask with one big-integer XOR
+
+def _c_unmasking() -> Callable[[bytes | bytearray | memoryview, bytes], bytes] | None:
+    """Return the C unmasking of websockets, a dependency, if it was built."""
+    try:
+        from websockets.speedups import apply_mask
+    except ImportError:  # pragma: no cover - a websockets built without its C part
+        return None  # up to this size, unmask with one big-integer XOR
+    return apply_mask
+
+
+_apply_mask = _c_unmasking()
 
 
 def unmask(payload: bytes | bytearray | memoryview, mask: bytes) -> bytes:

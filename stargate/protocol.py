@@ -35,7 +35,7 @@ import random
 from collections import deque
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from wsproto.connection import Connection as WSProtoConnection
 from wsproto.connection import ConnectionState, ConnectionType
@@ -268,10 +268,10 @@ class ServerProtocol:
         self.teardown: Teardown | None = None
         self.needs_action = False
         self._output: list[bytes] = []
-        self._fragments: list[str | bytes] = []
+        self._fragments: list[str | bytes | bytearray] = []
         # The fragments of the message so far joined in runs, and how many
         # frames it came in.
-        self._joined: list[str | bytes] = []
+        self._joined: list[str | bytes | bytearray] = []
         self._fragment_count = 0
         self._deflate = deflate
         self._extensions = extensions
@@ -499,13 +499,11 @@ class ServerProtocol:
             fragments = [*self._joined, *fragments]
             self._joined = []
         self._fragment_count = 0
-        if isinstance(event, TextMessage):
-            if len(fragments) == 1:
-                return fragments[0]
-            return "".join(fragments)  # type: ignore[arg-type]
-        if len(fragments) == 1:
-            return bytes(fragments[0])  # type: ignore[arg-type]
-        return b"".join(fragments)  # type: ignore[arg-type]
+        if isinstance(event, TextMessage):  # wsproto decoded every piece
+            texts = cast("list[str]", fragments)
+            return texts[0] if len(texts) == 1 else "".join(texts)
+        chunks = cast("list[bytes | bytearray]", fragments)
+        return bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
 
     def _pong(self, payload: Message) -> None:
         if payload == self._ping_payload:  # the keepalive ping was answered

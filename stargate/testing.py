@@ -217,7 +217,9 @@ class WebSocketClient:
     @property
     def response_headers(self) -> Any:
         """The headers of the server's ``101`` response."""
-        return self._connection.response.headers
+        response = self._connection.response
+        assert response is not None  # the handshake succeeded, or __init__ raised
+        return response.headers
 
     @property
     def close_code(self) -> int | None:

@@ -50,7 +50,7 @@ class ContextVarManager(ThreadLocalManager):
         return stack
 
     @property
-    def stack(self) -> list[dict[str, Any]]:  # type: ignore[override]
+    def stack(self) -> list[dict[str, Any]]:
         """The current green thread's stack."""
         return self._stack()
 

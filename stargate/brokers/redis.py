@@ -225,7 +225,8 @@ class RedisBroker(Broker):
                 # included) when a client made by from_url() is collected.
                 client = self._client()
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
-                channels = set(self.local.channels())
+                # Every channel is a path here: the broker refuses the others.
+                channels = {c for c in self.local.channels() if isinstance(c, str)}
                 pubsub.subscribe(control, *(self.prefix + name for name in channels))
                 self._pubsub = pubsub
                 # Listeners that came or went while subscribing (a green
@@ -270,7 +271,7 @@ class RedisBroker(Broker):
                     pass
 
     def _reconcile(self, pubsub: Any, subscribed: set[str]) -> None:
-        now = set(self.local.channels())
+        now = {c for c in self.local.channels() if isinstance(c, str)}
         if now - subscribed:
             pubsub.subscribe(*(self.prefix + name for name in now - subscribed))
         if subscribed - now:

@@ -324,7 +324,7 @@ def _forget_thread(thread: threading.Thread) -> None:
 
 def _load(name: str) -> Runtime:
     try:
-        return importlib.import_module(f"stargate.runtime.{name}")  # type: ignore[return-value]
+        return importlib.import_module(f"stargate.runtime.{name}")
     except ImportError as error:
         if error.name != name:
             raise  # a broken installation, not a missing one: say what broke

@@ -130,7 +130,8 @@ class HttpServer:
             handler.handle()
         finally:
             self._requests.discard(gevent.getcurrent())
-            handed_over, handler = handler.handed_over, None
+            handed_over = handler.handed_over
+            del handler
             if handed_over is not None:
                 # A fresh green thread: this one's stack grew deep serving
                 # the request, and Python keeps the pages it touched.
@@ -156,7 +157,7 @@ class _Handler(pywsgi.WSGIHandler):
         ended, if the application took it over.
     """
 
-    server: HttpServer  # type: ignore[assignment]
+    server: HttpServer
     handed_over: functools.partial[Any] | None = None
     head: RequestHead | None = None
 
@@ -165,7 +166,7 @@ class _Handler(pywsgi.WSGIHandler):
         try:
             while self.socket is not None:
                 self.time_start = time.time()
-                self.time_finish = 0
+                self.time_finish = 0.0
                 result = self.handle_one_request()
                 if result is not True:
                     break

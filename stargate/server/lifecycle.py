@@ -220,6 +220,7 @@ class Server:
             connection.abort(CloseCode.GOING_AWAY, "server shutting down")
         for http in self._http:
             http.kill_all()
+        assert self._shut_down is not None  # made by serve_forever, which runs this
         self._shut_down.set()
 
     def _warn_once_a_second(self, message: str, *args: Any) -> None:
