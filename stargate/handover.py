@@ -23,21 +23,28 @@ The protocol, for a server:
   ``function`` returns.
 
 The application then returns :func:`written_by_application` as its
-response body.
+response body.  :class:`Upgrade` is that protocol as the view sees it: the
+one thing :mod:`stargate.view` takes from here.
 """
 
 from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from stargate import runtime
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from stargate.tracker import ConnectionTracker
 
 __all__ = [
     "HAND_OVER_KEY",
     "NO_BODY",
     "SOCKET_KEY",
     "TRACKER_KEY",
+    "Upgrade",
     "client_socket",
     "read_after_head",
     "written_by_application",
@@ -118,3 +125,87 @@ class _NoBody:
 
 #: What a server puts as ``wsgi.input`` once it handed the connection over.
 NO_BODY = _NoBody()
+
+
+class Upgrade:
+    """An upgrade request as its server offers it: the socket, and what to do with it.
+
+    Made by :meth:`of`; the view needs nothing else of the server.
+
+    :ivar sock: the client socket.
+    """
+
+    #: Tracks connections made under a server that is not
+    #: ``egg:stargate#server`` (plain ``eventlet.wsgi``, gunicorn's own gevent
+    #: worker), so that they still get keepalive and time-outs.
+    fallback_tracker: ConnectionTracker | None = None
+
+    __slots__ = ("_environ", "sock")
+
+    def __init__(self, environ: dict[str, Any], sock: socket.socket) -> None:
+        self._environ = environ
+        self.sock = sock
+
+    @classmethod
+    def of(cls, environ: dict[str, Any]) -> Upgrade | None:
+        """Return the upgrade of a WSGI request; ``None`` if the socket is hidden."""
+        sock = client_socket(environ)
+        return None if sock is None else cls(environ, sock)
+
+    @staticmethod
+    def written(environ: dict[str, Any], start_response: Any) -> Any:
+        """Return the body of a response written on the socket.
+
+        See :func:`written_by_application`.
+        """
+        return written_by_application(environ, start_response)
+
+    @property
+    def tracker(self) -> ConnectionTracker:
+        """The server's connection tracker (or one for servers without)."""
+        tracker = self._environ.get(TRACKER_KEY)
+        if tracker is not None:
+            return tracker
+        if Upgrade.fallback_tracker is None:
+            from stargate.tracker import ConnectionTracker
+
+            Upgrade.fallback_tracker = ConnectionTracker()
+        return Upgrade.fallback_tracker
+
+    def read_after_head(self, size: int, timeout: float) -> bytes:
+        """Read ``size`` bytes that follow the head (hixie-76), within ``timeout``."""
+        data = b""
+        with runtime.get().timeout(timeout):
+            data = read_after_head(self._environ, size)
+        return data
+
+    def serve(self, request: Any, function: Callable[[], object]) -> bool:
+        """Run ``function`` once ``request`` has ended; false if it must run now.
+
+        Under a server that takes connections over (:data:`HAND_OVER_KEY`),
+        ``function`` runs in a green thread of its own after the request has
+        finished, with what Pyramid's router cleared given back
+        (:func:`stargate.threadlocals.resumed_request`); the socket is closed
+        when it returns.  Other servers: returns false, and the caller runs
+        ``function`` inside the request.
+        """
+        hand_over = self._environ.get(HAND_OVER_KEY)
+        if hand_over is None:
+            return False
+        context = request.context  # Pyramid drops it when the request finishes
+        hand_over(self.sock, _serve_handed_over, request, context, self.sock, function)
+        return True
+
+
+def _serve_handed_over(
+    request: Any, context: Any, sock: socket.socket, function: Callable[[], object]
+) -> None:
+    # Imported here: the servers import this module before the application
+    # (and Pyramid) may be imported, for monkey-patching to come first.
+    from stargate.threadlocals import resumed_request
+
+    try:
+        with resumed_request(request, context):
+            function()
+    finally:
+        sock.close()

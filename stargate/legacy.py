@@ -12,13 +12,13 @@ only when ``stargate.legacy_protocols`` is true.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Event, Message, TextMessage
 from wsproto.frame_protocol import CloseReason
 
-__all__ = ["HixieProtocol"]
+__all__ = ["HixieProtocol", "read_key3"]
 
 
 class HixieProtocol:
@@ -111,3 +111,15 @@ class HixieProtocol:
         """Yield the events parsed so far."""
         while self._events:
             yield self._events.popleft()
+
+
+def read_key3(headers: Mapping[str, str], read: Callable[[int], bytes]) -> bytes:
+    """Return the 8 bytes that follow a hixie-76 request's head, or ``b""``.
+
+    hixie-76 sends them as a body without a Content-Length; ``read(size)``
+    reads what follows the head (see :meth:`stargate.handover.Upgrade.read_after_head`).
+    Other requests have none: nothing is read.
+    """
+    if "Sec-WebSocket-Key1" not in headers:
+        return b""
+    return read(8)

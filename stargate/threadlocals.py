@@ -17,13 +17,20 @@ per green thread in both cases, at the cost of a dictionary lookup.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 from pyramid.registry import Registry
 from pyramid.threadlocal import ThreadLocalManager, manager
 
-__all__ = ["ContextVarManager", "current_registry", "use_context_variable"]
+__all__ = [
+    "ContextVarManager",
+    "current_registry",
+    "resumed_request",
+    "use_context_variable",
+]
 
 
 class ContextVarManager(ThreadLocalManager):
@@ -110,3 +117,24 @@ def current_registry() -> Registry:
     """
     stack = manager.stack
     return (stack[-1] if stack else manager.default())["registry"]
+
+
+@contextmanager
+def resumed_request(request: Any, context: Any) -> Iterator[None]:
+    """Give a finished request back what Pyramid's router cleared, while it runs on.
+
+    For the green thread a server hands an upgraded connection to, once its
+    request has finished: ``request.context`` is set again, the empty
+    callback queues Pyramid made while finishing are dropped (they come back
+    if a handler asks for them), and the request and its registry are
+    Pyramid's current ones until the block ends.
+    """
+    request.context = context
+    for name in ("response_callbacks", "finished_callbacks"):
+        if not request.__dict__.get(name, True):
+            del request.__dict__[name]
+    manager.push({"request": request, "registry": request.registry})
+    try:
+        yield
+    finally:
+        manager.pop()

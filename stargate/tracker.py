@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 import time
+import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stargate import runtime
 from stargate.protocol import CloseCode
@@ -33,7 +35,9 @@ from stargate.protocol import CloseCode
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from stargate.connection import Connection
 
-__all__ = ["ConnectionTracker"]
+__all__ = ["ConnectionTracker", "HandlerWatchdog"]
+
+log = logging.getLogger("stargate.view")
 
 
 class ConnectionTracker:
@@ -125,3 +129,50 @@ class ConnectionTracker:
             due[connection] = math.inf
             connection.on_tick(now, connection.tick_hint)
             self.schedule(connection, connection.next_tick())
+
+
+class HandlerWatchdog:
+    """Stops a handler that outlives its connection by more than a grace period.
+
+    Called when the connection closes (a close callback).  A handler that
+    sleeps forever (as in stargate 0.x's examples) is a normal pattern: it
+    is stopped quietly.  One that is still running a grace period after
+    being stopped ignores it, and is warned about.
+    """
+
+    __slots__ = ("request", "grace", "thread", "timer")
+
+    def __init__(self, request: Any, grace: float) -> None:
+        """Watch the current green thread: the handler of ``request``."""
+        self.request, self.grace = request, grace
+        self.thread = weakref.ref(runtime.get().current())
+        self.timer: Any = None
+
+    def __call__(self, websocket: Connection) -> None:
+        """Stop the handler after the grace period: its connection closed."""
+        thread = self.thread()
+        if thread is not None:
+            self.timer = runtime.get().kill_later(self.grace, thread, self._stopping)
+
+    def _stopping(self) -> None:
+        log.debug(
+            "stopping the WebSocket handler of %s, %ss after its connection closed",
+            self.request.path,
+            self.grace,
+        )
+        thread = self.thread()
+        if thread is not None:  # checked again once it has had time to stop
+            self.timer = runtime.get().kill_later(self.grace, thread, self._warn)
+
+    def _warn(self) -> None:
+        log.warning(
+            "WebSocket handler of %s ignored being stopped %ss after its "
+            "connection closed (it caught GreenletExit?): stopping it again",
+            self.request.path,
+            self.grace,
+        )
+
+    def cancel(self) -> None:
+        """Stop watching: the handler returned."""
+        if self.timer is not None:
+            self.timer.cancel()

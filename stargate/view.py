@@ -4,45 +4,32 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from pyramid.response import Response
-from pyramid.threadlocal import manager
 
-from stargate import runtime
 from stargate.config import Settings, get_settings
 from stargate.connection import Connection
 from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
-from stargate.handover import (
-    HAND_OVER_KEY,
-    TRACKER_KEY,
-    client_socket,
-    read_after_head,
-    written_by_application,
-)
+from stargate.handover import Upgrade
 from stargate.handshake import (
     EnvironHeaders,
     HandShakeFailed,
     InvalidOrigin,
     websocket_handshake,
 )
+from stargate.legacy import read_key3
 from stargate.protocol import CloseCode
 from stargate.proxies import TrustedProxies
 from stargate.ratelimit import client_connections
 from stargate.resource import WebSocketAwareResource
-from stargate.tracker import ConnectionTracker
+from stargate.tracker import HandlerWatchdog
 
 __all__ = ["HandledResponse", "WebSocketView"]
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("stargate.access")
-
-#: Tracks connections made under a server that is not ``egg:stargate#server``
-#: (plain ``eventlet.wsgi``, gunicorn's own gevent worker), so that they
-#: still get keepalive and time-outs.
-_fallback_tracker = ConnectionTracker()
 
 
 class HandledResponse(Response):
@@ -55,51 +42,7 @@ class HandledResponse(Response):
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         """Tell the server that the response was written; write nothing."""
-        return written_by_application(environ, start_response)
-
-
-class _HandlerWatchdog:
-    """Stops a handler that outlives its connection by more than a grace period.
-
-    Called when the connection closes (a close callback).  A handler that
-    sleeps forever (as in stargate 0.x's examples) is a normal pattern: it
-    is stopped quietly.  One that is still running a grace period after
-    being stopped ignores it, and is warned about.
-    """
-
-    __slots__ = ("request", "grace", "thread", "timer")
-
-    def __init__(self, request: Any, grace: float) -> None:
-        self.request, self.grace = request, grace
-        self.thread = weakref.ref(runtime.get().current())
-        self.timer: Any = None
-
-    def __call__(self, websocket: Connection) -> None:
-        thread = self.thread()
-        if thread is not None:
-            self.timer = runtime.get().kill_later(self.grace, thread, self._stopping)
-
-    def _stopping(self) -> None:
-        log.debug(
-            "stopping the WebSocket handler of %s, %ss after its connection closed",
-            self.request.path,
-            self.grace,
-        )
-        thread = self.thread()
-        if thread is not None:  # checked again once it has had time to stop
-            self.timer = runtime.get().kill_later(self.grace, thread, self._warn)
-
-    def _warn(self) -> None:
-        log.warning(
-            "WebSocket handler of %s ignored being stopped %ss after its "
-            "connection closed (it caught GreenletExit?): stopping it again",
-            self.request.path,
-            self.grace,
-        )
-
-    def cancel(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        return Upgrade.written(environ, start_response)
 
 
 class WebSocketView:
@@ -193,8 +136,8 @@ class WebSocketView:
         """
         request = self.request
         settings = self.settings
-        sock = client_socket(request.environ)
-        if sock is None:
+        upgrade = Upgrade.of(request.environ)
+        if upgrade is None:
             raise IncorrectlyConfigured(
                 "the WSGI server does not expose the client socket, so no WebSocket "
                 "can be served: serve the application with egg:stargate#server "
@@ -229,13 +172,18 @@ class WebSocketView:
                 compression_min_size=settings.compression_min_size,
                 max_message_size=settings.max_message_size,
                 legacy=settings.legacy_protocols,
-                key3=self._legacy_key3(settings),
+                key3=read_key3(
+                    request.headers,
+                    lambda size: upgrade.read_after_head(size, settings.close_timeout),
+                )
+                if settings.legacy_protocols
+                else b"",
             )
         except HandShakeFailed as refusal:
             return self._refuse(refusal)
         limit = settings.max_connections_per_client
         if not limit:  # no count to keep (the default)
-            websocket = self._open(sock, response, settings)
+            websocket = self._open(upgrade, response, settings)
         else:
             client = proxies.client_of(request.environ)
             counter = client_connections(request.registry, limit)
@@ -249,57 +197,24 @@ class WebSocketView:
                     )
                 )
             try:
-                websocket = self._open(sock, response, settings)
+                websocket = self._open(upgrade, response, settings)
             except BaseException:
                 counter.release(client)  # the client left during the handshake
                 raise
             websocket.on_close(lambda _: counter.release(client))
-        hand_over = request.environ.get(HAND_OVER_KEY)
-        if hand_over is None:  # another server: serve it right here
-            return self.handle_websocket(websocket)
-        hand_over(sock, self._serve_handed_over, websocket, sock, request.context)
-        return HandledResponse()
+        if upgrade.serve(request, lambda: self.handle_websocket(websocket)):
+            return HandledResponse()
+        return self.handle_websocket(websocket)  # another server: right here
 
-    def _open(self, sock: Any, response: Any, settings: Settings) -> Connection:
+    def _open(self, upgrade: Upgrade, response: Any, settings: Settings) -> Connection:
         """Send the ``101`` response; return the open connection."""
         return Connection.open(
-            sock,
+            upgrade.sock,
             response,
             settings,
             request=self.request,
-            tracker=self.request.environ.get(TRACKER_KEY, _fallback_tracker),
+            tracker=upgrade.tracker,
         )
-
-    def _serve_handed_over(
-        self, websocket: Connection, sock: Any, context: Any
-    ) -> None:
-        """Run :meth:`handle_websocket` in the green thread the server gave it."""
-        request = self.request
-        request.context = context  # Pyramid drops it when a request finishes
-        for name in ("response_callbacks", "finished_callbacks"):
-            # Empty queues Pyramid made while finishing the request, kept
-            # per open WebSocket.  They come back if a handler asks for them.
-            if not request.__dict__.get(name, True):
-                del request.__dict__[name]
-        manager.push({"request": request, "registry": request.registry})
-        try:
-            self.handle_websocket(websocket)
-        finally:
-            manager.pop()
-            sock.close()
-
-    def _legacy_key3(self, settings: Settings) -> bytes:
-        """Read the 8 bytes that follow a hixie-76 request's headers."""
-        if (
-            not settings.legacy_protocols
-            or "Sec-WebSocket-Key1" not in self.request.headers
-        ):
-            return b""
-        key3 = b""
-        # hixie-76 sends 8 bytes of body without a Content-Length.
-        with runtime.get().timeout(settings.close_timeout):
-            key3 = read_after_head(self.request.environ, 8)
-        return key3
 
     def _refuse(self, refusal: HandShakeFailed) -> Response:
         level = logging.WARNING if isinstance(refusal, InvalidOrigin) else logging.INFO
@@ -338,7 +253,7 @@ class WebSocketView:
         that ignores that is warned about and stopped again.  Returns a
         :class:`HandledResponse`.
         """
-        watchdog = _HandlerWatchdog(self.request, self.settings.close_timeout)
+        watchdog = HandlerWatchdog(self.request, self.settings.close_timeout)
         websocket.on_close(watchdog)
         websocket.read_in_background()  # until the handler receives
         try:

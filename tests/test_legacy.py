@@ -74,3 +74,17 @@ def test_lost_connection():
     assert close.code == 1006
     assert proto.state is ConnectionState.CLOSED
     assert feed(proto, b"\x00late\xff") == []
+
+
+def test_key3_is_read_only_after_a_hixie_76_head():
+    from stargate.legacy import read_key3
+
+    asked = []
+
+    def read(size):
+        asked.append(size)
+        return b"12345678"
+
+    assert read_key3({"Sec-WebSocket-Key1": "1 2"}, read) == b"12345678"
+    assert read_key3({"Sec-WebSocket-Key": "x"}, read) == b""
+    assert asked == [8]  # nothing read for another handshake
