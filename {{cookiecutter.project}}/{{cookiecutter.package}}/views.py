@@ -15,6 +15,7 @@ from .security import WATCH
 #: The jobs the home page shows.
 HOME_JOBS = ("1", "2", "3")
 
+
 @view_config(context=Root, renderer="templates/home.jinja2", request_method="GET")
 def home(context, request):
     """Show the home page with a few jobs to play with."""
