@@ -82,10 +82,10 @@ def written_by_application(environ: dict[str, Any], start_response: Any) -> Any:
     connection over (:data:`HAND_OVER_KEY`) know.
     """
     if "eventlet.input" in environ:
-        from stargate.runtime.eventlet_http import already_handled
-
         start_response("101 Switching Protocols", [])  # written: only logged
-        already_handled()
+        # eventlet's WSGI server serves this request, so it is loaded; its
+        # request-local flag tells it the response is written.
+        sys.modules["eventlet.wsgi"].WSGI_LOCAL.already_handled = True
     elif "gunicorn.socket" in environ:
         # Loaded already: client_socket() served only its green workers.
         return sys.modules["gunicorn.workers.base_async"].ALREADY_HANDLED

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.eventlet_only
 import eventlet  # noqa: E402
 import eventlet.event  # noqa: E402
 
-from stargate.runtime.eventlet_http import RefusingPool  # noqa: E402
+from stargate.server.eventlet_http import RefusingPool  # noqa: E402
 
 # -- RefusingPool -----------------------------------------------------------------
 
@@ -158,7 +158,7 @@ class GoneSocket:
 def test_an_error_answer_to_a_client_that_left_is_no_error(caplog):
     import logging
 
-    from stargate.runtime.eventlet_http import _HttpProtocol
+    from stargate.server.eventlet_http import _HttpProtocol
 
     protocol = _HttpProtocol.__new__(_HttpProtocol)  # only the answer matters
     protocol.client_address = ("127.0.0.1", 40000)

@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from stargate.config import ServerOptions
-from stargate.request_head import BadRequestHead
 from stargate.server.http import PatientListener, ServerContext
+from stargate.server.request_head import BadRequestHead
 from stargate.tracker import ConnectionTracker
 from tests.test_request_head import exchange
 
@@ -42,7 +42,7 @@ class FailingListener:
 
 
 def test_an_unexpected_accept_error_ends_the_server_with_it():
-    from stargate.runtime.gevent_http import HttpServer
+    from stargate.server.gevent_http import HttpServer
 
     listener = FailingListener()
     server = HttpServer(PatientListener(listener, on_exhausted=print), context())
@@ -59,7 +59,7 @@ class GoneSocket:
 
 
 def test_a_refusal_to_a_client_that_left_is_no_error(caplog):
-    from stargate.runtime.gevent_http import HttpServer, _Handler
+    from stargate.server.gevent_http import HttpServer, _Handler
 
     handler = _Handler.__new__(_Handler)  # no connection: only the refusal
     handler.socket = GoneSocket()
@@ -88,7 +88,7 @@ def test_access_lines_are_not_formatted_for_a_logger_that_drops_them(
 ):
     import urllib.request
 
-    from stargate.runtime import gevent_http
+    from stargate.server import gevent_http
 
     formatted = []
     real = gevent_http._Handler.format_request

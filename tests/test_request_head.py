@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from stargate.request_head import MAX_HEADERS, BadRequestHead, read_request_head
+from stargate.server.request_head import MAX_HEADERS, BadRequestHead, read_request_head
 from stargate.testing import WebSocketClient
 
 

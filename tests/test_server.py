@@ -207,15 +207,15 @@ class TestServer:
 
     def test_an_unexpected_failure_of_the_server_loop_is_raised(self, monkeypatch):
         import errno
-        import importlib
 
         from stargate import runtime
+        from stargate.server.http import http_server_class
 
         def failing_serve(*args, **kwargs):
             raise OSError(errno.EMFILE, "Too many open files")
 
-        http = importlib.import_module(runtime.get().http_module)
-        monkeypatch.setattr(http.HttpServer, "serve", failing_serve)
+        http = http_server_class(runtime.get().name)
+        monkeypatch.setattr(http, "serve", failing_serve)
         server = Server(
             make_app(), ServerOptions(port=0, runtime=RUNTIME), handle_signals=False
         )
@@ -271,7 +271,7 @@ class TestServer:
 
     @pytest.mark.eventlet_only
     def test_responses_keep_their_length_and_close(self):
-        from stargate.runtime.eventlet_http import _ClosingResponse
+        from stargate.server.eventlet_http import _ClosingResponse
 
         closed = []
 

@@ -222,7 +222,7 @@ def test_an_open_websocket_keeps_nothing_of_eventlets_http_machinery(live):
 
     import eventlet.wsgi
 
-    from stargate.runtime import eventlet_http
+    from stargate.server import eventlet_http
 
     clients = [WebSocketClient(live.ws_url("/echo/")) for _ in range(3)]
     try:

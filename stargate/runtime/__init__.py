@@ -125,9 +125,6 @@ class Runtime(Protocol):
 
     #: ``"eventlet"`` or ``"gevent"``.
     name: str
-    #: The module of this runtime's HTTP server glue (see
-    #: :mod:`stargate.server.http`), imported when a server starts.
-    http_module: str
 
     def spawn(self, function: Callable[..., Any], *args: Any) -> Any:
         """Run ``function(*args)`` in a new green thread; return the thread."""

@@ -32,7 +32,6 @@ with warnings.catch_warnings():
     import eventlet.queue
 
 name = "eventlet"
-http_module = "stargate.runtime.eventlet_http"
 
 spawn = eventlet.spawn
 sleep = eventlet.sleep

@@ -23,7 +23,6 @@ from stargate.exceptions import IncorrectlyConfigured
 from stargate.runtime import BoundedQueue, patch_and_check
 
 name = "gevent"
-http_module = "stargate.runtime.gevent_http"
 
 spawn = gevent.spawn
 sleep = gevent.sleep

@@ -9,7 +9,7 @@ What eventlet's server lacks for long-lived connections, added here:
 - :class:`RequestDeadlines`: a connection that does not deliver a request
   head in ``header_timeout`` seconds is cut (slowloris);
 - :class:`_HttpProtocol`: request heads read with httptools
-  (:mod:`stargate.request_head`), smaller buffers, handed-over sockets left
+  (:mod:`stargate.server.request_head`), smaller buffers, handed-over sockets left
   open.
 """
 
@@ -28,8 +28,8 @@ import eventlet
 import eventlet.wsgi
 
 from stargate.handover import HAND_OVER_KEY, NO_BODY, TRACKER_KEY
-from stargate.request_head import BadRequestHead, read_request_head
 from stargate.server.http import PatientListener, ServerContext, answer_bad_request
+from stargate.server.request_head import BadRequestHead, read_request_head
 
 log = logging.getLogger("stargate.server")
 
@@ -38,7 +38,6 @@ __all__ = [
     "RefusingPool",
     "RequestDeadlines",
     "RequestTimedOut",
-    "already_handled",
 ]
 
 
@@ -456,8 +455,3 @@ class _HttpProtocol(eventlet.wsgi.HttpProtocol):
             environ["wsgi.input"] = NO_BODY
             return
         super().finish()
-
-
-def already_handled() -> None:
-    """Tell eventlet's WSGI server that the application wrote the response itself."""
-    eventlet.wsgi.WSGI_LOCAL.already_handled = True

@@ -8,7 +8,7 @@ application (``start_response``, chunked and counted bodies, keep-alive,
   answered 503 at once (gevent's pool would leave it in the listen
   backlog), and upgraded connections are handed over to a green thread of
   their own once their request has ended (see :mod:`stargate.handover`);
-- request heads read with httptools (:mod:`stargate.request_head`) under
+- request heads read with httptools (:mod:`stargate.server.request_head`) under
   one ``header_timeout`` per head (slowloris), the request line limited to
   ``url_length_limit``;
 - malformed requests answered with a short plain-text 4xx, and errors and
@@ -29,12 +29,12 @@ import gevent
 from gevent import pywsgi
 
 from stargate.handover import HAND_OVER_KEY, NO_BODY, SOCKET_KEY, TRACKER_KEY
-from stargate.request_head import (
+from stargate.server.http import PatientListener, ServerContext, answer_bad_request
+from stargate.server.request_head import (
     BadRequestHead,
     RequestHead,
     read_request_head,
 )
-from stargate.server.http import PatientListener, ServerContext, answer_bad_request
 
 __all__ = ["HttpServer"]
 

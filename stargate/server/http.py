@@ -1,14 +1,16 @@
 """What the server's life cycle shares with each runtime's HTTP server.
 
 :class:`~stargate.server.lifecycle.Server` opens the listening socket,
-handles signals and shuts down gracefully; the HTTP protocol itself is the
-runtime's (``stargate.runtime.eventlet_http``, ``stargate.runtime.gevent_http``),
-each an :class:`HttpServer` made from a :class:`ServerContext`.
+handles signals and shuts down gracefully; the HTTP protocol itself is built on
+each runtime's own WSGI server (:mod:`stargate.server.eventlet_http`,
+:mod:`stargate.server.gevent_http`), each an :class:`HttpServer` made from a
+:class:`ServerContext` (:func:`http_server_class` picks it).
 """
 
 from __future__ import annotations
 
 import errno
+import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from typing import Any, Protocol
 from stargate import runtime
 from stargate.config import ServerOptions
 from stargate.linger import linger
-from stargate.request_head import error_response
+from stargate.server.request_head import error_response
 from stargate.tracker import ConnectionTracker
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "ServerContext",
     "answer_and_hang_up",
     "answer_bad_request",
+    "http_server_class",
 ]
 
 log = logging.getLogger("stargate.server")
@@ -142,3 +145,12 @@ class PatientListener:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
+
+
+def http_server_class(runtime_name: str) -> type[HttpServer]:
+    """Return the :class:`HttpServer` of the runtime named ``runtime_name``.
+
+    Imported when a server starts: each imports its runtime's WSGI server.
+    """
+    module = importlib.import_module(f"stargate.server.{runtime_name}_http")
+    return module.HttpServer

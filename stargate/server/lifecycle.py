@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import _socket
 import gc
-import importlib
 import logging
 import resource
 import signal
@@ -28,6 +27,7 @@ from stargate.server.http import (
     PatientListener,
     ServerContext,
     answer_and_hang_up,
+    http_server_class,
 )
 from stargate.tracker import ConnectionTracker
 
@@ -156,9 +156,7 @@ class Server:
         self.bind()
         host, port = self.address
         log.info("stargate serving on http://%s:%s (%s)", host, port, self.runtime.name)
-        http_server: type[HttpServer] = importlib.import_module(
-            self.runtime.http_module
-        ).HttpServer
+        http_server = http_server_class(self.runtime.name)
         self._http = [
             http_server(PatientListener(sock, self._on_exhausted), self._context)
             for sock in self._sockets
