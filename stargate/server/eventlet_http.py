@@ -28,7 +28,12 @@ import eventlet
 import eventlet.wsgi
 
 from stargate.handover import HAND_OVER_KEY, NO_BODY, TRACKER_KEY
-from stargate.server.http import PatientListener, ServerContext, answer_bad_request
+from stargate.server.http import (
+    PatientListener,
+    ServedConnections,
+    ServerContext,
+    answer_bad_request,
+)
 from stargate.server.request_head import BadRequestHead, read_request_head
 
 log = logging.getLogger("stargate.server")
@@ -148,9 +153,8 @@ class RefusingPool:
         self.size = size
         self._refuse = refuse
         self._deadlines = deadlines
-        # Green thread -> its connection, while it serves HTTP requests.
-        self._requests: dict[Any, _Connection] = {}
-        self._handed_over: set[Any] = set()
+        # Green thread -> its _Connection, while it serves HTTP requests.
+        self.served = ServedConnections()
         self._sockets: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def spawn(self, function: Callable[..., Any], *args: Any) -> Any:
@@ -165,7 +169,7 @@ class RefusingPool:
             function = self._deadlines.guard(function)
         connection = _Connection(self)
         thread = eventlet.spawn_n(connection.run, function, args)
-        self._requests[thread] = connection
+        self.served.requests[thread] = connection
         return connection
 
     def hand_over(
@@ -178,7 +182,7 @@ class RefusingPool:
         """
         self._sockets.add(sock)
         handler = functools.partial(function, *args)
-        connection = self._requests.get(eventlet.getcurrent())
+        connection = self.served.requests.get(eventlet.getcurrent())
         if connection is None:  # not one of this pool's requests
             self._serve_handed_over(handler)
         else:
@@ -186,16 +190,11 @@ class RefusingPool:
 
     def _serve_handed_over(self, handler: Callable[[], object]) -> None:
         """Run ``handler`` in a green thread of its own, counted from now on."""
-        self._handed_over.add(eventlet.spawn_n(self._run_handed_over, handler))
-
-    def _run_handed_over(self, handler: Callable[[], object]) -> None:
-        try:
-            handler()
-        finally:
-            self._handed_over.discard(eventlet.getcurrent())
+        served = self.served
+        served.handed_over.add(eventlet.spawn_n(served.run_handed_over, handler))
 
     def _request_ended(self, connection: _Connection) -> None:
-        self._requests.pop(eventlet.getcurrent(), None)
+        self.served.requests.pop(eventlet.getcurrent(), None)
         for function, args in connection.links:
             if args and self.handed_over(args[0][1]):
                 # eventlet's clean-up forgets the connection and closes its
@@ -214,16 +213,11 @@ class RefusingPool:
 
     def running(self) -> int:
         """Return how many connections the pool is serving."""
-        return len(self._requests) + len(self._handed_over)
+        return len(self.served)
 
     def kill_all(self) -> None:
         """Stop every green thread of the pool."""
-        for thread in [*self._requests, *self._handed_over]:
-            eventlet.kill(thread)
-        # One killed before it started never ran, nor forgot itself.
-        for thread in [thread for thread in self._requests if thread.dead]:
-            del self._requests[thread]
-        self._handed_over = {thread for thread in self._handed_over if not thread.dead}
+        self.served.kill_all()
 
 
 class _Connection:
@@ -407,20 +401,9 @@ class _HttpProtocol(eventlet.wsgi.HttpProtocol):
             self.send_error(refusal.status, refusal.reason)
             return False
         self.command, self.headers = head.method, head.headers
-        # The standard library's defence against open redirects (gh-87389).
-        self.path = (
-            "/" + head.target.lstrip("/")
-            if head.target.startswith("//")
-            else head.target
-        )
-        self.request_version = "HTTP/{}.{}".format(*head.version)
-        if head.version >= (1, 1) and self.protocol_version >= "HTTP/1.1":
-            self.close_connection = False
-        connection = head.headers.get("Connection", "").lower()
-        if connection == "close":
-            self.close_connection = True
-        elif connection == "keep-alive" and self.protocol_version >= "HTTP/1.1":
-            self.close_connection = False
+        self.path = head.path
+        self.request_version = head.http_version
+        self.close_connection = not head.keep_alive
         # "Expect: 100-continue" needs nothing here: eventlet answers it when
         # the application first reads the body.
         return True

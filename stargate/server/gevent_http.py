@@ -29,7 +29,12 @@ import gevent
 from gevent import pywsgi
 
 from stargate.handover import HAND_OVER_KEY, NO_BODY, SOCKET_KEY, TRACKER_KEY
-from stargate.server.http import PatientListener, ServerContext, answer_bad_request
+from stargate.server.http import (
+    PatientListener,
+    ServedConnections,
+    ServerContext,
+    answer_bad_request,
+)
 from stargate.server.request_head import (
     BadRequestHead,
     RequestHead,
@@ -74,20 +79,15 @@ class HttpServer:
             "wsgi.run_once": False,
             TRACKER_KEY: context.tracker,
         }
-        # Green threads serving HTTP requests, and handed-over connections.
-        self._requests: set[Any] = set()
-        self._handed_over: set[Any] = set()
+        self.served = ServedConnections()
 
     def running(self) -> int:
         """Return how many connections are being served (WebSockets included)."""
-        return len(self._requests) + len(self._handed_over)
+        return len(self.served)
 
     def kill_all(self) -> None:
         """Stop every connection's green thread."""
-        for thread in [*self._requests, *self._handed_over]:
-            gevent.kill(thread)
-        self._requests = {thread for thread in self._requests if not thread.dead}
-        self._handed_over = {thread for thread in self._handed_over if not thread.dead}
+        self.served.kill_all()
 
     def stop_accepting(self) -> None:
         """Close the listening socket; the accept loop ends.
@@ -112,9 +112,8 @@ class HttpServer:
                 if self.running() >= self.options.max_connections:
                     gevent.spawn_raw(self._refuse, sock)
                 else:
-                    self._requests.add(
-                        gevent.spawn_raw(self._serve_connection, sock, address)
-                    )
+                    thread = gevent.spawn_raw(self._serve_connection, sock, address)
+                    self.served.requests[thread] = None
         finally:
             listener.close()
 
@@ -129,21 +128,16 @@ class HttpServer:
         try:
             handler.handle()
         finally:
-            self._requests.discard(gevent.getcurrent())
+            self.served.requests.pop(gevent.getcurrent(), None)
             handed_over = handler.handed_over
             del handler
             if handed_over is not None:
                 # A fresh green thread: this one's stack grew deep serving
                 # the request, and Python keeps the pages it touched.
-                self._handed_over.add(
-                    gevent.spawn_raw(self._run_handed_over, handed_over)
+                served = self.served
+                served.handed_over.add(
+                    gevent.spawn_raw(served.run_handed_over, handed_over)
                 )
-
-    def _run_handed_over(self, function: functools.partial[Any]) -> None:
-        try:
-            function()
-        finally:
-            self._handed_over.discard(gevent.getcurrent())
 
     def log_access(self, line: str) -> None:
         """Log one access line, formatted only if the access log keeps it."""
@@ -207,14 +201,10 @@ class _Handler(pywsgi.WSGIHandler):
             return None  # timed out, or the client closed between requests
         self.head = head
         self.command = head.method
-        self.path = (  # the standard library's defence against open redirects
-            "/" + head.target.lstrip("/")
-            if head.target.startswith("//")
-            else head.target
-        )
-        self.request_version = "HTTP/{}.{}".format(*head.version)
+        self.path = head.path
+        self.request_version = head.http_version
         self.headers = head.headers
-        self.close_connection = _closes(head)
+        self.close_connection = not head.keep_alive
         length = head.headers.get("Content-Length")
         self.content_length = None if length is None else int(length)
         self.environ = self.get_environ()
@@ -305,11 +295,3 @@ class _Handler(pywsgi.WSGIHandler):
     def _log_error(self, t: Any, v: Any, tb: Any) -> None:
         if not issubclass(t, gevent.GreenletExit):
             log.error("error serving %s", self.path, exc_info=(t, v, tb))
-
-
-def _closes(head: RequestHead) -> bool:
-    """Return whether the connection closes after this request."""
-    connection = head.headers.get("Connection", "").lower()
-    if head.version >= (1, 1):
-        return connection == "close"
-    return connection != "keep-alive"

@@ -27,6 +27,7 @@ __all__ = [
     "EXHAUSTED",
     "HttpServer",
     "PatientListener",
+    "ServedConnections",
     "ServerContext",
     "answer_and_hang_up",
     "answer_bad_request",
@@ -145,6 +146,45 @@ class PatientListener:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
+
+
+class ServedConnections:
+    """The green threads of one HTTP server: requests, and handed-over connections.
+
+    Both count against ``max_connections`` (:func:`len`), and the server's
+    shutdown stops both (:meth:`kill_all`).  Each HTTP server spawns the
+    green threads its own way and records them here.
+
+    :ivar requests: green thread -> what the server keeps of it, while it
+        serves HTTP requests.
+    :ivar handed_over: the green threads serving handed-over connections.
+    """
+
+    __slots__ = ("handed_over", "requests")
+
+    def __init__(self) -> None:
+        self.requests: dict[Any, Any] = {}
+        self.handed_over: set[Any] = set()
+
+    def __len__(self) -> int:
+        return len(self.requests) + len(self.handed_over)
+
+    def run_handed_over(self, function: Callable[[], object]) -> None:
+        """Run ``function`` in this green thread, counted as a handed-over one."""
+        try:
+            function()
+        finally:
+            self.handed_over.discard(runtime.get().current())
+
+    def kill_all(self) -> None:
+        """Stop every green thread; forget those that never ran."""
+        rt = runtime.get()
+        for thread in [*self.requests, *self.handed_over]:
+            rt.kill(thread)
+        # One killed before it started never ran, nor forgot itself.
+        for thread in [thread for thread in self.requests if thread.dead]:
+            del self.requests[thread]
+        self.handed_over = {thread for thread in self.handed_over if not thread.dead}
 
 
 def http_server_class(runtime_name: str) -> type[HttpServer]:

@@ -85,6 +85,33 @@ class RequestHead(NamedTuple):
     version: tuple[int, int]
     headers: http.client.HTTPMessage
 
+    @property
+    def path(self) -> str:
+        """The target as the application sees it: leading slashes made one.
+
+        The standard library's defence against open redirects (gh-87389):
+        ``//evil.example/`` could otherwise pass for a network-path reference.
+        """
+        target = self.target
+        return "/" + target.lstrip("/") if target.startswith("//") else target
+
+    @property
+    def http_version(self) -> str:
+        """The version as the request line writes it, such as ``"HTTP/1.1"``."""
+        return "HTTP/{}.{}".format(*self.version)
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether the connection stays open after this request.
+
+        HTTP/1.1 keeps it unless ``Connection: close``; HTTP/1.0 closes it
+        unless ``Connection: keep-alive``.
+        """
+        connection = self.headers.get("Connection", "").lower()
+        if self.version >= (1, 1):
+            return connection != "close"
+        return connection == "keep-alive"
+
 
 #: The versions served, as httptools writes them (llhttp refuses the unknown).
 _VERSIONS = {"1.1": (1, 1), "1.0": (1, 0), "0.9": (0, 9)}
