@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from pyramid.traversal import quote_path_segment
 
-from stargate.brokers import Channel, LocalChannel, get_broker
+from stargate.brokers import Broker, Channel, LocalChannel, get_broker
 from stargate.connection import Connection, Message
 
 __all__ = ["WebSocketAwareResource"]
@@ -73,21 +73,30 @@ class WebSocketAwareResource:
     @property
     def listeners(self) -> frozenset[Connection]:
         """The open connections of this process that listen to this resource."""
-        return get_broker().listeners(self.channel)
+        return _broker().listeners(self.channel)
 
     def add_listener(self, websocket: Connection) -> None:
         """Make ``websocket`` receive what this resource sends, until it closes."""
-        registry = getattr(websocket.request, "registry", None)
-        get_broker(registry).subscribe(self.channel, websocket)
+        _broker(websocket).subscribe(self.channel, websocket)
 
     def remove_listener(self, websocket: Connection) -> None:
         """Stop sending this resource's messages to ``websocket``."""
-        registry = getattr(websocket.request, "registry", None)
-        get_broker(registry).unsubscribe(self.channel, websocket)
+        _broker(websocket).unsubscribe(self.channel, websocket)
 
     def send(self, message: Message) -> None:
         """Send ``message`` (``str`` or ``bytes``) to every listener of this resource.
 
         Never blocks on a slow client; closed listeners are forgotten.
         """
-        get_broker().publish(self.channel, message)
+        _broker().publish(self.channel, message)
+
+
+def _broker(websocket: Connection | None = None) -> Broker:
+    """Return the application's broker: the one ``websocket`` was opened in.
+
+    Without a connection, the current application's.  A green thread that a
+    handler spawned may have no current application, but its connection
+    knows its own.
+    """
+    request = None if websocket is None else websocket.request
+    return get_broker(getattr(request, "registry", None))

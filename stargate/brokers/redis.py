@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from typing import Any
 
 from stargate import runtime
@@ -83,22 +82,6 @@ def _named(channel: Channel) -> str:
     return channel
 
 
-class _Backoff:
-    """Jittered exponential delays between reconnection attempts."""
-
-    def __init__(self, first: float, cap: float) -> None:
-        self.first, self.cap = first, cap
-        self.attempt = 0
-
-    def next(self) -> float:
-        ceiling = min(self.cap, self.first * 2 ** min(self.attempt, 16))
-        self.attempt += 1
-        return ceiling / 2 + random.random() * ceiling / 2
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 class RedisBroker(Broker):
     """Deliver to the listeners of every process through Redis pub/sub.
 
@@ -127,7 +110,11 @@ class RedisBroker(Broker):
         self.prefix = prefix
         self.origin = os.urandom(_ORIGIN_SIZE)
         self._outbox = runtime.get().queue(queue_size)
-        self._backoff = backoff
+        # redis-py's own equal-jitter backoff: between half and all of
+        # first * 2**failures, capped; one per loop, reset on success.
+        from redis.backoff import EqualJitterBackoff
+
+        self._delays = EqualJitterBackoff(cap=backoff[1], base=backoff[0])
         self._pubsub: Any = None
         self._publisher: Any = None
         self._unshared = 0  # published while the link was down: local only
@@ -214,7 +201,7 @@ class RedisBroker(Broker):
         )
 
     def _subscribe_loop(self) -> None:
-        backoff = _Backoff(*self._backoff)
+        failures = 0
         control = self.prefix + "\x00stargate"  # keeps the subscription open
         outage = False
         while not self._closed:
@@ -235,7 +222,7 @@ class RedisBroker(Broker):
                 if outage:
                     self._publisher.ping()  # publishing is back too
                 self.connected.set()  # the publisher may send again
-                backoff.reset()
+                failures = 0
                 if outage:
                     log.warning(
                         "Redis broker reconnected to %s; %d message(s) published "
@@ -260,7 +247,8 @@ class RedisBroker(Broker):
                 self._pubsub = None
                 self.connected.clear()
                 self._release(pubsub, client)
-            runtime.get().sleep(backoff.next())
+            runtime.get().sleep(self._delays.compute(failures))
+            failures += 1
 
     def _release(self, *resources: Any) -> None:
         for resource in resources:
@@ -291,7 +279,7 @@ class RedisBroker(Broker):
     # -- publishing ----------------------------------------------------------
 
     def _publish_loop(self) -> None:
-        backoff = _Backoff(*self._backoff)
+        failures = 0
         try:
             while not self._closed:
                 batch = [self._outbox.get()]
@@ -308,12 +296,13 @@ class RedisBroker(Broker):
                     for channel, payload in batch:
                         pipeline.publish(channel, payload)
                     pipeline.execute()
-                    backoff.reset()
+                    failures = 0
                 except (self._redis.RedisError, OSError):
                     # Lost: pub/sub has no one to keep them for.  The subscriber
                     # loop logs the outage; wait before trying the next batch.
                     self._unshared += len(batch)
-                    runtime.get().sleep(backoff.next())
+                    runtime.get().sleep(self._delays.compute(failures))
+                    failures += 1
         finally:  # close() kills this green thread
             self._release(self._publisher)
 
