@@ -7,10 +7,12 @@ the origin policy, chooses one subprotocol, negotiates permessage-deflate
 accepted raises :class:`HandShakeFailed` (or :class:`InvalidOrigin`) carrying
 the HTTP status, reason and headers to answer with.
 
-The hixie-75 and hixie-76 handshakes of 2010-era browsers are here too
-(:func:`handshake_pre76`, :func:`handshake_v76`), reached only when the
-caller passes ``legacy=True`` (the ``stargate.legacy_protocols`` setting):
-they have no masking and no origin-bound key, and browsers dropped them.
+The hixie-75 and hixie-76 handshakes of 2010-era browsers live in
+:mod:`stargate.legacy`, reached only when the caller passes ``legacy=True``
+(the ``stargate.legacy_protocols`` setting): they have no masking and no
+origin-bound key, and browsers dropped them.  Their names of stargate 0.5
+(:func:`~stargate.legacy.handshake_pre76`, :func:`~stargate.legacy.handshake_v76`,
+:func:`~stargate.legacy.build_location_url`) are importable from here too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,11 +36,9 @@ __all__ = [
     "EnvironHeaders",
     "ResponseHeaders",
     "accept_key",
-    "build_location_url",
     "check_origin",
-    "handshake_pre76",
-    "handshake_v76",
     "header_tokens",
+    "lowered_headers",
     "websocket_handshake",
 ]
 
@@ -137,7 +136,8 @@ class ResponseHeaders(list[tuple[str, str]]):
         return head.encode("latin-1") + self.body
 
 
-def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
+def lowered_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Return ``headers`` with lower-case names (:class:`EnvironHeaders` as it is)."""
     if type(headers) is EnvironHeaders:
         return headers  # already lower-case
     return {name.lower(): value for name, value in headers.items()}
@@ -329,7 +329,7 @@ def websocket_handshake(
         ``Sec-WebSocket-Version: 13`` for an unsupported version.
     :raises InvalidOrigin: 403 for a refused origin.
     """
-    lowered = _lowered(headers)
+    lowered = lowered_headers(headers)
     if "upgrade" not in header_tokens(lowered.get("connection")):
         raise HandShakeFailed("the Connection header must contain the token 'upgrade'")
     if "websocket" not in header_tokens(lowered.get("upgrade")):
@@ -343,9 +343,11 @@ def websocket_handshake(
     if version is None and legacy:
         check_origin(origin, allowed_origins, host=site, secure=secure)
         base = ResponseHeaders([("Upgrade", "WebSocket"), ("Connection", "Upgrade")])
+        from stargate import legacy as hixie  # opt-in; it builds on this module
+
         if "sec-websocket-key1" in lowered:
-            return handshake_v76(headers, base, key3, secure=secure)
-        return handshake_pre76(headers, base, secure=secure)
+            return hixie.handshake_v76(headers, base, key3, secure=secure)
+        return hixie.handshake_pre76(headers, base, secure=secure)
     if version is None or version.strip() not in SUPPORTED_VERSIONS:
         raise HandShakeFailed(
             f"unsupported Sec-WebSocket-Version {version!r}; this server speaks 13",
@@ -390,103 +392,13 @@ def websocket_handshake(
     return response
 
 
-def build_location_url(
-    headers: Mapping[str, str], *, path: str | None = None, secure: bool | None = None
-) -> str:
-    """Return the ``ws://`` (or ``wss://``) URL a request was made to.
-
-    ``headers`` may be WebOb's ``request.headers``, whose WSGI environ gives
-    the scheme, script name, path and query string; ``path`` and ``secure``
-    override them, and default to ``/`` and plain ``ws`` for other mappings.
-    """
-    lowered = _lowered(headers)
-    host = lowered.get("host")
-    if not host:
-        raise HandShakeFailed("the Host header is missing")
-    environ = getattr(headers, "environ", None) or {}
-    if secure is None:
-        secure = environ.get("wsgi.url_scheme") == "https"
-    if path is None:
-        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") or "/"
-        if environ.get("QUERY_STRING"):
-            path += "?" + environ["QUERY_STRING"]
-    return f"{'wss' if secure else 'ws'}://{host}{path}"
+# stargate 0.5's documentation imports these from here.
+_LEGACY_NAMES = frozenset({"build_location_url", "handshake_pre76", "handshake_v76"})
 
 
-def _legacy_protocol(lowered: dict[str, str], name: str) -> list[tuple[str, str]]:
-    value = lowered.get(name.lower())
-    return [(name, value)] if value else []
+def __getattr__(name: str) -> Any:
+    if name not in _LEGACY_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from stargate import legacy
 
-
-def handshake_pre76(
-    headers: Mapping[str, str],
-    base_response: Sequence[tuple[str, str]],
-    *,
-    secure: bool | None = None,
-) -> ResponseHeaders:
-    """Return the response headers of the hixie-75 handshake.
-
-    :param base_response: the headers common to every version (``Upgrade``
-        and ``Connection``), as built by :func:`websocket_handshake`.
-    """
-    lowered = _lowered(headers)
-    origin = lowered.get("origin")
-    if not origin:
-        raise HandShakeFailed("a hixie-75 request must carry an Origin header")
-    return ResponseHeaders(
-        [
-            *base_response,
-            ("WebSocket-Origin", origin),
-            ("WebSocket-Location", build_location_url(headers, secure=secure)),
-            *_legacy_protocol(lowered, "WebSocket-Protocol"),
-        ],
-        status="101 Web Socket Protocol Handshake",
-        version=75,
-    )
-
-
-def _key_number(value: str) -> int:
-    digits = "".join(char for char in value if char.isdigit())
-    spaces = value.count(" ")
-    if not digits or spaces == 0:
-        raise HandShakeFailed("a hixie-76 key must hold digits and spaces")
-    number = int(digits)
-    if number % spaces or number // spaces > 0xFFFFFFFF:
-        raise HandShakeFailed("a hixie-76 key is not a multiple of its spaces")
-    return number // spaces
-
-
-def handshake_v76(
-    headers: Mapping[str, str],
-    base_response: Sequence[tuple[str, str]],
-    key3: bytes,
-    *,
-    secure: bool | None = None,
-) -> ResponseHeaders:
-    """Return the response of the hixie-76 handshake, challenge answer in ``body``.
-
-    :param base_response: the headers common to every version.
-    :param key3: the 8 bytes that follow the request headers.
-    """
-    lowered = _lowered(headers)
-    origin = lowered.get("origin")
-    if not origin:
-        raise HandShakeFailed("a hixie-76 request must carry an Origin header")
-    if len(key3) != 8:
-        raise HandShakeFailed("a hixie-76 request must end with 8 bytes of key")
-    challenge = struct.pack(
-        ">II",
-        _key_number(lowered.get("sec-websocket-key1", "")),
-        _key_number(lowered.get("sec-websocket-key2", "")),
-    )
-    return ResponseHeaders(
-        [
-            *base_response,
-            ("Sec-WebSocket-Origin", origin),
-            ("Sec-WebSocket-Location", build_location_url(headers, secure=secure)),
-            *_legacy_protocol(lowered, "Sec-WebSocket-Protocol"),
-        ],
-        status="101 WebSocket Protocol Handshake",
-        version=76,
-        body=hashlib.md5(challenge + key3).digest(),
-    )
+    return getattr(legacy, name)

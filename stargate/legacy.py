@@ -1,24 +1,37 @@
-"""The hixie-75/76 framing of 2010-era browsers, as a sans-I/O protocol object.
+"""Everything hixie-75/76, the WebSockets of 2010-era browsers: handshakes and framing.
 
 Written by hand because no maintained library speaks it any more (wsproto
 and websockets start at RFC 6455).  It is small: text messages travel as
 ``0x00 <UTF-8> 0xFF``, hixie-76 closes with ``0xFF 0x00``, and there is no
-binary message, no ping and no close code.  It produces and accepts the same
-wsproto event types as :class:`wsproto.connection.Connection`, so
-:class:`stargate.connection.Connection` drives both the same way.  Served
-only when ``stargate.legacy_protocols`` is true.
+binary message, no ping and no close code.  :class:`HixieProtocol` produces
+and accepts the same wsproto event types as
+:class:`wsproto.connection.Connection`, so
+:class:`stargate.protocol.ServerProtocol` reads both the same way.  The
+handshakes (:func:`handshake_pre76`, :func:`handshake_v76`) answer what
+:func:`stargate.handshake.websocket_handshake` passes on when
+``stargate.legacy_protocols`` is true; nothing here is served otherwise.
 """
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Event, Message, TextMessage
 from wsproto.frame_protocol import CloseReason
 
-__all__ = ["HixieProtocol", "read_key3"]
+from stargate.handshake import HandShakeFailed, ResponseHeaders, lowered_headers
+
+__all__ = [
+    "HixieProtocol",
+    "build_location_url",
+    "handshake_pre76",
+    "handshake_v76",
+    "read_key3",
+]
 
 
 class HixieProtocol:
@@ -123,3 +136,105 @@ def read_key3(headers: Mapping[str, str], read: Callable[[int], bytes]) -> bytes
     if "Sec-WebSocket-Key1" not in headers:
         return b""
     return read(8)
+
+
+def build_location_url(
+    headers: Mapping[str, str], *, path: str | None = None, secure: bool | None = None
+) -> str:
+    """Return the ``ws://`` (or ``wss://``) URL a request was made to.
+
+    ``headers`` may be WebOb's ``request.headers``, whose WSGI environ gives
+    the scheme, script name, path and query string; ``path`` and ``secure``
+    override them, and default to ``/`` and plain ``ws`` for other mappings.
+    """
+    lowered = lowered_headers(headers)
+    host = lowered.get("host")
+    if not host:
+        raise HandShakeFailed("the Host header is missing")
+    environ = getattr(headers, "environ", None) or {}
+    if secure is None:
+        secure = environ.get("wsgi.url_scheme") == "https"
+    if path is None:
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") or "/"
+        if environ.get("QUERY_STRING"):
+            path += "?" + environ["QUERY_STRING"]
+    return f"{'wss' if secure else 'ws'}://{host}{path}"
+
+
+def _legacy_protocol(lowered: dict[str, str], name: str) -> list[tuple[str, str]]:
+    value = lowered.get(name.lower())
+    return [(name, value)] if value else []
+
+
+def handshake_pre76(
+    headers: Mapping[str, str],
+    base_response: Sequence[tuple[str, str]],
+    *,
+    secure: bool | None = None,
+) -> ResponseHeaders:
+    """Return the response headers of the hixie-75 handshake.
+
+    :param base_response: the headers common to every version (``Upgrade``
+        and ``Connection``), as built by :func:`websocket_handshake`.
+    """
+    lowered = lowered_headers(headers)
+    origin = lowered.get("origin")
+    if not origin:
+        raise HandShakeFailed("a hixie-75 request must carry an Origin header")
+    return ResponseHeaders(
+        [
+            *base_response,
+            ("WebSocket-Origin", origin),
+            ("WebSocket-Location", build_location_url(headers, secure=secure)),
+            *_legacy_protocol(lowered, "WebSocket-Protocol"),
+        ],
+        status="101 Web Socket Protocol Handshake",
+        version=75,
+    )
+
+
+def _key_number(value: str) -> int:
+    digits = "".join(char for char in value if char.isdigit())
+    spaces = value.count(" ")
+    if not digits or spaces == 0:
+        raise HandShakeFailed("a hixie-76 key must hold digits and spaces")
+    number = int(digits)
+    if number % spaces or number // spaces > 0xFFFFFFFF:
+        raise HandShakeFailed("a hixie-76 key is not a multiple of its spaces")
+    return number // spaces
+
+
+def handshake_v76(
+    headers: Mapping[str, str],
+    base_response: Sequence[tuple[str, str]],
+    key3: bytes,
+    *,
+    secure: bool | None = None,
+) -> ResponseHeaders:
+    """Return the response of the hixie-76 handshake, challenge answer in ``body``.
+
+    :param base_response: the headers common to every version.
+    :param key3: the 8 bytes that follow the request headers.
+    """
+    lowered = lowered_headers(headers)
+    origin = lowered.get("origin")
+    if not origin:
+        raise HandShakeFailed("a hixie-76 request must carry an Origin header")
+    if len(key3) != 8:
+        raise HandShakeFailed("a hixie-76 request must end with 8 bytes of key")
+    challenge = struct.pack(
+        ">II",
+        _key_number(lowered.get("sec-websocket-key1", "")),
+        _key_number(lowered.get("sec-websocket-key2", "")),
+    )
+    return ResponseHeaders(
+        [
+            *base_response,
+            ("Sec-WebSocket-Origin", origin),
+            ("Sec-WebSocket-Location", build_location_url(headers, secure=secure)),
+            *_legacy_protocol(lowered, "Sec-WebSocket-Protocol"),
+        ],
+        status="101 WebSocket Protocol Handshake",
+        version=76,
+        body=hashlib.md5(challenge + key3).digest(),
+    )
