@@ -351,9 +351,11 @@ class Connection:
             callbacks, self._callbacks = self._callbacks, []
             for callback in callbacks:
                 self._run_callback(callback)
-        self._schedule(self.next_tick())
         if teardown is not None and teardown is not self._teardown:
             self._end(teardown)
+        # After the end: a connection already closed asks for no time (an
+        # entry would keep it in the tracker's heap until its time came).
+        self._schedule(self.next_tick())
 
     def _end(self, teardown: Teardown) -> None:
         """End the transport as ``teardown`` says: the one way a connection ends."""
@@ -697,19 +699,20 @@ class Connection:
     def read_in_background(self) -> None:
         """Process what the peer sends even while no green thread receives.
 
-        From :attr:`tick_hint` seconds on, while no green thread is in
-        :meth:`receive` (which takes over), the hub watches the socket,
-        without a green thread per connection: pings and the peer's close
-        are answered at once, a lost peer is noticed and the connection
+        While no green thread is in :meth:`receive` (which takes over), the
+        hub watches the socket, without a green thread per connection: pings
+        and the peer's close are answered at once (a handler that never
+        reads, as stargate 0.x's examples sleep forever, answers a close
+        within a round trip), a lost peer is noticed and the connection
         closed (its listeners removed), and messages wait for the handler,
         at most ``stargate.send_queue_size`` of them; past that nothing more
-        is read (TCP pushes back on the peer).  Watching waits for a tick,
-        not for the handler's start, so that the usual handlers, which
-        receive at once, never pay for it.  :class:`WebSocketView` calls
-        this before running its handler.
+        is read (TCP pushes back on the peer).  The watch starts now; a
+        handler that receives cancels it, and one that stops receiving gets
+        it back :attr:`tick_hint` seconds after its last :meth:`receive`.
+        :class:`WebSocketView` calls this before running its handler.
         """
         self._in_background = True
-        self._schedule(self._last_receive + self._tick)
+        self._watch_if_idle()
 
     def _may_watch(self) -> bool:
         protocol = self.protocol

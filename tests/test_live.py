@@ -578,3 +578,17 @@ def test_churn_leaves_no_listener_and_no_file_descriptor(live):
         )
 
     assert eventually(lambda: survivors() == 0), survivors()
+
+
+def test_a_handler_that_never_reads_answers_a_close_within_a_round_trip(serve):
+    """As the 2013 examples do, the handler sleeps forever; the peer's close is
+    still answered at once, not a timer tick later (a tick is a second here)."""
+    server = serve({"stargate.close_timeout": "60"})
+    sock, head = raw_upgrade(server, "/sleeper/")
+    assert head.startswith(b"HTTP/1.1 101")
+    assert eventually(lambda: listener_count(server, "/sleeper/") == 1)
+    sock.sendall(b"\x88\x82\x00\x00\x00\x00\x03\xe8")  # close 1000, masked
+    sock.settimeout(0.5)  # half the tick: the old watch answered after it
+    assert sock.recv(16) == b"\x88\x02\x03\xe8"
+    sock.close()
+    assert eventually(lambda: listener_count(server, "/sleeper/") == 0)
