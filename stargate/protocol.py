@@ -267,11 +267,13 @@ class ServerProtocol:
         self.input_done = False
         self.teardown: Teardown | None = None
         self.needs_action = False
-        self._output: list[bytes] = []
-        self._fragments: list[str | bytes | bytearray] = []
+        # Lists and buckets that most connections never need are made on
+        # first use: an idle connection's size is what a server multiplies.
+        self._output: list[bytes] | None = None
+        self._fragments: list[str | bytes | bytearray] | None = None
         # The fragments of the message so far joined in runs, and how many
         # frames it came in.
-        self._joined: list[str | bytes | bytearray] = []
+        self._joined: list[str | bytes | bytearray] | None = None
         self._fragment_count = 0
         self._deflate = deflate
         self._extensions = extensions
@@ -301,11 +303,7 @@ class ServerProtocol:
             if settings.max_message_rate
             else None
         )
-        self._frame_bucket = (
-            TokenBucket(settings.max_frame_rate, settings.max_frame_burst, now)
-            if settings.max_frame_rate
-            else None
-        )
+        self._frame_bucket: TokenBucket | None = None  # at the first such frame
 
     @property
     def wire(self) -> SansIOProtocol:
@@ -328,9 +326,9 @@ class ServerProtocol:
         They go after what is already queued, and are never refused by the
         queue's bounds (control frames: pongs, pings, close frames).
         """
-        output, self._output = self._output, []
+        output, self._output = self._output, None
         self.needs_action = False
-        return output
+        return output or []
 
     # -- sending -------------------------------------------------------------
 
@@ -445,13 +443,19 @@ class ServerProtocol:
                     return
             if self.state is State.OPEN:
                 fragments = self._fragments
+                if fragments is None:
+                    fragments = self._fragments = []
                 fragments.append(event.data)
                 if event.message_finished:
                     self._deliver(self._assemble(event), now)
                 elif len(fragments) == _JOIN_EVERY:
                     # Tiny fragments cost far more as objects than as bytes:
                     # joined in runs, a message costs about its size.
-                    self._joined.append(fragments[0][:0].join(fragments))  # type: ignore[arg-type]
+                    joined = fragments[0][:0].join(fragments)  # type: ignore[arg-type]
+                    if self._joined is None:
+                        self._joined = [joined]
+                    else:
+                        self._joined.append(joined)
                     fragments.clear()
         elif isinstance(event, Ping):
             if self._count_frame(now) and self.wire.state is ConnectionState.OPEN:
@@ -465,7 +469,15 @@ class ServerProtocol:
     def _count_frame(self, now: float) -> bool:
         """Count a frame that completes no message; false once over the rate."""
         bucket = self._frame_bucket
-        if bucket is None or bucket.take(now):
+        if bucket is None:
+            settings = self._settings
+            if not settings.max_frame_rate:
+                return True
+            # Made full at the first frame: as if made at the opening.
+            bucket = self._frame_bucket = TokenBucket(
+                settings.max_frame_rate, settings.max_frame_burst, now
+            )
+        if bucket.take(now):
             return True
         rate = self._settings.max_frame_rate
         self.fail(
@@ -494,10 +506,10 @@ class ServerProtocol:
         messages.append(message)
 
     def _assemble(self, event: TextMessage | BytesMessage) -> Message:
-        fragments, self._fragments = self._fragments, []
-        if self._joined:
+        fragments, self._fragments = self._fragments or [], None
+        if self._joined is not None:
             fragments = [*self._joined, *fragments]
-            self._joined = []
+            self._joined = None
         self._fragment_count = 0
         if isinstance(event, TextMessage):  # wsproto decoded every piece
             texts = cast("list[str]", fragments)
@@ -537,7 +549,10 @@ class ServerProtocol:
 
     def _send(self, data: bytes) -> None:
         if data:
-            self._output.append(data)
+            if self._output is None:
+                self._output = [data]
+            else:
+                self._output.append(data)
             self.needs_action = True
 
     def _end(self, teardown: Teardown) -> None:

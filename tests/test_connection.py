@@ -628,7 +628,9 @@ def test_a_handler_that_does_not_read_on_is_closed_at_close_timeout():
 def test_reading_in_background_answers_a_close_nobody_receives():
     peer = Peer(close_timeout=60)  # a tick of a second
     peer.conn.read_in_background()
-    assert peer.conn._watch is not None  # at once, not a tick later
+    assert peer.conn._watch is None  # made by the shared timer...
+    assert eventually(lambda: peer.conn._watch is not None, sleep=sleep, timeout=0.5)
+    # ...when it next runs, not a tick later
     peer.send(CloseConnection(code=1000, reason="bye"))
     assert close_codes(peer.events(0.2)) == [1000]  # answered, nobody receiving
     assert peer.conn.state is State.CLOSED
@@ -638,7 +640,7 @@ def test_reading_in_background_answers_a_close_nobody_receives():
 def test_a_receive_takes_over_and_the_shared_timer_hands_back():
     peer = Peer(close_timeout=60)
     peer.conn.read_in_background()
-    assert peer.conn._watch is not None
+    assert eventually(lambda: peer.conn._watch is not None, sleep=sleep, timeout=0.5)
     peer.send(TextMessage(data="read by the handler"))
     assert peer.conn.receive() == "read by the handler"
     assert peer.conn._watch is None  # the handler reads: no watch
