@@ -185,7 +185,7 @@ class Upgrade:
         Under a server that takes connections over (:data:`HAND_OVER_KEY`),
         ``function`` runs in a green thread of its own after the request has
         finished, with what Pyramid's router cleared given back
-        (:func:`stargate.threadlocals.resumed_request`); the socket is closed
+        (:func:`stargate.threadlocals.run_resumed`); the socket is closed
         when it returns.  Other servers: returns false, and the caller runs
         ``function`` inside the request.
         """
@@ -202,10 +202,9 @@ def _serve_handed_over(
 ) -> None:
     # Imported here: the servers import this module before the application
     # (and Pyramid) may be imported, for monkey-patching to come first.
-    from stargate.threadlocals import resumed_request
+    from stargate.threadlocals import run_resumed
 
     try:
-        with resumed_request(request, context):
-            function()
+        run_resumed(request, context, function)
     finally:
         sock.close()

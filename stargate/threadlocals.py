@@ -17,8 +17,7 @@ per green thread in both cases, at the cost of a dictionary lookup.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -28,7 +27,7 @@ from pyramid.threadlocal import ThreadLocalManager, manager
 __all__ = [
     "ContextVarManager",
     "current_registry",
-    "resumed_request",
+    "run_resumed",
     "use_context_variable",
 ]
 
@@ -119,15 +118,16 @@ def current_registry() -> Registry:
     return (stack[-1] if stack else manager.default())["registry"]
 
 
-@contextmanager
-def resumed_request(request: Any, context: Any) -> Iterator[None]:
-    """Give a finished request back what Pyramid's router cleared, while it runs on.
+def run_resumed(request: Any, context: Any, function: Callable[[], object]) -> None:
+    """Run ``function`` for a finished request given back what its router cleared.
 
     For the green thread a server hands an upgraded connection to, once its
     request has finished: ``request.context`` is set again, the empty
     callback queues Pyramid made while finishing are dropped (they come back
     if a handler asks for them), and the request and its registry are
-    Pyramid's current ones until the block ends.
+    Pyramid's current ones while ``function`` runs.  A plain function, not a
+    context manager: it lives as long as the WebSocket, and a generator's
+    frame would too.
     """
     request.context = context
     for name in ("response_callbacks", "finished_callbacks"):
@@ -135,6 +135,6 @@ def resumed_request(request: Any, context: Any) -> Iterator[None]:
             del request.__dict__[name]
     manager.push({"request": request, "registry": request.registry})
     try:
-        yield
+        function()
     finally:
         manager.pop()
