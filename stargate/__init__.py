@@ -18,8 +18,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from stargate.commit import send_after_commit
     from stargate.connection import Connection, broadcast
-    from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
-    from stargate.handshake import HandShakeFailed, InvalidOrigin
+    from stargate.exceptions import (
+        ConnectionClosed,
+        HandShakeFailed,
+        IncorrectlyConfigured,
+        InvalidOrigin,
+    )
     from stargate.predicate import is_websocket
     from stargate.protocol import CloseCode
     from stargate.resource import WebSocketAwareResource
@@ -44,9 +48,9 @@ _HOMES = {
     "CloseCode": "stargate.protocol",
     "Connection": "stargate.connection",
     "ConnectionClosed": "stargate.exceptions",
-    "HandShakeFailed": "stargate.handshake",
+    "HandShakeFailed": "stargate.exceptions",
     "IncorrectlyConfigured": "stargate.exceptions",
-    "InvalidOrigin": "stargate.handshake",
+    "InvalidOrigin": "stargate.exceptions",
     "WebSocketAwareResource": "stargate.resource",
     "WebSocketView": "stargate.view",
     "broadcast": "stargate.connection",

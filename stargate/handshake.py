@@ -12,7 +12,9 @@ The hixie-75 and hixie-76 handshakes of 2010-era browsers live in
 (the ``stargate.legacy_protocols`` setting): they have no masking and no
 origin-bound key, and browsers dropped them.  Their names of stargate 0.5
 (:func:`~stargate.legacy.handshake_pre76`, :func:`~stargate.legacy.handshake_v76`,
-:func:`~stargate.legacy.build_location_url`) are importable from here too.
+:func:`~stargate.legacy.build_location_url`) are importable from here too,
+as are the exceptions (:mod:`stargate.exceptions`) and the header types
+(:mod:`stargate.headers`) it raises and returns.
 """
 
 from __future__ import annotations
@@ -21,12 +23,19 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 from urllib.parse import urlsplit
 
 from wsproto.extensions import Extension
 
 from stargate.deflate import BoundedPerMessageDeflate
+from stargate.exceptions import HandShakeFailed, InvalidOrigin
+from stargate.headers import (
+    EnvironHeaders,
+    ResponseHeaders,
+    header_tokens,
+    lowered_headers,
+)
+from stargate.legacy import build_location_url, handshake_pre76, handshake_v76
 
 __all__ = [
     "GUID",
@@ -36,7 +45,10 @@ __all__ = [
     "EnvironHeaders",
     "ResponseHeaders",
     "accept_key",
+    "build_location_url",
     "check_origin",
+    "handshake_pre76",
+    "handshake_v76",
     "header_tokens",
     "lowered_headers",
     "websocket_handshake",
@@ -57,137 +69,6 @@ _DEFLATE_PARAMETERS = frozenset(
     }
 )
 _MAX_KEY_HEADER = 256
-
-
-class HandShakeFailed(Exception):
-    """The upgrade request cannot be accepted.
-
-    :ivar status: the HTTP status line to answer with, e.g. ``"400 Bad Request"``.
-    :ivar reason: a sentence saying what was wrong, for the response body and
-        the log.
-    :ivar headers: extra response headers, e.g. ``Sec-WebSocket-Version``
-        with a ``426`` answer.
-    """
-
-    status = "400 Bad Request"
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        status: str | None = None,
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        if status is not None:
-            self.status = status
-        self.headers = list(headers)
-
-    @property
-    def status_code(self) -> int:
-        """The numeric HTTP status, e.g. ``400``."""
-        return int(self.status.split(" ", 1)[0])
-
-
-class InvalidOrigin(HandShakeFailed):
-    """The request's ``Origin`` is not allowed to open a WebSocket here (403)."""
-
-    status = "403 Forbidden"
-
-
-class ResponseHeaders(list[tuple[str, str]]):
-    """The headers of a successful handshake's response, as ``(name, value)`` pairs.
-
-    Being a plain list, it can be handed to ``start_response`` or any code
-    that expects headers.  It also carries what was negotiated:
-
-    :ivar status: the status line, ``"101 Switching Protocols"`` for RFC 6455.
-    :ivar version: the protocol version: ``13``, ``8``, ``76`` or ``75``.
-    :ivar subprotocol: the chosen subprotocol, or ``None``.
-    :ivar extensions: the negotiated wsproto extension objects, ready to be
-        given to the connection.
-    :ivar body: bytes to write after the headers (the hixie-76 challenge
-        answer), usually empty.
-    """
-
-    def __init__(
-        self,
-        headers: Iterable[tuple[str, str]] = (),
-        *,
-        status: str = "101 Switching Protocols",
-        version: int = 13,
-        subprotocol: str | None = None,
-        extensions: Sequence[Extension] = (),
-        body: bytes = b"",
-    ) -> None:
-        super().__init__(headers)
-        self.status = status
-        self.version = version
-        self.subprotocol = subprotocol
-        self.extensions = list(extensions)
-        self.body = body
-
-    def to_bytes(self) -> bytes:
-        """Return the whole response as it goes on the wire, body included."""
-        lines = [f"HTTP/1.1 {self.status}"]
-        lines.extend(f"{name}: {value}" for name, value in self)
-        head = "\r\n".join(lines) + "\r\n\r\n"
-        return head.encode("latin-1") + self.body
-
-
-def lowered_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Return ``headers`` with lower-case names (:class:`EnvironHeaders` as it is)."""
-    if type(headers) is EnvironHeaders:
-        return headers  # already lower-case
-    return {name.lower(): value for name, value in headers.items()}
-
-
-#: The request headers the handshakes read, lower-case, by WSGI environ key.
-_READ = {
-    "HTTP_" + name.upper().replace("-", "_"): name
-    for name in (
-        "connection",
-        "upgrade",
-        "host",
-        "origin",
-        "sec-websocket-origin",
-        "sec-websocket-version",
-        "sec-websocket-key",
-        "sec-websocket-protocol",
-        "sec-websocket-extensions",
-        "sec-websocket-key1",
-        "sec-websocket-key2",
-        "websocket-protocol",
-    )
-}
-
-
-class EnvironHeaders(dict[str, str]):
-    """The request headers a handshake reads, by lower-case name, from a WSGI environ.
-
-    For :func:`websocket_handshake`, the same as WebOb's ``request.headers``
-    at a fraction of the cost: only the dozen headers a handshake reads are
-    copied.
-
-    :ivar environ: the environ, where :func:`build_location_url` finds the
-        scheme and path.
-    """
-
-    __slots__ = ("environ",)
-
-    def __init__(self, environ: Mapping[str, Any]) -> None:
-        super().__init__(
-            (name, environ[key]) for key, name in _READ.items() if key in environ
-        )
-        self.environ = environ
-
-
-def header_tokens(value: str | None) -> list[str]:
-    """Split a comma-separated header value into lower-case tokens."""
-    if not value:
-        return []
-    return [token.strip().lower() for token in value.split(",") if token.strip()]
 
 
 def accept_key(key: str) -> str:
@@ -343,11 +224,9 @@ def websocket_handshake(
     if version is None and legacy:
         check_origin(origin, allowed_origins, host=site, secure=secure)
         base = ResponseHeaders([("Upgrade", "WebSocket"), ("Connection", "Upgrade")])
-        from stargate import legacy as hixie  # opt-in; it builds on this module
-
         if "sec-websocket-key1" in lowered:
-            return hixie.handshake_v76(headers, base, key3, secure=secure)
-        return hixie.handshake_pre76(headers, base, secure=secure)
+            return handshake_v76(headers, base, key3, secure=secure)
+        return handshake_pre76(headers, base, secure=secure)
     if version is None or version.strip() not in SUPPORTED_VERSIONS:
         raise HandShakeFailed(
             f"unsupported Sec-WebSocket-Version {version!r}; this server speaks 13",
@@ -390,15 +269,3 @@ def websocket_handshake(
             response.append(("Sec-WebSocket-Extensions", value))
             response.extensions.append(extension)
     return response
-
-
-# stargate 0.5's documentation imports these from here.
-_LEGACY_NAMES = frozenset({"build_location_url", "handshake_pre76", "handshake_v76"})
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LEGACY_NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from stargate import legacy
-
-    return getattr(legacy, name)

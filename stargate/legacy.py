@@ -23,7 +23,8 @@ from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Event, Message, TextMessage
 from wsproto.frame_protocol import CloseReason
 
-from stargate.handshake import HandShakeFailed, ResponseHeaders, lowered_headers
+from stargate.exceptions import HandShakeFailed
+from stargate.headers import ResponseHeaders, lowered_headers
 
 __all__ = [
     "HixieProtocol",

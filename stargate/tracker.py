@@ -27,17 +27,34 @@ import math
 import time
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from stargate import runtime
 from stargate.protocol import CloseCode
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from stargate.connection import Connection
-
-__all__ = ["ConnectionTracker", "HandlerWatchdog"]
+__all__ = ["ConnectionTracker", "HandlerWatchdog", "Tracked"]
 
 log = logging.getLogger("stargate.view")
+
+
+class Tracked(Protocol):
+    """What the tracker needs of a connection (:class:`stargate.Connection` has it)."""
+
+    @property
+    def tick_hint(self) -> float:
+        """Seconds between the checks of a connection that reads in the background."""
+
+    def next_tick(self) -> float | None:
+        """Return when :meth:`on_tick` is next needed (``time.monotonic()``)."""
+
+    def on_tick(self, now: float, tick: float = 1.0) -> None:
+        """Do what is due at ``now``."""
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake."""
+
+    def abort(self, code: int = CloseCode.ABNORMAL_CLOSURE, reason: str = "") -> None:
+        """Close at once."""
 
 
 class ConnectionTracker:
@@ -54,8 +71,8 @@ class ConnectionTracker:
     def __init__(self) -> None:
         # Each tracked connection, and the time of its live entry in the
         # heap (infinity: none).
-        self._due: dict[Connection, float] = {}
-        self._timers: list[tuple[float, int, Connection]] = []
+        self._due: dict[Tracked, float] = {}
+        self._timers: list[tuple[float, int, Tracked]] = []
         self._order = itertools.count()  # ties: first asked, first served
         self._running = False
         self._wakeup: runtime.Event | None = None
@@ -64,15 +81,15 @@ class ConnectionTracker:
     def __len__(self) -> int:
         return len(self._due)
 
-    def __iter__(self) -> Iterator[Connection]:
+    def __iter__(self) -> Iterator[Tracked]:
         return iter(list(self._due))
 
-    def add(self, connection: Connection) -> None:
+    def add(self, connection: Tracked) -> None:
         """Track ``connection`` until it is closed."""
         self._due[connection] = math.inf
         self.schedule(connection, connection.next_tick())
 
-    def discard(self, connection: Connection) -> None:
+    def discard(self, connection: Tracked) -> None:
         """Stop tracking ``connection``."""
         due = self._due
         due.pop(connection, None)
@@ -84,7 +101,7 @@ class ConnectionTracker:
             ]
             heapq.heapify(self._timers)
 
-    def schedule(self, connection: Connection, when: float | None) -> None:
+    def schedule(self, connection: Tracked, when: float | None) -> None:
         """Call ``connection.on_tick`` at ``when`` (``time.monotonic()``).
 
         ``None`` asks for nothing; a time later than one already asked for
@@ -148,7 +165,7 @@ class HandlerWatchdog:
         self.thread = weakref.ref(runtime.get().current())
         self.timer: Any = None
 
-    def __call__(self, websocket: Connection) -> None:
+    def __call__(self, websocket: object) -> None:
         """Stop the handler after the grace period: its connection closed."""
         thread = self.thread()
         if thread is not None:
