@@ -150,6 +150,7 @@ bench: system-packages $(STAMP)
 	$(BIN)/python bench/churn.py || status=1; \
 	$(BIN)/python bench/stuck.py || status=1; \
 	$(BIN)/python bench/flood.py || status=1; \
+	$(BIN)/python bench/flood.py --runtime gevent || status=1; \
 	$(BIN)/python bench/lagging.py || status=1; \
 	$(BIN)/python bench/lagging.py --runtime gevent || status=1; \
 	$(BIN)/python bench/soak.py --compare-keepalive || status=1; \

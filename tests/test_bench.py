@@ -56,18 +56,22 @@ def test_broadcast_benchmark_quick_mode(redis_server, runtime):
 
 
 @pytest.mark.timeout(600)
-def test_flood_benchmark_quick_mode():
-    table, (alone, unlimited, limited) = quick("flood")
-    for run in (alone, unlimited, limited):
+@pytest.mark.parametrize("runtime", ["eventlet", "gevent"])
+def test_flood_benchmark_quick_mode(runtime):
+    table, runs = quick("flood", "--runtime", runtime, results=f"flood-{runtime}")
+    floods = ["none", "unlimited", "limited", "continuation", "pings"]
+    assert [run["flood"] for run in runs] == floods
+    for run in runs:
         assert run["delivered"] == run["expected"] == 100 * run["rounds"]
-    assert [run["flood"] for run in (alone, unlimited, limited)] == [
-        "none",
-        "unlimited",
-        "limited",
-    ]
-    assert unlimited["flooder_closed_with_1008"] is False
-    assert limited["flooder_closed_with_1008"] is True
-    assert "| limited |" in table
+    by_flood = {run["flood"]: run for run in runs}
+    assert by_flood["unlimited"]["flooder_close_code"] is None  # no limit: served
+    assert by_flood["limited"]["flooder_close_code"] == 1008  # message rate
+    # Empty continuation frames meet the fragment limit; pings the frame rate.
+    assert by_flood["continuation"]["flooder_close_code"] == 1009
+    assert by_flood["pings"]["flooder_close_code"] == 1008
+    for flood in ("continuation", "pings"):
+        assert isinstance(by_flood[flood]["target_met"], bool)  # reported
+        assert f"| {flood} |" in table
 
 
 @pytest.mark.timeout(600)
