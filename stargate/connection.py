@@ -706,17 +706,15 @@ class Connection:
         within a round trip), a lost peer is noticed and the connection
         closed (its listeners removed), and messages wait for the handler,
         at most ``stargate.send_queue_size`` of them; past that nothing more
-        is read (TCP pushes back on the peer).  The first watch is due at
-        once, on the shared timer: by the time it runs, a handler that
-        receives is in :meth:`receive` and no watch is made (a watch per
-        connection costs a hub registration, and handshakes); later, one
-        comes :attr:`tick_hint` seconds after the last :meth:`receive`.
+        is read (TCP pushes back on the peer).  The first check comes at the
+        hub's next turn: by then a handler that receives is in
+        :meth:`receive` and no watch is made (a watch per connection costs a
+        hub registration, and handshakes); later, one comes
+        :attr:`tick_hint` seconds after the last :meth:`receive`.
         :class:`WebSocketView` calls this before running its handler.
         """
         self._in_background = True
-        # As if the last receive were a tick ago: the watch is due now.
-        self._last_receive = time.monotonic() - self._tick
-        self._schedule(self._last_receive + self._tick)
+        runtime.get().call_soon(self._watch_if_idle)
 
     def _may_watch(self) -> bool:
         protocol = self.protocol

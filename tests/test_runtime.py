@@ -392,6 +392,15 @@ def test_recv_nowait_never_waits(rt):
     left.close()
 
 
+def test_call_soon_calls_back_once_in_the_hub_after_the_caller_goes_on(rt):
+    calls = []
+    rt.call_soon(lambda: calls.append(rt.current()))
+    assert calls == []  # not from inside the call
+    rt.sleep(0)
+    rt.sleep(0)
+    assert len(calls) == 1 and calls[0] is not rt.current()  # the hub's
+
+
 def test_watch_readable_calls_back_until_cancelled(rt):
     left, right = green_socket_module().socketpair()
     calls = []

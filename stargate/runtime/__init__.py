@@ -183,6 +183,14 @@ class Runtime(Protocol):
         ``OSError`` if the peer is gone.
         """
 
+    def call_soon(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` in the hub at its next turn, once.
+
+        No green thread is made or woken: cheaper than spawning one, for a
+        check that must wait until the current green thread has gone on.
+        ``callback`` must not switch green threads (it may spawn one).
+        """
+
     def watch_readable(
         self, sock: socket.socket, callback: Callable[[], object]
     ) -> TimerHandle:

@@ -169,6 +169,11 @@ def _nothing() -> None:
     """Nothing to mark: no green socket waits through this listener."""
 
 
+def call_soon(callback: Callable[[], object]) -> None:
+    """Call ``callback()`` in the hub at its next turn (a timer due at once)."""
+    eventlet.hubs.get_hub().schedule_call_global(0, callback)
+
+
 def watch_readable(sock: socket.socket, callback: Callable[[], object]) -> _Watch:
     """Call ``callback()`` in the hub whenever ``sock`` is readable, till cancelled."""
     return _Watch(sock, callback)

@@ -117,6 +117,11 @@ def wait_socket_readable(sock: Any) -> None:
     gevent.socket.wait(sock._read_event)
 
 
+def call_soon(callback: Callable[[], object]) -> None:
+    """Call ``callback()`` in the hub at its next turn (a loop callback)."""
+    gevent.get_hub().loop.run_callback(callback)
+
+
 def watch_readable(sock: Any, callback: Callable[[], object]) -> _Watch:
     """Call ``callback()`` in the hub whenever ``sock`` is readable, till cancelled."""
     return _Watch(sock, callback)
