@@ -36,6 +36,7 @@ from tests.peers import (
     socketpair,
     tcp_pair,
 )
+from tests.test_protocol import PROTOCOL_ERRORS
 
 
 def test_receive_text_binary_and_fragments():
@@ -146,18 +147,7 @@ def test_lost_connection_is_1006():
     assert peer.conn.state is State.CLOSED
 
 
-@pytest.mark.parametrize(
-    ("raw", "code"),
-    [
-        (b"\x81\x82\x00\x00\x00\x00\xc3\x28", 1007),  # invalid UTF-8
-        (b"\xc1\x80\x00\x00\x00\x00", 1002),  # RSV1 without an extension
-        (b"\x83\x80\x00\x00\x00\x00", 1002),  # reserved opcode 3
-        (b"\x09\x80\x00\x00\x00\x00", 1002),  # fragmented ping
-        (b"\x81\x00", 1002),  # unmasked client frame
-        (b"\x88\x82\x00\x00\x00\x00\x03\xed", 1002),  # close code 1005 on the wire
-        (b"\x88\x81\x00\x00\x00\x00\x03", 1002),  # one-byte close payload
-    ],
-)
+@pytest.mark.parametrize(("raw", "code"), PROTOCOL_ERRORS)
 def test_protocol_errors_fail_the_connection(raw, code):
     peer = Peer()
     peer.sock.sendall(raw)

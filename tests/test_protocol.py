@@ -226,17 +226,20 @@ def test_a_time_out_overrides_an_ending_that_waits_for_a_flush():
     assert client.read(protocol)[0].code == 1002
 
 
-@pytest.mark.parametrize(
-    ("raw", "code"),
-    [
-        (b"\x81\x82\x00\x00\x00\x00\xc3\x28", 1007),  # invalid UTF-8
-        (b"\xc1\x80\x00\x00\x00\x00", 1002),  # RSV1 without an extension
-        (b"\x83\x80\x00\x00\x00\x00", 1002),  # reserved opcode 3
-        (b"\x09\x80\x00\x00\x00\x00", 1002),  # fragmented ping
-        (b"\x81\x00", 1002),  # unmasked client frame
-        (b"\x88\x82\x00\x00\x00\x00\x03\xed", 1002),  # close code 1005 on the wire
-    ],
-)
+#: Frames that break RFC 6455, and the close code each fails with: checked
+#: here as bytes, and through a socket in tests/test_connection.py.
+PROTOCOL_ERRORS = [
+    (b"\x81\x82\x00\x00\x00\x00\xc3\x28", 1007),  # invalid UTF-8
+    (b"\xc1\x80\x00\x00\x00\x00", 1002),  # RSV1 without an extension
+    (b"\x83\x80\x00\x00\x00\x00", 1002),  # reserved opcode 3
+    (b"\x09\x80\x00\x00\x00\x00", 1002),  # fragmented ping
+    (b"\x81\x00", 1002),  # unmasked client frame
+    (b"\x88\x82\x00\x00\x00\x00\x03\xed", 1002),  # close code 1005 on the wire
+    (b"\x88\x81\x00\x00\x00\x00\x03", 1002),  # one-byte close payload
+]
+
+
+@pytest.mark.parametrize(("raw", "code"), PROTOCOL_ERRORS)
 def test_protocol_errors_fail_with_their_code(raw, code):
     protocol, client = make(), Client()
     protocol.receive_data(client(TextMessage(data="before")) + raw, T0)
