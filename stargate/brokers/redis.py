@@ -106,6 +106,10 @@ class RedisBroker(Broker):
                 "stargate.broker = redis:// needs redis-py: "
                 'pip install "stargate[redis]"'
             ) from None
+        # What a lost link to Redis raises: redis-py's errors, the socket's,
+        # and eventlet's EOFError for a socket closed under its reader (the
+        # broker's close() while redis-py reconnects).
+        self._link_lost = (self._redis.RedisError, OSError, EOFError)
         self.url = url
         self.prefix = prefix
         self.origin = os.urandom(_ORIGIN_SIZE)
@@ -189,7 +193,7 @@ class RedisBroker(Broker):
             return  # not connected: (re)subscribing follows the local listeners
         try:
             getattr(pubsub, command)(self.prefix + channel)
-        except (self._redis.RedisError, OSError):
+        except self._link_lost:
             pass  # the subscriber loop notices the lost link and resubscribes
 
     def _client(self, timeout: float | None = None) -> Any:
@@ -234,7 +238,7 @@ class RedisBroker(Broker):
                     outage = False
                 for item in pubsub.listen():
                     self._on_redis_message(item)
-            except (self._redis.RedisError, OSError) as error:
+            except self._link_lost as error:
                 if not outage:
                     log.warning(
                         "Redis broker cannot reach %s (%s): delivering to this "
@@ -255,7 +259,7 @@ class RedisBroker(Broker):
             if resource is not None:
                 try:
                     resource.close()
-                except (self._redis.RedisError, OSError):  # pragma: no cover
+                except self._link_lost:  # pragma: no cover
                     pass
 
     def _reconcile(self, pubsub: Any, subscribed: set[str]) -> None:
@@ -297,7 +301,7 @@ class RedisBroker(Broker):
                         pipeline.publish(channel, payload)
                     pipeline.execute()
                     failures = 0
-                except (self._redis.RedisError, OSError):
+                except self._link_lost:
                     # Lost: pub/sub has no one to keep them for.  The subscriber
                     # loop logs the outage; wait before trying the next batch.
                     self._unshared += len(batch)
