@@ -318,7 +318,7 @@ class ServerProtocol:
     @property
     def uses_wsproto(self) -> bool:
         """Whether wsproto's reader was made (a frame needed it)."""
-        return self._wire is not None and isinstance(self._wire, WSProtoConnection)
+        return isinstance(self._wire, WSProtoConnection)
 
     def data_to_send(self) -> list[bytes]:
         """Return the bytes to write, in order, and forget them.
@@ -367,9 +367,7 @@ class ServerProtocol:
         simple = self._simple
         if simple is not None:
             return self._read_simple(simple, data, now)
-        self.wire.receive_data(data)
-        self._events = self.wire.events()
-        return self._read_events(now)
+        return self._read_wire(data, now)
 
     def resume(self, now: float) -> bool:
         """Parse on after a turn's budget; return true while more is left."""
@@ -393,8 +391,12 @@ class ServerProtocol:
             self._on_close_event(CloseConnection(*simple.failure), now)
             return False
         # The first frame that is not simple, and all after it: for wsproto.
-        self.wire.receive_data(rest)
-        self._events = self.wire.events()
+        return self._read_wire(rest, now)
+
+    def _read_wire(self, data: bytes, now: float) -> bool:
+        wire = self.wire
+        wire.receive_data(data)
+        self._events = wire.events()
         return self._read_events(now)
 
     def _read_events(self, now: float) -> bool:
