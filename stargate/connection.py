@@ -331,6 +331,12 @@ class Connection:
         else:
             self._run_callback(callback)
 
+    def _call_back(self) -> None:
+        """Run the close callbacks registered so far, once each."""
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            self._run_callback(callback)
+
     def _run_callback(self, callback: Callable[[Connection], object]) -> None:
         try:
             callback(self)
@@ -347,10 +353,8 @@ class Connection:
             self._outbox.discard_queued()
         for data in protocol.data_to_send():
             self._write(data, control=True)
-        if protocol.state is not State.OPEN and self._callbacks:
-            callbacks, self._callbacks = self._callbacks, []
-            for callback in callbacks:
-                self._run_callback(callback)
+        if protocol.state is not State.OPEN:
+            self._call_back()
         if teardown is not None and teardown is not self._teardown:
             self._end(teardown)
         # After the end: a connection already closed asks for no time (an
@@ -416,9 +420,7 @@ class Connection:
         if protocol.state is State.CLOSED:
             return
         protocol.closed()
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            self._run_callback(callback)
+        self._call_back()
         self._unwatch()
         if self._outbox:
             self._outbox.clear()

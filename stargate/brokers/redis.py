@@ -216,8 +216,7 @@ class RedisBroker(Broker):
                 # included) when a client made by from_url() is collected.
                 client = self._client()
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
-                # Every channel is a path here: the broker refuses the others.
-                channels = {c for c in self.local.channels() if isinstance(c, str)}
+                channels = self._paths()
                 pubsub.subscribe(control, *(self.prefix + name for name in channels))
                 self._pubsub = pubsub
                 # Listeners that came or went while subscribing (a green
@@ -262,8 +261,12 @@ class RedisBroker(Broker):
                 except self._link_lost:  # pragma: no cover
                     pass
 
+    def _paths(self) -> set[str]:
+        # Every local channel is a path here: the broker refuses the others.
+        return {c for c in self.local.channels() if isinstance(c, str)}
+
     def _reconcile(self, pubsub: Any, subscribed: set[str]) -> None:
-        now = {c for c in self.local.channels() if isinstance(c, str)}
+        now = self._paths()
         if now - subscribed:
             pubsub.subscribe(*(self.prefix + name for name in now - subscribed))
         if subscribed - now:
