@@ -102,6 +102,29 @@ class Settings:
     #: ``stargate.broker_channel_prefix``: prepended to every channel name so
     #: that several applications can share one broker.  Default empty.
     broker_channel_prefix: str = ""
+    #: ``stargate.history_size``: the last messages of each channel kept for
+    #: the listeners that rejoin since a position (see
+    #: :mod:`stargate.positions`); with it, every message gets a position
+    #: and :meth:`WebSocketAwareResource.send` returns it.  ``0`` (the
+    #: default): no history, no positions, delivery at most once.  Less
+    #: than ``send_queue_size``: a rejoining listener is sent them at once.
+    history_size: int = 0
+    #: ``stargate.history_ttl``: seconds a channel's messages are kept after
+    #: its last one.  Default 300.
+    history_ttl: float = 300.0
+    #: ``stargate.history_channels``: with ``memory://``, the channels whose
+    #: history a process keeps; past it, the one used least recently is
+    #: forgotten (its listeners will be told to reload).  Default 10000.
+    history_channels: int = 10000
+    #: ``stargate.position_ttl``: with ``redis://``, seconds a channel's
+    #: position (epoch and offset) is kept after its last message: a client
+    #: that rejoins within it and missed nothing is not told to reload.
+    #: Default 86400.
+    position_ttl: float = 86400.0
+    #: ``stargate.publish_timeout``: with history on ``redis://``, the
+    #: seconds :meth:`WebSocketAwareResource.send` waits for Redis before it
+    #: raises :class:`~stargate.exceptions.BrokerUnavailable`.  Default 2.
+    publish_timeout: float = 2.0
     #: ``stargate.trusted_proxies``: addresses or networks (CIDR) of reverse
     #: proxies whose ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` headers
     #: the origin check believes.  Default none.
@@ -252,6 +275,11 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "compression_min_size": _whole,
     "broker": _broker,
     "broker_channel_prefix": _text,
+    "history_size": _whole,
+    "history_ttl": _positive_seconds,
+    "history_channels": _count,
+    "position_ttl": _positive_seconds,
+    "publish_timeout": _positive_seconds,
     "legacy_protocols": _bool,
     "trusted_proxies": parse_networks,
     "max_message_rate": _rate,
@@ -276,7 +304,7 @@ def parse_settings(settings: Mapping[str, Any] | None) -> Settings:
         for key, raw in (settings or {}).items()
         if key.startswith(PREFIX)
     }
-    return parse_fields(
+    parsed = parse_fields(
         Settings,
         ours,
         _SETTINGS,
@@ -285,6 +313,13 @@ def parse_settings(settings: Mapping[str, Any] | None) -> Settings:
             "the stargate settings are: " + ", ".join(PREFIX + name for name in names)
         ),
     )
+    if parsed.history_size >= parsed.send_queue_size:
+        raise IncorrectlyConfigured(
+            f"setting 'stargate.history_size' = {parsed.history_size}: a listener "
+            "that rejoins is sent up to that many messages at once, so it must be "
+            f"less than 'stargate.send_queue_size' ({parsed.send_queue_size})"
+        )
+    return parsed
 
 
 def parse_fields(

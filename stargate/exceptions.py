@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "BrokerUnavailable",
     "ConnectionClosed",
     "HandShakeFailed",
     "IncorrectlyConfigured",
@@ -34,6 +35,19 @@ class ConnectionClosed(Exception):
         super().__init__(f"WebSocket connection closed with code {code} {reason!r}")
         self.code = code
         self.reason = reason
+
+
+class BrokerUnavailable(Exception):
+    """The broker could not take a message, or say what its history holds.
+
+    Raised by :meth:`~stargate.WebSocketAwareResource.send` and
+    :meth:`~stargate.WebSocketAwareResource.position` of a resource whose
+    channel has history (``stargate.history_size``) when Redis does not
+    answer within ``stargate.publish_timeout``: the message was delivered to
+    no one, in no process (or, when Redis took it but its answer was lost,
+    to everyone: the message says which may be the case).  Turn it into an
+    error for the sender, e.g. a ``503``.
+    """
 
 
 class HandShakeFailed(Exception):

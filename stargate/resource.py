@@ -8,6 +8,7 @@ from pyramid.traversal import quote_path_segment
 
 from stargate.brokers import Broker, Channel, LocalChannel, get_broker
 from stargate.connection import Connection, Message
+from stargate.positions import Position, requested
 
 __all__ = ["WebSocketAwareResource"]
 
@@ -76,19 +77,43 @@ class WebSocketAwareResource:
         return _broker().listeners(self.channel)
 
     def add_listener(self, websocket: Connection) -> None:
-        """Make ``websocket`` receive what this resource sends, until it closes."""
-        _broker(websocket).subscribe(self.channel, websocket)
+        """Make ``websocket`` receive what this resource sends, until it closes.
+
+        It receives the bare messages, unless history is on and its client
+        asked for positions with the ``since`` query parameter: then it is
+        sent what it missed since that position (or told to reload), and
+        each message with its position (:mod:`stargate.positions`).
+        """
+        request = getattr(websocket, "request", None)
+        since = None if request is None else requested(request.GET)
+        _broker(websocket).subscribe(self.channel, websocket, since)
 
     def remove_listener(self, websocket: Connection) -> None:
         """Stop sending this resource's messages to ``websocket``."""
         _broker(websocket).unsubscribe(self.channel, websocket)
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Position | None:
         """Send ``message`` (``str`` or ``bytes``) to every listener of this resource.
 
         Never blocks on a slow client; closed listeners are forgotten.
+        Returns the message's :class:`~stargate.positions.Position` when
+        history is on (``stargate.history_size``), else ``None``.
+
+        :raises BrokerUnavailable: with history on Redis, when Redis did not
+            take the message within ``stargate.publish_timeout``.
         """
-        _broker().publish(self.channel, message)
+        return _broker().publish(self.channel, message)
+
+    def position(self) -> Position | None:
+        """Return the position of this resource's last message, with history.
+
+        Read it *before* the state a page renders: the page's socket, opened
+        with ``?since=`` this position, then gets every change made after.
+
+        :raises BrokerUnavailable: with history on Redis, when Redis does not
+            answer within ``stargate.publish_timeout``.
+        """
+        return _broker().position(self.channel)
 
 
 def _broker(websocket: Connection | None = None) -> Broker:

@@ -25,9 +25,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from stargate import runtime
 from stargate.config import ServerOptions
+from stargate.positions import SINCE, Frame, Position, parse_frame
 from stargate.server import Server
 
 try:
@@ -174,6 +176,9 @@ class WebSocketClient:
     :param headers: extra request headers.
     :param compression: offer permessage-deflate.
     :param timeout: seconds for the handshake and for :meth:`receive`.
+    :param since: ask for positions (:mod:`stargate.positions`): ``""`` from
+        now, or a :class:`~stargate.positions.Position` (or its text) to
+        continue after; then read with :meth:`receive_frame`.
     :raises UpgradeRefused: when the server answers the upgrade with an
         HTTP status instead of ``101``.
     :raises OSError: when nothing answers at ``url``.
@@ -189,8 +194,12 @@ class WebSocketClient:
         compression: bool = False,
         timeout: float = 5.0,
         max_size: int | None = 64 * 1024 * 1024,
+        since: Position | str | None = None,
     ) -> None:
         self.timeout = timeout
+        if since is not None:
+            separator = "&" if urlsplit(url).query else "?"
+            url += f"{separator}{urlencode({SINCE: str(since)})}"
         # ``connect`` is used as a context manager (websockets 17 wants it so);
         # __exit__ is called by close().
         try:
@@ -249,6 +258,15 @@ class WebSocketClient:
             )
         except ConnectionClosed:
             return None
+
+    def receive_frame(self, timeout: float | None = None) -> Frame | None:
+        """Return the next frame of the positions protocol, or ``None`` once closed.
+
+        :raises TimeoutError: as :meth:`receive`.
+        :raises ValueError: for a message that is not such a frame.
+        """
+        message = self.receive(timeout)
+        return None if message is None else parse_frame(message)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection and wait for the server's answer."""

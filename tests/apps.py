@@ -12,6 +12,7 @@ from pyramid.httpexceptions import HTTPUnauthorized
 from pyramid.response import Response
 
 from stargate import HandShakeFailed, WebSocketAwareResource, WebSocketView, runtime
+from stargate.exceptions import BrokerUnavailable
 from stargate.handover import client_socket
 
 
@@ -276,9 +277,18 @@ def burst(context, request):
     count = int(request.POST.get("count", "1"))
     size = int(request.POST.get("size", "16"))
     for index in range(count):
-        context.send(f"{index:08d}".ljust(size, "."))
+        try:
+            context.send(f"{index:08d}".ljust(size, "."))
+        except BrokerUnavailable as error:
+            return Response(status=503, json={"sent": index, "error": str(error)})
         runtime.get().sleep(0)
     return Response(json=len(context.listeners))
+
+
+def position(context, request):
+    """The position of the resource's last message, as ``since`` takes it."""
+    top = context.position()
+    return Response(json=None if top is None else str(top))
 
 
 def listeners(context, request):
@@ -343,6 +353,7 @@ def make_app(settings: dict | None = None):
         config.add_view(EchoView, context=Private, websocket=True, permission="listen")
         config.add_view(burst, context=Node, request_method="POST")
         config.add_view(listeners, context=Node, request_method="GET", websocket=False)
+        config.add_view(position, context=Node, name="position", websocket=False)
         config.add_view(sleepy, context=Root, name="sleep", websocket=False)
         config.add_view(pid, context=Root, name="pid")
         config.add_view(request_seen, context=Root, name="seen")

@@ -47,8 +47,17 @@ def make_broker(settings: Settings) -> Broker:
     if settings.broker.startswith("redis"):
         from stargate.brokers.redis import RedisBroker
 
-        return RedisBroker(settings.broker, settings.broker_channel_prefix)
-    return MemoryBroker()
+        return RedisBroker(
+            settings.broker,
+            settings.broker_channel_prefix,
+            history_size=settings.history_size,
+            history_ttl=settings.history_ttl,
+            position_ttl=settings.position_ttl,
+            publish_timeout=settings.publish_timeout,
+        )
+    return MemoryBroker(
+        settings.history_size, settings.history_ttl, settings.history_channels
+    )
 
 
 def get_broker(registry: Registry | None = None) -> Broker:

@@ -11,8 +11,13 @@ frames.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 from stargate.connection import Connection, Message, broadcast
+
+if TYPE_CHECKING:  # the sequencer is made of these, and brokers make it
+    from stargate.brokers.sequencer import Sequencer
+    from stargate.positions import Position
 
 __all__ = ["Broker", "Channel", "LocalChannel", "LocalListeners"]
 
@@ -52,6 +57,9 @@ class LocalListeners:
     def channels(self) -> list[Channel]:
         """Return the channels that have at least one listener."""
         return list(self._channels)
+
+    def __contains__(self, channel: object) -> bool:
+        return channel in self._channels
 
     def get(self, channel: Channel) -> frozenset[Connection]:
         """Return the listeners of ``channel``."""
@@ -94,25 +102,48 @@ class LocalListeners:
 class Broker(ABC):
     """What every broker does: keep local listeners by channel, and publish.
 
-    Subclasses implement :meth:`publish`.
+    Subclasses implement :meth:`publish`; those with history also
+    :meth:`position` and set :attr:`sequencer`.
     """
+
+    #: The positioned listeners and their order, for a broker with history.
+    sequencer: Sequencer | None = None
 
     def __init__(self) -> None:
         self.local = LocalListeners()
 
     def listeners(self, channel: Channel) -> frozenset[Connection]:
         """Return this process's listeners of ``channel``."""
-        return self.local.get(channel)
+        listeners = self.local.get(channel)
+        if self.sequencer is None:
+            return listeners
+        return listeners | self.sequencer.members(channel)
 
-    def subscribe(self, channel: Channel, connection: Connection) -> bool:
+    def subscribe(
+        self, channel: Channel, connection: Connection, since: object = None
+    ) -> bool:
         """Make ``connection`` a listener of ``channel`` until it closes.
+
+        :param since: what the client asked for with the ``since`` query
+            parameter (:func:`stargate.positions.requested`): ``None`` for
+            the bare messages; otherwise, with history, the frames of
+            :mod:`stargate.positions`, starting with what it missed.
 
         Returns whether it is the channel's first listener in this process.
         """
         if connection.closed:
             return False
-        first = self.local.add(channel, connection)
+        first = not self._listened(channel)
+        sequencer = self.sequencer if since is not None else None
+        if sequencer is None:
+            self.local.add(channel, connection)
+        elif not sequencer.add(channel, connection):
+            return False  # already positioned there
         connection.on_close(lambda closed: self.unsubscribe(channel, closed))
+        if first:
+            self._first_listener(channel)
+        if sequencer is not None:
+            sequencer.join(channel, connection, since)
         return first
 
     def unsubscribe(self, channel: Channel, connection: Connection) -> bool:
@@ -120,11 +151,45 @@ class Broker(ABC):
 
         Returns whether the channel has no listener left in this process.
         """
-        return self.local.remove(channel, connection)
+        if not self._listened(channel):
+            return False
+        self.local.remove(channel, connection)
+        if self.sequencer is not None:
+            self.sequencer.leave(channel, connection)
+        if self._listened(channel):
+            return False
+        self._last_listener(channel)
+        return True
+
+    def channels(self) -> list[Channel]:
+        """Return the channels that have at least one listener in this process."""
+        channels = self.local.channels()
+        if self.sequencer is not None:
+            channels.extend(c for c in self.sequencer.channels() if c not in self.local)
+        return channels
+
+    def _listened(self, channel: Channel) -> bool:
+        return channel in self.local or (
+            self.sequencer is not None and channel in self.sequencer
+        )
+
+    # Hooks, empty unless a broker follows its channels elsewhere (Redis).
+    def _first_listener(self, channel: Channel) -> None:  # noqa: B027
+        """Start following ``channel``: it got its first listener here."""
+
+    def _last_listener(self, channel: Channel) -> None:  # noqa: B027
+        """Stop following ``channel``: its last listener here left."""
 
     @abstractmethod
-    def publish(self, channel: Channel, message: Message) -> None:
-        """Deliver ``message`` to every listener of ``channel``, in every process."""
+    def publish(self, channel: Channel, message: Message) -> Position | None:
+        """Deliver ``message`` to every listener of ``channel``, in every process.
+
+        Returns the message's position when the broker keeps history.
+        """
+
+    @abstractmethod
+    def position(self, channel: Channel) -> Position | None:
+        """Return the position of the channel's last message, with history."""
 
     def close(self) -> None:
         """Forget every local listener (their connections stay open)."""

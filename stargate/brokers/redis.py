@@ -28,12 +28,17 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from stargate import runtime
 from stargate.brokers.base import Broker, Channel, LocalChannel
+from stargate.brokers.history import Window
+from stargate.brokers.redis_history import POSITIONED, RedisHistory, decode_positioned
+from stargate.brokers.sequencer import Sequencer
 from stargate.connection import Connection, Message
 from stargate.exceptions import IncorrectlyConfigured
+from stargate.positions import Position
 
 __all__ = ["RedisBroker", "decode_payload", "encode_payload"]
 
@@ -45,6 +50,9 @@ _BATCH = 512
 #: How long a message waits for the subscription before it is kept local:
 #: long enough for the first connection of a process that just started.
 _SUBSCRIPTION_GRACE = 1.0
+#: Seconds between two checks of the top of every channel with positioned
+#: listeners: what catches a message lost on a channel that went quiet.
+_CHECK_EVERY = 10.0
 
 
 def encode_payload(origin: bytes, message: Message) -> bytes:
@@ -88,6 +96,13 @@ class RedisBroker(Broker):
     :param url: ``redis://[:password@]host:port/db`` or ``rediss://...``.
     :param prefix: prepended to channel names (``stargate.broker_channel_prefix``).
     :param queue_size: messages waiting for Redis before new ones are dropped.
+    :param history_size: messages kept per channel in Redis for listeners
+        that rejoin since a position; ``0``: no history, no positions, and
+        publishing never waits for Redis.
+    :param history_ttl: seconds a channel's history is kept after its last
+        message.
+    :param position_ttl: seconds a channel's position is kept after it.
+    :param publish_timeout: seconds a publish with history waits for Redis.
     """
 
     def __init__(
@@ -97,6 +112,10 @@ class RedisBroker(Broker):
         *,
         queue_size: int = 10000,
         backoff: tuple[float, float] = (0.05, 0.5),
+        history_size: int = 0,
+        history_ttl: float = 300.0,
+        position_ttl: float = 86400.0,
+        publish_timeout: float = 2.0,
     ) -> None:
         super().__init__()
         try:
@@ -127,43 +146,78 @@ class RedisBroker(Broker):
         self._threads: list[Any] = []
         #: Whether the subscription connection is up (for tests and health checks).
         self.connected = runtime.get().event()
+        self.history: RedisHistory | None = None
+        if history_size:
+            self.history = RedisHistory(
+                self._redis,
+                url,
+                prefix,
+                size=history_size,
+                ttl=history_ttl,
+                position_ttl=position_ttl,
+                timeout=publish_timeout,
+            )
+            self.sequencer = Sequencer(self._window)
 
     # -- Broker --------------------------------------------------------------
 
-    def subscribe(self, channel: Channel, connection: Connection) -> bool:
+    def subscribe(
+        self, channel: Channel, connection: Connection, since: object = None
+    ) -> bool:
         """Add a local listener; subscribe on Redis for the channel's first one.
 
         :raises IncorrectlyConfigured: for a resource without a path.
         """
         channel = _named(channel)
         self._start()
-        first = super().subscribe(channel, connection)
-        if first:
-            self._tell_redis("subscribe", channel)
-        return first
+        return super().subscribe(channel, connection, since)
 
     def unsubscribe(self, channel: Channel, connection: Connection) -> bool:
         """Remove a local listener; unsubscribe on Redis after the channel's last."""
-        channel = _named(channel)
-        last = super().unsubscribe(channel, connection)
-        if last:
-            self._tell_redis("unsubscribe", channel)
-        return last
+        return super().unsubscribe(_named(channel), connection)
 
-    def publish(self, channel: Channel, message: Message) -> None:
-        """Deliver locally now; queue the message for the other processes.
+    def _first_listener(self, channel: Channel) -> None:
+        self._tell_redis("subscribe", _named(channel))
+
+    def _last_listener(self, channel: Channel) -> None:
+        self._tell_redis("unsubscribe", _named(channel))
+
+    def publish(self, channel: Channel, message: Message) -> Position | None:
+        """Without history: deliver locally now, queue the message for the others.
+
+        With history: run the publish script (which publishes), and deliver
+        to this process's listeners as to the others', from the
+        subscription, in offset order; return the message's position.
 
         :raises IncorrectlyConfigured: for a resource without a path.
+        :raises BrokerUnavailable: with history, when Redis does not take
+            the message within ``publish_timeout``.
         """
         channel = _named(channel)
-        self.local.deliver(channel, message)
         self._start()
+        if self.history is not None:
+            return self.history.publish(channel, self.origin, message)
+        self.local.deliver(channel, message)
         if not self._outbox.put_nowait(
             (self.prefix + channel, encode_payload(self.origin, message))
         ):
             log.warning(
                 "Redis publish queue full: a message to %s was dropped", channel
             )
+        return None
+
+    def position(self, channel: Channel) -> Position | None:
+        """Return the position of the channel's last message, with history.
+
+        :raises BrokerUnavailable: when Redis does not answer in time.
+        """
+        if self.history is None:
+            return None
+        return self.history.window(_named(channel)).top
+
+    def _window(self, channel: Channel, after: int | None) -> Window:
+        assert self.history is not None  # the sequencer comes with it
+        return self.history.window(_named(channel), after)
 
     def close(self) -> None:
         """Stop both green threads and forget the local listeners."""
@@ -171,6 +225,8 @@ class RedisBroker(Broker):
         for thread in self._threads:
             runtime.get().kill(thread)
         self._threads = []
+        if self.history is not None:
+            self.history.close()
         super().close()
 
     # -- the subscription ----------------------------------------------------
@@ -215,7 +271,10 @@ class RedisBroker(Broker):
                 # disconnects its whole pool (the subscription's connection
                 # included) when a client made by from_url() is collected.
                 client = self._client()
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                # With positions, a confirmed subscription is a cue to check
+                # the channel's top: what was published before it took
+                # effect reached no one here.
+                pubsub = client.pubsub(ignore_subscribe_messages=self.sequencer is None)
                 channels = self._paths()
                 pubsub.subscribe(control, *(self.prefix + name for name in channels))
                 self._pubsub = pubsub
@@ -235,8 +294,7 @@ class RedisBroker(Broker):
                     )
                     self._unshared = 0
                     outage = False
-                for item in pubsub.listen():
-                    self._on_redis_message(item)
+                self._listen(pubsub)
             except self._link_lost as error:
                 if not outage:
                     log.warning(
@@ -263,7 +321,24 @@ class RedisBroker(Broker):
 
     def _paths(self) -> set[str]:
         # Every local channel is a path here: the broker refuses the others.
-        return {c for c in self.local.channels() if isinstance(c, str)}
+        return {c for c in self.channels() if isinstance(c, str)}
+
+    def _listen(self, pubsub: Any) -> None:
+        sequencer = self.sequencer
+        if sequencer is None:
+            for item in pubsub.listen():
+                self._on_redis_message(item)
+            return  # pragma: no cover - listen() ends only by raising
+        due = time.monotonic() + _CHECK_EVERY
+        while True:
+            wait = max(due - time.monotonic(), 0.0)
+            item = pubsub.get_message(timeout=wait)
+            if item is not None:
+                self._on_redis_message(item)
+            if time.monotonic() >= due:
+                for channel in sequencer.channels():
+                    sequencer.check(channel)
+                due = time.monotonic() + _CHECK_EVERY
 
     def _reconcile(self, pubsub: Any, subscribed: set[str]) -> None:
         now = self._paths()
@@ -273,14 +348,29 @@ class RedisBroker(Broker):
             pubsub.unsubscribe(*(self.prefix + name for name in subscribed - now))
 
     def _on_redis_message(self, item: dict[str, Any]) -> None:
-        # Only "message" items come: subscribe confirmations are ignored.
-        decoded = decode_payload(item["data"])
+        channel = item["channel"].decode("utf-8", "replace")[len(self.prefix) :]
+        if item["type"] != "message":
+            # Subscription confirmations come with positions only.
+            if item["type"] == "subscribe" and self.sequencer is not None:
+                self.sequencer.check(channel)
+            return
+        data = item["data"]
+        if data[_ORIGIN_SIZE : _ORIGIN_SIZE + 1] == POSITIONED:
+            positioned = decode_positioned(data[_ORIGIN_SIZE + 1 :])
+            if positioned is None:
+                return
+            position, message = positioned
+            # Ours too: a process with history delivers from here only.
+            self.local.deliver(channel, message)
+            if self.sequencer is not None:
+                self.sequencer.deliver(channel, position, message)
+            return
+        decoded = decode_payload(data)
         if decoded is None:
             return
         origin, message = decoded
         if origin == self.origin:
             return  # ours, already delivered locally
-        channel = item["channel"].decode("utf-8", "replace")[len(self.prefix) :]
         self.local.deliver(channel, message)
 
     # -- publishing ----------------------------------------------------------

@@ -1,0 +1,239 @@
+"""Positions and history on Redis: one atomic script per publish, one per read.
+
+Each channel has two keys that share a hash tag, so that they live in one
+Redis Cluster slot: ``PREFIX{CHANNEL}:position``, a hash with the epoch
+(``e``) and the last offset (``o``), and ``PREFIX{CHANNEL}:history``, a
+stream of the last ``history_size`` messages whose entry ids are their
+offsets.  The publish script assigns the next offset, appends the message
+to the capped stream, renews both expiries and publishes the message with
+its position on the channel, atomically: every process sees the channel's
+messages in offset order, and a process that lost some reads them back.
+
+A Redis that lost its data has no position hash: the next script makes a
+new epoch (a random candidate each call brings), so that no offset of the
+old history is mistaken for one of the new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from stargate import runtime
+from stargate.brokers.history import Window, new_epoch
+from stargate.connection import Message
+from stargate.exceptions import BrokerUnavailable
+from stargate.positions import Position
+
+__all__ = ["RedisHistory", "decode_positioned", "history_keys"]
+
+#: The mark, after the origin, of a pub/sub payload that carries a position.
+POSITIONED = b"p"
+
+_TEXT, _BINARY = b"t", b"b"
+
+# KEYS: position hash, history stream.  ARGV: pub/sub channel, stored entry
+# (type byte and message), history size, history ttl, position ttl, epoch
+# candidate, payload head (origin and mark).
+_PUBLISH = """
+local epoch = redis.call('hget', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('del', KEYS[2])
+  redis.call('hset', KEYS[1], 'e', epoch)
+end
+local offset = redis.call('hincrby', KEYS[1], 'o', 1)
+redis.call('xadd', KEYS[2], 'MAXLEN', ARGV[3], offset, 'd', ARGV[2])
+redis.call('expire', KEYS[2], ARGV[4])
+redis.call('expire', KEYS[1], ARGV[5])
+redis.call('publish', ARGV[1], ARGV[7] .. offset .. ':' .. epoch .. ':' .. ARGV[2])
+return {offset, epoch}
+"""
+
+# KEYS: position hash, history stream.  ARGV: after (-1: only the top), count,
+# position ttl, epoch candidate.
+_READ = """
+local epoch = redis.call('hget', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('del', KEYS[2])
+  redis.call('hset', KEYS[1], 'e', epoch, 'o', 0)
+  redis.call('expire', KEYS[1], ARGV[3])
+end
+local top = tonumber(redis.call('hget', KEYS[1], 'o') or '0')
+local after = tonumber(ARGV[1])
+local entries = {}
+if after >= 0 and after < top then
+  entries = redis.call('xrange', KEYS[2], '(' .. after, '+', 'COUNT', ARGV[2])
+end
+return {epoch, top, entries}
+"""
+
+
+def history_keys(prefix: str, channel: str) -> tuple[str, str]:
+    """Return the position and history keys of ``channel``: one Cluster slot."""
+    # Both keys are identical up to the suffix, so whichever braces a
+    # prefix or a channel contains, they hash alike.
+    tagged = f"{prefix}{{{channel}}}"
+    return f"{tagged}:position", f"{tagged}:history"
+
+
+def _entry(message: Message) -> bytes:
+    if isinstance(message, str):
+        return _TEXT + message.encode("utf-8")
+    return _BINARY + bytes(message)
+
+
+def _message(entry: bytes) -> Message:
+    if entry[:1] == _TEXT:
+        return entry[1:].decode("utf-8")
+    return entry[1:]
+
+
+def decode_positioned(body: bytes) -> tuple[Position, Message] | None:
+    """Return the position and message of a positioned payload after its mark.
+
+    ``None`` for anything else.
+    """
+    offset, colon, rest = body.partition(b":")
+    epoch, colon2, entry = rest.partition(b":")
+    if not (colon and colon2 and offset.isdigit() and entry[:1] in (_TEXT, _BINARY)):
+        return None
+    try:
+        return Position(epoch.decode("ascii"), int(offset)), _message(entry)
+    except UnicodeDecodeError:
+        return None
+
+
+class RedisHistory:
+    """Publishing with a position, and reading history, on one Redis.
+
+    :param redis: redis-py, as the runtime imports it.
+    :param url: the broker's URL.
+    :param prefix: the channel prefix (``stargate.broker_channel_prefix``).
+    :param size: messages kept per channel.
+    :param ttl: seconds they are kept after the channel's last message.
+    :param position_ttl: seconds the channel's position is kept.
+    :param timeout: seconds a call may wait for Redis in all.
+    :param connections: connections to Redis at most, shared by the green
+        threads that publish.
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        url: str,
+        prefix: str,
+        *,
+        size: int,
+        ttl: float,
+        position_ttl: float,
+        timeout: float,
+        connections: int = 32,
+    ) -> None:
+        self.prefix = prefix
+        self.size = size
+        self.ttl = max(1, round(ttl))
+        self.position_ttl = max(1, round(position_ttl))
+        self.timeout = timeout
+        self._errors = redis.exceptions
+        # What cannot have reached Redis: no connection could be had.
+        self._unsent = (redis.ConnectionError, redis.TimeoutError, OSError, EOFError)
+        self._pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=connections,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            socket_keepalive=True,
+        )
+        self._scripts = {
+            name: (source, hashlib.sha1(source.encode()).hexdigest())
+            for name, source in (("publish", _PUBLISH), ("read", _READ))
+        }
+
+    def publish(self, channel: str, origin: bytes, message: Message) -> Position:
+        """Give ``message`` the channel's next position, keep it, publish it.
+
+        :raises BrokerUnavailable: when Redis does not take it in time.
+        """
+        offset, epoch = self._run(
+            "publish",
+            history_keys(self.prefix, channel),
+            (
+                self.prefix + channel,
+                _entry(message),
+                self.size,
+                self.ttl,
+                self.position_ttl,
+                new_epoch(),
+                origin + POSITIONED,
+            ),
+        )
+        return Position(epoch.decode("ascii"), int(offset))
+
+    def window(self, channel: str, after: int | None = None) -> Window:
+        """Return the channel's top and the messages kept after offset ``after``.
+
+        :raises BrokerUnavailable: when Redis does not answer in time.
+        """
+        epoch, top, entries = self._run(
+            "read",
+            history_keys(self.prefix, channel),
+            (-1 if after is None else after, self.size, self.position_ttl, new_epoch()),
+        )
+        return Window(
+            Position(epoch.decode("ascii"), int(top)),
+            tuple(
+                (int(entry_id.split(b"-", 1)[0]), _message(fields[1]))
+                for entry_id, fields in entries
+            ),
+        )
+
+    def close(self) -> None:
+        """Close the connections to Redis."""
+        self._pool.disconnect()
+
+    def _run(self, name: str, keys: tuple[str, str], args: tuple[Any, ...]) -> Any:
+        # redis-py's Script would retry a call whose answer was lost, which
+        # for a publish could number one message twice: a call is retried
+        # here only while no connection could be had, and a lost answer is
+        # reported as such.
+        deadline = time.monotonic() + self.timeout
+        failures = 0
+        while True:
+            try:
+                connection = self._pool.get_connection()
+            except self._unsent as error:
+                failures += 1
+                pause = min(0.05 * 2**failures, 0.5)
+                if time.monotonic() + pause >= deadline:
+                    raise BrokerUnavailable(
+                        f"Redis did not take the call within {self.timeout} s: "
+                        f"nothing was published ({error})"
+                    ) from error
+                runtime.get().sleep(pause)
+                continue
+            try:
+                return self._evaluate(connection, name, keys, args)
+            except self._unsent as error:
+                connection.disconnect()
+                raise BrokerUnavailable(
+                    f"Redis's answer was lost ({error}): the call may or may "
+                    "not have taken effect"
+                ) from error
+            finally:
+                self._pool.release(connection)
+
+    def _evaluate(
+        self, connection: Any, name: str, keys: tuple[str, str], args: tuple[Any, ...]
+    ) -> Any:
+        source, sha = self._scripts[name]
+        connection.send_command("EVALSHA", sha, len(keys), *keys, *args)
+        try:
+            return connection.read_response()
+        except self._errors.NoScriptError:
+            # A Redis that restarted has forgotten the script: it did not run.
+            connection.send_command("EVAL", source, len(keys), *keys, *args)
+            return connection.read_response()

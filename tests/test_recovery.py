@@ -1,0 +1,332 @@
+"""Positions, history and recovery on live servers: memory and a real Redis."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from stargate.positions import Position
+from stargate.testing import WebSocketClient
+from tests.conftest import eventually
+from tests.test_live import listener_count, post
+
+HISTORY = {"stargate.history_size": "100"}
+
+
+def position_of(server, path) -> Position | None:
+    with urllib.request.urlopen(f"{server.url}{path}@@position", timeout=10) as r:
+        text = json.loads(r.read())
+    return None if text is None else Position.parse(text)
+
+
+def listening(server, path, **options) -> WebSocketClient:
+    before = listener_count(server, path)
+    client = WebSocketClient(server.ws_url(path), **options)
+    assert eventually(lambda: listener_count(server, path) > before)
+    return client
+
+
+def frames(client, count, timeout=5.0) -> list:
+    return [client.receive_frame(timeout) for _ in range(count)]
+
+
+def messages(received) -> list[tuple[int, str]]:
+    return [(f.position.offset, f.message[:8]) for f in received if f.kind == "msg"]
+
+
+def quiet(client, timeout=0.3) -> bool:
+    try:
+        client.receive(timeout)
+    except TimeoutError:
+        return True
+    return False
+
+
+# -- one process, memory broker -------------------------------------------------
+
+
+def test_without_since_a_listener_gets_the_bare_messages(serve):
+    server = serve(HISTORY)
+    with listening(server, "/relay/") as bare:
+        post(server, "/relay/", count=1)
+        assert bare.receive() == "00000000........"
+
+
+def test_a_listener_asking_since_now_gets_sync_then_positioned_messages(serve):
+    server = serve(HISTORY)
+    post(server, "/relay/", count=2)  # before it: not sent to it
+    with listening(server, "/relay/", since="") as client:
+        first = client.receive_frame()
+        assert (first.kind, first.position.offset) == ("sync", 2)
+        post(server, "/relay/", count=2)
+        assert messages(frames(client, 2)) == [(3, "00000000"), (4, "00000001")]
+        client.send(b"\x00binary")  # the relay sends it on: bytes stay bytes
+        relayed = client.receive_frame()
+        assert relayed.message == b"\x00binary"
+        assert relayed.position == Position(first.position.epoch, 5)
+
+
+def test_a_listener_rejoining_since_its_position_gets_what_it_missed(serve):
+    server = serve(HISTORY)
+    with listening(server, "/relay/", since="") as client:
+        at = client.receive_frame().position
+    post(server, "/relay/", count=3)
+    with listening(server, "/relay/", since=at) as client:
+        received = frames(client, 4)
+        assert received[0].kind == "sync" and received[0].position == at
+        assert messages(received) == [(1, "00000000"), (2, "00000001"), (3, "00000002")]
+        post(server, "/relay/", count=1)
+        assert messages(frames(client, 1)) == [(4, "00000000")]
+        assert quiet(client)
+
+
+def test_a_page_reads_its_position_before_its_state_and_continues_there(serve):
+    server = serve(HISTORY)
+    post(server, "/jobs/9/", count=1)
+    rendered = position_of(server, "/jobs/9/")
+    post(server, "/jobs/9/", count=2)  # after the render, before the socket
+    with listening(server, "/jobs/9/", since=rendered) as client:
+        assert messages(frames(client, 3)) == [(2, "00000000"), (3, "00000001")]
+
+
+@pytest.mark.parametrize("since", ["0123:5", "nonsense", "abc:99999"])
+def test_a_position_history_does_not_cover_is_told_to_reload(serve, since):
+    server = serve({**HISTORY, "stargate.history_size": "2"})
+    post(server, "/relay/", count=5)
+    with listening(server, "/relay/", since=since) as client:
+        frame = client.receive_frame()
+        assert (frame.kind, frame.position.offset) == ("resync", 5)
+        post(server, "/relay/", count=1)
+        assert messages(frames(client, 1)) == [(6, "00000000")]
+
+
+def test_without_history_since_is_ignored(serve):
+    server = serve()
+    assert position_of(server, "/relay/") is None
+    with listening(server, "/relay/", since="") as client:
+        post(server, "/relay/", count=1)
+        assert client.receive() == "00000000........"
+
+
+def test_history_size_must_fit_the_send_queue(serve):
+    from stargate.exceptions import IncorrectlyConfigured
+
+    with pytest.raises(IncorrectlyConfigured, match="send_queue_size"):
+        serve({"stargate.history_size": "2000"})
+
+
+# -- several processes on one Redis ---------------------------------------------
+
+
+@pytest.fixture
+def redis_pair(serve, redis_server):
+    # History for every message of a test: a rejoin must never be too late.
+    settings = {"stargate.history_size": "1000", "stargate.broker": redis_server.url}
+    return serve(settings), serve(settings)
+
+
+def subscribed(redis_server, channel, count):
+    assert eventually(lambda: redis_server.subscribers(channel) >= count)
+
+
+@pytest.mark.green_redis
+def test_positions_are_shared_by_every_process(redis_pair, redis_server):
+    first, second = redis_pair
+    a = listening(first, "/jobs/1/", since="")
+    b = listening(second, "/jobs/1/", since="")
+    subscribed(redis_server, "/jobs/1", 2)
+    assert a.receive_frame().kind == b.receive_frame().kind == "sync"
+    post(first, "/jobs/1/", count=2)
+    post(second, "/jobs/1/", count=1)
+    expected = [(1, "00000000"), (2, "00000001"), (3, "00000000")]
+    assert messages(frames(a, 3)) == messages(frames(b, 3)) == expected
+    assert quiet(a) and quiet(b)  # its own process delivers it once
+    assert position_of(first, "/jobs/1/") == position_of(second, "/jobs/1/")
+    assert position_of(first, "/jobs/1/").offset == 3
+    a.close()
+    b.close()
+
+
+@pytest.mark.green_redis
+def test_rejoining_on_another_process_while_messages_flow(redis_pair, redis_server):
+    first, second = redis_pair
+    watcher = listening(first, "/jobs/2/", since="")
+    subscribed(redis_server, "/jobs/2", 1)
+    epoch = watcher.receive_frame().position.epoch
+    post(first, "/jobs/2/", count=5)
+    assert [o for o, _ in messages(frames(watcher, 5))] == [1, 2, 3, 4, 5]
+    watcher.close()
+    at = Position(epoch, 5)
+
+    sent = threading.Event()
+
+    def publish():
+        for _ in range(20):  # bounded: 20 bursts of 10, while the rejoin runs
+            post(first, "/jobs/2/", count=10)
+            time.sleep(0.01)
+        sent.set()
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    time.sleep(0.05)
+    rejoined = WebSocketClient(second.ws_url("/jobs/2/"), since=at)
+    first_frame = rejoined.receive_frame()
+    assert first_frame.kind == "sync", first_frame
+    publisher.join(60)
+    assert sent.is_set()
+    offsets = [f.position.offset for f in frames(rejoined, 200, timeout=10)]
+    assert offsets == list(range(6, 206))  # none lost, none twice, in order
+    assert quiet(rejoined)
+    rejoined.close()
+
+
+@pytest.mark.green_redis
+def test_a_redis_restart_without_its_data_starts_a_new_epoch(serve, redis_server):
+    server = serve({**HISTORY, "stargate.broker": redis_server.url})
+    client = listening(server, "/jobs/3/", since="")
+    old = client.receive_frame().position
+    subscribed(redis_server, "/jobs/3", 1)
+    post(server, "/jobs/3/", count=1)
+    assert messages(frames(client, 1)) == [(1, "00000000")]
+    redis_server.stop()
+    refused = _post_status(server, "/jobs/3/")
+    assert refused == 503  # send() did not pretend: nothing delivered anywhere
+    assert quiet(client)
+    redis_server.start()
+    subscribed(redis_server, "/jobs/3", 1)
+    post(server, "/jobs/3/", count=1)
+    resync = client.receive_frame()
+    assert resync.kind == "resync" and resync.position.epoch != old.epoch
+    # At 0 if the message came first; at 1 if the check after resubscribing
+    # read the new top first: then the client's reload includes it.
+    assert resync.position.offset in (0, 1)
+    post(server, "/jobs/3/", count=1)
+    missing = 2 - resync.position.offset
+    assert [o for o, _ in messages(frames(client, missing))] == list(
+        range(resync.position.offset + 1, 3)
+    )
+    assert quiet(client)
+    client.close()
+
+
+@pytest.mark.green_redis
+def test_a_redis_restart_with_its_data_loses_nothing(serve, redis_server):
+    server = serve({**HISTORY, "stargate.broker": redis_server.url})
+    client = listening(server, "/jobs/4/", since="")
+    client.receive_frame()
+    subscribed(redis_server, "/jobs/4", 1)
+    post(server, "/jobs/4/", count=2)
+    assert [o for o, _ in messages(frames(client, 2))] == [1, 2]
+    redis_server.client.save()
+    redis_server.stop()
+    redis_server.start()
+    subscribed(redis_server, "/jobs/4", 1)
+    post(server, "/jobs/4/", count=1)
+    assert messages(frames(client, 1)) == [(3, "00000000")]
+    client.close()
+
+
+@pytest.mark.green_redis
+def test_a_message_lost_on_its_way_is_filled_from_history(serve, redis_server):
+    server = serve({**HISTORY, "stargate.broker": redis_server.url})
+    client = listening(server, "/jobs/5/", since="")
+    epoch = client.receive_frame().position.epoch
+    subscribed(redis_server, "/jobs/5", 1)
+    # What a pub/sub message lost in an outage looks like: in history,
+    # never published.  The next one shows the gap, history fills it.
+    position_key, history_key = "{/jobs/5}:position", "{/jobs/5}:history"
+    redis_server.client.hincrby(position_key, "o", 1)
+    redis_server.client.xadd(history_key, {"d": b"tlost on its way"}, id="1-0")
+    post(server, "/jobs/5/", count=1)
+    received = frames(client, 2)
+    assert [(f.position, f.message) for f in received] == [
+        (Position(epoch, 1), "lost on its way"),
+        (Position(epoch, 2), "00000000........"),
+    ]
+    client.close()
+
+
+def _post_status(server, path) -> int:
+    try:
+        post(server, path, count=1)
+    except urllib.error.HTTPError as error:
+        return error.code
+    return 200
+
+
+@pytest.mark.green_redis
+def test_a_channel_gone_quiet_is_checked_and_caught_up(
+    serve, redis_server, monkeypatch
+):
+    monkeypatch.setattr("stargate.brokers.redis._CHECK_EVERY", 0.2)
+    server = serve({**HISTORY, "stargate.broker": redis_server.url})
+    client = listening(server, "/jobs/6/", since="")
+    epoch = client.receive_frame().position.epoch
+    subscribed(redis_server, "/jobs/6", 1)
+    # A message in history whose pub/sub message was lost, and nothing after.
+    redis_server.client.hincrby("{/jobs/6}:position", "o", 1)
+    redis_server.client.xadd("{/jobs/6}:history", {"d": b"b\x00quiet"}, id="1-0")
+    frame = client.receive_frame(timeout=5)
+    assert (frame.position, frame.message) == (Position(epoch, 1), b"\x00quiet")
+    client.close()
+
+
+@pytest.mark.green_redis
+def test_foreign_payloads_on_a_channel_are_ignored(serve, redis_server):
+    server = serve({**HISTORY, "stargate.broker": redis_server.url})
+    client = listening(server, "/jobs/7/", since="")
+    client.receive_frame()
+    subscribed(redis_server, "/jobs/7", 1)
+    redis_server.client.publish("/jobs/7", b"12345678p" + b"not:a:position")
+    redis_server.client.publish("/jobs/7", b"12345678pnothing")
+    post(server, "/jobs/7/", count=1)
+    assert messages(frames(client, 1)) == [(1, "00000000")]
+    client.close()
+
+
+@pytest.mark.green_redis
+def test_without_history_a_redis_broker_has_no_positions(serve, redis_server):
+    server = serve({"stargate.broker": redis_server.url})
+    assert position_of(server, "/jobs/8/") is None
+
+
+@pytest.mark.green_redis
+def test_a_lost_answer_is_reported_as_such(redis_server):
+    from stargate.brokers.redis import RedisBroker
+    from stargate.exceptions import BrokerUnavailable
+
+    broker = RedisBroker(redis_server.url, history_size=10, publish_timeout=0.5)
+    try:
+        assert broker.publish("/jobs/9", "one").offset == 1
+        redis_server.client.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        with pytest.raises(BrokerUnavailable, match="may or may not"):
+            broker.publish("/jobs/9", "two")
+        time.sleep(1.2)  # the pause ends
+        # Whatever became of it, the channel's offsets stay dense.
+        top = broker.position("/jobs/9")
+        assert broker.publish("/jobs/9", "four") == Position(top.epoch, top.offset + 1)
+        redis_server.stop()
+        with pytest.raises(BrokerUnavailable, match="nothing was published"):
+            broker.publish("/jobs/9", "three")
+    finally:
+        broker.close()
+
+
+@pytest.mark.green_redis
+def test_a_script_redis_forgot_is_sent_again(redis_server):
+    from stargate.brokers.redis import RedisBroker
+
+    broker = RedisBroker(redis_server.url, history_size=10)
+    try:
+        first = broker.publish("/jobs/10", "one")
+        redis_server.client.script_flush()
+        assert broker.publish("/jobs/10", b"\xfftwo") == Position(first.epoch, 2)
+        window = broker.history.window("/jobs/10", 0)
+        assert window.entries == ((1, "one"), (2, b"\xfftwo"))
+    finally:
+        broker.close()
