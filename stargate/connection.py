@@ -112,6 +112,10 @@ class Connection:
         with: connections of the same key get the same bytes for the same
         message (see :meth:`encode`); ``None`` when its frames are its own
         (compression with context takeover, hixie-76).
+    :ivar envelope: what :meth:`send` wraps each message in, or ``None``:
+        :func:`stargate.positions.direct_frame` for a client that asked for
+        positions, so that it can tell the handler's messages from the
+        channel's.
     :ivar opened_at: when the connection opened (``time.monotonic()``).
     :ivar messages_out: messages sent to the peer so far.
     """
@@ -139,6 +143,7 @@ class Connection:
         "_tracker",
         "_watch",
         "_writing",
+        "envelope",
         "frame_key",
         "messages_out",
         "opened_at",
@@ -161,6 +166,7 @@ class Connection:
         self.subprotocol = subprotocol
         self.protocol = protocol
         self.frame_key: Hashable | None = protocol.frame_key
+        self.envelope: Callable[[Message], Message] | None = None
         self._sock = sock
         self._settings = settings
         self._tracker = tracker
@@ -448,6 +454,17 @@ class Connection:
 
         Never blocks; may be called from any green thread; messages go out
         whole and in the order of the calls.
+
+        :raises ConnectionClosed: if the connection is closing or closed.
+        :raises TypeError: for anything but ``str`` or bytes-like.
+        """
+        envelope = self.envelope
+        self.send_bare(message if envelope is None else envelope(message))
+
+    def send_bare(self, message: Message) -> None:
+        """Queue ``message`` as it is, whatever :attr:`envelope` says.
+
+        What brokers send with: the frames of :mod:`stargate.positions`.
 
         :raises ConnectionClosed: if the connection is closing or closed.
         :raises TypeError: for anything but ``str`` or bytes-like.
@@ -786,7 +803,7 @@ def broadcast(connections: Iterable[Connection], message: Message) -> int:
                 delivered += 1
         else:
             try:
-                connection.send(message)
+                connection.send_bare(message)
             except ConnectionClosed:
                 continue
             delivered += 1

@@ -17,9 +17,12 @@ message, if any)::
                                what follows comes after EPOCH:OFFSET
     msg EPOCH OFFSET\nBODY    the message at EPOCH:OFFSET, as a text frame for
                                a text message, a binary frame for bytes
+    direct\nBODY              a message sent to this connection only (the
+                               handler's ``websocket.send``): no position
 
-The first frame after the handshake is always ``sync`` or ``resync``.  A
-client without :data:`SINCE` gets the bare messages, as in stargate 0.5.
+A listener's first frame of the channel is ``sync`` or ``resync``; ``direct``
+frames may come before it.  A client without :data:`SINCE` gets the bare
+messages, as in stargate 0.5.
 This module is pure: no I/O, no runtime.
 """
 
@@ -37,6 +40,7 @@ __all__ = [
     "SINCE",
     "Position",
     "Frame",
+    "direct_frame",
     "encode_message",
     "parse_frame",
     "requested",
@@ -120,18 +124,25 @@ def encode_message(position: Position, message: Message) -> Message:
     )
 
 
+def direct_frame(message: Message) -> Message:
+    """Return ``message`` as a frame for one connection only, of the same type."""
+    if isinstance(message, str):
+        return "direct\n" + message
+    return b"direct\n" + bytes(message)
+
+
 @dataclass(frozen=True)
 class Frame:
     """One frame of the positions protocol, as :func:`parse_frame` reads it.
 
-    :ivar kind: ``"msg"``, ``"sync"`` or ``"resync"``.
-    :ivar position: the position the frame names.
-    :ivar message: the message of a ``msg`` frame (``str`` or ``bytes``),
-        else ``None``.
+    :ivar kind: ``"msg"``, ``"sync"``, ``"resync"`` or ``"direct"``.
+    :ivar position: the position the frame names (``None`` for ``direct``).
+    :ivar message: the message of a ``msg`` or ``direct`` frame (``str`` or
+        ``bytes``), else ``None``.
     """
 
     kind: str
-    position: Position
+    position: Position | None
     message: Message | None = None
 
 
@@ -146,6 +157,8 @@ def parse_frame(frame: Message) -> Frame:
     else:
         raw, separator, message = bytes(frame).partition(b"\n")
         header, newline = raw.decode("ascii", "replace"), separator.decode()
+    if newline and header == "direct":
+        return Frame("direct", None, message)
     parts = header.split(" ")
     if not newline or len(parts) != 3 or parts[0] not in ("msg", "sync", "resync"):
         raise ValueError(f"not a frame of the positions protocol: {frame[:40]!r}")

@@ -20,6 +20,7 @@ from stargate.handshake import (
     websocket_handshake,
 )
 from stargate.legacy import read_key3
+from stargate.positions import direct_frame, requested
 from stargate.protocol import CloseCode
 from stargate.proxies import TrustedProxies
 from stargate.ratelimit import client_connections
@@ -208,13 +209,18 @@ class WebSocketView:
 
     def _open(self, upgrade: Upgrade, response: Any, settings: Settings) -> Connection:
         """Send the ``101`` response; return the open connection."""
-        return Connection.open(
+        websocket = Connection.open(
             upgrade.sock,
             response,
             settings,
             request=self.request,
             tracker=upgrade.tracker,
         )
+        if settings.history_size and requested(self.request.GET) is not None:
+            # Its client reads the frames of stargate.positions: what the
+            # handler sends it is one too.
+            websocket.envelope = direct_frame
+        return websocket
 
     def _refuse(self, refusal: HandShakeFailed) -> Response:
         level = logging.WARNING if isinstance(refusal, InvalidOrigin) else logging.INFO

@@ -12,6 +12,7 @@ from stargate.exceptions import BrokerUnavailable, ConnectionClosed
 from stargate.positions import (
     Frame,
     Position,
+    direct_frame,
     encode_message,
     parse_frame,
     requested,
@@ -36,7 +37,7 @@ class Listener:
         self.closed = False
         self.close_code = None
 
-    def send(self, frame) -> None:
+    def send_bare(self, frame) -> None:
         if self.closed:
             raise ConnectionClosed(1006)
         self.frames.append(frame)
@@ -96,11 +97,22 @@ def test_frames_carry_a_message_and_its_position_unchanged(epoch, offset, messag
     assert parse_frame(frame) == Frame("msg", position, message)
     assert parse_frame(sync_frame(position)) == Frame("sync", position)
     assert parse_frame(resync_frame(position)) == Frame("resync", position)
+    assert parse_frame(direct_frame(message)) == Frame("direct", None, message)
+    assert type(direct_frame(message)) is type(message)
 
 
 @pytest.mark.parametrize(
     "frame",
-    ["hello", "msg e1 3", "msg e1\nx", "sync e1 3\nbody", b"sync e1 3\n", "hop e1 3\n"],
+    [
+        "hello",
+        "msg e1 3",
+        "msg e1\nx",
+        "sync e1 3\nbody",
+        b"sync e1 3\n",
+        "hop e1 3\n",
+        "direct",
+        "direct x\n",
+    ],
 )
 def test_anything_else_is_not_a_frame_of_the_protocol(frame):
     with pytest.raises(ValueError):

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from stargate.positions import Position
+from stargate.positions import Frame, Position
 from stargate.testing import WebSocketClient
 from tests.conftest import eventually
 from tests.test_live import listener_count, post
@@ -103,6 +103,18 @@ def test_a_position_history_does_not_cover_is_told_to_reload(serve, since):
         assert (frame.kind, frame.position.offset) == ("resync", 5)
         post(server, "/relay/", count=1)
         assert messages(frames(client, 1)) == [(6, "00000000")]
+
+
+def test_what_the_handler_sends_a_positioned_client_is_a_direct_frame(serve):
+    server = serve(HISTORY)
+    with WebSocketClient(server.ws_url("/echo/"), since="") as client:
+        client.send("h\u00e9llo")
+        assert client.receive_frame() == Frame("direct", None, "h\u00e9llo")
+        client.send(b"\x00\xff")
+        assert client.receive_frame() == Frame("direct", None, b"\x00\xff")
+    with WebSocketClient(server.ws_url("/echo/")) as bare:
+        bare.send("as it is")
+        assert bare.receive() == "as it is"
 
 
 def test_without_history_since_is_ignored(serve):

@@ -93,7 +93,7 @@ class _Joiner:
 
     def send(self, frame: Message) -> None:
         try:
-            self.connection.send(frame)
+            self.connection.send_bare(frame)
         except ConnectionClosed:
             pass  # its close callback removes it
 
