@@ -3,11 +3,20 @@
 Uses the system Chromium (the ``browser`` fixture in conftest.py).
 """
 
+import json
 import os
+import re
 from pathlib import Path
-{%- if cookiecutter.backend == "sqlalchemy" %}
 
+{% if cookiecutter.backend == "sqlalchemy" -%}
 import pytest
+{% endif -%}
+from stargate.brokers import get_broker
+from stargate.testing import LiveServer, WebSocketClient
+
+from {{ cookiecutter.package }} import main
+from {{ cookiecutter.package }}.protocol import chat_message
+{%- if cookiecutter.backend == "sqlalchemy" %}
 
 # What these test is the page, its client and the server, not the database:
 # SQLite is enough (tests/test_database.py and the others run on both).
@@ -107,3 +116,92 @@ def test_a_click_while_the_server_is_down_says_so(browser, live_server):
     card.locator(".toggle").click()
     said = card.locator(".log").get_by_text("could not switch: the server cannot be")
     said.wait_for(timeout=5000)
+
+
+def chat_log(page, job="1"):
+    """The chat lines of a card's log, oldest first (the log puts the newest on top)."""
+    lines = page.locator(f'[data-job="{job}"] .log li').all_inner_texts()
+    said = (re.search(r"\w+: m\d+$", line) for line in reversed(lines))
+    return [match.group() for match in said if match]
+
+
+def say(server, text):
+    """Send a chat message to job 1 as a client of its own would."""
+    with WebSocketClient(server.ws_url("/jobs/1/")) as client:
+        client.receive()  # the state, on connect
+        client.send(json.dumps({"type": "chat", "text": text}))
+        client.receive()  # our own message back: the server has sent it
+
+
+def test_a_page_gets_what_it_missed_once_and_in_order(
+    browser, app, live_server, runtime
+):
+    """Messages sent while the page's socket was down arrive after it is back;
+    a reloaded page goes on from where the last one was."""
+    page = browser.new_page()
+    page.goto(live_server.url + "/")
+    card = page.locator('[data-job="1"]')
+    card.locator(".status").get_by_text("live").wait_for(timeout=10000)
+    say(live_server, "m1")
+    card.locator(".log").get_by_text("guest: m1").wait_for(timeout=5000)
+
+    # The server goes away; meanwhile two more messages are sent (by the
+    # application itself: its clients have no server to send them to).
+    port = live_server.port
+    live_server.stop()
+    card.locator(".status").get_by_text("reconnecting").wait_for(timeout=5000)
+    for text in ("m2", "m3"):
+        get_broker(app.registry).publish("/jobs/1", chat_message("1", "app", text))
+    with LiveServer(app, runtime=runtime, port=port, shutdown_timeout=2) as again:
+        card.locator(".status").get_by_text("live").wait_for(timeout=10000)
+        card.locator(".log").get_by_text("app: m3").wait_for(timeout=5000)
+        say(again, "m4")
+        card.locator(".log").get_by_text("guest: m4").wait_for(timeout=5000)
+        assert chat_log(page) == ["guest: m1", "app: m2", "app: m3", "guest: m4"]
+
+        # A reload: while the new page's script is on its way, m5 is sent.
+        # The page was rendered before it: its socket asks for it.
+        held = []
+
+        def hold(route):  # Playwright wants a function of its own
+            held.append(route)
+
+        page.route("**/static/app.js", hold)
+        page.reload(wait_until="commit")
+        for _ in range(50):  # at most 5 s
+            if held:
+                break
+            page.wait_for_timeout(100)
+        assert len(held) == 1
+        say(again, "m5")
+        held[0].continue_()
+        card.locator(".log").get_by_text("guest: m5").wait_for(timeout=5000)
+        page.wait_for_timeout(300)  # time for a duplicate to show, if one came
+        assert chat_log(page) == ["guest: m5"]
+        assert not card.locator('.log li[data-kind="resync"]').count()
+
+
+def test_a_page_whose_history_is_gone_says_so_and_reloads_the_job(
+    browser, app, app_settings, live_server, runtime
+):
+    page = browser.new_page()
+    page.goto(live_server.url + "/")
+    card = page.locator('[data-job="1"]')
+    card.locator(".status").get_by_text("live").wait_for(timeout=10000)
+    card.locator(".toggle").click()
+    card.locator('.state[data-state="on"]').wait_for(timeout=5000)
+
+    # A new application: a new history{% if cookiecutter.backend == "sqlalchemy" %}, the same database{% else %}, and jobs that start off{% endif %}.
+    port = live_server.port
+    live_server.stop()
+    with LiveServer(
+        main({}, **app_settings), runtime=runtime, port=port, shutdown_timeout=2
+    ):
+        resync = card.locator('.log li[data-kind="resync"]')
+        resync.get_by_text("some messages were missed").wait_for(timeout=10000)
+{%- if cookiecutter.backend == "sqlalchemy" %}
+        card.locator('.state[data-state="on"]').wait_for(timeout=5000)
+{%- else %}
+        card.locator('.state[data-state="off"]').wait_for(timeout=5000)
+{%- endif %}
+        assert card.locator(".status").inner_text() == "live"

@@ -148,3 +148,23 @@ def test_listeners_go_back_to_zero(app, live_server, session_of):
         client.receive()
         post(live_server, "/jobs/9/", session_of(live_server), state="on")
         assert json.loads(client.receive())["state"] == "on"
+
+
+def test_a_chat_message_that_cannot_be_delivered_is_said_to_its_sender(
+    live_server, monkeypatch
+):
+    from stargate.exceptions import BrokerUnavailable
+
+    from {{ cookiecutter.package }}.resources import Job
+
+    def unavailable(self, message):
+        raise BrokerUnavailable("Redis did not answer")
+
+    monkeypatch.setattr(Job, "send", unavailable)
+    with WebSocketClient(live_server.ws_url("/jobs/1/")) as sender:
+        sender.receive()  # the state
+        sender.send(chat("hello?"))
+        said = json.loads(sender.receive())
+        assert said == {"type": "error", "error": "not delivered: try again"}
+        sender.send(chat("still connected"))
+        assert json.loads(sender.receive())["type"] == "error"

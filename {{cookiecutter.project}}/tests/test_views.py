@@ -1,11 +1,16 @@
 """The HTTP side of the views, through WebTest."""
 
 import os
+import re
 
 import pytest
+{%- if cookiecutter.backend == "sqlalchemy" %}
+from stargate.brokers import MemoryBroker
+{%- endif %}
+from stargate.exceptions import BrokerUnavailable
 
 from {{ cookiecutter.package }} import SECRET_VARIABLE, main, session_secret
-from {{ cookiecutter.package }}.resources import Root
+from {{ cookiecutter.package }}.resources import Job, Root
 from {{ cookiecutter.package }}.views import control, home, job_json
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +41,55 @@ def test_home_page(testapp):
     assert 'data-job="1"' in page.text
     assert 'data-url="/jobs/1/"' in page.text
     assert "app.js" in page.text
+
+
+def test_the_page_renders_each_job_at_its_position(testapp, csrf_token):
+    token = {"X-CSRF-Token": csrf_token}
+    testapp.post("/jobs/1/", {"state": "on"}, headers=token)
+    page = testapp.get("/", status=200)
+    since = re.findall(r'data-since="([0-9a-z]+):([0-9]+)"', page.text)
+    assert [int(offset) for _, offset in since] == [1, 0, 0]
+    assert page.html.select_one('[data-job="1"] .state').text == "on"
+
+
+{% if cookiecutter.backend == "sqlalchemy" -%}
+def test_a_change_that_cannot_be_announced_is_kept_and_logged(
+    testapp, csrf_token, monkeypatch, caplog
+):
+    def unavailable(self, channel, message):
+        raise BrokerUnavailable("Redis did not answer")
+
+    monkeypatch.setattr(MemoryBroker, "publish", unavailable)
+    token = {"X-CSRF-Token": csrf_token}
+    response = testapp.post("/jobs/1/", {"state": "on"}, headers=token)
+    # Committed before it is announced (never the other way round): the
+    # database has it, pages get it at their next load or reconnect, and
+    # the failed announcement is in the log.
+    assert response.json == {"id": "1", "state": "on"}
+    assert testapp.get("/jobs/1/").json == {"id": "1", "state": "on"}
+    assert "Redis did not answer" in caplog.text
+{%- else -%}
+def test_a_change_that_cannot_be_announced_is_refused_with_503(
+    testapp, csrf_token, monkeypatch
+):
+    def unavailable(self, message):
+        raise BrokerUnavailable("Redis did not answer")
+
+    monkeypatch.setattr(Job, "send", unavailable)
+    token = {"X-CSRF-Token": csrf_token}
+    response = testapp.post("/jobs/1/", {"state": "on"}, headers=token, status=503)
+    assert response.json == {"error": "the change could not be announced: try again"}
+    assert testapp.get("/jobs/1/").json == {"id": "1", "state": "off"}
+{%- endif %}
+
+
+def test_without_a_broker_the_page_still_renders(testapp, monkeypatch):
+    def unavailable(self):
+        raise BrokerUnavailable("Redis did not answer")
+
+    monkeypatch.setattr(Job, "position", unavailable)
+    page = testapp.get("/", status=200)
+    assert page.text.count('data-since=""') == 3
 
 
 def test_static_files(testapp):

@@ -156,6 +156,10 @@ class Job(WebSocketAwareResource):
 {%- endif %}
 
         :raises ValueError: for a state not in :attr:`STATES`.
+{%- if cookiecutter.backend != "sqlalchemy" %}
+        :raises stargate.exceptions.BrokerUnavailable: when the change cannot
+            be announced; the job is then left as it was.
+{%- endif %}
         """
         if state not in self.STATES:
             raise ValueError(f"state must be one of {', '.join(self.STATES)}")
@@ -164,6 +168,7 @@ class Job(WebSocketAwareResource):
         self.state = state
         send_after_commit(self.request, self, self.message())
 {%- else %}
+        # Announced first: a change that nobody can be told about is not made.
+        self.send(state_message(self.__name__, state))
         self.state = state
-        self.send(self.message())
 {%- endif %}

@@ -3,10 +3,11 @@
 import json
 
 from pyramid.csrf import get_csrf_token
-from pyramid.httpexceptions import HTTPBadRequest
+from pyramid.httpexceptions import HTTPBadRequest, HTTPServiceUnavailable
 from pyramid.security import forget, remember
 from pyramid.view import view_config
 from stargate import CloseCode, WebSocketView
+from stargate.exceptions import BrokerUnavailable
 
 from . import protocol
 from .resources import Backstage, Job, Root
@@ -23,10 +24,22 @@ def home(context, request):
     return {
         "project": "{{ cookiecutter.project }}",
         "package": "{{ cookiecutter.package }}",
+        # Read before the jobs' states (rendered below): each card's socket
+        # continues from here, so no change made meanwhile is missed.
+        "positions": {job.__name__: position_of(job) for job in jobs},
         "jobs": jobs,
         # The page's script sends it with every POST (X-CSRF-Token).
         "csrf_token": get_csrf_token(request),
     }
+
+
+def position_of(resource):
+    """Return where the resource's messages stand (``""``: from the socket's start)."""
+    try:
+        position = resource.position()
+    except BrokerUnavailable:
+        return ""  # the socket then starts from its own connection
+    return "" if position is None else str(position)
 
 
 # Pyramid tries the views of a resource with the most predicates first: with
@@ -69,7 +82,11 @@ class JobView(WebSocketView):
                     break
                 websocket.send(protocol.error_message(str(error)))
                 continue
-            job.send(protocol.chat_message(job.__name__, sender, text))
+            try:
+                job.send(protocol.chat_message(job.__name__, sender, text))
+            except BrokerUnavailable:
+                # Delivered to no one: say so to its sender, who may retry.
+                websocket.send(protocol.error_message("not delivered: try again"))
 
 
 @view_config(context=Job, request_method="POST", renderer="json")
@@ -79,6 +96,10 @@ def control(context, request):
         context.control(request.POST.get("state"))
     except ValueError as error:
         raise HTTPBadRequest(json_body={"error": str(error)}) from None
+    except BrokerUnavailable:
+        raise HTTPServiceUnavailable(
+            json_body={"error": "the change could not be announced: try again"}
+        ) from None
     return context.as_json()
 
 

@@ -1,4 +1,7 @@
 // The home page: one StargateSocket per job card (messages: see protocol.py).
+// Each socket continues from the position the card was rendered at, and
+// after every reconnect from the last message it got: no message is missed
+// or shown twice, or the card says so and reloads the job.
 import { StargateSocket } from "./stargate-client.js";
 
 const LOG_LENGTH = 50;
@@ -39,14 +42,30 @@ function closeText({ code, reason, reconnecting }) {
   return reconnecting ? `connection lost (${why})` : `connection closed (${why}), not reconnecting`;
 }
 
+// Read the job's state again, after the server said messages were missed.
+async function reload(card) {
+  try {
+    const response = await fetch(card.dataset.url, { headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const job = await response.json();
+    showState(card, job.state);
+  } catch (error) {
+    log(card, `could not reload the job (${error.message})`, "error");
+  }
+}
+
 function watch(card) {
   const jobId = card.dataset.job;
-  const socket = new StargateSocket(card.dataset.url);
+  const socket = new StargateSocket(card.dataset.url, { positions: true, since: card.dataset.since });
   const status = card.querySelector(".status");
 
   socket.addEventListener("status", (event) => {
     status.textContent = event.detail;
     status.dataset.status = event.detail;
+  });
+  socket.addEventListener("resync", () => {
+    log(card, "some messages were missed: the job was reloaded", "resync");
+    reload(card);
   });
   socket.addEventListener("disconnect", (event) => {
     log(card, closeText(event.detail), event.detail.reconnecting ? "info" : "error");

@@ -10,6 +10,20 @@
 //   socket.send("hello");                                        // false while not live
 //   socket.close();                                              // for good
 //
+// With `positions: true` it asks the server for positions (stargate's
+// `stargate.history_size`, see stargate.positions): each message of the
+// resource comes with its place in the resource's history, the socket keeps
+// the last one (in sessionStorage too, so a reload continues from it) and,
+// after every reconnect, asks for what it missed since.  It hands each
+// message on once, in order, and says so when the server could not give
+// everything back:
+//
+//   const socket = new StargateSocket("/jobs/1/", { positions: true, since: "3fa2:17" });
+//   socket.addEventListener("message", (e) => handle(e.detail, e.position)); // null for direct ones
+//   socket.addEventListener("resync", (e) => reloadState());    // something was missed: reload
+//
+// `since` is the position the page was rendered at (read before its state).
+//
 // It reconnects after the closes that a new connection may cure (the server
 // going away or restarting, a lost network, an overloaded server) and not
 // after the ones it would only repeat (a normal close by the server, a
@@ -49,16 +63,79 @@ export function backoffDelay(attempt, { base = 500, cap = 30000, random = Math.r
   return ceiling / 2 + random() * (ceiling / 2);
 }
 
+const FRAME_KINDS = ["msg", "sync", "resync"];
+
+// Read a position written "EPOCH:OFFSET"; null for anything else.
+export function parsePosition(text) {
+  const match = /^([0-9a-z]{1,64}):([0-9]{1,15})$/.exec(text ?? "");
+  return match ? { epoch: match[1], offset: Number(match[2]) } : null;
+}
+
+export function formatPosition({ epoch, offset }) {
+  return `${epoch}:${offset}`;
+}
+
+// Read a frame of stargate's positions protocol: { kind, position, body }
+// with kind "msg", "sync", "resync" or "direct" (position null); null for
+// anything else.  `data` is a string or an ArrayBuffer (binary messages).
+export function parseFrame(data) {
+  let header;
+  let body;
+  if (typeof data === "string") {
+    const newline = data.indexOf("\n");
+    if (newline < 0) return null;
+    header = data.slice(0, newline);
+    body = data.slice(newline + 1);
+  } else {
+    const bytes = new Uint8Array(data);
+    const newline = bytes.subarray(0, 100).indexOf(10);
+    if (newline < 0) return null;
+    header = new TextDecoder().decode(bytes.subarray(0, newline));
+    body = data.slice(newline + 1);
+  }
+  if (header === "direct") return { kind: "direct", position: null, body };
+  const [kind, epoch, offset, ...rest] = header.split(" ");
+  const position = parsePosition(`${epoch}:${offset}`);
+  if (rest.length || !FRAME_KINDS.includes(kind) || !position) return null;
+  if (kind !== "msg" && body !== "") return null;
+  return { kind, position, body: kind === "msg" ? body : null };
+}
+
+function sessionStore() {
+  try {
+    return window.sessionStorage;
+  } catch {
+    return null; // storage refused (a sandboxed frame, a privacy setting)
+  }
+}
+
 export class StargateSocket extends EventTarget {
   // protocols: subprotocols to offer; base, cap: the backoff (ms); stableAfter:
   // how long (ms) a connection must last before the backoff starts over;
-  // shouldReconnect(code, reason): whether to reconnect after a close.
+  // shouldReconnect(code, reason): whether to reconnect after a close;
+  // positions: ask for positions (see above); since: the position the page
+  // was rendered at; storage: where the last position outlives the page
+  // (sessionStorage; null for nowhere).
   constructor(
     path,
-    { protocols = [], base = 500, cap = 30000, stableAfter = 5000, shouldReconnect = reconnectsAfter } = {},
+    {
+      protocols = [],
+      base = 500,
+      cap = 30000,
+      stableAfter = 5000,
+      shouldReconnect = reconnectsAfter,
+      positions = false,
+      since = null,
+      storage = sessionStore(),
+    } = {},
   ) {
     super();
     this.url = path.startsWith("ws") ? path : webSocketUrl(path);
+    this.positions = positions;
+    this.storage = positions ? storage : null;
+    this.storageKey = `stargate.position ${this.url}`;
+    this.position = positions ? this.startingPosition(parsePosition(since)) : null;
+    this.framed = false;
     this.protocols = protocols;
     this.base = base;
     this.cap = cap;
@@ -81,10 +158,34 @@ export class StargateSocket extends EventTarget {
     this.connect();
   }
 
+  // Where to start: the position stored by an earlier page of this tab if
+  // it is of the same history and not past the rendered one (the messages
+  // in between are then received again, in order), else the rendered one.
+  startingPosition(rendered) {
+    let stored = null;
+    try {
+      stored = parsePosition(this.storage?.getItem(this.storageKey));
+    } catch {
+      stored = null;
+    }
+    if (stored && (!rendered || (stored.epoch === rendered.epoch && stored.offset <= rendered.offset))) {
+      return stored;
+    }
+    return rendered;
+  }
+
+  connectUrl() {
+    if (!this.positions) return this.url;
+    const since = this.position ? formatPosition(this.position) : "";
+    const separator = this.url.includes("?") ? "&" : "?";
+    return `${this.url}${separator}since=${encodeURIComponent(since)}`;
+  }
+
   connect() {
     this.timer = null;
+    this.framed = false;
     this.setStatus(this.attempt === 0 ? STATUS.CONNECTING : STATUS.RECONNECTING);
-    const socket = new WebSocket(this.url, this.protocols);
+    const socket = new WebSocket(this.connectUrl(), this.protocols);
     socket.binaryType = "arraybuffer";
     socket.addEventListener("open", () => {
       this.setStatus(STATUS.LIVE);
@@ -94,9 +195,7 @@ export class StargateSocket extends EventTarget {
         this.attempt = 0;
       }, this.stableAfter);
     });
-    socket.addEventListener("message", (event) => {
-      this.dispatchEvent(new CustomEvent("message", { detail: event.data }));
-    });
+    socket.addEventListener("message", (event) => this.received(event.data));
     socket.addEventListener("close", (event) => this.closed(socket, event));
     this.socket = socket;
   }
@@ -115,6 +214,61 @@ export class StargateSocket extends EventTarget {
     this.attempt += 1;
     this.setStatus(STATUS.RECONNECTING);
     this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  received(data) {
+    if (!this.positions) {
+      this.emit(data, null);
+      return;
+    }
+    const frame = parseFrame(data);
+    if (!this.framed && !frame) {
+      // The server keeps no history: it sends the bare messages.
+      console.warn("stargate: the server does not send positions; messages may be missed");
+      this.positions = false;
+      this.emit(data, null);
+      return;
+    }
+    this.framed = true;
+    if (!frame) {
+      console.error("stargate: not a frame of the positions protocol", data);
+    } else if (frame.kind === "direct") {
+      this.emit(frame.body, null);
+    } else if (frame.kind === "sync") {
+      this.keep(frame.position);
+    } else if (frame.kind === "resync") {
+      this.resync(frame.position);
+    } else {
+      const { epoch, offset } = frame.position;
+      const last = this.position;
+      if (last && last.epoch === epoch && offset <= last.offset) return; // had it
+      if (last && (last.epoch !== epoch || offset !== last.offset + 1)) {
+        // A gap the server did not report: never hide it.
+        this.resync({ epoch, offset: offset - 1 });
+      }
+      this.keep(frame.position);
+      this.emit(frame.body, frame.position);
+    }
+  }
+
+  emit(data, position) {
+    const event = new CustomEvent("message", { detail: data });
+    event.position = position;
+    this.dispatchEvent(event);
+  }
+
+  resync(position) {
+    this.keep(position);
+    this.dispatchEvent(new CustomEvent("resync", { detail: position }));
+  }
+
+  keep(position) {
+    this.position = position;
+    try {
+      this.storage?.setItem(this.storageKey, formatPosition(position));
+    } catch {
+      // Full or refused: the position still lives as long as the page.
+    }
   }
 
   setStatus(status) {
