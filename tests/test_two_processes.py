@@ -9,6 +9,8 @@ the clients of both are told, and what both find after a restart.
 from __future__ import annotations
 
 import json
+import re
+import time
 import urllib.parse
 import urllib.request
 
@@ -82,6 +84,82 @@ def test_two_processes_share_one_database_and_one_redis(
         assert job(first)["state"] == job(second)["state"] == "on"
         with WebSocketClient(ws[1]) as late:
             assert state(late) == "on"
+    finally:
+        first.kill()
+        second.kill()
+
+
+def log_lines(page) -> list[str]:
+    """The chat lines of job 1's log in ``page``, oldest first."""
+    lines = page.locator('[data-job="1"] .log li').all_inner_texts()
+    said = (re.search(r"guest: m\d\d$", line) for line in reversed(lines))
+    return [match.group()[len("guest: ") :] for match in said if match]
+
+
+def say(sender: WebSocketClient, text: str, timeout: float = 20) -> None:
+    """Send a chat message until the server accepts it (its echo comes back)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # bounded: retried while Redis is away
+        sender.send(json.dumps({"type": "chat", "text": text}))
+        while True:
+            reply = json.loads(sender.receive(timeout=10))
+            if reply.get("type") == "error":
+                time.sleep(0.2)  # not delivered, to anyone: try again
+                break
+            if reply.get("text") == text:
+                return
+    raise AssertionError(f"{text} was never accepted")
+
+
+@installed("redis", "eventlet", "sqlalchemy")
+@pytest.mark.timeout(1800)  # the first use installs the project's dependencies
+def test_every_tab_shows_every_message_once_in_order_through_kills(
+    bake_installed, redis_server, tmp_path, browser
+):
+    """Two processes on one Redis; one is killed (SIGKILL) and restarted, then
+    Redis is; the tabs of both show each accepted chat message once, in order."""
+    project, bin_dir = bake_installed("redis", "eventlet", "sqlalchemy")
+    settings = {
+        "stargate.broker": redis_server.url,
+        "sqlalchemy.url": f"sqlite:///{tmp_path / 'shared.sqlite'}",
+    }
+    first, second = (
+        Served(project, bin_dir, free_port(), settings=settings) for _ in range(2)
+    )
+    try:
+        first.start()
+        second.start()
+        tabs = [browser.new_page(), browser.new_page()]
+        for tab, server in zip(tabs, (first, second), strict=True):
+            tab.goto(server.url)
+            tab.locator('[data-job="1"] .status').get_by_text("live").wait_for(
+                timeout=10000
+            )
+        # The sender is a client of the second process, which stays up.
+        sender = WebSocketClient(second.ws_url("/jobs/1/"))
+        sender.receive(timeout=10)  # the state
+        sent = [f"m{n:02d}" for n in range(24)]
+        for text in sent[:8]:
+            say(sender, text)
+        first.kill()  # the first tab's process dies: its socket is cut
+        for text in sent[8:12]:
+            say(sender, text)
+        first.start()  # the tab reconnects to it, and asks since its position
+        for text in sent[12:16]:
+            say(sender, text)
+        redis_server.client.save()
+        redis_server.stop()  # Redis dies too (its data on disk)
+        redis_server.start()
+        for text in sent[16:]:
+            say(sender, text)
+        sender.close()
+        for tab in tabs:
+            log = tab.locator('[data-job="1"] .log')
+            log.get_by_text(f"guest: {sent[-1]}").wait_for(timeout=15000)
+        time.sleep(0.5)  # time for a late duplicate to show, if there were one
+        for tab in tabs:
+            assert log_lines(tab) == sent
+            assert not tab.locator('.log li[data-kind="resync"]').count()
     finally:
         first.kill()
         second.kill()
