@@ -97,12 +97,17 @@ def log_lines(page) -> list[str]:
 
 
 def say(sender: WebSocketClient, text: str, timeout: float = 20) -> None:
-    """Send a chat message until the server accepts it (its echo comes back)."""
+    """Send a chat message until the server accepts it: it comes back to the
+    sender, a client with positions (a message that reaches Redis while this
+    process is not subscribed yet is filled in from history)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:  # bounded: retried while Redis is away
         sender.send(json.dumps({"type": "chat", "text": text}))
         while True:
-            reply = json.loads(sender.receive(timeout=10))
+            frame = sender.receive_frame(timeout=10)
+            if frame.kind not in ("msg", "direct"):
+                continue  # sync, or resync (which the tabs' check would catch)
+            reply = json.loads(frame.message)
             if reply.get("type") == "error":
                 time.sleep(0.2)  # not delivered, to anyone: try again
                 break
@@ -136,8 +141,7 @@ def test_every_tab_shows_every_message_once_in_order_through_kills(
                 timeout=10000
             )
         # The sender is a client of the second process, which stays up.
-        sender = WebSocketClient(second.ws_url("/jobs/1/"))
-        sender.receive(timeout=10)  # the state
+        sender = WebSocketClient(second.ws_url("/jobs/1/"), since="")
         sent = [f"m{n:02d}" for n in range(24)]
         for text in sent[:8]:
             say(sender, text)
