@@ -296,13 +296,12 @@ def test_messages_published_during_the_join_are_merged_by_offset():
         store.publish("m3")
 
     store.during_read = meanwhile
-    late = joined(sequencer, Listener(), at(1))
-    assert late.offsets() == [2, 3]  # m2 once, though both history and live had it
+    late = joined(sequencer, Listener(), at(0))
+    assert late.offsets() == [1, 2, 3]  # m2 once, though history and live had it
     assert sequencer.members("/c") == {early, late}
-    assert late in sequencer.members("/c")
     sequencer.deliver("/c", at(3), "m3")  # m3 arrives live: a duplicate for late
     sequencer.deliver("/c", store.publish("m4"), "m4")
-    assert late.offsets() == [2, 3, 4]
+    assert late.offsets() == [1, 2, 3, 4]
     assert early.offsets() == [2, 3, 4]
 
 
@@ -331,16 +330,22 @@ def test_a_resync_during_a_join_reaches_the_joiner_after_its_history():
     store = Store(keep=1)
     sequencer = Sequencer(store.read)
     first = joined(sequencer, Listener(), "")
+    sequencer.deliver("/c", store.publish("m1"), "m1")
 
     def meanwhile():
         store.publish("lost")
         store.publish("lost")
-        # The gap cannot be filled (history keeps one): a resync at 2.
-        sequencer.deliver("/c", store.publish("m3"), "m3")
+        # The gap cannot be filled (history keeps one): a resync at 3.
+        sequencer.deliver("/c", store.publish("m4"), "m4")
 
     store.after_read = meanwhile
-    late = joined(sequencer, Listener(), "")
-    assert late.parsed() == [("sync", 0, None), ("resync", 2, None), ("msg", 3, "m3")]
+    late = joined(sequencer, Listener(), at(0))
+    assert late.parsed() == [
+        ("sync", 0, None),
+        ("msg", 1, "m1"),
+        ("resync", 3, None),
+        ("msg", 4, "m4"),
+    ]
     assert first.parsed()[1:] == late.parsed()[1:]
     assert late in sequencer._tracks["/c"].members
 
@@ -356,8 +361,8 @@ def test_a_joiner_skips_a_resync_it_is_already_past():
         sequencer._resync(sequencer._tracks["/c"], at(1))
 
     store.during_read = meanwhile
-    late = joined(sequencer, Listener(), "")
-    assert late.parsed() == [("sync", 2, None)]
+    late = joined(sequencer, Listener(), "lost its place")
+    assert late.parsed() == [("resync", 2, None)]
 
 
 def test_the_first_joiner_of_a_channel_buffers_what_arrives_during_its_join():
@@ -516,8 +521,8 @@ def test_a_joiner_behind_the_others_is_told_to_reload():
     for n in range(1, 4):
         sequencer.deliver("/c", store.publish(f"m{n}"), f"m{n}")
     store.messages = store.messages[:1]
-    behind = joined(sequencer, Listener(), "")
-    assert behind.parsed() == [("sync", 1, None), ("resync", 3, None)]
+    behind = joined(sequencer, Listener(), at(0))
+    assert behind.parsed() == [("sync", 0, None), ("msg", 1, "m1"), ("resync", 3, None)]
     assert behind in sequencer._tracks["/c"].members
     # And one that was sent a live message meanwhile: resync, then it.
     store.messages = store.messages[:1]
@@ -526,9 +531,10 @@ def test_a_joiner_behind_the_others_is_told_to_reload():
         sequencer.deliver("/c", at(4), "m4")
 
     store.after_read = meanwhile
-    buffered = joined(sequencer, Listener(), "")
+    buffered = joined(sequencer, Listener(), at(0))
     assert buffered.parsed() == [
-        ("sync", 1, None),
+        ("sync", 0, None),
+        ("msg", 1, "m1"),
         ("resync", 3, None),
         ("msg", 4, "m4"),
     ]
@@ -538,18 +544,19 @@ def test_a_joiner_whose_history_already_has_what_it_buffered_gets_it_once():
     store = Store()
     sequencer = Sequencer(store.read)
     joined(sequencer, Listener(), "")
+    sequencer.deliver("/c", store.publish("m1"), "m1")
 
     def meanwhile():
-        store.publish("m1")
-        store.publish("m2")
-        store.publish("m3")
-        sequencer.deliver("/c", at(3), "m3")  # m1 and m2 are lost to this process
+        for n in (2, 3, 4):
+            store.publish(f"m{n}")
+        sequencer.deliver("/c", at(4), "m4")  # m2 and m3 are lost to this process
 
     store.during_read = meanwhile
-    late = joined(sequencer, Listener(), "")
-    assert late.parsed() == [("sync", 3, None)]
-    sequencer.deliver("/c", store.publish("m4"), "m4")
-    assert late.offsets() == [4]
+    late = joined(sequencer, Listener(), at(0))
+    assert late.parsed()[0] == ("sync", 0, None)
+    assert late.offsets() == [1, 2, 3, 4]
+    sequencer.deliver("/c", store.publish("m5"), "m5")
+    assert late.offsets() == [1, 2, 3, 4, 5]
 
 
 @settings(max_examples=60, deadline=None)
@@ -633,3 +640,87 @@ def test_a_connection_joins_a_channel_once():
     peer.conn.abort()
     assert broker.channels() == []
     assert broker.unsubscribe("/c", peer.conn) is False
+
+
+def test_a_joiner_at_the_channel_s_position_needs_no_history():
+    store = Store()
+    sequencer = Sequencer(store.read)
+    joined(sequencer, Listener(), "")
+    sequencer.deliver("/c", store.publish("m1"), "m1")
+    reads = store.reads
+    now = joined(sequencer, Listener(), "")
+    there = joined(sequencer, Listener(), at(1))
+    assert store.reads == reads
+    assert now.parsed() == there.parsed() == [("sync", 1, None)]
+    assert {now, there} <= sequencer._tracks["/c"].members
+
+
+def test_joiners_that_come_during_a_read_share_the_next_one():
+    store = Store()
+    sequencer = Sequencer(store.read)
+    for n in range(1, 4):
+        store.publish(f"m{n}")
+    crowd = [Listener() for _ in range(20)]
+
+    def arrive():
+        for index, listener in enumerate(crowd):
+            joined(sequencer, listener, at(index % 3))  # queued: they return
+
+    store.during_read = arrive
+    first = joined(sequencer, Listener(), at(0))
+    assert store.reads == 2  # the first's, then one for all twenty
+    assert first.offsets() == [1, 2, 3]
+    for index, listener in enumerate(crowd):
+        assert listener.parsed()[0] == ("sync", index % 3, None)
+        assert listener.offsets() == list(range(index % 3 + 1, 4))
+    assert len(sequencer._tracks["/c"].members) == 21
+
+
+def test_joiners_whose_shared_read_fails_are_all_told_to_try_again():
+    store = Store()
+    sequencer = Sequencer(store.read)
+    others = [Listener(), Listener()]
+
+    def arrive_then_fail():
+        for listener in others:
+            joined(sequencer, listener, at(0))
+        store.down = True
+
+    store.during_read = arrive_then_fail
+    first = joined(sequencer, Listener(), at(0))
+    assert first.parsed() == [("sync", 0, None)]
+    assert [listener.close_code for listener in others] == [1013, 1013]
+
+
+def test_joiners_left_waiting_by_a_killed_reader_are_closed():
+    store = Store()
+    sequencer = Sequencer(store.read)
+    waiting = Listener()
+
+    def killed():
+        joined(sequencer, waiting, at(0))
+        raise KeyboardInterrupt  # as GreenletExit would, in a killed handler
+
+    store.during_read = killed
+    reader = Listener()
+    with pytest.raises(KeyboardInterrupt):
+        joined(sequencer, reader, at(0))
+    assert (reader.close_code, waiting.close_code) == (1013, 1013)
+    assert sequencer._tracks["/c"].reading is False
+
+
+def test_a_window_read_for_an_earlier_offset_covers_the_later_ones():
+    window = Window(at(5), ((2, "2"), (3, "3"), (4, "4"), (5, "5")))
+    assert window.covers(at(1)) and window.covers(at(3))
+    assert window.after(3) == ((4, "4"), (5, "5"))
+    assert window.after(0) == window.entries
+    assert not window.covers(at(0))
+    assert Window(at(5)).after(3) == ()
+
+
+def test_a_joiner_closed_before_its_close_callback_ran_is_sent_nothing():
+    sequencer = Sequencer(Store().read)
+    listener = Listener()
+    listener.closed = True  # its close callback (which leaves) has not run yet
+    joined(sequencer, listener, "")
+    assert listener.frames == []

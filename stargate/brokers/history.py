@@ -50,10 +50,18 @@ class Window:
         if since.offset == self.top.offset:
             return True
         entries = self.entries
+        # Entries are consecutive offsets: the first and the count say it all.
         return (
-            len(entries) == self.top.offset - since.offset
-            and entries[0][0] == since.offset + 1
+            bool(entries)
+            and entries[0][0] <= since.offset + 1
+            and entries[0][0] + len(entries) - 1 == self.top.offset
         )
+
+    def after(self, offset: int) -> tuple[tuple[int, Message], ...]:
+        """Return the entries after ``offset``."""
+        if not self.entries:
+            return ()
+        return self.entries[max(offset + 1 - self.entries[0][0], 0) :]
 
 
 class _Kept:

@@ -60,10 +60,11 @@ def step(at: Position, position: Position) -> Step:
 class _Joiner:
     """A listener between its join and the channel's live stream."""
 
-    __slots__ = ("connection", "at", "buffer")
+    __slots__ = ("connection", "since", "at", "buffer")
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        self.since: object = ""
         self.at: Position | None = None
         # (position, frame): frame None for a resync at that position.
         self.buffer: list[tuple[Position, Message | None]] | None = []
@@ -101,12 +102,16 @@ class _Joiner:
 class _Track:
     """One channel's positioned listeners, and the position they are at."""
 
-    __slots__ = ("at", "members", "joiners")
+    __slots__ = ("at", "members", "joiners", "waiting", "reading")
 
     def __init__(self) -> None:
         self.at: Position | None = None  # none until a message or a join anchors it
         self.members: set[Connection] = set()
-        self.joiners: list[_Joiner] = []
+        self.joiners: dict[Connection, _Joiner] = {}
+        # Joiners whose history is to be read, and whether a green thread
+        # is reading it: one read at a time per channel serves them all.
+        self.waiting: list[_Joiner] = []
+        self.reading = False
 
 
 class Sequencer:
@@ -131,7 +136,7 @@ class Sequencer:
         track = self._tracks.get(channel)
         if track is None:
             return frozenset()
-        return frozenset(track.members).union(j.connection for j in track.joiners)
+        return frozenset(track.members).union(track.joiners)
 
     def position(self, channel: Channel) -> Position | None:
         """Return the position this process's listeners of ``channel`` are at."""
@@ -202,7 +207,7 @@ class Sequencer:
         frame = encode_message(position, message)
         if track.members:
             broadcast(list(track.members), frame)
-        for joiner in list(track.joiners):
+        for joiner in list(track.joiners.values()):
             joiner.offer(position, frame)
             self._promote(track, joiner)
 
@@ -210,13 +215,13 @@ class Sequencer:
         track.at = position
         if track.members:
             broadcast(list(track.members), resync_frame(position))
-        for joiner in list(track.joiners):
+        for joiner in list(track.joiners.values()):
             joiner.offer(position, None)
             self._promote(track, joiner)
 
     def _promote(self, track: _Track, joiner: _Joiner) -> None:
         if joiner.buffer is None and joiner.at == track.at:
-            track.joiners.remove(joiner)
+            del track.joiners[joiner.connection]
             if not joiner.connection.closed:
                 track.members.add(joiner.connection)
 
@@ -230,9 +235,9 @@ class Sequencer:
         track = self._tracks.get(channel)
         if track is None:
             track = self._tracks[channel] = _Track()
-        elif connection in track.members or _find(track.joiners, connection):
+        elif connection in track.members or connection in track.joiners:
             return False
-        track.joiners.append(_Joiner(connection))
+        track.joiners[connection] = _Joiner(connection)
         return True
 
     def join(self, channel: Channel, connection: Connection, since: object) -> None:
@@ -242,34 +247,82 @@ class Sequencer:
         :class:`~stargate.positions.Position`, ``""`` for "from now", or
         the text of a position written wrong.  The first frame is ``sync``
         with the position the joiner continues from, or ``resync`` when
-        history does not cover ``since``.  A joiner whose history cannot
-        be read is closed with 1013 (try again later).
+        history does not cover ``since``.
+
+        A joiner at the position this process's listeners are at needs no
+        history.  The others wait for a read of the channel's history: one
+        at a time per channel, each for every joiner that came before it
+        began, so that a thousand clients rejoining at once cost a few
+        reads.  The first of them reads, for itself and those after it;
+        the others return at once.  A joiner whose history cannot be read
+        is closed with 1013 (try again later).
         """
         track = self._tracks.get(channel)
-        joiner = None if track is None else _find(track.joiners, connection)
+        joiner = None if track is None else track.joiners.get(connection)
         if track is None or joiner is None:
             return  # it closed (and left) before joining
-        after = since.offset if isinstance(since, Position) else None
-        try:
-            window = self._read(channel, after)
-        except BrokerUnavailable as error:
-            connection.close(CloseCode.TRY_AGAIN_LATER, "history unavailable")
-            log.warning("a listener of %s could not join: %s", channel, error)
+        joiner.since = since
+        at = track.at
+        if at is not None and not track.reading and since in ("", at):
+            self._start(track, joiner, sync_frame(at), at)
             return
+        track.waiting.append(joiner)
+        if track.reading:
+            return  # the green thread reading this channel's history serves it
+        track.reading = True
+        batch: list[_Joiner] = []
+        try:
+            while track.waiting:  # new joiners came during the last read
+                batch, track.waiting = track.waiting, []
+                afters = [
+                    j.since.offset for j in batch if isinstance(j.since, Position)
+                ]
+                try:
+                    window = self._read(channel, min(afters, default=None))
+                except BrokerUnavailable as error:
+                    log.warning("listeners of %s could not join: %s", channel, error)
+                    for waiting in batch:
+                        waiting.connection.close(
+                            CloseCode.TRY_AGAIN_LATER, "history unavailable"
+                        )
+                    continue
+                while batch:
+                    waiting = batch.pop(0)
+                    if waiting.connection in track.joiners:  # not gone meanwhile
+                        self._serve(track, waiting, window)
+        except BaseException:
+            # This green thread is being killed (its handler stopped): the
+            # joiners it was to serve must not wait for a read that never
+            # comes.  They reconnect.
+            for waiting in batch + track.waiting:
+                waiting.connection.close(CloseCode.TRY_AGAIN_LATER, "join interrupted")
+            track.waiting = []
+            raise
+        finally:
+            track.reading = False
+
+    def _serve(self, track: _Track, joiner: _Joiner, window: Window) -> None:
+        since = joiner.since
         if isinstance(since, Position) and window.covers(since):
             joiner.send(sync_frame(since))
-            for offset, message in window.entries:
+            for offset, message in window.after(since.offset):
                 joiner.send(encode_message(Position(since.epoch, offset), message))
+            self._start(track, joiner, None, window.top)
         elif since == "":
-            joiner.send(sync_frame(window.top))
+            self._start(track, joiner, sync_frame(window.top), window.top)
         else:
-            joiner.send(resync_frame(window.top))
-        joiner.at = window.top
+            self._start(track, joiner, resync_frame(window.top), window.top)
+
+    def _start(
+        self, track: _Track, joiner: _Joiner, first: str | None, at: Position
+    ) -> None:
+        # The joiner has what it missed up to ``at``: then what it buffered.
+        if first is not None:
+            joiner.send(first)
+        joiner.at = at
         buffered, joiner.buffer = joiner.buffer or [], None
         for position, frame in buffered:
             joiner.take(position, frame)
-        if joiner not in track.joiners:
-            return  # it closed while history was read
         if track.at is None:
             track.at = joiner.at
         elif joiner.at.epoch != track.at.epoch or joiner.at.offset < track.at.offset:
@@ -285,17 +338,8 @@ class Sequencer:
         if track is None:
             return False
         track.members.discard(connection)
-        joiner = _find(track.joiners, connection)
-        if joiner is not None:
-            track.joiners.remove(joiner)
+        track.joiners.pop(connection, None)
         if track.members or track.joiners:
             return False
         del self._tracks[channel]
         return True
-
-
-def _find(joiners: list[_Joiner], connection: Connection) -> _Joiner | None:
-    for joiner in joiners:
-        if joiner.connection is connection:
-            return joiner
-    return None
