@@ -75,6 +75,27 @@ def test_flood_benchmark_quick_mode(runtime):
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("runtime", ["eventlet", "gevent"])
+def test_history_benchmark_quick_mode(runtime):
+    table, results = quick(
+        "history", "--runtime", runtime, results=f"history-{runtime}"
+    )
+    assert {(r["broker"], r["history"]) for r in results["publish"]} == {
+        (broker, history) for broker in ("memory", "redis") for history in (0, 1)
+    }
+    for run in results["publish"]:
+        assert run["delivered"] == run["expected"] == 300
+    for run in results["recover"]:  # 50 clients, each all 100 messages
+        assert run["complete"] == run["clients"] == 50
+    assert {r["where"] for r in results["memory"]} == {"process", "redis"}
+    assert all(r["bytes_per_message"] > r["message_bytes"] for r in results["memory"])
+    soak = results["soak"]
+    assert soak["sent"] > 0 and soak["rejoins"] > 0
+    assert soak["lost"] == soak["duplicated"] == soak["out_of_order"] == 0
+    assert f"stargate on {runtime}: history and recovery" in table
+
+
+@pytest.mark.timeout(600)
 def test_churn_benchmark_quick_mode():
     _, churn = quick("churn")
     assert churn["cycles"] == 500

@@ -342,3 +342,21 @@ def test_a_script_redis_forgot_is_sent_again(redis_server):
         assert window.entries == ((1, "one"), (2, b"\xfftwo"))
     finally:
         broker.close()
+
+
+@pytest.mark.green_redis
+def test_a_position_only_read_expires_with_the_history(redis_server):
+    from stargate.brokers.redis import RedisBroker
+
+    broker = RedisBroker(
+        redis_server.url, history_size=10, history_ttl=60, position_ttl=86400
+    )
+    try:
+        read = broker.position("/jobs/never-sent-to")
+        assert read.offset == 0
+        assert 0 < redis_server.client.ttl("{/jobs/never-sent-to}:position") <= 60
+        broker.publish("/jobs/never-sent-to", "now it has one")
+        assert redis_server.client.ttl("{/jobs/never-sent-to}:position") > 60
+        assert broker.position("/jobs/never-sent-to") == Position(read.epoch, 1)
+    finally:
+        broker.close()

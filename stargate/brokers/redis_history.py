@@ -52,7 +52,9 @@ return {offset, epoch}
 """
 
 # KEYS: position hash, history stream.  ARGV: after (-1: only the top), count,
-# position ttl, epoch candidate.
+# history ttl, epoch candidate.  A position made by a read (nothing was
+# published yet) lives as long as a history: long enough for a page to open
+# its socket, and no longer, whatever channels clients name.
 _READ = """
 local epoch = redis.call('hget', KEYS[1], 'e')
 if not epoch then
@@ -181,7 +183,7 @@ class RedisHistory:
         epoch, top, entries = self._run(
             "read",
             history_keys(self.prefix, channel),
-            (-1 if after is None else after, self.size, self.position_ttl, new_epoch()),
+            (-1 if after is None else after, self.size, self.ttl, new_epoch()),
         )
         return Window(
             Position(epoch.decode("ascii"), int(top)),

@@ -166,19 +166,20 @@ class Sequencer:
     def check(self, channel: Channel) -> None:
         """Read the channel's top and catch up: for a quiet channel after a loss."""
         track = self._tracks.get(channel)
-        if track is None or track.at is None:
+        at = None if track is None else track.at
+        if track is None or at is None:
             return
         try:
-            window = self._read(channel, track.at.offset)
+            window = self._read(channel, at.offset)
         except BrokerUnavailable:
             return  # the next check, or the next message, will
-        at = track.at
-        if at is None or window.top == at:
+        # The delivering green thread is this one: ``at`` still holds.
+        if window.top == at:
             return
-        if window.top.epoch != at.epoch or not window.covers(at):
+        if not window.covers(at):
             self._resync(track, window.top)
             return
-        for offset, message in window.entries:
+        for offset, message in window.after(at.offset):
             self._emit(track, Position(at.epoch, offset), message)
 
     def _fill(self, channel: Channel, track: _Track, position: Position) -> None:
@@ -194,10 +195,10 @@ class Sequencer:
             window = None
         # Only the green thread that delivers moves a track that is at a
         # position (a join anchors one that is not): ``at`` still holds.
-        if window is None or window.top.epoch != at.epoch or not window.covers(at):
+        if window is None or not window.covers(at):
             self._resync(track, Position(position.epoch, position.offset - 1))
             return
-        for offset, message in window.entries:
+        for offset, message in window.after(at.offset):
             if offset >= position.offset:
                 break
             self._emit(track, Position(at.epoch, offset), message)
