@@ -196,6 +196,17 @@ def brokers():
         broker.close()
 
 
+def test_messages_queued_while_unsubscribed_are_counted_as_local_only(brokers):
+    from stargate import runtime
+
+    broker = brokers(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens
+    for number in range(3):
+        broker.publish("/jobs/1", f"m{number}")
+    # The first waits a second for the subscription, then all three are
+    # given up together: they reached this process only.
+    assert eventually(lambda: broker._unshared == 3, sleep=runtime.get().sleep)
+
+
 def test_a_full_publish_queue_drops_with_a_warning(brokers, caplog):
     broker = brokers(f"redis://127.0.0.1:{free_port()}/0", queue_size=2)
     with caplog.at_level(logging.WARNING, logger="stargate"):
