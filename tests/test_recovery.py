@@ -197,12 +197,19 @@ def test_rejoining_on_another_process_while_messages_flow(redis_pair, redis_serv
     rejoined.close()
 
 
+def redis_listener(serve, redis_server, path):
+    """A server with history on Redis, and a client with positions on ``path``
+    (subscribed): return the server, the client and the channel's epoch."""
+    server = serve({**HISTORY, "stargate.broker": redis_server.url})
+    client = listening(server, path, since="")
+    epoch = client.receive_frame().position.epoch
+    subscribed(redis_server, path.rstrip("/"), 1)
+    return server, client, epoch
+
+
 @pytest.mark.green_redis
 def test_a_redis_restart_without_its_data_starts_a_new_epoch(serve, redis_server):
-    server = serve({**HISTORY, "stargate.broker": redis_server.url})
-    client = listening(server, "/jobs/3/", since="")
-    old = client.receive_frame().position
-    subscribed(redis_server, "/jobs/3", 1)
+    server, client, old_epoch = redis_listener(serve, redis_server, "/jobs/3/")
     post(server, "/jobs/3/", count=1)
     assert messages(frames(client, 1)) == [(1, "00000000")]
     redis_server.stop()
@@ -213,7 +220,7 @@ def test_a_redis_restart_without_its_data_starts_a_new_epoch(serve, redis_server
     subscribed(redis_server, "/jobs/3", 1)
     post(server, "/jobs/3/", count=1)
     resync = client.receive_frame()
-    assert resync.kind == "resync" and resync.position.epoch != old.epoch
+    assert resync.kind == "resync" and resync.position.epoch != old_epoch
     # At 0 if the message came first; at 1 if the check after resubscribing
     # read the new top first: then the client's reload includes it.
     assert resync.position.offset in (0, 1)
@@ -228,10 +235,7 @@ def test_a_redis_restart_without_its_data_starts_a_new_epoch(serve, redis_server
 
 @pytest.mark.green_redis
 def test_a_redis_restart_with_its_data_loses_nothing(serve, redis_server):
-    server = serve({**HISTORY, "stargate.broker": redis_server.url})
-    client = listening(server, "/jobs/4/", since="")
-    client.receive_frame()
-    subscribed(redis_server, "/jobs/4", 1)
+    server, client, _ = redis_listener(serve, redis_server, "/jobs/4/")
     post(server, "/jobs/4/", count=2)
     assert [o for o, _ in messages(frames(client, 2))] == [1, 2]
     redis_server.client.save()
@@ -245,10 +249,7 @@ def test_a_redis_restart_with_its_data_loses_nothing(serve, redis_server):
 
 @pytest.mark.green_redis
 def test_a_message_lost_on_its_way_is_filled_from_history(serve, redis_server):
-    server = serve({**HISTORY, "stargate.broker": redis_server.url})
-    client = listening(server, "/jobs/5/", since="")
-    epoch = client.receive_frame().position.epoch
-    subscribed(redis_server, "/jobs/5", 1)
+    server, client, epoch = redis_listener(serve, redis_server, "/jobs/5/")
     # What a pub/sub message lost in an outage looks like: in history,
     # never published.  The next one shows the gap, history fills it.
     position_key, history_key = "{/jobs/5}:position", "{/jobs/5}:history"
@@ -276,10 +277,7 @@ def test_a_channel_gone_quiet_is_checked_and_caught_up(
     serve, redis_server, monkeypatch
 ):
     monkeypatch.setattr("stargate.brokers.redis._CHECK_EVERY", 0.2)
-    server = serve({**HISTORY, "stargate.broker": redis_server.url})
-    client = listening(server, "/jobs/6/", since="")
-    epoch = client.receive_frame().position.epoch
-    subscribed(redis_server, "/jobs/6", 1)
+    server, client, epoch = redis_listener(serve, redis_server, "/jobs/6/")
     # A message in history whose pub/sub message was lost, and nothing after.
     redis_server.client.hincrby("{/jobs/6}:position", "o", 1)
     redis_server.client.xadd("{/jobs/6}:history", {"d": b"b\x00quiet"}, id="1-0")
@@ -290,10 +288,7 @@ def test_a_channel_gone_quiet_is_checked_and_caught_up(
 
 @pytest.mark.green_redis
 def test_foreign_payloads_on_a_channel_are_ignored(serve, redis_server):
-    server = serve({**HISTORY, "stargate.broker": redis_server.url})
-    client = listening(server, "/jobs/7/", since="")
-    client.receive_frame()
-    subscribed(redis_server, "/jobs/7", 1)
+    server, client, _ = redis_listener(serve, redis_server, "/jobs/7/")
     redis_server.client.publish("/jobs/7", b"12345678p" + b"not:a:position")
     redis_server.client.publish("/jobs/7", b"12345678pnothing")
     post(server, "/jobs/7/", count=1)

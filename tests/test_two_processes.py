@@ -45,19 +45,25 @@ def state(client: WebSocketClient) -> str:
     return json.loads(client.receive(timeout=10))["state"]
 
 
-@installed("redis", "eventlet", "sqlalchemy")
-@pytest.mark.timeout(1800)  # the first use installs the project's dependencies
-def test_two_processes_share_one_database_and_one_redis(
-    bake_installed, redis_server, tmp_path
-):
+def two_processes(bake_installed, redis_server, tmp_path) -> tuple[Served, Served]:
+    """The redis+sqlalchemy project on two ports: one Redis, one database."""
     project, bin_dir = bake_installed("redis", "eventlet", "sqlalchemy")
     settings = {
         "stargate.broker": redis_server.url,
         "sqlalchemy.url": f"sqlite:///{tmp_path / 'shared.sqlite'}",
     }
-    first, second = (
-        Served(project, bin_dir, free_port(), settings=settings) for _ in range(2)
+    return (
+        Served(project, bin_dir, free_port(), settings=settings),
+        Served(project, bin_dir, free_port(), settings=settings),
     )
+
+
+@installed("redis", "eventlet", "sqlalchemy")
+@pytest.mark.timeout(1800)  # the first use installs the project's dependencies
+def test_two_processes_share_one_database_and_one_redis(
+    bake_installed, redis_server, tmp_path
+):
+    first, second = two_processes(bake_installed, redis_server, tmp_path)
     try:
         first.start()
         second.start()
@@ -123,14 +129,7 @@ def test_every_tab_shows_every_message_once_in_order_through_kills(
 ):
     """Two processes on one Redis; one is killed (SIGKILL) and restarted, then
     Redis is; the tabs of both show each accepted chat message once, in order."""
-    project, bin_dir = bake_installed("redis", "eventlet", "sqlalchemy")
-    settings = {
-        "stargate.broker": redis_server.url,
-        "sqlalchemy.url": f"sqlite:///{tmp_path / 'shared.sqlite'}",
-    }
-    first, second = (
-        Served(project, bin_dir, free_port(), settings=settings) for _ in range(2)
-    )
+    first, second = two_processes(bake_installed, redis_server, tmp_path)
     try:
         first.start()
         second.start()
