@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
+from stargate.brokers.channels import Channel, LocalChannel
 from stargate.connection import Connection, Message, broadcast
 
 if TYPE_CHECKING:  # the sequencer is made of these, and brokers make it
@@ -20,32 +21,6 @@ if TYPE_CHECKING:  # the sequencer is made of these, and brokers make it
     from stargate.positions import Position
 
 __all__ = ["Broker", "Channel", "LocalChannel", "LocalListeners"]
-
-
-class LocalChannel:
-    """The channel of a resource without a path: it is its own channel.
-
-    A resource whose containers lack ``__name__`` (the trees of stargate
-    0.x) has no path that other processes could agree on.  Its listeners
-    are kept under this object, which the resource holds: the memory broker
-    serves it, a broker across processes refuses it with ``reason``.
-
-    :ivar resource: the class name of the resource.
-    :ivar reason: why the resource has no path.
-    """
-
-    __slots__ = ("resource", "reason")
-
-    def __init__(self, resource: str, reason: str) -> None:
-        self.resource = resource
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"<the channel of a {self.resource} without a path>"
-
-
-#: What listeners are kept under: a resource's path, or its own channel.
-Channel = str | LocalChannel
 
 
 class LocalListeners:

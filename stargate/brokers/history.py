@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
 
-from stargate.brokers.base import Channel
+from stargate.brokers.channels import Channel
 from stargate.connection import Message
 from stargate.positions import Position
 

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from typing import Literal
 
-from stargate.brokers.base import Channel
+from stargate.brokers.channels import Channel
 from stargate.brokers.history import Window
 from stargate.connection import Connection, Message, broadcast
 from stargate.exceptions import BrokerUnavailable, ConnectionClosed
