@@ -45,13 +45,14 @@ def state(client: WebSocketClient) -> str:
     return json.loads(client.receive(timeout=10))["state"]
 
 
-def two_processes(bake_installed, redis_server, tmp_path) -> tuple[Served, Served]:
-    """The redis+sqlalchemy project on two ports: one Redis, one database."""
-    project, bin_dir = bake_installed("redis", "eventlet", "sqlalchemy")
-    settings = {
-        "stargate.broker": redis_server.url,
-        "sqlalchemy.url": f"sqlite:///{tmp_path / 'shared.sqlite'}",
-    }
+def two_processes(
+    bake_installed, redis_server, tmp_path, runtime="eventlet", backend="sqlalchemy"
+) -> tuple[Served, Served]:
+    """A redis project on two ports: one Redis (and one database, if any)."""
+    project, bin_dir = bake_installed("redis", runtime, backend)
+    settings = {"stargate.broker": redis_server.url}
+    if backend == "sqlalchemy":
+        settings["sqlalchemy.url"] = f"sqlite:///{tmp_path / 'shared.sqlite'}"
     return (
         Served(project, bin_dir, free_port(), settings=settings),
         Served(project, bin_dir, free_port(), settings=settings),
@@ -122,14 +123,27 @@ def say(sender: WebSocketClient, text: str, timeout: float = 20) -> None:
     raise AssertionError(f"{text} was never accepted")
 
 
-@installed("redis", "eventlet", "sqlalchemy")
+@pytest.mark.parametrize(
+    ("runtime", "backend"),
+    [
+        pytest.param(
+            runtime,
+            backend,
+            marks=installed("redis", runtime, backend),
+            id=f"{runtime}-{backend}",
+        )
+        for runtime, backend in (("eventlet", "sqlalchemy"), ("gevent", "none"))
+    ],
+)
 @pytest.mark.timeout(1800)  # the first use installs the project's dependencies
 def test_every_tab_shows_every_message_once_in_order_through_kills(
-    bake_installed, redis_server, tmp_path, browser
+    bake_installed, redis_server, tmp_path, browser, runtime, backend
 ):
     """Two processes on one Redis; one is killed (SIGKILL) and restarted, then
     Redis is; the tabs of both show each accepted chat message once, in order."""
-    first, second = two_processes(bake_installed, redis_server, tmp_path)
+    first, second = two_processes(
+        bake_installed, redis_server, tmp_path, runtime, backend
+    )
     try:
         first.start()
         second.start()
