@@ -150,8 +150,11 @@ def publish_table(rows: list[dict]) -> tuple[str, list[dict]]:
     return "\n".join(lines), summary
 
 
-def first_frame(sock, leftover: bytes, timeout: float = 10) -> str:
-    """Return the text of the first server frame (a short, unmasked one)."""
+def first_frame(sock, leftover: bytes, timeout: float = 10) -> tuple[str, bytes]:
+    """Return the text of the first server frame, and the bytes read after it.
+
+    The frame is a short, unmasked one: ``sync``.
+    """
     data = leftover
     deadline = time.monotonic() + timeout
     sock.setblocking(True)
@@ -161,7 +164,8 @@ def first_frame(sock, leftover: bytes, timeout: float = 10) -> str:
     ):
         data += sock.recv(65536)
     sock.setblocking(False)
-    return data[2 : 2 + (data[1] & 0x7F)].decode()
+    end = 2 + (data[1] & 0x7F)
+    return data[2:end].decode(), data[end:]
 
 
 def recover(options, directory: Path, redis_url: str) -> list[dict]:
@@ -176,14 +180,15 @@ def recover(options, directory: Path, redis_url: str) -> list[dict]:
             )
             address = ("127.0.0.1", port)
             (watcher,), (leftover,), _ = connect(address, ["/jobs/1/?since="])
-            sync = parse_frame(first_frame(watcher, leftover))
-            start = sync.position
+            text, after_sync = first_frame(watcher, leftover)
+            start = parse_frame(text).position
             # The missed messages: sent by a client, relayed by the job.
             (sender,), _, _ = connect(address, ["/jobs/1/"])
             sender.setblocking(True)
             for number in range(options.missed):
                 sender.sendall(client_frame(f"missed {number}".encode()))
             counter = FrameReader()
+            counter.feed(after_sync)  # the job's state may have come with it
             deadline = time.monotonic() + 60
             watcher.setblocking(True)
             watcher.settimeout(5)

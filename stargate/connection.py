@@ -77,8 +77,9 @@ log = logging.getLogger(__name__)
 CLOSE_NORMAL = CloseCode.NORMAL_CLOSURE
 #: The server is shutting down.
 CLOSE_GOING_AWAY = CloseCode.GOING_AWAY
-#: The peer did not read fast enough: its outbound queue overflowed.
-CLOSE_TOO_SLOW = CloseCode.POLICY_VIOLATION
+#: The peer did not read fast enough: its outbound queue overflowed.  "Try
+#: again later": a client may reconnect (with positions, it catches up).
+CLOSE_TOO_SLOW = CloseCode.TRY_AGAIN_LATER
 #: A client that broke a rule: too many messages or frames.
 CLOSE_POLICY_VIOLATION = CloseCode.POLICY_VIOLATION
 #: A message was larger than ``stargate.max_message_size``.
@@ -509,7 +510,7 @@ class Connection:
         if outbox is not None and (self._writing or outbox):
             if not outbox.push(data, control=control):
                 self.protocol.fail(
-                    CloseCode.POLICY_VIOLATION,
+                    CLOSE_TOO_SLOW,
                     "send queue overflow: the client is not reading",
                     time.monotonic(),
                 )

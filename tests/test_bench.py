@@ -166,7 +166,7 @@ def test_soak_quick_mode_loses_nothing(runtime):
 def test_lagging_clients_are_dropped_with_a_close_frame(runtime):
     _, run = quick("lagging", "--runtime", runtime, results=f"lagging-{runtime}")
     assert run["readers_received"] == [run["sent"]] * run["readers"]
-    assert run["dropped_with_1008"] == run["lagging"]
+    assert run["dropped_with_close_frame"] == run["lagging"]
     assert run["cut_without_close_frame"] == 0
 
 

@@ -306,8 +306,11 @@ def test_close_callback_failure_is_logged(caplog):
 
 
 @pytest.mark.parametrize("shares_frames", [True, False])
-def test_a_peer_that_does_not_read_is_dropped_with_1008(shares_frames, caplog):
-    """Whole frames, then a close frame that says why; never a frame cut short."""
+def test_a_peer_that_does_not_read_is_dropped_with_1013(shares_frames, caplog):
+    """Whole frames, then a close frame that says why; never a frame cut short.
+
+    1013, try again later: a client may come back (and, with positions,
+    catch up on what it could not read)."""
     peer = Peer(send_queue_size=4, shares_frames=shares_frames)
     peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     closed = []
@@ -320,15 +323,15 @@ def test_a_peer_that_does_not_read_is_dropped_with_1008(shares_frames, caplog):
         except ConnectionClosed:
             break
         sent += 1
-    assert peer.conn.close_code == 1008
+    assert peer.conn.close_code == 1013
     assert closed == [peer.conn]
-    assert "send queue overflow: the client is not reading (1008)" in caplog.text
+    assert "send queue overflow: the client is not reading (1013)" in caplog.text
     events = peer.events(0.5)  # the client drains its socket at last
     messages = [e for e in events if isinstance(e, TextMessage) and e.message_finished]
     assert 0 < len(messages) < sent
     (close,) = [e for e in events if isinstance(e, CloseConnection)]
     assert (close.code, close.reason) == (
-        1008,
+        1013,
         "send queue overflow: the client is not reading",
     )
     assert eventually(lambda: peer.conn.state is State.CLOSED, sleep=sleep)
@@ -341,7 +344,7 @@ def test_queued_bytes_are_bounded_too():
     with pytest.raises(ConnectionClosed):
         for _ in range(50):
             peer.conn.send(chunk)
-    assert peer.conn.close_code == 1008
+    assert peer.conn.close_code == 1013
 
 
 def test_a_peer_that_misses_its_pong_is_told_before_it_is_cut(caplog):

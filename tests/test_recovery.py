@@ -355,3 +355,34 @@ def test_a_position_only_read_expires_with_the_history(redis_server):
         assert broker.position("/jobs/never-sent-to") == Position(read.epoch, 1)
     finally:
         broker.close()
+
+
+def test_a_reader_too_slow_is_told_to_come_back_and_catches_up():
+    import socket
+
+    from stargate.brokers import MemoryBroker
+    from stargate.positions import parse_frame
+    from tests.peers import Peer
+
+    broker = MemoryBroker(history_size=200)
+    slow = Peer(send_queue_size=20)
+    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    broker.subscribe("/c", slow.conn, "")
+    for number in range(150):  # bounded: it is dropped long before
+        if slow.conn.closed:
+            break
+        broker.publish("/c", f"{number:04d}" + "x" * 8192)
+    assert slow.conn.close_code == 1013  # try again later: it may come back
+    top = broker.position("/c")
+    assert top.offset < 150
+    # What it had read when it was dropped, and where that left it.
+    had = [parse_frame(message) for message in slow.messages(0.5)]
+    last = had[-1].position
+    assert had[0].kind == "sync" and 0 < last.offset < top.offset
+    back = Peer()
+    broker.subscribe("/c", back.conn, last)
+    caught_up = [parse_frame(message) for message in back.messages(0.5)]
+    assert caught_up[0].kind == "sync" and caught_up[0].position == last
+    assert [f.position.offset for f in caught_up[1:]] == list(
+        range(last.offset + 1, top.offset + 1)
+    )
