@@ -1,7 +1,10 @@
 {%- if cookiecutter.backend == "sqlalchemy" -%}
 import json
+import random
+import string
 
 import pytest
+from sqlalchemy import func, select
 from stargate.brokers import get_broker
 
 from {{ cookiecutter.package }}.models import JobRecord
@@ -44,6 +47,23 @@ def test_a_new_job_is_off_and_not_stored(dummy_request):
     assert job.as_json() == {"id": "7", "state": "off"}
     assert json.loads(job.message()) == {"type": "state", "id": "7", "state": "off"}
     assert stored_state(dummy_request, "7") is None
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_naming_100000_jobs_stores_nothing(dummy_request, testapp):
+    alphabet = string.ascii_letters + string.digits
+    names = ["".join(random.choices(alphabet, k=20)) for _ in range(100_000)]
+    for name in names[:1000]:  # through HTTP, as a client would
+        assert testapp.get(f"/jobs/{name}/").json["state"] == "off"
+    jobs = Root(dummy_request)["jobs"]
+    for name in names:  # and as traversal and the job's view do
+        assert jobs[name].as_json()["state"] == "off"
+    dummy_request.tm.commit()
+    session = dummy_request.registry["dbsession_factory"]()
+    try:
+        assert session.scalar(select(func.count()).select_from(JobRecord)) == 0
+    finally:
+        session.close()
 
 
 def test_control_stores_the_state_once_committed(dummy_request):
@@ -95,8 +115,12 @@ def test_the_channel_is_the_job_path(dummy_request):
     assert Root(dummy_request)["jobs"]["1"].channel == "/jobs/1"
 {%- else -%}
 import json
+import random
+import string
+import tracemalloc
 
 import pytest
+from pyramid.interfaces import IRootFactory
 
 from {{ cookiecutter.package }}.resources import Job, JobRoot, Root
 
@@ -108,13 +132,47 @@ def test_root_holds_the_jobs():
         root["nothing"]
 
 
-def test_job_root_gets_or_creates_jobs():
+def test_job_root_finds_any_job_and_keeps_only_those_that_are_on(config):
     jobs = Root()["jobs"]
     first = jobs["1"]
     assert isinstance(first, Job)
-    assert jobs["1"] is first
-    assert (first.__name__, first.__parent__) == ("1", jobs)
-    assert list(jobs) == [first]
+    assert (first.__name__, first.__parent__, first.state) == ("1", jobs, "off")
+    assert list(jobs) == []  # named, not kept
+    first.control("on")
+    assert jobs["1"].state == "on"
+    assert [job.__name__ for job in jobs] == ["1"]
+    jobs["1"].control("off")
+    assert list(jobs) == []
+
+
+def test_no_more_than_max_kept_jobs_are_on(config, monkeypatch):
+    monkeypatch.setattr(JobRoot, "MAX_KEPT", 2)
+    jobs = Root()["jobs"]
+    jobs["1"].control("on")
+    jobs["2"].control("on")
+    jobs["2"].control("on")  # already on: no room needed
+    with pytest.raises(ValueError, match="2 jobs are on already"):
+        jobs["3"].control("on")
+    assert jobs["3"].state == "off"
+    jobs["1"].control("off")
+    jobs["3"].control("on")
+    assert sorted(job.__name__ for job in jobs) == ["2", "3"]
+
+
+def test_naming_100000_jobs_keeps_nothing(testapp):
+    jobs = testapp.app.registry.getUtility(IRootFactory)(None)["jobs"]
+    alphabet = string.ascii_letters + string.digits
+    names = ["".join(random.choices(alphabet, k=20)) for _ in range(100_000)]
+    for name in names[:1000]:  # through HTTP, as a client would
+        assert testapp.get(f"/jobs/{name}/").json["state"] == "off"
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for name in names:  # and as traversal does for each request
+        assert jobs[name].as_json()["state"] == "off"
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert list(jobs) == []
+    assert grown < 64 * 1024  # a kept job would cost about 200 bytes each
 
 
 @pytest.mark.parametrize("job_id", ["", "a/b", "x" * 65, "..", "é"])

@@ -74,15 +74,26 @@ class JobRoot:
     and the job reads its row when it is first asked for its state.
     """
 {%- else %}
-    """The container of jobs: ``/jobs/<id>/`` finds job ``<id>``, or creates it."""
+    """The container of jobs: ``/jobs/<id>/`` finds job ``<id>``.
+
+    Any well-formed id is a job, ``off`` until it is switched on.  Only the
+    states of jobs that are on are kept, at most :attr:`MAX_KEPT` of them:
+    a request that only names a job (a page, a WebSocket) keeps nothing.
+    """
 {%- endif %}
 
     __name__ = "jobs"
+{%- if cookiecutter.backend != "sqlalchemy" %}
+
+    #: The jobs that may be on at once: past it, switching one more on is
+    #: refused, so that no client can fill the memory of the process.
+    MAX_KEPT = 10000
+{%- endif %}
 
     def __init__(self, parent):
         self.__parent__ = parent
 {%- if cookiecutter.backend != "sqlalchemy" %}
-        self._jobs = {}
+        self._states = {}  # the jobs that are not off
 {%- endif %}
 
     def __getitem__(self, job_id):
@@ -91,12 +102,30 @@ class JobRoot:
 {%- if cookiecutter.backend == "sqlalchemy" %}
         return Job(job_id, self, self.__parent__.request)
 {%- else %}
-        if job_id not in self._jobs:
-            self._jobs[job_id] = Job(job_id, self)
-        return self._jobs[job_id]
+        return Job(job_id, self)
 
     def __iter__(self):
-        return iter(self._jobs.values())
+        """The jobs that are on."""
+        return (Job(job_id, self) for job_id in self._states)
+
+    def state_of(self, job_id):
+        """Return the state of job ``job_id``."""
+        return self._states.get(job_id, "off")
+
+    def keep(self, job_id, state):
+        """Keep ``state`` as the state of job ``job_id`` (see :meth:`check_room`)."""
+        if state == "off":
+            self._states.pop(job_id, None)
+        else:
+            self._states[job_id] = state
+
+    def check_room(self, job_id, state):
+        """Raise ``ValueError`` if job ``job_id`` cannot be put in ``state``."""
+        full = len(self._states) >= self.MAX_KEPT
+        if state != "off" and job_id not in self._states and full:
+            raise ValueError(
+                f"{self.MAX_KEPT} jobs are on already: switch one off first"
+            )
 {%- endif %}
 
 
@@ -137,7 +166,11 @@ class Job(WebSocketAwareResource):
     def __init__(self, job_id, parent):
         self.__name__ = job_id
         self.__parent__ = parent
-        self.state = "off"
+
+    @property
+    def state(self):
+        """The job's state: ``off`` for a job never switched on."""
+        return self.__parent__.state_of(self.__name__)
 {%- endif %}
 
     def as_json(self):
@@ -155,10 +188,12 @@ class Job(WebSocketAwareResource):
         """Put the job in ``state`` and tell every listener.
 {%- endif %}
 
-        :raises ValueError: for a state not in :attr:`STATES`.
-{%- if cookiecutter.backend != "sqlalchemy" %}
+        :raises ValueError: for a state not in :attr:`STATES`
+{%- if cookiecutter.backend != "sqlalchemy" %}, or when
+            too many jobs are on already (:attr:`JobRoot.MAX_KEPT`).
         :raises stargate.exceptions.BrokerUnavailable: when the change cannot
             be announced; the job is then left as it was.
+{%- else %}.
 {%- endif %}
         """
         if state not in self.STATES:
@@ -168,7 +203,9 @@ class Job(WebSocketAwareResource):
         self.state = state
         send_after_commit(self.request, self, self.message())
 {%- else %}
+        jobs = self.__parent__
+        jobs.check_room(self.__name__, state)
         # Announced first: a change that nobody can be told about is not made.
         self.send(state_message(self.__name__, state))
-        self.state = state
+        jobs.keep(self.__name__, state)
 {%- endif %}
