@@ -84,9 +84,7 @@ class WebSocketAwareResource:
         sent what it missed since that position (or told to reload), and
         each message with its position (:mod:`stargate.positions`).
         """
-        request = getattr(websocket, "request", None)
-        since = None if request is None else requested(request.GET)
-        _broker(websocket).subscribe(self.channel, websocket, since)
+        _broker(websocket).subscribe(self.channel, websocket, _since(websocket))
 
     def remove_listener(self, websocket: Connection) -> None:
         """Stop sending this resource's messages to ``websocket``."""
@@ -114,6 +112,17 @@ class WebSocketAwareResource:
             answer within ``stargate.publish_timeout``.
         """
         return _broker().position(self.channel)
+
+
+def _since(websocket: Connection) -> Position | str | None:
+    """Return what ``websocket``'s client asked for with ``?since=``."""
+    request = getattr(websocket, "request", None)
+    try:
+        return None if request is None else requested(request.GET)
+    except UnicodeDecodeError:
+        # The view refuses such a query when it must read it (history on);
+        # without history, positions are not offered anyway.
+        return None
 
 
 def _broker(websocket: Connection | None = None) -> Broker:

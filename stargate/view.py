@@ -155,6 +155,7 @@ class WebSocketView:
             )
         try:
             self.before_handshake()
+            positioned = settings.history_size > 0 and _asks_for_positions(request)
         except HandShakeFailed as refusal:
             return self._refuse(refusal)
         proxies = TrustedProxies(settings.trusted_proxies)
@@ -184,7 +185,7 @@ class WebSocketView:
             return self._refuse(refusal)
         limit = settings.max_connections_per_client
         if not limit:  # no count to keep (the default)
-            websocket = self._open(upgrade, response, settings)
+            websocket = self._open(upgrade, response, settings, positioned)
         else:
             client = proxies.client_of(request.environ)
             counter = client_connections(request.registry, limit)
@@ -198,7 +199,7 @@ class WebSocketView:
                     )
                 )
             try:
-                websocket = self._open(upgrade, response, settings)
+                websocket = self._open(upgrade, response, settings, positioned)
             except BaseException:
                 counter.release(client)  # the client left during the handshake
                 raise
@@ -207,7 +208,9 @@ class WebSocketView:
             return HandledResponse()
         return self.handle_websocket(websocket)  # another server: right here
 
-    def _open(self, upgrade: Upgrade, response: Any, settings: Settings) -> Connection:
+    def _open(
+        self, upgrade: Upgrade, response: Any, settings: Settings, positioned: bool
+    ) -> Connection:
         """Send the ``101`` response; return the open connection."""
         websocket = Connection.open(
             upgrade.sock,
@@ -216,7 +219,7 @@ class WebSocketView:
             request=self.request,
             tracker=upgrade.tracker,
         )
-        if settings.history_size and requested(self.request.GET) is not None:
+        if positioned:
             # Its client reads the frames of stargate.positions: what the
             # handler sends it is one too.
             websocket.envelope = direct_frame
@@ -300,3 +303,16 @@ class WebSocketView:
         if isinstance(self.context, WebSocketAwareResource):
             self.context.add_listener(websocket)
         websocket.wait_closed()
+
+
+def _asks_for_positions(request: Any) -> bool:
+    """Return whether the client asked for positions (``?since=``).
+
+    :raises HandShakeFailed: (400) for a query string that is not UTF-8:
+        read after the ``101``, it could only end the connection.
+    """
+    try:
+        query = request.GET
+    except UnicodeDecodeError:
+        raise HandShakeFailed("the query string is not valid UTF-8") from None
+    return requested(query) is not None

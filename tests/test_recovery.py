@@ -386,3 +386,20 @@ def test_a_reader_too_slow_is_told_to_come_back_and_catches_up():
     assert [f.position.offset for f in caught_up[1:]] == list(
         range(last.offset + 1, top.offset + 1)
     )
+
+
+def test_a_query_string_that_is_not_utf8_is_refused_before_the_handshake(serve):
+    from stargate.testing import UpgradeRefused
+
+    server = serve(HISTORY)
+    with pytest.raises(UpgradeRefused) as refused:
+        WebSocketClient(server.ws_url("/relay/?since=%ff"))
+    assert (refused.value.status, refused.value.reason) == (
+        400,
+        "the query string is not valid UTF-8",
+    )
+    # Without history stargate does not read it: the handler's business.
+    plain = serve()
+    with listening(plain, "/relay/?since=%ff") as client:
+        post(plain, "/relay/", count=1)
+        assert client.receive() == "00000000........"
