@@ -3,6 +3,7 @@
 import json
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -168,3 +169,18 @@ def test_a_chat_message_that_cannot_be_delivered_is_said_to_its_sender(
         assert said == {"type": "error", "error": "not delivered: try again"}
         sender.send(chat("still connected"))
         assert json.loads(sender.receive())["type"] == "error"
+
+
+def test_an_error_is_answered_500_and_logged_at_error(live_server, monkeypatch, caplog):
+    from {{ cookiecutter.package }}.resources import Job
+
+    def broken(self):
+        raise RuntimeError("a bug in a view")
+
+    monkeypatch.setattr(Job, "as_json", broken)
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(live_server.url + "/jobs/1/", timeout=10)
+    assert answer.value.code == 500
+    (record,) = [r for r in caplog.records if r.name == "exc_logger"]
+    assert record.levelname == "ERROR"
+    assert "a bug in a view" in record.getMessage() + str(record.exc_info)

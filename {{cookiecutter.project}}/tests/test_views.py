@@ -92,6 +92,26 @@ def test_without_a_broker_the_page_still_renders(testapp, monkeypatch):
     assert page.text.count('data-since=""') == 3
 
 
+@pytest.mark.parametrize("path", ["/jobs/%ff/", "/%ff"])
+def test_a_path_that_is_not_utf8_is_a_bad_request(testapp, path):
+    response = testapp.get(path, status=400)
+    assert response.json == {"error": "the request is not valid UTF-8"}
+
+
+def test_a_form_that_is_not_utf8_is_a_bad_request(testapp, csrf_token):
+    # WebOb reads a form's bad bytes as U+FFFD: the value is then refused.
+    response = testapp.post(
+        "/jobs/1/",
+        "state=%ff",
+        headers={
+            "X-CSRF-Token": csrf_token,
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+        status=400,
+    )
+    assert response.json == {"error": "state must be one of off, on"}
+
+
 def test_static_files(testapp):
     assert "StargateSocket" in testapp.get("/static/stargate-client.js").text
     assert "StargateSocket" in testapp.get("/static/app.js").text

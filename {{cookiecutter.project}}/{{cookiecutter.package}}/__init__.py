@@ -44,6 +44,7 @@ def main(global_config, **settings):
     root = Root()  # the resource tree lives as long as the application
     with Configurator(settings=settings, root_factory=lambda request: root) as config:
 {%- endif %}
+        config.include("pyramid_exclog")  # every error in the log, at ERROR
         config.include("pyramid_jinja2")
         config.include("stargate")  # the websocket= predicate and the broker
         config.set_session_factory(

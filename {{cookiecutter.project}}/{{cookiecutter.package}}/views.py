@@ -5,7 +5,7 @@ import json
 from pyramid.csrf import get_csrf_token
 from pyramid.httpexceptions import HTTPBadRequest, HTTPServiceUnavailable
 from pyramid.security import forget, remember
-from pyramid.view import view_config
+from pyramid.view import exception_view_config, view_config
 from stargate import CloseCode, WebSocketView
 from stargate.exceptions import BrokerUnavailable
 
@@ -122,6 +122,13 @@ class BackstageView(WebSocketView):
         for message in websocket:
             if isinstance(message, str):
                 room.send(json.dumps({"from": name, "text": message}))
+
+
+@exception_view_config(UnicodeDecodeError, renderer="json")
+def not_utf8(exc, request):
+    """A path, query or form that is not UTF-8: ``400`` with a reason, not an error."""
+    request.response.status = 400
+    return {"error": "the request is not valid UTF-8"}
 
 
 @view_config(context=Root, name="login", request_method="POST", renderer="json")
