@@ -170,7 +170,8 @@ class TestServer:
             second = Server(make_app(), options)
             assert second.bind() == (first.host, port)
 
-    def test_http_errors_carry_no_traceback(self):
+    def test_http_errors_carry_no_traceback_and_are_logged_at_error(self, caplog):
+        caplog.set_level(logging.WARNING)  # production logging: no access lines
         with LiveServer(make_app()) as server:
             # A WebSocket view reached without a socket-level upgrade is fine;
             # a crashing plain view must answer 500 with no traceback.
@@ -179,6 +180,9 @@ class TestServer:
                 urllib.request.urlopen(request, timeout=5)
             assert failure.value.code == 500
             assert b"Traceback" not in failure.value.read()
+        (error,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert error.getMessage() == "error serving /sleep"
+        assert error.exc_info[0] is ValueError  # float("x"), with its traceback
 
     def test_start_failure_is_raised(self):
         with LiveServer(make_app()) as first:

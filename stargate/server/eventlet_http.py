@@ -350,9 +350,18 @@ class HttpServer:
         )
 
     def _application(self, environ: dict[str, Any], start_response: Any) -> Any:
-        """Run the application with the request deadline lifted."""
+        """Run the application with the request deadline lifted.
+
+        What it raises is logged at ERROR here (eventlet would write it to
+        its access log, at INFO: under production logging, nowhere), then
+        answered 500 by eventlet, as gevent's server does.
+        """
         self._deadlines.request_started()
-        result = self._context.app(environ, start_response)
+        try:
+            result = self._context.app(environ, start_response)
+        except Exception:
+            log.error("error serving %s", environ.get("PATH_INFO", ""), exc_info=True)
+            raise
         return _ClosingResponse.wrap(result, self._deadlines.request_finished)
 
 

@@ -294,4 +294,7 @@ class _Handler(pywsgi.WSGIHandler):
 
     def _log_error(self, t: Any, v: Any, tb: Any) -> None:
         if not issubclass(t, gevent.GreenletExit):
-            log.error("error serving %s", self.path, exc_info=(t, v, tb))
+            # The path without its query, as on eventlet: a query may carry
+            # what has no place in a log (tokens).
+            path = (self.path or "").split("?", 1)[0]
+            log.error("error serving %s", path, exc_info=(t, v, tb))
