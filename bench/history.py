@@ -45,7 +45,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from common import APP, RESULTS, Servers, free_port, wait_for_port  # noqa: E402
+from common import (  # noqa: E402
+    APP,
+    RESULTS,
+    Servers,
+    change_state,
+    free_port,
+    wait_for_port,
+)
 from loadgen import FrameReader, Listeners, client_frame, connect  # noqa: E402
 
 from stargate.brokers.history import MemoryHistory  # noqa: E402
@@ -70,8 +77,6 @@ def redis_server(directory: Path) -> tuple[subprocess.Popen, int]:
 
 def broadcast_p50(port: int, path: str, listeners: int, rounds: int) -> dict:
     """Connect the listeners; time ``rounds`` POSTs until all have the message."""
-    from common import change_state
-
     group = Listeners(("127.0.0.1", port), path, listeners)
     group.connect()
     time.sleep(0.3)  # subscribed on Redis by now

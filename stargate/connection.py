@@ -41,6 +41,7 @@ from stargate.exceptions import ConnectionClosed
 from stargate.legacy import HixieProtocol
 from stargate.linger import LINGER_SECONDS, linger
 from stargate.outbox import Outbox
+from stargate.positions import Position, direct_frame
 from stargate.protocol import (
     CloseCode,
     Message,
@@ -113,10 +114,11 @@ class Connection:
         with: connections of the same key get the same bytes for the same
         message (see :meth:`encode`); ``None`` when its frames are its own
         (compression with context takeover, hixie-76).
-    :ivar envelope: what :meth:`send` wraps each message in, or ``None``:
-        :func:`stargate.positions.direct_frame` for a client that asked for
-        positions, so that it can tell the handler's messages from the
-        channel's.
+    :ivar since: what the client asked for with ``?since=`` when history is
+        on (:func:`stargate.positions.requested`, read at the handshake), or
+        ``None``: it gets the bare messages.  Such a client reads the frames
+        of :mod:`stargate.positions`, so :meth:`send` sends it ``direct``
+        ones.
     :ivar opened_at: when the connection opened (``time.monotonic()``).
     :ivar messages_out: messages sent to the peer so far.
     """
@@ -144,12 +146,12 @@ class Connection:
         "_tracker",
         "_watch",
         "_writing",
-        "envelope",
         "frame_key",
         "messages_out",
         "opened_at",
         "protocol",
         "request",
+        "since",
         "subprotocol",
     )
 
@@ -167,7 +169,7 @@ class Connection:
         self.subprotocol = subprotocol
         self.protocol = protocol
         self.frame_key: Hashable | None = protocol.frame_key
-        self.envelope: Callable[[Message], Message] | None = None
+        self.since: Position | str | None = None
         self._sock = sock
         self._settings = settings
         self._tracker = tracker
@@ -459,11 +461,10 @@ class Connection:
         :raises ConnectionClosed: if the connection is closing or closed.
         :raises TypeError: for anything but ``str`` or bytes-like.
         """
-        envelope = self.envelope
-        self.send_bare(message if envelope is None else envelope(message))
+        self.send_bare(message if self.since is None else direct_frame(message))
 
     def send_bare(self, message: Message) -> None:
-        """Queue ``message`` as it is, whatever :attr:`envelope` says.
+        """Queue ``message`` as it is, whatever :attr:`since` says.
 
         What brokers send with: the frames of :mod:`stargate.positions`.
 

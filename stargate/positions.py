@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from stargate.connection import Message
+    from stargate.protocol import Message
 
 __all__ = [
     "SINCE",

@@ -8,7 +8,7 @@ from pyramid.traversal import quote_path_segment
 
 from stargate.brokers import Broker, Channel, LocalChannel, get_broker
 from stargate.connection import Connection, Message
-from stargate.positions import Position, requested
+from stargate.positions import Position
 
 __all__ = ["WebSocketAwareResource"]
 
@@ -84,7 +84,8 @@ class WebSocketAwareResource:
         sent what it missed since that position (or told to reload), and
         each message with its position (:mod:`stargate.positions`).
         """
-        _broker(websocket).subscribe(self.channel, websocket, _since(websocket))
+        since = getattr(websocket, "since", None)  # read by the view's handshake
+        _broker(websocket).subscribe(self.channel, websocket, since)
 
     def remove_listener(self, websocket: Connection) -> None:
         """Stop sending this resource's messages to ``websocket``."""
@@ -112,17 +113,6 @@ class WebSocketAwareResource:
             answer within ``stargate.publish_timeout``.
         """
         return _broker().position(self.channel)
-
-
-def _since(websocket: Connection) -> Position | str | None:
-    """Return what ``websocket``'s client asked for with ``?since=``."""
-    request = getattr(websocket, "request", None)
-    try:
-        return None if request is None else requested(request.GET)
-    except UnicodeDecodeError:
-        # The view refuses such a query when it must read it (history on);
-        # without history, positions are not offered anyway.
-        return None
 
 
 def _broker(websocket: Connection | None = None) -> Broker:

@@ -20,7 +20,7 @@ from stargate.handshake import (
     websocket_handshake,
 )
 from stargate.legacy import read_key3
-from stargate.positions import direct_frame, requested
+from stargate.positions import Position, requested
 from stargate.protocol import CloseCode
 from stargate.proxies import TrustedProxies
 from stargate.ratelimit import client_connections
@@ -155,7 +155,7 @@ class WebSocketView:
             )
         try:
             self.before_handshake()
-            positioned = settings.history_size > 0 and _asks_for_positions(request)
+            since = _requested(request) if settings.history_size else None
         except HandShakeFailed as refusal:
             return self._refuse(refusal)
         proxies = TrustedProxies(settings.trusted_proxies)
@@ -185,7 +185,7 @@ class WebSocketView:
             return self._refuse(refusal)
         limit = settings.max_connections_per_client
         if not limit:  # no count to keep (the default)
-            websocket = self._open(upgrade, response, settings, positioned)
+            websocket = self._open(upgrade, response, settings, since)
         else:
             client = proxies.client_of(request.environ)
             counter = client_connections(request.registry, limit)
@@ -199,7 +199,7 @@ class WebSocketView:
                     )
                 )
             try:
-                websocket = self._open(upgrade, response, settings, positioned)
+                websocket = self._open(upgrade, response, settings, since)
             except BaseException:
                 counter.release(client)  # the client left during the handshake
                 raise
@@ -209,9 +209,12 @@ class WebSocketView:
         return self.handle_websocket(websocket)  # another server: right here
 
     def _open(
-        self, upgrade: Upgrade, response: Any, settings: Settings, positioned: bool
+        self, upgrade: Upgrade, response: Any, settings: Settings, since: Any
     ) -> Connection:
-        """Send the ``101`` response; return the open connection."""
+        """Send the ``101`` response; return the open connection.
+
+        ``since`` is what the client asked for (see :attr:`Connection.since`).
+        """
         websocket = Connection.open(
             upgrade.sock,
             response,
@@ -219,10 +222,7 @@ class WebSocketView:
             request=self.request,
             tracker=upgrade.tracker,
         )
-        if positioned:
-            # Its client reads the frames of stargate.positions: what the
-            # handler sends it is one too.
-            websocket.envelope = direct_frame
+        websocket.since = since
         return websocket
 
     def _refuse(self, refusal: HandShakeFailed) -> Response:
@@ -305,8 +305,8 @@ class WebSocketView:
         websocket.wait_closed()
 
 
-def _asks_for_positions(request: Any) -> bool:
-    """Return whether the client asked for positions (``?since=``).
+def _requested(request: Any) -> Position | str | None:
+    """Return what the client asked for with ``?since=`` (``None``: nothing).
 
     :raises HandShakeFailed: (400) for a query string that is not UTF-8:
         read after the ``101``, it could only end the connection.
@@ -315,4 +315,4 @@ def _asks_for_positions(request: Any) -> bool:
         query = request.GET
     except UnicodeDecodeError:
         raise HandShakeFailed("the query string is not valid UTF-8") from None
-    return requested(query) is not None
+    return requested(query)

@@ -148,6 +148,15 @@ class Broker(ABC):
             self.sequencer is not None and channel in self.sequencer
         )
 
+    def _deliver(
+        self, channel: Channel, message: Message, position: Position | None
+    ) -> None:
+        # Bare listeners get the message; with a position, positioned ones
+        # get its frame, in offset order (the sequencer's business).
+        self.local.deliver(channel, message)
+        if position is not None and self.sequencer is not None:
+            self.sequencer.deliver(channel, position, message)
+
     # Hooks, empty unless a broker follows its channels elsewhere (Redis).
     def _first_listener(self, channel: Channel) -> None:  # noqa: B027
         """Start following ``channel``: it got its first listener here."""

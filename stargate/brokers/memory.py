@@ -39,13 +39,9 @@ class MemoryBroker(Broker):
 
         Returns its position when the broker keeps history.
         """
-        if self.history is None:
-            self.local.deliver(channel, message)
-            return None
-        position = self.history.append(channel, message)
-        self.local.deliver(channel, message)
-        assert self.sequencer is not None  # made with the history
-        self.sequencer.deliver(channel, position, message)
+        history = self.history
+        position = None if history is None else history.append(channel, message)
+        self._deliver(channel, message, position)
         return position
 
     def position(self, channel: Channel) -> Position | None:

@@ -359,11 +359,9 @@ class RedisBroker(Broker):
             positioned = decode_positioned(data[_ORIGIN_SIZE + 1 :])
             if positioned is None:
                 return
-            position, message = positioned
             # Ours too: a process with history delivers from here only.
-            self.local.deliver(channel, message)
-            if self.sequencer is not None:
-                self.sequencer.deliver(channel, position, message)
+            position, message = positioned
+            self._deliver(channel, message, position)
             return
         decoded = decode_payload(data)
         if decoded is None:
