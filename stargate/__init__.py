@@ -77,12 +77,16 @@ def includeme(config: Any) -> None:
 
     Parses the ``stargate.*`` settings (a bad value stops start-up with a
     message naming the setting), creates the application's broker and
-    registers the ``websocket`` view predicate.
+    registers the ``websocket`` view predicate and the
+    ``config.add_websocket_multiplexer(path)`` directive
+    (:func:`stargate.multiplexer.add_websocket_multiplexer`).
     """
     from stargate.brokers import IBroker, make_broker
     from stargate.config import get_settings
+    from stargate.multiplexer import add_websocket_multiplexer
     from stargate.predicate import WebSocketPredicate
 
     settings = get_settings(config.registry)
     config.registry.registerUtility(make_broker(settings), IBroker)
     config.add_view_predicate("websocket", WebSocketPredicate)
+    config.add_directive("add_websocket_multiplexer", add_websocket_multiplexer)

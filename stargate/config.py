@@ -162,6 +162,10 @@ class Settings:
     #: ``trusted_proxies`` reports in ``X-Forwarded-For``.  ``0`` (the
     #: default) for no limit: users behind one NAT address share it.
     max_connections_per_client: int = 0
+    #: ``stargate.max_subscriptions``: the subscriptions one multiplexed
+    #: connection may hold at once (see :mod:`stargate.multiplexer`); one
+    #: more is refused with 4429, and the connection stays open.  Default 100.
+    max_subscriptions: int = 100
 
 
 def _text(value: Any) -> str:
@@ -288,6 +292,7 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "max_frame_burst": _whole,
     "max_fragments": _whole,
     "max_connections_per_client": _whole,
+    "max_subscriptions": _count,
 }
 
 

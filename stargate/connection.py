@@ -34,7 +34,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from stargate import runtime
 from stargate.exceptions import ConnectionClosed
@@ -66,6 +66,7 @@ __all__ = [
     "CLOSE_TOO_BIG",
     "CLOSE_TOO_SLOW",
     "Connection",
+    "Listener",
     "Message",
     "State",
     "broadcast",
@@ -782,7 +783,38 @@ class Connection:
         self._watch_if_idle()
 
 
-def broadcast(connections: Iterable[Connection], message: Message) -> int:
+class Listener(Protocol):
+    """What a resource's listener is: a :class:`Connection`, or a subscription.
+
+    (:class:`~stargate.subscription.Subscription`, one resource's share of
+    a multiplexed connection.)  What brokers and :func:`broadcast` use.
+    """
+
+    request: Any
+    since: Position | str | None
+    frame_key: Hashable | None
+
+    @property
+    def closed(self) -> bool:
+        """Whether it no longer accepts messages."""
+
+    def on_close(self, callback: Callable[[Any], object]) -> None:
+        """Call ``callback(listener)`` once, when it closes."""
+
+    def close(self, code: int = ..., reason: str = ...) -> None:
+        """Close it with ``code`` and ``reason``."""
+
+    def send_bare(self, message: Message) -> None:
+        """Queue ``message`` as it is."""
+
+    def encode(self, message: Message) -> bytes:
+        """Return ``message`` as the frame shared by listeners of its ``frame_key``."""
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue a frame :meth:`encode` returned; false if closed."""
+
+
+def broadcast(connections: Iterable[Listener], message: Message) -> int:
     """Send ``message`` to every open connection of ``connections``; return how many.
 
     The message is encoded into a frame once per kind of connection

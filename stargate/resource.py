@@ -7,7 +7,7 @@ from functools import lru_cache
 from pyramid.traversal import quote_path_segment
 
 from stargate.brokers import Broker, Channel, LocalChannel, get_broker
-from stargate.connection import Connection, Message
+from stargate.connection import Listener, Message
 from stargate.positions import Position
 
 __all__ = ["WebSocketAwareResource"]
@@ -72,11 +72,14 @@ class WebSocketAwareResource:
             return own
 
     @property
-    def listeners(self) -> frozenset[Connection]:
-        """The open connections of this process that listen to this resource."""
+    def listeners(self) -> frozenset[Listener]:
+        """The open connections of this process that listen to this resource.
+
+        And the subscriptions of multiplexed connections that do.
+        """
         return _broker().listeners(self.channel)
 
-    def add_listener(self, websocket: Connection) -> None:
+    def add_listener(self, websocket: Listener) -> None:
         """Make ``websocket`` receive what this resource sends, until it closes.
 
         It receives the bare messages, unless history is on and its client
@@ -87,7 +90,7 @@ class WebSocketAwareResource:
         since = getattr(websocket, "since", None)  # read by the view's handshake
         _broker(websocket).subscribe(self.channel, websocket, since)
 
-    def remove_listener(self, websocket: Connection) -> None:
+    def remove_listener(self, websocket: Listener) -> None:
         """Stop sending this resource's messages to ``websocket``."""
         _broker(websocket).unsubscribe(self.channel, websocket)
 
@@ -115,7 +118,7 @@ class WebSocketAwareResource:
         return _broker().position(self.channel)
 
 
-def _broker(websocket: Connection | None = None) -> Broker:
+def _broker(websocket: Listener | None = None) -> Broker:
     """Return the application's broker: the one ``websocket`` was opened in.
 
     Without a connection, the current application's.  A green thread that a

@@ -25,6 +25,7 @@ from stargate.protocol import CloseCode
 from stargate.proxies import TrustedProxies
 from stargate.ratelimit import client_connections
 from stargate.resource import WebSocketAwareResource
+from stargate.subscription import SUBSCRIBE_KEY, Subscribing, Subscription
 from stargate.tracker import HandlerWatchdog
 
 __all__ = ["HandledResponse", "WebSocketView"]
@@ -136,6 +137,9 @@ class WebSocketView:
             application the client socket.
         """
         request = self.request
+        subscribing = request.environ.get(SUBSCRIBE_KEY)
+        if subscribing is not None:
+            return self._subscribe(subscribing)
         settings = self.settings
         upgrade = Upgrade.of(request.environ)
         if upgrade is None:
@@ -208,6 +212,23 @@ class WebSocketView:
             return HandledResponse()
         return self.handle_websocket(websocket)  # another server: right here
 
+    def _subscribe(self, subscribing: Subscribing) -> Response:
+        """Accept a subscription of a multiplexed connection instead of a handshake.
+
+        The connection's handshake checked its origin and limits; the
+        view's own check (:meth:`before_handshake`) runs as for a dedicated
+        socket.  The multiplexer runs the handler once this request ended.
+        """
+        try:
+            self.before_handshake()
+        except HandShakeFailed as refusal:
+            return self._refuse(refusal)
+        subscription = subscribing.accept(
+            self.request, bool(self.settings.history_size)
+        )
+        subscribing.start(lambda: self.handle_websocket(subscription))
+        return HandledResponse()
+
     def _open(
         self, upgrade: Upgrade, response: Any, settings: Settings, since: Any
     ) -> Connection:
@@ -246,7 +267,7 @@ class WebSocketView:
         response.headers["Connection"] = "close"
         return response
 
-    def handle_websocket(self, websocket: Connection) -> Response:
+    def handle_websocket(self, websocket: Connection | Subscription) -> Response:
         """Run :meth:`handler`, then close the connection and wait until it is closed.
 
         An exception raised by the handler is logged and closes the
@@ -288,8 +309,14 @@ class WebSocketView:
                 )
         return HandledResponse()
 
-    def handler(self, websocket: Connection) -> None:
+    def handler(self, websocket: Connection | Subscription) -> None:
         """Serve one WebSocket; the connection is closed when this returns.
+
+        ``websocket`` is a :class:`~stargate.connection.Connection`, or, for
+        a subscription of a multiplexed connection
+        (:mod:`stargate.multiplexer`), a
+        :class:`~stargate.subscription.Subscription`, which has the same
+        methods: a handler serves both unchanged.
 
         Keep reading (``for message in websocket``, ``receive()`` or
         ``wait_closed()``) for as long as the connection matters: pongs and

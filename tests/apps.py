@@ -136,6 +136,32 @@ class WhoamiView(WebSocketView):
         websocket.wait_closed()
 
 
+class Faulty(Node):
+    """Its view fails before the handshake (a bug of the application)."""
+
+
+class FaultyView(WebSocketView):
+    def before_handshake(self):
+        raise RuntimeError("this view is broken on purpose")
+
+
+class Slow(Node):
+    """Its view takes ?seconds= to decide, as a slow permission check would."""
+
+    started = 0
+
+
+class SlowView(WebSocketView):
+    def before_handshake(self):
+        runtime.get().sleep(float(self.request.GET.get("seconds", "0")))
+        if "refuse" in self.request.GET:
+            raise HandShakeFailed("refused after a while", status="403 Forbidden")
+
+    def handler(self, websocket):
+        type(self.context).started += 1
+        websocket.wait_closed()
+
+
 class Narrow(Node):
     """Its WebSockets have a small kernel send buffer, like a congested network."""
 
@@ -161,6 +187,8 @@ class Root(Node):
             "sleeper": Sleeper("sleeper", self),
             "obstinate": Obstinate("obstinate", self),
             "guarded": Guarded("guarded", self),
+            "faulty": Faulty("faulty", self),
+            "slow": Slow("slow", self),
         }
 
     def __getitem__(self, key: str) -> Node:
@@ -349,6 +377,8 @@ def make_app(settings: dict | None = None):
         config.add_view(SleeperView, context=Sleeper, websocket=True)
         config.add_view(ObstinateView, context=Obstinate, websocket=True)
         config.add_view(GuardedView, context=Guarded, websocket=True)
+        config.add_view(FaultyView, context=Faulty, websocket=True)
+        config.add_view(SlowView, context=Slow, websocket=True)
         config.set_security_policy(TokenPolicy())
         config.add_view(EchoView, context=Private, websocket=True, permission="listen")
         config.add_view(burst, context=Node, request_method="POST")
@@ -359,6 +389,7 @@ def make_app(settings: dict | None = None):
         config.add_view(request_seen, context=Root, name="seen")
         # No predicate: every request reaches the upgrade, well-formed or not.
         config.add_view(EchoView, context=Root, name="raw")
+        config.add_websocket_multiplexer("/socket")
         app = config.make_wsgi_app()
     app.root = root
     return app

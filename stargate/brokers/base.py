@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from stargate.brokers.channels import Channel, LocalChannel
-from stargate.connection import Connection, Message, broadcast
+from stargate.connection import Listener, Message, broadcast
 
 if TYPE_CHECKING:  # the sequencer is made of these, and brokers make it
     from stargate.brokers.sequencer import Sequencer
@@ -27,7 +27,7 @@ class LocalListeners:
     """The listeners of each channel in this process, and local delivery."""
 
     def __init__(self) -> None:
-        self._channels: dict[Channel, set[Connection]] = {}
+        self._channels: dict[Channel, set[Listener]] = {}
 
     def channels(self) -> list[Channel]:
         """Return the channels that have at least one listener."""
@@ -36,17 +36,17 @@ class LocalListeners:
     def __contains__(self, channel: object) -> bool:
         return channel in self._channels
 
-    def get(self, channel: Channel) -> frozenset[Connection]:
+    def get(self, channel: Channel) -> frozenset[Listener]:
         """Return the listeners of ``channel``."""
         return frozenset(self._channels.get(channel, ()))
 
-    def add(self, channel: Channel, connection: Connection) -> bool:
+    def add(self, channel: Channel, connection: Listener) -> bool:
         """Add a listener; return whether it is the channel's first."""
         listeners = self._channels.setdefault(channel, set())
         listeners.add(connection)
         return len(listeners) == 1
 
-    def remove(self, channel: Channel, connection: Connection) -> bool:
+    def remove(self, channel: Channel, connection: Listener) -> bool:
         """Remove a listener; return whether the channel has none left."""
         listeners = self._channels.get(channel)
         if listeners is None:
@@ -87,7 +87,7 @@ class Broker(ABC):
     def __init__(self) -> None:
         self.local = LocalListeners()
 
-    def listeners(self, channel: Channel) -> frozenset[Connection]:
+    def listeners(self, channel: Channel) -> frozenset[Listener]:
         """Return this process's listeners of ``channel``."""
         listeners = self.local.get(channel)
         if self.sequencer is None:
@@ -95,7 +95,7 @@ class Broker(ABC):
         return listeners | self.sequencer.members(channel)
 
     def subscribe(
-        self, channel: Channel, connection: Connection, since: object = None
+        self, channel: Channel, connection: Listener, since: object = None
     ) -> bool:
         """Make ``connection`` a listener of ``channel`` until it closes.
 
@@ -121,7 +121,7 @@ class Broker(ABC):
             sequencer.join(channel, connection, since)
         return first
 
-    def unsubscribe(self, channel: Channel, connection: Connection) -> bool:
+    def unsubscribe(self, channel: Channel, connection: Listener) -> bool:
         """Stop delivering ``channel`` to ``connection``.
 
         Returns whether the channel has no listener left in this process.

@@ -36,7 +36,7 @@ from stargate.brokers.base import Broker, Channel, LocalChannel
 from stargate.brokers.history import Window
 from stargate.brokers.redis_history import POSITIONED, RedisHistory, decode_positioned
 from stargate.brokers.sequencer import Sequencer
-from stargate.connection import Connection, Message
+from stargate.connection import Listener, Message
 from stargate.exceptions import IncorrectlyConfigured
 from stargate.positions import Position
 
@@ -162,7 +162,7 @@ class RedisBroker(Broker):
     # -- Broker --------------------------------------------------------------
 
     def subscribe(
-        self, channel: Channel, connection: Connection, since: object = None
+        self, channel: Channel, connection: Listener, since: object = None
     ) -> bool:
         """Add a local listener; subscribe on Redis for the channel's first one.
 
@@ -172,7 +172,7 @@ class RedisBroker(Broker):
         self._start()
         return super().subscribe(channel, connection, since)
 
-    def unsubscribe(self, channel: Channel, connection: Connection) -> bool:
+    def unsubscribe(self, channel: Channel, connection: Listener) -> bool:
         """Remove a local listener; unsubscribe on Redis after the channel's last."""
         return super().unsubscribe(_named(channel), connection)
 

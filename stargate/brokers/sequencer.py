@@ -26,7 +26,7 @@ from typing import Literal
 
 from stargate.brokers.channels import Channel
 from stargate.brokers.history import Window
-from stargate.connection import Connection, Message, broadcast
+from stargate.connection import Listener, Message, broadcast
 from stargate.exceptions import BrokerUnavailable, ConnectionClosed
 from stargate.positions import Position, encode_message, resync_frame, sync_frame
 from stargate.protocol import CloseCode
@@ -62,7 +62,7 @@ class _Joiner:
 
     __slots__ = ("connection", "since", "at", "buffer")
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Listener) -> None:
         self.connection = connection
         self.since: object = ""
         self.at: Position | None = None
@@ -106,8 +106,8 @@ class _Track:
 
     def __init__(self) -> None:
         self.at: Position | None = None  # none until a message or a join anchors it
-        self.members: set[Connection] = set()
-        self.joiners: dict[Connection, _Joiner] = {}
+        self.members: set[Listener] = set()
+        self.joiners: dict[Listener, _Joiner] = {}
         # Joiners whose history is to be read, and whether a green thread
         # is reading it: one read at a time per channel serves them all.
         self.waiting: list[_Joiner] = []
@@ -131,7 +131,7 @@ class Sequencer:
     def __contains__(self, channel: object) -> bool:
         return channel in self._tracks
 
-    def members(self, channel: Channel) -> frozenset[Connection]:
+    def members(self, channel: Channel) -> frozenset[Listener]:
         """Return the positioned listeners of ``channel``, joiners included."""
         track = self._tracks.get(channel)
         if track is None:
@@ -228,7 +228,7 @@ class Sequencer:
 
     # -- joining and leaving -------------------------------------------------
 
-    def add(self, channel: Channel, connection: Connection) -> bool:
+    def add(self, channel: Channel, connection: Listener) -> bool:
         """Make ``connection`` a joiner of ``channel``; :meth:`join` completes it.
 
         Returns ``False`` if it already listens to ``channel`` with positions.
@@ -241,7 +241,7 @@ class Sequencer:
         track.joiners[connection] = _Joiner(connection)
         return True
 
-    def join(self, channel: Channel, connection: Connection, since: object) -> None:
+    def join(self, channel: Channel, connection: Listener, since: object) -> None:
         """Send a joiner what it missed since ``since``, then the live messages.
 
         ``since`` is what :func:`stargate.positions.requested` returned: a
@@ -333,7 +333,7 @@ class Sequencer:
         # yet), it stays a joiner until they catch up.
         self._promote(track, joiner)
 
-    def leave(self, channel: Channel, connection: Connection) -> bool:
+    def leave(self, channel: Channel, connection: Listener) -> bool:
         """Remove a positioned listener; return whether the channel has none left."""
         track = self._tracks.get(channel)
         if track is None:
