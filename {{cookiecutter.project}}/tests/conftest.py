@@ -244,9 +244,10 @@ def dummy_request(app):
 {%- else -%}
 @pytest.fixture
 def config():
-    """A configuration with stargate included, for unit tests of resources."""
+    """A configuration with stargate and the page's socket, for unit tests."""
     with testing.testConfig() as config:
         config.include("stargate")
+        config.add_websocket_multiplexer("/socket")
         yield config
 
 

@@ -107,6 +107,87 @@ def test_the_client_does_not_reconnect_after_a_policy_violation(browser, live_se
     assert card.locator(".status").inner_text() == "live"
 
 
+def test_the_page_opens_one_socket_for_all_its_cards(
+    browser, app, live_server, runtime
+):
+    """Three jobs and the backstage over one WebSocket, and one again after a
+    restart of the server."""
+    page = browser.new_page()
+    sockets = []
+    page.on("websocket", lambda socket: sockets.append(socket))
+    page.goto(live_server.url + "/")
+    for job in ("1", "2", "3"):
+        status = page.locator(f'[data-job="{job}"] .status')
+        status.get_by_text("live").wait_for(timeout=10000)
+    assert [socket.url for socket in sockets] == [live_server.ws_url("/socket")]
+
+    port = live_server.port
+    live_server.stop()
+    page.locator('[data-job="3"] .status').get_by_text("reconnecting").wait_for(
+        timeout=5000
+    )
+    with LiveServer(app, runtime=runtime, port=port, shutdown_timeout=2):
+        for job in ("1", "2", "3"):
+            status = page.locator(f'[data-job="{job}"] .status')
+            status.get_by_text("live").wait_for(timeout=10000)
+        # Attempts while the server was down failed; one socket is open.
+        assert [socket.is_closed() for socket in sockets].count(False) == 1
+
+
+def test_the_backstage_is_refused_until_the_user_logs_in(browser, live_server):
+    problems = []
+    page = watched_page(browser, problems)
+    page.goto(live_server.url + "/")
+    card = page.locator(".backstage")
+    card.locator(".log").get_by_text("log in to enter the backstage").wait_for(
+        timeout=10000
+    )
+    assert card.locator(".status").inner_text() == "closed"
+    assert "4403: Forbidden" in card.locator(".log").inner_text()
+    # The jobs' subscriptions share the socket, which stays up.
+    page.locator('[data-job="1"] .status').get_by_text("live").wait_for(timeout=5000)
+
+    card.locator('.login input[name="name"]').fill("alice")
+    card.locator(".login button").click()  # the page loads again, logged in
+    card.locator(".log").get_by_text("welcome, alice").wait_for(timeout=10000)
+    assert card.locator(".status").inner_text() == "live"
+    card.locator(".message").fill("hello backstage")
+    card.locator(".send").click()
+    card.locator(".log").get_by_text("alice: hello backstage").wait_for(timeout=5000)
+
+    card.locator(".logout button").click()
+    card.locator(".log").get_by_text("log in to enter the backstage").wait_for(
+        timeout=10000
+    )
+    assert problems == []
+
+
+def test_a_subscription_closed_for_bad_input_is_not_asked_for_again(
+    browser, live_server
+):
+    """Its job's handler closes it with 1008; the other cards, which share
+    the socket, stay live."""
+    page = browser.new_page()
+    sockets = []
+    page.on("websocket", lambda socket: sockets.append(socket))
+    page.goto(live_server.url + "/")
+    card = page.locator('[data-job="1"]')
+    card.locator(".status").get_by_text("live").wait_for(timeout=10000)
+    frames = []
+    sockets[0].on("framesent", lambda payload: frames.append(payload))
+    for _ in range(5):  # texts over 500 characters: refused by the server
+        card.locator(".message").fill("x" * 600)
+        card.locator(".send").click()
+    said = card.locator(".log").get_by_text("not reconnecting")
+    said.wait_for(timeout=5000)
+    assert "1008: too many invalid messages" in said.inner_text()
+    page.wait_for_timeout(1500)  # a backoff's worth: no new subscription
+    subscribes = [f for f in frames if str(f).startswith('["subscribe","1"')]
+    assert subscribes == []  # only the first, sent before we listened
+    assert card.locator(".status").inner_text() == "closed"
+    assert page.locator('[data-job="2"] .status').inner_text() == "live"
+
+
 def test_a_click_while_the_server_is_down_says_so(browser, live_server):
     page = browser.new_page()
     page.goto(live_server.url + "/")

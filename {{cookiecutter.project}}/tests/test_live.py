@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 import stargate.runtime
 from stargate.brokers import get_broker
-from stargate.testing import WebSocketClient
+from stargate.testing import MultiplexClient, SubscriptionRefused, WebSocketClient
 
 
 def post(server, path, headers, **fields):
@@ -184,3 +184,60 @@ def test_an_error_is_answered_500_and_logged_at_error(live_server, monkeypatch, 
     (record,) = [r for r in caplog.records if r.name == "exc_logger"]
     assert record.levelname == "ERROR"
     assert "a bug in a view" in record.getMessage() + str(record.exc_info)
+
+
+# -- the page's one socket: a subscription per job ---------------------------
+
+
+def test_one_socket_follows_several_jobs(app, live_server, session_of):
+    with MultiplexClient(live_server.ws_url("/socket")) as client:
+        one = client.subscribe("/jobs/1/")
+        two = client.subscribe("/jobs/2/")
+        assert receive(one) == {"type": "state", "id": "1", "state": "off"}
+        assert receive(two) == {"type": "state", "id": "2", "state": "off"}
+        post(live_server, "/jobs/2/", session_of(live_server), state="on")
+        assert receive(two)["state"] == "on"
+        one.send(chat("to job 1 only"))
+        assert receive(one)["text"] == "to job 1 only"
+        with pytest.raises(TimeoutError):
+            two.receive(timeout=0.3)
+        assert live_server.open_connections == 1
+        one.close()
+        assert eventually(lambda: listeners(app, "/jobs/1") == 0)
+        assert listeners(app, "/jobs/2") == 1
+
+
+def test_a_subscription_and_a_socket_of_its_own_hear_each_other(live_server):
+    with (
+        MultiplexClient(live_server.ws_url("/socket")) as client,
+        WebSocketClient(live_server.ws_url("/jobs/3/")) as dedicated,
+    ):
+        job = client.subscribe("/jobs/3/")
+        receive(job), receive(dedicated)
+        dedicated.send(chat("from a socket of its own"))
+        assert receive(job)["text"] == "from a socket of its own"
+        job.send(chat("from a subscription"))
+        assert receive(dedicated)["text"] == "from a socket of its own"
+        assert receive(dedicated)["text"] == "from a subscription"
+
+
+def test_bad_input_ends_that_subscription_only(live_server):
+    with MultiplexClient(live_server.ws_url("/socket")) as client:
+        bad = client.subscribe("/jobs/1/")
+        good = client.subscribe("/jobs/2/")
+        receive(bad), receive(good)
+        for _ in range(5):
+            bad.send("not json")
+        for _ in range(4):
+            assert receive(bad)["type"] == "error"
+        assert bad.receive() is None
+        assert (bad.close_code, bad.close_reason) == (1008, "too many invalid messages")
+        good.send(chat("unaffected"))
+        assert receive(good)["text"] == "unaffected"
+
+
+def test_an_unknown_resource_is_refused_with_4404(live_server):
+    with MultiplexClient(live_server.ws_url("/socket")) as client:
+        with pytest.raises(SubscriptionRefused) as refused:
+            client.subscribe("/nowhere/")
+        assert refused.value.code == 4404

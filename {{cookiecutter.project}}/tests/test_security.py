@@ -1,11 +1,20 @@
-"""The backstage WebSocket: refused (403) before login, open after it."""
+"""The backstage WebSocket: refused (403) before login, open after it.
+
+As a subscription of the page's one socket (``/socket``): refused with 4403
+before login, the socket staying up, and accepted after.
+"""
 
 import json
 import urllib.parse
 import urllib.request
 
 import pytest
-from stargate.testing import UpgradeRefused, WebSocketClient
+from stargate.testing import (
+    MultiplexClient,
+    SubscriptionRefused,
+    UpgradeRefused,
+    WebSocketClient,
+)
 
 
 def login(server, session, name):
@@ -31,9 +40,59 @@ def test_a_logged_in_user_gets_in(live_server, session_of):
     with WebSocketClient(
         live_server.ws_url("/backstage/"), headers={"Cookie": cookie}
     ) as client:
-        assert json.loads(client.receive()) == {"welcome": "alice"}
-        client.send("hello")
-        assert json.loads(client.receive()) == {"from": "alice", "text": "hello"}
+        assert json.loads(client.receive()) == {"type": "welcome", "name": "alice"}
+        client.send(json.dumps({"type": "chat", "text": "hello"}))
+        assert json.loads(client.receive()) == {
+            "type": "chat",
+            "id": "backstage",
+            "from": "alice",
+            "text": "hello",
+        }
+
+
+def test_the_backstage_checks_messages_as_the_chat_does(live_server, session_of):
+    cookie = login(live_server, session_of(live_server), "carol")
+    with WebSocketClient(
+        live_server.ws_url("/backstage/"), headers={"Cookie": cookie}
+    ) as client:
+        client.receive()  # welcome
+        client.send("x" * 100_000)  # raw text, once relayed as it was
+        assert json.loads(client.receive())["type"] == "error"
+        for _ in range(4):
+            client.send("not json")
+        assert client.receive() is not None  # errors, then the close
+        while client.receive() is not None:
+            pass
+    assert (client.close_code, client.close_reason) == (
+        1008,
+        "too many invalid messages",
+    )
+
+
+def test_a_subscription_to_the_backstage_is_refused_before_login(live_server):
+    with MultiplexClient(live_server.ws_url("/socket")) as client:
+        with pytest.raises(SubscriptionRefused) as refused:
+            client.subscribe("/backstage/")
+        assert (refused.value.code, refused.value.reason) == (4403, "Forbidden")
+        job = client.subscribe("/jobs/1/")  # the socket is still up
+        assert json.loads(job.receive())["type"] == "state"
+
+
+def test_a_subscription_to_the_backstage_is_accepted_after_login(
+    live_server, session_of
+):
+    cookie = login(live_server, session_of(live_server), "dave")
+    with MultiplexClient(
+        live_server.ws_url("/socket"), headers={"Cookie": cookie}
+    ) as client:
+        room = client.subscribe("/backstage/")
+        job = client.subscribe("/jobs/2/")
+        assert json.loads(room.receive()) == {"type": "welcome", "name": "dave"}
+        room.send(json.dumps({"type": "chat", "text": "hi"}))
+        assert json.loads(room.receive())["from"] == "dave"
+        job.send(json.dumps({"type": "chat", "text": "signed"}))
+        job.receive()  # the state
+        assert json.loads(job.receive())["from"] == "dave"
 
 
 def test_a_forged_cookie_is_refused(live_server):

@@ -21,6 +21,8 @@ def test_home_view_lists_jobs(dummy_request):
     info = home(root, dummy_request)
     assert [job.__name__ for job in info["jobs"]] == ["1", "2", "3"]
     assert info["project"] == "{{ cookiecutter.project }}"
+    assert info["socket"] == "/socket"
+    assert info["backstage"] is root.backstage and info["user"] is None
 
 
 {% if cookiecutter.backend == "sqlalchemy" -%}
@@ -40,7 +42,10 @@ def test_home_page(testapp):
     assert page.content_type == "text/html"
     assert 'data-job="1"' in page.text
     assert 'data-url="/jobs/1/"' in page.text
+    assert 'data-socket="/socket"' in page.text
     assert "app.js" in page.text
+    # Not logged in: the backstage card offers to log in.
+    assert page.html.select_one(".backstage form.login")["action"] == "/login"
 
 
 def test_the_page_renders_each_job_at_its_position(testapp, csrf_token):
@@ -113,8 +118,9 @@ def test_a_form_that_is_not_utf8_is_a_bad_request(testapp, csrf_token):
 
 
 def test_static_files(testapp):
-    assert "StargateSocket" in testapp.get("/static/stargate-client.js").text
-    assert "StargateSocket" in testapp.get("/static/app.js").text
+    client = testapp.get("/static/stargate-client.js").text
+    assert "StargateSocket" in client and "StargateConnection" in client
+    assert "StargateConnection" in testapp.get("/static/app.js").text
     testapp.get("/static/app.css", status=200)
 
 

@@ -47,6 +47,9 @@ def main(global_config, **settings):
         config.include("pyramid_exclog")  # every error in the log, at ERROR
         config.include("pyramid_jinja2")
         config.include("stargate")  # the websocket= predicate and the broker
+        # One WebSocket for the whole page: it subscribes to each resource
+        # by path, served by that resource's own WebSocket view.
+        config.add_websocket_multiplexer("/socket")
         config.set_session_factory(
             SignedCookieSessionFactory(secret, httponly=True, samesite="Lax")
         )

@@ -1,11 +1,14 @@
-"""The messages of a job's WebSocket: JSON objects with a ``type``.
+"""The messages of the WebSockets of jobs and of the backstage: JSON with a ``type``.
 
 From the server (never from a client):
 
 - ``{"type": "state", "id": "1", "state": "on"}``: the job's state, on
   connect and after every change;
+- ``{"type": "welcome", "name": "alice"}``: to a logged-in user entering the
+  backstage;
 - ``{"type": "chat", "id": "1", "from": "alice", "text": "..."}``: a message
-  a client sent, as the server checked and signed it;
+  a client sent, as the server checked and signed it (``"id"`` is the job's,
+  or ``"backstage"``);
 - ``{"type": "error", "error": "..."}``: to one client, about what it sent.
 
 From a client: ``{"type": "chat", "text": "..."}`` and nothing else.  The
@@ -34,6 +37,11 @@ class InvalidMessage(ValueError):
 def state_message(job_id, state):
     """Return the JSON text of a state message."""
     return json.dumps({"type": "state", "id": job_id, "state": state})
+
+
+def welcome_message(name):
+    """Return the JSON text greeting ``name`` in the backstage."""
+    return json.dumps({"type": "welcome", "name": name})
 
 
 def chat_message(job_id, sender, text):

@@ -1,7 +1,5 @@
 """The views: the home page, a job's WebSocket, and a job's HTTP interface."""
 
-import json
-
 from pyramid.csrf import get_csrf_token
 from pyramid.httpexceptions import HTTPBadRequest, HTTPServiceUnavailable
 from pyramid.security import forget, remember
@@ -22,6 +20,10 @@ def home(context, request):
     """Show the home page with a few jobs to play with."""
     jobs = [context.jobs[job_id] for job_id in HOME_JOBS]
     return {
+        # The page's one WebSocket, for every job card and the backstage.
+        "socket": request.route_path("stargate.multiplexer"),
+        "backstage": context.backstage,
+        "user": request.identity,
         "project": "{{ cookiecutter.project }}",
         "package": "{{ cookiecutter.package }}",
         # Read before the jobs' states (rendered below): each card's socket
@@ -51,10 +53,9 @@ class JobView(WebSocketView):
     def handler(self, websocket):
         """Send the job's state, then re-emit each valid chat message to everyone.
 
-        What a client sends is never relayed: it is checked, and the server
-        sends a message of its own, signed with the sender's name.  Invalid
-        input gets an error message, to its sender only; a client that keeps
-        sending it is disconnected (1008).
+        ``websocket`` is the client's own socket (``ws://host/jobs/<id>/``) or
+        its subscription to the job over the page's one socket (``/socket``,
+        see ``__init__.py``): this handler serves both.
         """
         job = self.context
         sender = self.request.identity or "guest"
@@ -69,24 +70,33 @@ class JobView(WebSocketView):
 {%- else %}
         websocket.send(job.message())
 {%- endif %}
-        invalid = 0
-        for message in websocket:
-            try:
-                text = protocol.read_chat(message)
-            except protocol.InvalidMessage as error:
-                invalid += 1
-                if invalid >= protocol.MAX_INVALID:
-                    websocket.close(
-                        CloseCode.POLICY_VIOLATION, "too many invalid messages"
-                    )
-                    break
-                websocket.send(protocol.error_message(str(error)))
-                continue
-            try:
-                job.send(protocol.chat_message(job.__name__, sender, text))
-            except BrokerUnavailable:
-                # Delivered to no one: say so to its sender, who may retry.
-                websocket.send(protocol.error_message("not delivered: try again"))
+        serve_chat(websocket, job, job.__name__, sender)
+
+
+def serve_chat(websocket, room, room_id, sender):
+    """Re-emit each valid chat message of ``websocket`` to every listener of ``room``.
+
+    What a client sends is never relayed: it is checked, and the server
+    sends a message of its own, signed with the sender's name.  Invalid
+    input gets an error message, to its sender only; a client that keeps
+    sending it is disconnected (1008).
+    """
+    invalid = 0
+    for message in websocket:
+        try:
+            text = protocol.read_chat(message)
+        except protocol.InvalidMessage as error:
+            invalid += 1
+            if invalid >= protocol.MAX_INVALID:
+                websocket.close(CloseCode.POLICY_VIOLATION, "too many invalid messages")
+                return
+            websocket.send(protocol.error_message(str(error)))
+            continue
+        try:
+            room.send(protocol.chat_message(room_id, sender, text))
+        except BrokerUnavailable:
+            # Delivered to no one: say so to its sender, who may retry.
+            websocket.send(protocol.error_message("not delivered: try again"))
 
 
 @view_config(context=Job, request_method="POST", renderer="json")
@@ -111,17 +121,19 @@ def job_json(context, request):
 
 @view_config(context=Backstage, websocket=True, permission=WATCH)
 class BackstageView(WebSocketView):
-    """``ws://host/backstage/``: for logged-in users only (403 otherwise)."""
+    """``ws://host/backstage/``: for logged-in users only.
+
+    Refused with 403 otherwise; as a subscription of the page's socket, with
+    4403.
+    """
 
     def handler(self, websocket):
-        """Greet the user, then relay every message with its author's name."""
+        """Greet the user, then re-emit each valid chat message, as a job does."""
         name = self.request.identity
         room = self.context
         room.add_listener(websocket)
-        websocket.send(json.dumps({"welcome": name}))
-        for message in websocket:
-            if isinstance(message, str):
-                room.send(json.dumps({"from": name, "text": message}))
+        websocket.send(protocol.welcome_message(name))
+        serve_chat(websocket, room, "backstage", name)
 
 
 @exception_view_config(UnicodeDecodeError, renderer="json")

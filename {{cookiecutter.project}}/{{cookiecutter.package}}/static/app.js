@@ -1,8 +1,10 @@
-// The home page: one StargateSocket per job card (messages: see protocol.py).
-// Each socket continues from the position the card was rendered at, and
-// after every reconnect from the last message it got: no message is missed
-// or shown twice, or the card says so and reloads the job.
-import { StargateSocket } from "./stargate-client.js";
+// The home page: one WebSocket for every card (messages: see protocol.py).
+// Each job card subscribes to its job over it, from the position the card
+// was rendered at, and after every reconnect from the last message it got:
+// no message is missed or shown twice, or the card says so and reloads the
+// job.  The backstage card subscribes to the logged-in users' room: refused
+// (4403) until the user logs in.
+import { StargateConnection } from "./stargate-client.js";
 
 const LOG_LENGTH = 50;
 
@@ -42,6 +44,14 @@ function closeText({ code, reason, reconnecting }) {
   return reconnecting ? `connection lost (${why})` : `connection closed (${why}), not reconnecting`;
 }
 
+async function post(url, fields) {
+  return fetch(url, {
+    method: "POST",
+    headers: { "X-CSRF-Token": CSRF_TOKEN },
+    body: new URLSearchParams(fields),
+  });
+}
+
 // Read the job's state again, after the server said messages were missed.
 async function reload(card) {
   try {
@@ -54,23 +64,39 @@ async function reload(card) {
   }
 }
 
-function watch(card) {
-  const jobId = card.dataset.job;
-  const socket = new StargateSocket(card.dataset.url, { positions: true, since: card.dataset.since });
+// Show a subscription's status and ends on its card; return it.
+function follow(card, subscription) {
   const status = card.querySelector(".status");
-
-  socket.addEventListener("status", (event) => {
+  subscription.addEventListener("status", (event) => {
     status.textContent = event.detail;
     status.dataset.status = event.detail;
   });
-  socket.addEventListener("resync", () => {
+  subscription.addEventListener("close", (event) => {
+    log(card, closeText(event.detail), event.detail.reconnecting ? "info" : "error");
+  });
+  return subscription;
+}
+
+// The card's chat form: a message to everyone who follows the same resource.
+function chat(card, subscription) {
+  card.querySelector(".say").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = card.querySelector(".message");
+    const text = input.value.trim();
+    if (!text) return;
+    if (subscription.send(JSON.stringify({ type: "chat", text }))) input.value = "";
+    else log(card, "not connected: the message was not sent", "error");
+  });
+}
+
+function watch(card, connection) {
+  const jobId = card.dataset.job;
+  const job = follow(card, connection.subscribe(card.dataset.url, { positions: true, since: card.dataset.since }));
+  job.addEventListener("resync", () => {
     log(card, "some messages were missed: the job was reloaded", "resync");
     reload(card);
   });
-  socket.addEventListener("disconnect", (event) => {
-    log(card, closeText(event.detail), event.detail.reconnecting ? "info" : "error");
-  });
-  socket.addEventListener("message", (event) => {
+  job.addEventListener("message", (event) => {
     const message = parse(event.detail);
     if (message?.type === "state" && message.id === jobId) {
       showState(card, message.state);
@@ -85,25 +111,48 @@ function watch(card) {
   card.querySelector(".toggle").addEventListener("click", async () => {
     const next = card.querySelector(".state").dataset.state === "on" ? "off" : "on";
     try {
-      const response = await fetch(card.dataset.url, {
-        method: "POST",
-        headers: { "X-CSRF-Token": CSRF_TOKEN },
-        body: new URLSearchParams({ state: next }),
-      });
+      const response = await post(card.dataset.url, { state: next });
       if (!response.ok) log(card, `could not switch: HTTP ${response.status}`, "error");
     } catch {
       log(card, "could not switch: the server cannot be reached", "error");
     }
   });
+  chat(card, job);
+}
 
-  card.querySelector(".say").addEventListener("submit", (event) => {
+// Log in or out, then load the page again: its socket then carries the
+// new session, and the backstage subscription is asked for with it.
+function account(card, form, fields) {
+  form?.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const input = card.querySelector(".message");
-    const text = input.value.trim();
-    if (!text) return;
-    if (socket.send(JSON.stringify({ type: "chat", text }))) input.value = "";
-    else log(card, "not connected: the message was not sent", "error");
+    try {
+      const response = await post(form.getAttribute("action"), fields(form));
+      const answer = await response.json().catch(() => ({}));
+      if (response.ok) window.location.reload();
+      else log(card, `refused: ${answer.error ?? `HTTP ${response.status}`}`, "error");
+    } catch {
+      log(card, "the server cannot be reached", "error");
+    }
   });
 }
 
-document.querySelectorAll(".job").forEach(watch);
+function enterBackstage(card, connection) {
+  const room = follow(card, connection.subscribe(card.dataset.url));
+  room.addEventListener("close", (event) => {
+    if (event.detail.code === 4403) log(card, "log in to enter the backstage", "info");
+  });
+  room.addEventListener("message", (event) => {
+    const message = parse(event.detail);
+    if (message?.type === "welcome") log(card, `welcome, ${message.name}`);
+    else if (message?.type === "chat") log(card, `${message.from}: ${message.text}`);
+    else if (message?.type === "error") log(card, `refused: ${message.error}`, "error");
+  });
+  chat(card, room);
+  account(card, card.querySelector(".login"), (form) => ({ name: form.elements.name.value }));
+  account(card, card.querySelector(".logout"), () => ({}));
+}
+
+const connection = new StargateConnection(document.querySelector(".jobs").dataset.socket);
+document.querySelectorAll(".job").forEach((card) => watch(card, connection));
+const backstage = document.querySelector(".backstage");
+if (backstage) enterBackstage(backstage, connection);

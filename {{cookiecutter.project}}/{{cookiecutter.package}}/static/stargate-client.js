@@ -31,7 +31,8 @@
 // 4000-4999), unless `shouldReconnect` says otherwise.  It reconnects at once
 // when the browser comes back online or the tab becomes visible again.
 //
-// Reusable as it is: it knows nothing of the page.
+// StargateConnection (below) carries any number of such streams over one
+// WebSocket.  Reusable as it is: it knows nothing of the page.
 
 export const STATUS = Object.freeze({
   CONNECTING: "connecting",
@@ -109,53 +110,16 @@ function sessionStore() {
   }
 }
 
-export class StargateSocket extends EventTarget {
-  // protocols: subprotocols to offer; base, cap: the backoff (ms); stableAfter:
-  // how long (ms) a connection must last before the backoff starts over;
-  // shouldReconnect(code, reason): whether to reconnect after a close;
-  // positions: ask for positions (see above); since: the position the page
-  // was rendered at; storage: where the last position outlives the page
-  // (sessionStorage; null for nowhere).
-  constructor(
-    path,
-    {
-      protocols = [],
-      base = 500,
-      cap = 30000,
-      stableAfter = 5000,
-      shouldReconnect = reconnectsAfter,
-      positions = false,
-      since = null,
-      storage = sessionStore(),
-    } = {},
-  ) {
+// What a socket and a subscription share: the messages of one resource, with
+// their positions when asked for (see above), handed on once and in order.
+class Stream extends EventTarget {
+  constructor(key, { positions = false, since = null, storage = sessionStore() } = {}) {
     super();
-    this.url = path.startsWith("ws") ? path : webSocketUrl(path);
     this.positions = positions;
     this.storage = positions ? storage : null;
-    this.storageKey = `stargate.position ${this.url}`;
+    this.storageKey = `stargate.position ${key}`;
     this.position = positions ? this.startingPosition(parsePosition(since)) : null;
     this.framed = false;
-    this.protocols = protocols;
-    this.base = base;
-    this.cap = cap;
-    this.stableAfter = stableAfter;
-    this.shouldReconnect = shouldReconnect;
-    this.attempt = 0;
-    this.status = STATUS.CONNECTING;
-    this.socket = null;
-    this.timer = null;
-    this.stableTimer = null;
-    this.stopped = false;
-    this.wakeUp = () => {
-      if (this.status === STATUS.RECONNECTING && !this.socket && document.visibilityState !== "hidden") {
-        clearTimeout(this.timer);
-        this.connect();
-      }
-    };
-    window.addEventListener("online", this.wakeUp);
-    document.addEventListener("visibilitychange", this.wakeUp);
-    this.connect();
   }
 
   // Where to start: the position stored by an earlier page of this tab if
@@ -174,46 +138,9 @@ export class StargateSocket extends EventTarget {
     return rendered;
   }
 
-  connectUrl() {
-    if (!this.positions) return this.url;
-    const since = this.position ? formatPosition(this.position) : "";
-    const separator = this.url.includes("?") ? "&" : "?";
-    return `${this.url}${separator}since=${encodeURIComponent(since)}`;
-  }
-
-  connect() {
-    this.timer = null;
-    this.framed = false;
-    this.setStatus(this.attempt === 0 ? STATUS.CONNECTING : STATUS.RECONNECTING);
-    const socket = new WebSocket(this.connectUrl(), this.protocols);
-    socket.binaryType = "arraybuffer";
-    socket.addEventListener("open", () => {
-      this.setStatus(STATUS.LIVE);
-      // A connection that drops at once (a server that accepts, then fails)
-      // must not reset the backoff: only one that lasted does.
-      this.stableTimer = setTimeout(() => {
-        this.attempt = 0;
-      }, this.stableAfter);
-    });
-    socket.addEventListener("message", (event) => this.received(event.data));
-    socket.addEventListener("close", (event) => this.closed(socket, event));
-    this.socket = socket;
-  }
-
-  closed(socket, { code, reason }) {
-    if (this.socket !== socket) return;
-    this.socket = null;
-    clearTimeout(this.stableTimer);
-    const reconnecting = !this.stopped && this.shouldReconnect(code, reason);
-    this.dispatchEvent(new CustomEvent("disconnect", { detail: { code, reason, reconnecting } }));
-    if (!reconnecting) {
-      this.stop();
-      return;
-    }
-    const delay = backoffDelay(this.attempt, { base: this.base, cap: this.cap });
-    this.attempt += 1;
-    this.setStatus(STATUS.RECONNECTING);
-    this.timer = setTimeout(() => this.connect(), delay);
+  // What the server is asked for: "" (from now) or "EPOCH:OFFSET".
+  sinceText() {
+    return this.position ? formatPosition(this.position) : "";
   }
 
   received(data) {
@@ -276,15 +203,79 @@ export class StargateSocket extends EventTarget {
     this.status = status;
     this.dispatchEvent(new CustomEvent("status", { detail: status }));
   }
+}
+
+// A WebSocket that reconnects: what StargateSocket and StargateConnection
+// share.  Subclasses say what to do on open and with each message.
+class Reconnecting {
+  constructor(owner, url, { protocols = [], base = 500, cap = 30000, stableAfter = 5000, shouldReconnect = reconnectsAfter }) {
+    this.owner = owner; // an EventTarget with setStatus(), opened(), received(), lost(), stop()
+    this.url = url;
+    this.protocols = protocols;
+    this.base = base;
+    this.cap = cap;
+    this.stableAfter = stableAfter;
+    this.shouldReconnect = shouldReconnect;
+    this.attempt = 0;
+    this.socket = null;
+    this.timer = null;
+    this.stableTimer = null;
+    this.stopped = false;
+    this.wakeUp = () => {
+      if (this.owner.status === STATUS.RECONNECTING && !this.socket && document.visibilityState !== "hidden") {
+        clearTimeout(this.timer);
+        this.connect();
+      }
+    };
+    window.addEventListener("online", this.wakeUp);
+    document.addEventListener("visibilitychange", this.wakeUp);
+  }
+
+  connect() {
+    this.timer = null;
+    this.owner.setStatus(this.attempt === 0 ? STATUS.CONNECTING : STATUS.RECONNECTING);
+    const socket = new WebSocket(this.owner.connectUrl(), this.protocols);
+    socket.binaryType = "arraybuffer";
+    socket.addEventListener("open", () => {
+      // A connection that drops at once (a server that accepts, then fails)
+      // must not reset the backoff: only one that lasted does.
+      this.stableTimer = setTimeout(() => {
+        this.attempt = 0;
+      }, this.stableAfter);
+      this.owner.opened();
+    });
+    socket.addEventListener("message", (event) => this.owner.received(event.data));
+    socket.addEventListener("close", (event) => this.closed(socket, event));
+    this.socket = socket;
+  }
+
+  closed(socket, { code, reason }) {
+    if (this.socket !== socket) return;
+    this.socket = null;
+    clearTimeout(this.stableTimer);
+    const reconnecting = !this.stopped && this.shouldReconnect(code, reason);
+    this.owner.lost({ code, reason, reconnecting });
+    if (!reconnecting) {
+      this.stop();
+      return;
+    }
+    const delay = backoffDelay(this.attempt, { base: this.base, cap: this.cap });
+    this.attempt += 1;
+    this.owner.setStatus(STATUS.RECONNECTING);
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  get live() {
+    return this.socket?.readyState === WebSocket.OPEN;
+  }
 
   send(data) {
-    if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return false;
+    if (!this.live) return false;
     this.socket.send(data);
     return true;
   }
 
-  // Close for good: no reconnection, and the listeners of the page let go.
-  close(code = 1000, reason = "") {
+  close(code, reason) {
     this.stopped = true;
     if (this.socket) this.socket.close(code, reason);
     else this.stop();
@@ -296,6 +287,287 @@ export class StargateSocket extends EventTarget {
     clearTimeout(this.stableTimer);
     window.removeEventListener("online", this.wakeUp);
     document.removeEventListener("visibilitychange", this.wakeUp);
+    this.owner.stop();
+  }
+}
+
+export class StargateSocket extends Stream {
+  // protocols: subprotocols to offer; base, cap: the backoff (ms); stableAfter:
+  // how long (ms) a connection must last before the backoff starts over;
+  // shouldReconnect(code, reason): whether to reconnect after a close;
+  // positions: ask for positions (see above); since: the position the page
+  // was rendered at; storage: where the last position outlives the page
+  // (sessionStorage; null for nowhere).
+  constructor(path, options = {}) {
+    const url = path.startsWith("ws") ? path : webSocketUrl(path);
+    super(url, options);
+    this.url = url;
+    this.status = STATUS.CONNECTING;
+    this.link = new Reconnecting(this, url, options);
+    this.link.connect();
+  }
+
+  connectUrl() {
+    this.framed = false;
+    if (!this.positions) return this.url;
+    const separator = this.url.includes("?") ? "&" : "?";
+    return `${this.url}${separator}since=${encodeURIComponent(this.sinceText())}`;
+  }
+
+  opened() {
+    this.setStatus(STATUS.LIVE);
+  }
+
+  lost(detail) {
+    this.dispatchEvent(new CustomEvent("disconnect", { detail }));
+  }
+
+  send(data) {
+    return this.link.send(data);
+  }
+
+  // Close for good: no reconnection, and the listeners of the page let go.
+  close(code = 1000, reason = "") {
+    this.link.close(code, reason);
+  }
+
+  stop() {
+    this.setStatus(STATUS.CLOSED);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// One WebSocket for many resources: a multiplexing endpoint of stargate
+// (config.add_websocket_multiplexer("/socket"), protocol stargate.v1).
+//
+//   const connection = new StargateConnection("/socket");
+//   const job = connection.subscribe("/jobs/1/", { positions: true, since: "3fa2:17" });
+//   job.addEventListener("status", (e) => show(e.detail));      // connecting | live | reconnecting | closed
+//   job.addEventListener("message", (e) => handle(e.detail, e.position));
+//   job.addEventListener("resync", (e) => reloadState());
+//   job.addEventListener("close", (e) => {
+//     const { code, reason, reconnecting } = e.detail;           // 4403: not allowed, 4404: not found
+//   });
+//   job.send("hello");                                          // false while not live
+//   job.close();                                                // unsubscribe
+//
+// Each subscription is served by the resource's own WebSocket view, as a
+// dedicated socket on its path would be.  Subscriptions made while the
+// connection is down are sent when it opens; after every reconnect all of
+// them are sent again at once, each from its own position.  A subscription
+// the server ends is subscribed again (after a backoff of its own) only for
+// the codes a reconnect may cure, as for a socket: never after a refusal
+// (4000-4999) or a normal end.
+
+export const SUBPROTOCOL = "stargate.v1";
+
+// Split a frame of the envelope into its header (parsed) and the rest
+// (null without a newline); null for a frame that is not one.
+export function parseEnvelope(data) {
+  let line;
+  let rest = null;
+  if (typeof data === "string") {
+    const newline = data.indexOf("\n");
+    line = newline < 0 ? data : data.slice(0, newline);
+    if (newline >= 0) rest = data.slice(newline + 1);
+  } else {
+    const bytes = new Uint8Array(data);
+    const newline = bytes.indexOf(10);
+    if (newline < 0) return null;
+    line = new TextDecoder().decode(bytes.subarray(0, newline));
+    rest = data.slice(newline + 1);
+  }
+  try {
+    return { header: JSON.parse(line), rest };
+  } catch {
+    return null;
+  }
+}
+
+const encoder = new TextEncoder();
+
+// A message for subscription `id`, as the envelope frames it.
+export function envelope(id, data) {
+  const header = `${JSON.stringify(id)}\n`;
+  if (typeof data === "string") return header + data;
+  const body = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const head = encoder.encode(header);
+  const frame = new Uint8Array(head.length + body.length);
+  frame.set(head);
+  frame.set(body, head.length);
+  return frame.buffer;
+}
+
+export class StargateSubscription extends Stream {
+  constructor(connection, id, path, options = {}) {
+    super(`${connection.url} ${path}`, options);
+    this.connection = connection;
+    this.id = id;
+    this.path = path;
+    this.status = STATUS.CONNECTING;
+    this.attempt = 0;
+    this.timer = null;
+    this.stableTimer = null;
+    this.shouldResubscribe = options.shouldReconnect ?? reconnectsAfter;
+  }
+
+  // The frame that asks for it, from where it stands.
+  subscribeFrame() {
+    this.framed = false;
+    const command = ["subscribe", this.id, this.path];
+    if (this.positions) command.push(this.sinceText());
+    return JSON.stringify(command);
+  }
+
+  subscribed() {
+    this.setStatus(STATUS.LIVE);
+    this.stableTimer = setTimeout(() => {
+      this.attempt = 0;
+    }, this.connection.link.stableAfter);
+  }
+
+  // The server ended it (or refused it).
+  ended(code, reason) {
+    clearTimeout(this.stableTimer);
+    const reconnecting = this.shouldResubscribe(code, reason);
+    this.dispatchEvent(new CustomEvent("close", { detail: { code, reason, reconnecting } }));
+    if (!reconnecting) {
+      this.stop();
+      return;
+    }
+    const { base, cap } = this.connection.link;
+    const delay = backoffDelay(this.attempt, { base, cap });
+    this.attempt += 1;
+    this.setStatus(STATUS.RECONNECTING);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.connection.resubscribe(this);
+    }, delay);
+  }
+
+  // Its connection dropped: it is subscribed again when it comes back.
+  disconnected(reconnecting) {
+    clearTimeout(this.stableTimer);
+    clearTimeout(this.timer);
+    this.timer = null;
+    if (reconnecting) this.setStatus(STATUS.RECONNECTING);
+    else this.stop();
+  }
+
+  send(data) {
+    if (this.status !== STATUS.LIVE) return false;
+    return this.connection.link.send(envelope(this.id, data));
+  }
+
+  // Unsubscribe, for good.
+  close() {
+    if (this.status === STATUS.CLOSED) return;
+    this.connection.unsubscribe(this);
+    this.stop();
+  }
+
+  stop() {
+    clearTimeout(this.timer);
+    clearTimeout(this.stableTimer);
+    this.connection.forget(this);
+    this.setStatus(STATUS.CLOSED);
+  }
+}
+
+export class StargateConnection extends EventTarget {
+  // path: the multiplexing endpoint; the options of StargateSocket but
+  // positions and since, which are each subscription's.
+  constructor(path = "/socket", options = {}) {
+    super();
+    this.url = path.startsWith("ws") ? path : webSocketUrl(path);
+    this.options = options;
+    this.subscriptions = new Map();
+    this.ids = 0;
+    this.status = STATUS.CONNECTING;
+    const protocols = [SUBPROTOCOL, ...(options.protocols ?? [])];
+    this.link = new Reconnecting(this, this.url, { ...options, protocols });
+    this.link.connect();
+  }
+
+  // Subscribe to the resource at `path`: options positions, since, storage,
+  // shouldReconnect (for this subscription's ends).
+  subscribe(path, options = {}) {
+    this.ids += 1;
+    const subscription = new StargateSubscription(this, String(this.ids), path, options);
+    this.subscriptions.set(subscription.id, subscription);
+    if (this.link.live) this.link.send(subscription.subscribeFrame());
+    return subscription;
+  }
+
+  resubscribe(subscription) {
+    if (this.subscriptions.get(subscription.id) !== subscription) return;
+    subscription.setStatus(STATUS.CONNECTING);
+    if (this.link.live) this.link.send(subscription.subscribeFrame());
+  }
+
+  unsubscribe(subscription) {
+    if (this.subscriptions.get(subscription.id) === subscription) {
+      this.link.send(JSON.stringify(["unsubscribe", subscription.id]));
+    }
+  }
+
+  forget(subscription) {
+    if (this.subscriptions.get(subscription.id) === subscription) {
+      this.subscriptions.delete(subscription.id);
+    }
+  }
+
+  connectUrl() {
+    return this.url;
+  }
+
+  setStatus(status) {
+    if (this.status === status) return;
+    this.status = status;
+    this.dispatchEvent(new CustomEvent("status", { detail: status }));
+  }
+
+  // Open: every subscription at once, each from where it stands.
+  opened() {
+    this.setStatus(STATUS.LIVE);
+    for (const subscription of this.subscriptions.values()) {
+      if (subscription.timer === null) {
+        subscription.setStatus(STATUS.CONNECTING);
+        this.link.send(subscription.subscribeFrame());
+      }
+    }
+  }
+
+  received(data) {
+    const frame = parseEnvelope(data);
+    const header = frame?.header;
+    if (typeof header === "string" && frame.rest !== null) {
+      this.subscriptions.get(header)?.received(frame.rest);
+    } else if (Array.isArray(header) && header[0] === "subscribed") {
+      this.subscriptions.get(header[1])?.subscribed();
+    } else if (Array.isArray(header) && header[0] === "closed") {
+      this.subscriptions.get(header[1])?.ended(header[2], header[3]);
+    } else if (Array.isArray(header) && header[0] === "error") {
+      console.error(`stargate: the server could not act on a frame: ${header[2]}`);
+    } else {
+      console.error("stargate: not a frame of the stargate.v1 envelope", data);
+    }
+  }
+
+  lost(detail) {
+    this.dispatchEvent(new CustomEvent("disconnect", { detail }));
+    for (const subscription of [...this.subscriptions.values()]) {
+      subscription.disconnected(detail.reconnecting);
+    }
+  }
+
+  // Close for good: every subscription ends.
+  close(code = 1000, reason = "") {
+    this.link.close(code, reason);
+  }
+
+  stop() {
+    for (const subscription of [...this.subscriptions.values()]) subscription.stop();
     this.setStatus(STATUS.CLOSED);
   }
 }
