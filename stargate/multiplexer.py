@@ -52,6 +52,7 @@ from stargate.envelope import (
 )
 from stargate.exceptions import ConnectionClosed
 from stargate.handover import NO_BODY
+from stargate.protocol import CloseCode
 from stargate.subscription import SUBSCRIBE_KEY, Subscribing, Subscription, Unread
 from stargate.threadlocals import run_resumed
 from stargate.view import WebSocketView
@@ -64,8 +65,9 @@ log = logging.getLogger(__name__)
 ROUTE_NAME = "stargate.multiplexer"
 
 # What a subscription's request keeps of its connection's environ: the
-# server's and the client's, never the socket, the server's hand-over or
-# what WebOb cached of the connection's own request.
+# server's and the client's headers, never the socket, the server's
+# hand-over, what WebOb cached of the connection's own request, or the
+# handshake's own headers (Sec-WebSocket-*: its key, its offers).
 _KEPT = frozenset(
     {
         "SERVER_NAME",
@@ -121,7 +123,8 @@ class Multiplexer:
         self._environ = {
             key: value
             for key, value in environ.items()
-            if key in _KEPT or key.startswith("HTTP_")
+            if key in _KEPT
+            or (key.startswith("HTTP_") and not key.startswith("HTTP_SEC_WEBSOCKET_"))
         }
         self._request_factory = request.registry.queryUtility(
             IRequestFactory, default=Request
@@ -185,9 +188,16 @@ class Multiplexer:
         self.subscriptions[id] = subscription
         subscription.on_close(self._ended)
         self._tell(subscribed_frame(id))
-        runtime.get().spawn(
-            run_resumed, subscription.request, subscribing.context, subscribing.run
-        )
+        if subscribing.inline:
+            try:
+                run_resumed(subscription.request, subscribing.context, subscribing.run)
+            except Exception:
+                log.exception("WebSocket handler of %s failed", command.path)
+                subscription.close(CloseCode.INTERNAL_ERROR, "internal error")
+        else:
+            runtime.get().spawn(
+                run_resumed, subscription.request, subscribing.context, subscribing.run
+            )
 
     def _subrequest(self, path: str, subscribing: Subscribing) -> Any:
         path, _, query = path.partition("?")

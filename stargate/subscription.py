@@ -137,7 +137,7 @@ class Subscription:
         self.messages_out = 0
         self._prefix = message_prefix(id)
         self._bytes_prefix = self._prefix.encode()
-        self._inbox: deque[Message] = deque()
+        self._inbox: deque[Message] | None = None  # made at the first message
         self._unread = unread if unread is not None else Unread(1024)
         self._discarding = False  # the handler waits for the end: drop input
         self._code: int | None = None
@@ -263,8 +263,7 @@ class Subscription:
 
     def _end(self, code: int, reason: str) -> None:
         self._code, self._reason = code, reason
-        self._unread.release(len(self._inbox))
-        self._inbox.clear()
+        self._drop_unread()
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             self._run_callback(callback)
@@ -293,6 +292,8 @@ class Subscription:
                 "too many unread messages: the handler is slow",
             )
             return
+        if self._inbox is None:
+            self._inbox = deque()
         self._inbox.append(message)
         if self._signal is not None:
             self._signal.set()
@@ -303,17 +304,20 @@ class Subscription:
         :param timeout: seconds to wait for a message.
         :raises TimeoutError: if no message came within ``timeout``.
         """
-        inbox = self._inbox
-        while not inbox:
+        while not self._inbox:
             if self._code is not None:
                 return None
             if self._signal is None:
                 self._signal = runtime.get().event()
             self._signal.clear()
-            if not self._signal.wait(timeout) and not inbox and self._code is None:
+            if (
+                not self._signal.wait(timeout)
+                and not self._inbox
+                and self._code is None
+            ):
                 raise TimeoutError(f"no WebSocket message within {timeout} seconds")
         self._unread.release()
-        return inbox.popleft()
+        return self._inbox.popleft()
 
     def __iter__(self) -> Iterator[Message]:
         """Yield messages until the subscription ends."""
@@ -323,13 +327,17 @@ class Subscription:
     def wait_closed(self) -> None:
         """Discard what its client sends until the subscription ends, then return."""
         self._discarding = True
-        self._unread.release(len(self._inbox))
-        self._inbox.clear()
+        self._drop_unread()
         if self._code is not None:
             return
         if self._closed is None:
             self._closed = runtime.get().event()
         self._closed.wait()
+
+    def _drop_unread(self) -> None:
+        if self._inbox:
+            self._unread.release(len(self._inbox))
+            self._inbox.clear()
 
     def read_in_background(self) -> None:
         """Do nothing: the multiplexer reads the connection for every subscription."""
@@ -347,6 +355,9 @@ class Subscribing:
     :ivar context: its request's context (Pyramid forgets it when the
         request ends), once accepted.
     :ivar run: what runs the handler, once accepted.
+    :ivar inline: whether :attr:`run` returns at once (it only sets up
+        listening) and runs in the multiplexer's green thread, rather than
+        in one of its own.
     """
 
     __slots__ = (
@@ -355,6 +366,7 @@ class Subscribing:
         "_since",
         "_unread",
         "context",
+        "inline",
         "run",
         "subscription",
     )
@@ -372,6 +384,7 @@ class Subscribing:
         self._unread = unread
         self.subscription: Subscription | None = None
         self.context: Any = None
+        self.inline = False
         self.run: Callable[[], object] | None = None
 
     def accept(self, request: Any, history: bool) -> Subscription:
@@ -389,6 +402,9 @@ class Subscribing:
         )
         return self.subscription
 
-    def start(self, run: Callable[[], object]) -> None:
-        """Keep ``run``: it serves the subscription once its request has ended."""
-        self.run = run
+    def start(self, run: Callable[[], object], *, inline: bool = False) -> None:
+        """Keep ``run``: it serves the subscription once its request has ended.
+
+        :param inline: ``run`` returns at once: no green thread is needed.
+        """
+        self.run, self.inline = run, inline

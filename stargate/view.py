@@ -226,8 +226,20 @@ class WebSocketView:
         subscription = subscribing.accept(
             self.request, bool(self.settings.history_size)
         )
-        subscribing.start(lambda: self.handle_websocket(subscription))
+        if type(self).handler is WebSocketView.handler:
+            # The default handler only listens until the end: nothing that
+            # needs a green thread of its own (an idle one costs most of
+            # what a subscription would, docs/performance.md).
+            subscribing.start(lambda: self._listen(subscription), inline=True)
+        else:
+            subscribing.start(lambda: self.handle_websocket(subscription))
         return HandledResponse()
+
+    def _listen(self, subscription: Subscription) -> None:
+        """Do what the default :meth:`handler` does, at once: for a subscription."""
+        subscription.on_close(self._log_closed)
+        if isinstance(self.context, WebSocketAwareResource):
+            self.context.add_listener(subscription)
 
     def _open(
         self, upgrade: Upgrade, response: Any, settings: Settings, since: Any
@@ -297,17 +309,20 @@ class WebSocketView:
             watchdog.cancel()
             websocket.close()
             websocket.wait_closed()
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "WebSocket %s closed %s %r after %.3fs, %d in, %d out",
-                    self.request.path,
-                    websocket.close_code,
-                    websocket.close_reason,
-                    time.monotonic() - websocket.opened_at,
-                    websocket.messages_in,
-                    websocket.messages_out,
-                )
+            self._log_closed(websocket)
         return HandledResponse()
+
+    def _log_closed(self, websocket: Connection | Subscription) -> None:
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "WebSocket %s closed %s %r after %.3fs, %d in, %d out",
+                self.request.path,
+                websocket.close_code,
+                websocket.close_reason,
+                time.monotonic() - websocket.opened_at,
+                websocket.messages_in,
+                websocket.messages_out,
+            )
 
     def handler(self, websocket: Connection | Subscription) -> None:
         """Serve one WebSocket; the connection is closed when this returns.

@@ -145,6 +145,13 @@ class FaultyView(WebSocketView):
         raise RuntimeError("this view is broken on purpose")
 
 
+class Deaf(Node):
+    """Served by the plain WebSocketView, but adding a listener fails (a bug)."""
+
+    def add_listener(self, websocket):
+        raise RuntimeError("this resource cannot be listened to, on purpose")
+
+
 class Slow(Node):
     """Its view takes ?seconds= to decide, as a slow permission check would."""
 
@@ -189,6 +196,7 @@ class Root(Node):
             "guarded": Guarded("guarded", self),
             "faulty": Faulty("faulty", self),
             "slow": Slow("slow", self),
+            "deaf": Deaf("deaf", self),
         }
 
     def __getitem__(self, key: str) -> Node:
@@ -379,6 +387,7 @@ def make_app(settings: dict | None = None):
         config.add_view(GuardedView, context=Guarded, websocket=True)
         config.add_view(FaultyView, context=Faulty, websocket=True)
         config.add_view(SlowView, context=Slow, websocket=True)
+        config.add_view(WebSocketView, context=Deaf, websocket=True)
         config.set_security_policy(TokenPolicy())
         config.add_view(EchoView, context=Private, websocket=True, permission="listen")
         config.add_view(burst, context=Node, request_method="POST")

@@ -132,6 +132,36 @@ def test_a_handler_that_raises_closes_its_subscription_only(live, caplog):
     assert "WebSocket handler of /broken/ failed" in caplog.text
 
 
+def test_the_plain_view_listens_without_a_green_thread_of_its_own(live, caplog):
+    """Its default handler only listens: served at once, logged at the end."""
+    with caplog.at_level(logging.INFO, logger="stargate.access"), mux(live) as client:
+        listen = client.subscribe("/listen/")
+        assert listen_count(live) == 1
+        post(live, "/listen/", count=2)
+        assert [listen.receive(), listen.receive()] == [
+            "00000000........",
+            "00000001........",
+        ]
+        listen.send("ignored, as by a socket of its own")
+        listen.close()
+        assert listen.close_code == 1000
+        assert listen_count(live) == 0
+    assert "WebSocket /listen/ closed 1000 '' after" in caplog.text
+
+
+def listen_count(server) -> int:
+    return listener_count(server, "/listen/")
+
+
+def test_a_plain_view_that_fails_to_listen_closes_its_subscription(live, caplog):
+    with caplog.at_level(logging.ERROR), mux(live) as client:
+        deaf = client.subscribe("/deaf/")
+        assert deaf.receive() is None
+        assert (deaf.close_code, deaf.close_reason) == (1011, "internal error")
+        assert client.subscribe("/echo/")
+    assert "WebSocket handler of /deaf/ failed" in caplog.text
+
+
 def test_unsubscribe_removes_the_listener_and_the_id_may_be_used_again(live):
     with mux(live) as client:
         relay = client.subscribe("/relay/", id="r")
@@ -204,6 +234,25 @@ def test_the_rate_limit_counts_the_connection_not_each_subscription(serve):
             client.receive_error()
     assert client.close_code == 1008
     assert [sub.close_code for sub in subs] == [1008, 1008, 1008]
+
+
+def test_a_client_that_does_not_read_is_dropped_once(serve, caplog):
+    """Not once per subscription: the connection goes, with 1013, and all its
+    subscriptions with it."""
+    server = serve({"stargate.send_queue_size": "8", "stargate.close_timeout": "1"})
+    client = mux(server, max_size=None)
+    for _ in range(3):
+        client.subscribe("/jobs/slow-reader/")
+    assert eventually(lambda: listener_count(server, "/jobs/slow-reader/") == 3)
+    with caplog.at_level(logging.INFO):
+        post(server, "/jobs/slow-reader/", count=1000, size=10_000)  # 30 MB
+        assert eventually(lambda: server.open_connections == 0, timeout=20)
+    dropped = [r for r in caplog.records if "dropping the WebSocket" in r.getMessage()]
+    assert len(dropped) == 1
+    assert "send queue overflow" in dropped[0].getMessage()
+    assert "WebSocket /socket closed 1013 " in caplog.text
+    assert listener_count(server, "/jobs/slow-reader/") == 0
+    client.close()
 
 
 def test_a_handler_that_does_not_read_loses_its_subscription_only(serve):
