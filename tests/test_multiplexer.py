@@ -48,6 +48,23 @@ def test_many_resources_over_one_connection(live):
         assert live.open_connections == 1
 
 
+def test_the_connection_is_checked_as_any_websocket(live):
+    """Its origin, and its subprotocol: a client that offers others is refused."""
+    from stargate.testing import UpgradeRefused
+
+    with pytest.raises(UpgradeRefused) as foreign:
+        mux(live, origin="http://elsewhere.example")
+    assert foreign.value.status == 403
+    with pytest.raises(UpgradeRefused) as other:
+        mux(live, subprotocols=["chat.v1"])
+    assert other.value.status == 400
+    assert "stargate.v1" in other.value.reason
+    with WebSocketClient(live.ws_url("/socket")) as plain:  # none offered: v1
+        plain.send('["subscribe","a","/echo/"]')
+        assert plain.receive() == '["subscribed","a"]'
+        assert plain.subprotocol is None
+
+
 def test_a_subscription_and_a_dedicated_socket_share_the_resource(live):
     """The same view's handler serves both, unchanged."""
     with mux(live) as client, WebSocketClient(live.ws_url("/relay/")) as dedicated:

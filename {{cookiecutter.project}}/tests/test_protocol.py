@@ -32,6 +32,10 @@ def test_the_server_messages_are_typed():
 
 def test_a_chat_message_gives_its_text():
     assert read_chat('{"type": "chat", "text": "  hello  "}') == "hello"
+    # Right-to-left text and joined emoji are text like any other.
+    assert read_chat(json.dumps({"type": "chat", "text": "שלום"})) == "שלום"
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    assert read_chat(json.dumps({"type": "chat", "text": family})) == family
     longest = "é" * MAX_TEXT  # sent as \u00e9 escapes by json.dumps
     assert read_chat(json.dumps({"type": "chat", "text": longest})) == longest
 
@@ -47,6 +51,13 @@ def test_a_chat_message_gives_its_text():
         ('{"type": "chat"}', "exactly"),
         ('{"type": "chat", "text": 3}', "non-empty string"),
         ('{"type": "chat", "text": "   "}', "non-empty string"),
+        ("[" * 1500 + "]" * 1500, "JSON object"),  # deeper than the parser goes
+        ('{"type": "chat", "text": {"a": [[[[]]]]}}', "non-empty string"),
+        (json.dumps({"type": "chat", "text": "evil\u202e"}), "bidi control"),
+        (json.dumps({"type": "chat", "text": "a\u2066b"}), "bidi control"),
+        (json.dumps({"type": "chat", "text": "two\nlines"}), "control characters"),
+        (json.dumps({"type": "chat", "text": "bell\u0007"}), "control characters"),
+        (json.dumps({"type": "chat", "text": "\u200b\u200d \ufeff"}), "to show"),
     ],
 )
 def test_anything_else_is_refused_with_a_reason(message, reason):

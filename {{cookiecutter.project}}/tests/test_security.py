@@ -110,6 +110,17 @@ def test_login_needs_a_name(testapp, csrf_token):
         assert refused.json == {"error": "name must be 1 to 64 characters"}
 
 
+def test_a_name_that_would_pass_for_another_is_refused(testapp, csrf_token):
+    token = {"X-CSRF-Token": csrf_token}
+    for name, error in [
+        ("alice\u202e", "a name may not contain bidi control characters"),
+        ("al\x00ice", "a name may not contain control characters"),
+        ("\u200b\u200b", "a name must have something to show"),
+    ]:
+        refused = testapp.post("/login", {"name": name}, headers=token, status=400)
+        assert refused.json == {"error": error}
+
+
 def test_login_needs_the_csrf_token(testapp):
     testapp.get("/")  # a session, but no token sent
     testapp.post("/login", {"name": "mallory"}, status=400)

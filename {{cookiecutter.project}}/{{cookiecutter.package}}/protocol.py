@@ -18,6 +18,7 @@ forged ``state``) or for another client.
 """
 
 import json
+import unicodedata
 
 #: The longest chat text, in characters.
 MAX_TEXT = 500
@@ -28,6 +29,12 @@ MAX_MESSAGE = 6 * MAX_TEXT + 100
 
 #: How many invalid messages a client may send before it is disconnected.
 MAX_INVALID = 5
+
+
+#: Characters that change how the text around them is shown: the bidi
+#: embeddings, overrides and isolates (a name ending in U+202E would show
+#: the rest of its line reversed).
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class InvalidMessage(ValueError):
@@ -54,6 +61,25 @@ def error_message(reason):
     return json.dumps({"type": "error", "error": reason})
 
 
+def check_text(text, what="the text"):
+    """Return ``text`` stripped, if it may be shown to others as it is.
+
+    :raises InvalidMessage: for control characters (line breaks included),
+        bidi overrides, and text that is nothing but spaces and invisible
+        characters: what would let a message or a name pass for another.
+    """
+    for character in text:
+        if character in BIDI_CONTROLS:
+            raise InvalidMessage(f"{what} may not contain bidi control characters")
+        if unicodedata.category(character) == "Cc":
+            raise InvalidMessage(f"{what} may not contain control characters")
+    # Format characters (zero-width spaces and joiners, ...) alone show nothing.
+    visible = [c for c in text if not c.isspace() and unicodedata.category(c) != "Cf"]
+    if not visible:
+        raise InvalidMessage(f"{what} must have something to show")
+    return text.strip()
+
+
 def read_chat(message):
     """Return the text of a client's chat message.
 
@@ -66,7 +92,7 @@ def read_chat(message):
         raise InvalidMessage(f"a message has at most {MAX_TEXT} characters of text")
     try:
         data = json.loads(message)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting exhausts the parser
         raise InvalidMessage("a message is a JSON object") from None
     if not isinstance(data, dict) or data.get("type") != "chat":
         raise InvalidMessage('clients may only send {"type": "chat", "text": ...}')
@@ -77,4 +103,4 @@ def read_chat(message):
         raise InvalidMessage("the text of a chat message is a non-empty string")
     if len(text) > MAX_TEXT:
         raise InvalidMessage(f"a message has at most {MAX_TEXT} characters of text")
-    return text.strip()
+    return check_text(text)

@@ -152,6 +152,10 @@ def login(context, request):
     name = request.POST.get("name", "").strip()
     if not name or len(name) > 64:
         raise HTTPBadRequest(json_body={"error": "name must be 1 to 64 characters"})
+    try:
+        name = protocol.check_text(name, "a name")
+    except protocol.InvalidMessage as error:
+        raise HTTPBadRequest(json_body={"error": str(error)}) from None
     request.session.invalidate()  # a new session for a new user
     request.response.headerlist.extend(remember(request, name))
     return {"name": name}
