@@ -155,6 +155,8 @@ bench: system-packages $(STAMP)
 	$(BIN)/python bench/lagging.py --runtime gevent || status=1; \
 	$(BIN)/python bench/history.py || status=1; \
 	$(BIN)/python bench/history.py --runtime gevent || status=1; \
+	$(BIN)/python bench/multiplex.py || status=1; \
+	$(BIN)/python bench/multiplex.py --runtime gevent || status=1; \
 	$(BIN)/python bench/soak.py --compare-keepalive || status=1; \
 	$(BIN)/python bench/soak.py --compare-keepalive --runtime gevent || status=1; \
 	$(BIN)/python bench/soak.py --redis || status=1; \

@@ -6,7 +6,12 @@ a ``Root`` with ``jobs``, a container of ``Job`` resources.  A WebSocket on
 "off"}``), then every message a client sends goes unchanged to every client
 of that job (with one client, an echo); ``POST /jobs/<id>/`` with
 ``state=on`` changes the state and sends the state message to all of them.
-The peers of ``bench/servers.py`` do the same.  (The template's project
+The peers of ``bench/servers.py`` do the same.  ``/socket`` is a
+multiplexing endpoint over which a client subscribes to jobs by path;
+``/private/<id>/`` are jobs whose WebSocket view needs a permission, granted
+to clients with the cookie ``token=bench``, and ``/listen/<id>/`` jobs
+served by the plain ``WebSocketView``, whose clients only listen (for
+bench/multiplex.py).  (The template's project
 checks and re-signs what clients send instead of relaying it: a protocol
 for an application, not for measuring a server.)
 """
@@ -26,17 +31,22 @@ class Root:
 
     def __init__(self) -> None:
         self.jobs = JobRoot(self)
+        self.private = PrivateRoot(self, "private")
+        self.listen = ListenRoot(self, "listen")
 
     def __getitem__(self, name: str) -> JobRoot:
         if name == "jobs":
             return self.jobs
+        if name == "private":
+            return self.private
+        if name == "listen":
+            return self.listen
         raise KeyError(name)
 
 
 class JobRoot:
-    __name__ = "jobs"
-
-    def __init__(self, parent: Root) -> None:
+    def __init__(self, parent: Root, name: str = "jobs") -> None:
+        self.__name__ = name
         self.__parent__ = parent
         self._jobs: dict[str, Job] = {}
 
@@ -64,6 +74,47 @@ class JobView(WebSocketView):
             job.send(message)
 
 
+class PrivateRoot(JobRoot):
+    def __getitem__(self, job_id: str) -> Job:
+        if job_id not in self._jobs:
+            self._jobs[job_id] = Private(job_id, self)
+        return self._jobs[job_id]
+
+
+class Private(Job):
+    """A job whose WebSocket view needs the "watch" permission."""
+
+
+class ListenRoot(JobRoot):
+    def __getitem__(self, job_id: str) -> Job:
+        if job_id not in self._jobs:
+            self._jobs[job_id] = Listened(job_id, self)
+        return self._jobs[job_id]
+
+
+class Listened(Job):
+    """A job served by the plain WebSocketView: its clients only listen."""
+
+
+class TokenPolicy:
+    """Grants everything to requests with the cookie ``token=bench``."""
+
+    def identity(self, request):
+        return "bench" if request.cookies.get("token") == "bench" else None
+
+    def authenticated_userid(self, request):
+        return self.identity(request)
+
+    def permits(self, request, context, permission):
+        return self.identity(request) is not None
+
+    def remember(self, request, userid, **kw):
+        return []
+
+    def forget(self, request, **kw):
+        return []
+
+
 def control(context: Job, request):
     state = request.POST.get("state")
     if state not in ("on", "off"):
@@ -78,5 +129,9 @@ def main(global_config, **settings):
     with Configurator(settings=settings, root_factory=lambda request: root) as config:
         config.include("stargate")
         config.add_view(JobView, context=Job, websocket=True, request_method="GET")
+        config.add_view(JobView, context=Private, websocket=True, permission="watch")
+        config.add_view(WebSocketView, context=Listened, websocket=True)
         config.add_view(control, context=Job, request_method="POST", renderer="json")
+        config.set_security_policy(TokenPolicy())
+        config.add_websocket_multiplexer("/socket")
         return config.make_wsgi_app()

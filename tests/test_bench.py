@@ -96,6 +96,26 @@ def test_history_benchmark_quick_mode(runtime):
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("runtime", ["eventlet", "gevent"])
+def test_multiplex_benchmark_quick_mode(runtime):
+    table, results = quick(
+        "multiplex", "--runtime", runtime, results=f"multiplex-{runtime}"
+    )
+    assert [row["kind"] for row in results["broadcast"]] == [
+        "dedicated",
+        "subscriptions",
+    ]
+    for row in results["broadcast"]:
+        assert row["delivered"] == row["expected"] == 600
+    assert [row["connections"] for row in results["broadcast"]] == [200, 4]
+    for row in results["memory"]:  # measured, whatever the figures
+        assert row["socket_kib"] > 0 and row["subscription_kib"] > 0
+    assert results["subscribe"]["subscriptions"] == 100
+    assert {row["added_bytes"] for row in results["envelope"]} == {4, 6, 14}
+    assert f"stargate on {runtime}: one socket, many resources" in table
+
+
+@pytest.mark.timeout(600)
 def test_churn_benchmark_quick_mode():
     _, churn = quick("churn")
     assert churn["cycles"] == 500
