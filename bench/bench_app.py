@@ -45,6 +45,9 @@ class Root:
 
 
 class JobRoot:
+    #: The class of its jobs (set below, once defined).
+    kind: type[Job]
+
     def __init__(self, parent: Root, name: str = "jobs") -> None:
         self.__name__ = name
         self.__parent__ = parent
@@ -52,7 +55,7 @@ class JobRoot:
 
     def __getitem__(self, job_id: str) -> Job:
         if job_id not in self._jobs:
-            self._jobs[job_id] = Job(job_id, self)
+            self._jobs[job_id] = self.kind(job_id, self)
         return self._jobs[job_id]
 
 
@@ -74,26 +77,23 @@ class JobView(WebSocketView):
             job.send(message)
 
 
-class PrivateRoot(JobRoot):
-    def __getitem__(self, job_id: str) -> Job:
-        if job_id not in self._jobs:
-            self._jobs[job_id] = Private(job_id, self)
-        return self._jobs[job_id]
-
-
 class Private(Job):
     """A job whose WebSocket view needs the "watch" permission."""
 
 
-class ListenRoot(JobRoot):
-    def __getitem__(self, job_id: str) -> Job:
-        if job_id not in self._jobs:
-            self._jobs[job_id] = Listened(job_id, self)
-        return self._jobs[job_id]
-
-
 class Listened(Job):
     """A job served by the plain WebSocketView: its clients only listen."""
+
+
+JobRoot.kind = Job
+
+
+class PrivateRoot(JobRoot):
+    kind = Private
+
+
+class ListenRoot(JobRoot):
+    kind = Listened
 
 
 class TokenPolicy:

@@ -79,8 +79,12 @@ def includeme(config: Any) -> None:
     message naming the setting), creates the application's broker and
     registers the ``websocket`` view predicate and the
     ``config.add_websocket_multiplexer(path)`` directive
-    (:func:`stargate.multiplexer.add_websocket_multiplexer`).
+    (:func:`stargate.multiplexer.add_websocket_multiplexer`), and, with
+    ``stargate.allowed_hosts``, the tween that refuses other hosts
+    (:mod:`stargate.hosts`).
     """
+    from pyramid.tweens import EXCVIEW
+
     from stargate.brokers import IBroker, make_broker
     from stargate.config import get_settings
     from stargate.multiplexer import add_websocket_multiplexer
@@ -90,3 +94,7 @@ def includeme(config: Any) -> None:
     config.registry.registerUtility(make_broker(settings), IBroker)
     config.add_view_predicate("websocket", WebSocketPredicate)
     config.add_directive("add_websocket_multiplexer", add_websocket_multiplexer)
+    if settings.allowed_hosts is not None:
+        # Before the exception views: a refused host is answered as such,
+        # whatever the application makes of errors.
+        config.add_tween("stargate.hosts.host_check_tween_factory", over=EXCVIEW)

@@ -54,6 +54,14 @@ class Settings:
     #: allows any origin.  Requests without an ``Origin`` header (non-browser
     #: clients) are always allowed.
     allowed_origins: tuple[str, ...] | None = None
+    #: ``stargate.allowed_hosts``: the host names the application answers
+    #: to, whitespace-separated: ``example.com``, ``.example.com`` for it and
+    #: its subdomains, or ``*``.  A request for another host (its ``Host``,
+    #: or a trusted proxy's ``X-Forwarded-Host``) gets ``400``: a page whose
+    #: name was made to resolve to this server (DNS rebinding) is refused,
+    #: WebSocket or not, and the same-origin check of WebSockets compares
+    #: with an allowed name only.  ``None`` (the default): any host.
+    allowed_hosts: tuple[str, ...] | None = None
     #: ``stargate.max_message_size``: the largest incoming message, in bytes
     #: after decompression (suffixes ``KiB`` and ``MiB`` accepted); larger
     #: ones close the connection with 1009.  Default 1 MiB.
@@ -235,6 +243,20 @@ def _positive_seconds(value: Any) -> float:
     return number
 
 
+def _hosts(value: Any) -> tuple[str, ...] | None:
+    items = value.split() if isinstance(value, str) else [_text(v) for v in value]
+    hosts = []
+    for item in items:
+        # One colon is a port; an IPv6 address has more (brackets optional).
+        if "/" in item or item.count(":") == 1:
+            raise ValueError(
+                f"{item!r} is not a host name: write example.com, .example.com "
+                "(it and its subdomains) or *, without scheme or port"
+            )
+        hosts.append(item.strip("[]").lower().rstrip("."))
+    return tuple(hosts) or None
+
+
 def _origins(value: Any) -> tuple[str, ...] | None:
     if isinstance(value, str):
         items = value.split()
@@ -268,6 +290,7 @@ def _broker(value: Any) -> str:
 
 _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "allowed_origins": _origins,
+    "allowed_hosts": _hosts,
     "max_message_size": _size,
     "ping_interval": _seconds,
     "ping_timeout": _positive_seconds,

@@ -121,6 +121,13 @@ def test_a_name_that_would_pass_for_another_is_refused(testapp, csrf_token):
         assert refused.json == {"error": error}
 
 
+def test_a_request_for_another_host_is_refused(testapp):
+    """A page of another site whose name was made to point here (DNS rebinding)."""
+    assert testapp.get("/", headers={"Host": "127.0.0.1:6543"}).status_int == 200
+    refused = testapp.get("/", headers={"Host": "rebound.example"}, status=400)
+    assert "stargate.allowed_hosts" in refused.text
+
+
 def test_login_needs_the_csrf_token(testapp):
     testapp.get("/")  # a session, but no token sent
     testapp.post("/login", {"name": "mallory"}, status=400)
