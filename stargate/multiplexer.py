@@ -52,7 +52,6 @@ from stargate.envelope import (
 )
 from stargate.exceptions import ConnectionClosed
 from stargate.handover import NO_BODY
-from stargate.protocol import CloseCode
 from stargate.subscription import SUBSCRIBE_KEY, Subscribing, Subscription, Unread
 from stargate.threadlocals import run_resumed
 from stargate.view import WebSocketView
@@ -188,12 +187,8 @@ class Multiplexer:
         self.subscriptions[id] = subscription
         subscription.on_close(self._ended)
         self._tell(subscribed_frame(id))
-        if subscribing.inline:
-            try:
-                run_resumed(subscription.request, subscribing.context, subscribing.run)
-            except Exception:
-                log.exception("WebSocket handler of %s failed", command.path)
-                subscription.close(CloseCode.INTERNAL_ERROR, "internal error")
+        if subscribing.inline:  # sets up callbacks: returns at once
+            run_resumed(subscription.request, subscribing.context, subscribing.run)
         else:
             runtime.get().spawn(
                 run_resumed, subscription.request, subscribing.context, subscribing.run

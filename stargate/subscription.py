@@ -29,6 +29,7 @@ from stargate.envelope import closed_frame, message_prefix
 from stargate.exceptions import ConnectionClosed
 from stargate.positions import SINCE, Position, direct_frame, requested
 from stargate.protocol import CloseCode, State
+from stargate.threadlocals import run_resumed
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from stargate.connection import Connection, Message
@@ -101,6 +102,7 @@ class Subscription:
         "_closed",
         "_code",
         "_discarding",
+        "_dispatch",
         "_inbox",
         "_prefix",
         "_unread",
@@ -140,6 +142,8 @@ class Subscription:
         self._inbox: deque[Message] | None = None  # made at the first message
         self._unread = unread if unread is not None else Unread(1024)
         self._discarding = False  # the handler waits for the end: drop input
+        # Serving with callbacks (see dispatch()): made when it does.
+        self._dispatch: _Dispatch | None = None
         self._code: int | None = None
         self._reason = ""
         self._callbacks: list[Callable[[Subscription], object]] = []
@@ -264,6 +268,8 @@ class Subscription:
     def _end(self, code: int, reason: str) -> None:
         self._code, self._reason = code, reason
         self._drop_unread()
+        if self._dispatch is not None:
+            self._dispatch.ended()
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             self._run_callback(callback)
@@ -297,6 +303,27 @@ class Subscription:
         self._inbox.append(message)
         if self._signal is not None:
             self._signal.set()
+        if self._dispatch is not None:
+            self._dispatch.wake()
+
+    # -- serving with callbacks ----------------------------------------------------
+
+    def dispatch(self, view: Any, context: Any, *, reads: bool, grace: float) -> None:
+        """Serve the subscription with ``view``'s callbacks: no green thread while idle.
+
+        ``view.on_open(self)`` runs at once, in the caller's green thread
+        (the multiplexer's, right after ``subscribed``); then, if ``reads``,
+        ``view.on_message(self, message)`` for each message of the client,
+        in order, in a green thread that runs only while there is work;
+        else they are dropped.  They run as the subscription's request
+        would, with ``context`` and Pyramid's thread-locals.  A callback
+        that raises is logged and ends the subscription with 1011; one
+        still running ``grace`` seconds after the subscription ended is
+        stopped.
+        """
+        self._discarding = not reads
+        self._dispatch = dispatch = _Dispatch(self, view, context, grace)
+        dispatch.run(dispatch.opened)
 
     def receive(self, timeout: float | None = None) -> Message | None:
         """Return the next message its client sent, or ``None`` once it ended.
@@ -341,6 +368,66 @@ class Subscription:
 
     def read_in_background(self) -> None:
         """Do nothing: the multiplexer reads the connection for every subscription."""
+
+
+class _Dispatch:
+    """The callbacks of a subscription served without a handler of its own."""
+
+    __slots__ = ("context", "grace", "subscription", "timer", "view", "worker")
+
+    def __init__(
+        self, subscription: Subscription, view: Any, context: Any, grace: float
+    ) -> None:
+        self.subscription, self.view, self.context = subscription, view, context
+        self.grace = grace
+        self.worker: Any = None
+        self.timer: Any = None
+
+    def run(self, function: Callable[[], object]) -> None:
+        """Run a callback as the subscription's request; a failure ends it (1011)."""
+        subscription = self.subscription
+        try:
+            run_resumed(subscription.request, self.context, function)
+        except ConnectionClosed:
+            pass  # it ended while a callback was sending: a normal end
+        except Exception:
+            log.exception("WebSocket handler of %s failed", subscription.request.path)
+            subscription.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+    def opened(self) -> None:
+        """Call ``on_open``."""
+        self.view.on_open(self.subscription)
+
+    def wake(self) -> None:
+        """Start a green thread for the messages waiting, unless one runs."""
+        if self.worker is None:
+            self.worker = runtime.get().spawn(self.work)
+
+    def work(self) -> None:
+        """Hand each waiting message to ``on_message``; end when none is left."""
+        try:
+            self.run(self.received)
+        finally:
+            self.worker = None
+            if self.timer is not None:
+                self.timer.cancel()
+
+    def received(self) -> None:
+        subscription = self.subscription
+        inbox = subscription._inbox
+        while inbox and subscription._code is None:
+            message = inbox.popleft()
+            subscription._unread.release()
+            self.view.on_message(subscription, message)
+
+    def ended(self) -> None:
+        """Stop a callback that outlives the subscription by ``grace`` seconds."""
+        if self.worker is not None:
+            self.timer = runtime.get().kill_later(self.grace, self.worker, _stopped)
+
+
+def _stopped() -> None:
+    log.debug("stopped a WebSocket callback that outlived its subscription")
 
 
 class Subscribing:

@@ -10,7 +10,7 @@ from typing import Any
 from pyramid.response import Response
 
 from stargate.config import Settings, get_settings
-from stargate.connection import Connection
+from stargate.connection import Connection, Message
 from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
 from stargate.handover import Upgrade
 from stargate.handshake import (
@@ -227,19 +227,23 @@ class WebSocketView:
             self.request, bool(self.settings.history_size)
         )
         if type(self).handler is WebSocketView.handler:
-            # The default handler only listens until the end: nothing that
-            # needs a green thread of its own (an idle one costs most of
-            # what a subscription would, docs/performance.md).
-            subscribing.start(lambda: self._listen(subscription), inline=True)
+            # Served by on_open and on_message: no green thread of its own
+            # while it is idle (one costs most of what a subscription would,
+            # docs/performance.md).
+            subscribing.start(lambda: self._dispatch(subscription), inline=True)
         else:
             subscribing.start(lambda: self.handle_websocket(subscription))
         return HandledResponse()
 
-    def _listen(self, subscription: Subscription) -> None:
-        """Do what the default :meth:`handler` does, at once: for a subscription."""
+    def _dispatch(self, subscription: Subscription) -> None:
+        """Serve ``subscription`` with :meth:`on_open` and :meth:`on_message`."""
         subscription.on_close(self._log_closed)
-        if isinstance(self.context, WebSocketAwareResource):
-            self.context.add_listener(subscription)
+        subscription.dispatch(
+            self,
+            self.context,
+            reads=type(self).on_message is not WebSocketView.on_message,
+            grace=self.settings.close_timeout,
+        )
 
     def _open(
         self, upgrade: Upgrade, response: Any, settings: Settings, since: Any
@@ -327,6 +331,13 @@ class WebSocketView:
     def handler(self, websocket: Connection | Subscription) -> None:
         """Serve one WebSocket; the connection is closed when this returns.
 
+        The default calls :meth:`on_open`, then :meth:`on_message` for each
+        message until the client leaves: override those, or this.  A view
+        that keeps this default serves a subscription of a multiplexed
+        connection without a green thread of its own while it is idle
+        (:mod:`stargate.multiplexer`); one that overrides it holds one per
+        connection or subscription, waiting where it reads.
+
         ``websocket`` is a :class:`~stargate.connection.Connection`, or, for
         a subscription of a multiplexed connection
         (:mod:`stargate.multiplexer`), a
@@ -338,13 +349,34 @@ class WebSocketView:
         the client's close are read there, so a handler that never reads is
         disconnected by the keepalive check.
 
-        The default makes the client a listener of the :term:`context` (if it
-        is a :class:`~stargate.resource.WebSocketAwareResource`) and ignores
-        what the client sends until it leaves.  Override it.
+        """
+        self.on_open(websocket)
+        for message in websocket:
+            self.on_message(websocket, message)
+            if websocket.closed:
+                break  # closed by on_message: nothing more for it
+
+    def on_open(self, websocket: Connection | Subscription) -> None:
+        """Start serving ``websocket``: what :meth:`handler` does first.
+
+        The default makes the client a listener of the :term:`context`, if
+        it is a :class:`~stargate.resource.WebSocketAwareResource`.  Send
+        the resource's state here, say.
         """
         if isinstance(self.context, WebSocketAwareResource):
             self.context.add_listener(websocket)
-        websocket.wait_closed()
+
+    def on_message(
+        self, websocket: Connection | Subscription, message: Message
+    ) -> None:
+        """Act on a ``message`` the client sent; the default ignores it.
+
+        Called in order, one message at a time, and no more once the
+        websocket was closed.  What it raises closes the connection (or the
+        subscription) with 1011 and is logged, as from :meth:`handler`.
+        Keep state between messages on ``self``: a view serves one
+        connection or subscription.
+        """
 
 
 def _requested(request: Any) -> Position | str | None:

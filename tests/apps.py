@@ -152,6 +152,37 @@ class Deaf(Node):
         raise RuntimeError("this resource cannot be listened to, on purpose")
 
 
+class Callbacks(Node):
+    """Its view is written with on_open and on_message, not a handler."""
+
+    stopped = 0  # callbacks stopped while they slept "forever"
+
+
+class CallbacksView(WebSocketView):
+    """Greets, then answers each message; "boom" raises, "nap" sleeps a while."""
+
+    def on_open(self, websocket):
+        super().on_open(websocket)  # a listener of the resource
+        self.count = 0
+        websocket.send("hello")
+
+    def on_message(self, websocket, message):
+        self.count += 1
+        if message == "boom":
+            raise ValueError("this callback is broken on purpose")
+        if message == "nap":
+            runtime.get().sleep(0.5)
+        if message == "forever":
+            import greenlet
+
+            try:
+                runtime.get().sleep(60)
+            except greenlet.GreenletExit:
+                type(self.context).stopped += 1
+                raise
+        websocket.send(f"{self.count}: {message}")
+
+
 class Slow(Node):
     """Its view takes ?seconds= to decide, as a slow permission check would."""
 
@@ -197,6 +228,7 @@ class Root(Node):
             "faulty": Faulty("faulty", self),
             "slow": Slow("slow", self),
             "deaf": Deaf("deaf", self),
+            "callbacks": Callbacks("callbacks", self),
         }
 
     def __getitem__(self, key: str) -> Node:
@@ -388,6 +420,7 @@ def make_app(settings: dict | None = None):
         config.add_view(FaultyView, context=Faulty, websocket=True)
         config.add_view(SlowView, context=Slow, websocket=True)
         config.add_view(WebSocketView, context=Deaf, websocket=True)
+        config.add_view(CallbacksView, context=Callbacks, websocket=True)
         config.set_security_policy(TokenPolicy())
         config.add_view(EchoView, context=Private, websocket=True, permission="listen")
         config.add_view(burst, context=Node, request_method="POST")

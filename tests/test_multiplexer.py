@@ -166,6 +166,49 @@ def test_the_plain_view_listens_without_a_green_thread_of_its_own(live, caplog):
     assert "WebSocket /listen/ closed 1000 '' after" in caplog.text
 
 
+def test_a_view_of_callbacks_serves_a_socket_and_a_subscription_alike(live, caplog):
+    with WebSocketClient(live.ws_url("/callbacks/")) as dedicated:
+        assert dedicated.receive() == "hello"
+        dedicated.send("one")
+        assert dedicated.receive() == "1: one"
+    with caplog.at_level(logging.ERROR), mux(live) as client:
+        first = client.subscribe("/callbacks/")
+        second = client.subscribe("/callbacks/")
+        assert first.receive() == second.receive() == "hello"
+        first.send("nap")  # its callback sleeps: the other is served meanwhile
+        first.send("after the nap")
+        second.send("quick")
+        assert second.receive(0.4) == "1: quick"
+        assert [first.receive(), first.receive()] == ["1: nap", "2: after the nap"]
+        assert listener_count(live, "/callbacks/") == 2
+        second.send("boom")
+        assert second.receive() is None
+        assert (second.close_code, second.close_reason) == (1011, "internal error")
+        first.send("still here")
+        assert first.receive() == "3: still here"
+        assert eventually(lambda: listener_count(live, "/callbacks/") == 1)
+    assert "WebSocket handler of /callbacks/ failed" in caplog.text
+    assert "broken on purpose" in caplog.text
+
+
+def test_a_callback_that_outlives_its_subscription_is_stopped(serve):
+    from tests.apps import Callbacks
+
+    server = serve({"stargate.close_timeout": "0.3"})
+    before = Callbacks.stopped
+    with mux(server) as client:
+        sub = client.subscribe("/callbacks/")
+        assert sub.receive() == "hello"
+        sub.send("forever")  # sleeps a minute
+        time.sleep(0.1)
+        sub.close()
+        assert sub.close_code == 1000
+        again = client.subscribe("/callbacks/")  # the connection goes on
+        assert again.receive() == "hello"
+        assert eventually(lambda: Callbacks.stopped == before + 1)
+    assert eventually(lambda: server.open_connections == 0)
+
+
 def listen_count(server) -> int:
     return listener_count(server, "/listen/")
 

@@ -182,3 +182,100 @@ def test_a_view_accepts_a_subscription_through_subscribing():
         Subscribing(peer.conn, "c", None).accept(Request(), history=True).since is None
     )
     assert Subscribing(peer.conn, "d", "").accept(Request(), history=True).since == ""
+
+
+class Callbacks:
+    """A view's on_open and on_message, recording what they see."""
+
+    def __init__(self, received=None):
+        self.happened = []
+        self.received = received
+
+    def on_open(self, websocket):
+        self.happened.append("opened")
+
+    def on_message(self, websocket, message):
+        self.received(message)
+
+
+def dispatched(peer, received=None, *, grace=5.0):
+    """A subscription served with callbacks; returns it and what happened."""
+    view = Callbacks(received)
+
+    class Request:
+        path = "/callbacks/"
+        registry = None
+
+    sub = Subscription(peer.conn, "a", Request(), unread=Unread(8))
+    sub.dispatch(view, "the context", reads=received is not None, grace=grace)
+    return sub, view.happened
+
+
+def test_callbacks_open_then_get_each_message_in_order():
+    peer = Peer()
+    got = []
+    sub, happened = dispatched(peer, got.append)
+    assert happened == ["opened"]  # at once, in the caller's green thread
+    sub.offer("one")
+    sub.offer("two")
+    sleep(0.05)
+    assert got == ["one", "two"]
+    sub.offer("three")  # a new green thread for new work
+    sleep(0.05)
+    assert got == ["one", "two", "three"]
+    assert sub.messages_in == 3
+
+
+def test_without_a_message_callback_messages_are_dropped():
+    peer = Peer()
+    sub, happened = dispatched(peer, None)
+    for _ in range(5):
+        sub.offer("ignored")
+    sleep(0.05)
+    assert happened == ["opened"] and sub.messages_in == 5 and not sub.closed
+
+
+def test_a_callback_that_raises_ends_the_subscription_with_1011(caplog):
+    peer = Peer()
+
+    def received(message):
+        raise ValueError("broken")
+
+    sub, _ = dispatched(peer, received)
+    with caplog.at_level(logging.ERROR, logger="stargate.subscription"):
+        sub.offer("boom")
+        sleep(0.05)
+    assert (sub.close_code, sub.close_reason) == (1011, "internal error")
+    assert "WebSocket handler of /callbacks/ failed" in caplog.text
+
+
+def test_a_callback_that_sends_after_the_end_ends_quietly():
+    peer = Peer()
+
+    def received(message):
+        sub.close()
+        sub.send("too late")  # ConnectionClosed: a normal end
+
+    sub, _ = dispatched(peer, received)
+    sub.offer("bye")
+    sleep(0.05)
+    assert sub.close_code == 1000
+
+
+def test_a_callback_still_running_after_the_end_is_stopped():
+    peer = Peer()
+    stopped = []
+
+    def received(message):
+        try:
+            sleep(60)
+        except BaseException as stop:
+            stopped.append(type(stop).__name__)
+            raise
+
+    sub, _ = dispatched(peer, received, grace=0.05)
+    sub.offer("sleep")
+    sleep(0.02)
+    sub.close()
+    sleep(0.2)
+    assert stopped == ["GreenletExit"]
