@@ -9,9 +9,10 @@ of that job (with one client, an echo); ``POST /jobs/<id>/`` with
 The peers of ``bench/servers.py`` do the same.  ``/socket`` is a
 multiplexing endpoint over which a client subscribes to jobs by path;
 ``/private/<id>/`` are jobs whose WebSocket view needs a permission, granted
-to clients with the cookie ``token=bench``, and ``/listen/<id>/`` jobs
-served by the plain ``WebSocketView``, whose clients only listen (for
-bench/multiplex.py).  (The template's project
+to clients with the cookie ``token=bench``; ``/listen/<id>/`` jobs served by
+the plain ``WebSocketView``, whose clients only listen, and
+``/callbacks/<id>/`` jobs served as ``/jobs/`` are, by a view written with
+``on_open`` and ``on_message`` (for bench/multiplex.py).  (The template's project
 checks and re-signs what clients send instead of relaying it: a protocol
 for an application, not for measuring a server.)
 """
@@ -33,6 +34,7 @@ class Root:
         self.jobs = JobRoot(self)
         self.private = PrivateRoot(self, "private")
         self.listen = ListenRoot(self, "listen")
+        self.callbacks = CalledRoot(self, "callbacks")
 
     def __getitem__(self, name: str) -> JobRoot:
         if name == "jobs":
@@ -41,6 +43,8 @@ class Root:
             return self.private
         if name == "listen":
             return self.listen
+        if name == "callbacks":
+            return self.callbacks
         raise KeyError(name)
 
 
@@ -77,12 +81,27 @@ class JobView(WebSocketView):
             job.send(message)
 
 
+class CallbacksView(WebSocketView):
+    """JobView written with on_open and on_message instead of a handler loop."""
+
+    def on_open(self, websocket):
+        self.context.add_listener(websocket)
+        websocket.send(self.context.message())
+
+    def on_message(self, websocket, message):
+        self.context.send(message)
+
+
 class Private(Job):
     """A job whose WebSocket view needs the "watch" permission."""
 
 
 class Listened(Job):
     """A job served by the plain WebSocketView: its clients only listen."""
+
+
+class Called(Job):
+    """A job served by CallbacksView."""
 
 
 JobRoot.kind = Job
@@ -94,6 +113,10 @@ class PrivateRoot(JobRoot):
 
 class ListenRoot(JobRoot):
     kind = Listened
+
+
+class CalledRoot(JobRoot):
+    kind = Called
 
 
 class TokenPolicy:
@@ -131,6 +154,7 @@ def main(global_config, **settings):
         config.add_view(JobView, context=Job, websocket=True, request_method="GET")
         config.add_view(JobView, context=Private, websocket=True, permission="watch")
         config.add_view(WebSocketView, context=Listened, websocket=True)
+        config.add_view(CallbacksView, context=Called, websocket=True)
         config.add_view(control, context=Job, request_method="POST", renderer="json")
         config.set_security_policy(TokenPolicy())
         config.add_websocket_multiplexer("/socket")

@@ -176,7 +176,8 @@ def memory(options, directory: Path) -> list[dict]:
     return [
         {"view": view, **memory_of(options, directory, path)}
         for view, path in (
-            ("a handler that reads (JobView)", "/jobs/1/"),
+            ("a handler loop that reads (JobView)", "/jobs/1/"),
+            ("the same with on_open and on_message", "/callbacks/1/"),
             ("the plain WebSocketView: listens", "/listen/1/"),
         )
     ]
@@ -203,7 +204,7 @@ def memory_of(options, directory: Path, path: str) -> dict:
         )
         base = settled_rss(process.pid)
         sockets, readers = open_multiplexed(port, connections)
-        subscribe_all(sockets, readers, per, path, answers=2 if "jobs" in path else 1)
+        subscribe_all(sockets, readers, per, path, answers=1 if "listen" in path else 2)
         total_kib = (settled_rss(process.pid) - base) / (per * connections)
         for sock in sockets:
             sock.close()
@@ -436,20 +437,22 @@ def main(argv: list[str] | None = None) -> int:
         )
     failed = any(r["delivered"] != r["expected"] for r in results["broadcast"])
     if not options.quick:
-        # The target holds for subscriptions without a green thread of their
-        # own (the plain view: its clients listen).  A handler that reads
-        # keeps one parked per subscription, as it does per socket: that is
-        # reported, and is not a failure of the run.
-        reads, listens = results["memory"]
-        met = listens["ratio"] <= TARGET_RATIO
+        # The target holds for views that keep the default handler (written
+        # with on_open and on_message, or the plain view): no green thread
+        # of their own while idle.  A handler loop keeps one parked per
+        # subscription, as it does per socket: reported, not a failure.
+        loop, *callbacks = results["memory"]
+        for row in callbacks:
+            met = row["ratio"] <= TARGET_RATIO
+            print(
+                f"\ntarget: a subscription at most {TARGET_RATIO}x of a socket, "
+                f"{row['view']}: {row['ratio']:.2f}x, {'met' if met else 'NOT MET'}"
+            )
+            failed |= not met
         print(
-            f"\ntarget: a subscription at most {TARGET_RATIO}x of a socket, "
-            f"{listens['view']}: {listens['ratio']:.2f}x, "
-            f"{'met' if met else 'NOT MET'}; {reads['view']}: "
-            f"{reads['ratio']:.2f}x (its parked green thread alone is "
-            f"{results['parked_green_thread_kib'] / reads['socket_kib']:.2f}x)"
+            f"{loop['view']}: {loop['ratio']:.2f}x (its parked green thread "
+            f"alone is {results['parked_green_thread_kib'] / loop['socket_kib']:.2f}x)"
         )
-        failed |= not met
     return 1 if failed else 0
 
 

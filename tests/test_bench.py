@@ -108,6 +108,7 @@ def test_multiplex_benchmark_quick_mode(runtime):
     for row in results["broadcast"]:
         assert row["delivered"] == row["expected"] == 600
     assert [row["connections"] for row in results["broadcast"]] == [200, 4]
+    assert len(results["memory"]) == 3  # a loop, callbacks, the plain view
     for row in results["memory"]:  # measured, whatever the figures
         assert row["socket_kib"] > 0 and row["subscription_kib"] > 0
     assert results["subscribe"]["subscriptions"] == 100

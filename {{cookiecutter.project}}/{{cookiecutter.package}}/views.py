@@ -44,21 +44,55 @@ def position_of(resource):
     return "" if position is None else str(position)
 
 
+class ChatView(WebSocketView):
+    """What the WebSockets of jobs and of the backstage share: a checked chat.
+
+    Written as ``on_open`` and ``on_message`` rather than a ``handler``
+    loop: the same code serves a socket of its own and a subscription over
+    the page's one socket (``/socket``, see ``__init__.py``), and a
+    subscription then holds no green thread while it waits.
+
+    What a client sends is never relayed: it is checked, and the server
+    sends a message of its own, signed with the sender's name.  Invalid
+    input gets an error message, to its sender only; a client that keeps
+    sending it is disconnected (1008).
+    """
+
+    #: Invalid messages from this client so far.
+    invalid = 0
+
+    def sender(self):
+        """Return the name that signs this client's messages."""
+        return self.request.identity or "guest"
+
+    def on_message(self, websocket, message):
+        """Re-emit a valid chat message to every listener of the room."""
+        try:
+            text = protocol.read_chat(message)
+        except protocol.InvalidMessage as error:
+            self.invalid += 1
+            if self.invalid >= protocol.MAX_INVALID:
+                websocket.close(CloseCode.POLICY_VIOLATION, "too many invalid messages")
+            else:
+                websocket.send(protocol.error_message(str(error)))
+            return
+        try:
+            room = self.context  # its name is the "id" of its chat messages
+            room.send(protocol.chat_message(room.__name__, self.sender(), text))
+        except BrokerUnavailable:
+            # Delivered to no one: say so to its sender, who may retry.
+            websocket.send(protocol.error_message("not delivered: try again"))
+
+
 # Pyramid tries the views of a resource with the most predicates first: with
 # two, this one comes before job_json, and an upgrade goes straight to it.
 @view_config(context=Job, websocket=True, request_method="GET")
-class JobView(WebSocketView):
+class JobView(ChatView):
     """A job's WebSocket: ``ws://host/jobs/<id>/`` (messages: see protocol.py)."""
 
-    def handler(self, websocket):
-        """Send the job's state, then re-emit each valid chat message to everyone.
-
-        ``websocket`` is the client's own socket (``ws://host/jobs/<id>/``) or
-        its subscription to the job over the page's one socket (``/socket``,
-        see ``__init__.py``): this handler serves both.
-        """
+    def on_open(self, websocket):
+        """Listen to the job, then send its state."""
         job = self.context
-        sender = self.request.identity or "guest"
         job.add_listener(websocket)  # removed by stargate when the client leaves
 {%- if cookiecutter.backend == "sqlalchemy" %}
         # Read after listening: a change committed meanwhile is either in
@@ -70,33 +104,6 @@ class JobView(WebSocketView):
 {%- else %}
         websocket.send(job.message())
 {%- endif %}
-        serve_chat(websocket, job, job.__name__, sender)
-
-
-def serve_chat(websocket, room, room_id, sender):
-    """Re-emit each valid chat message of ``websocket`` to every listener of ``room``.
-
-    What a client sends is never relayed: it is checked, and the server
-    sends a message of its own, signed with the sender's name.  Invalid
-    input gets an error message, to its sender only; a client that keeps
-    sending it is disconnected (1008).
-    """
-    invalid = 0
-    for message in websocket:
-        try:
-            text = protocol.read_chat(message)
-        except protocol.InvalidMessage as error:
-            invalid += 1
-            if invalid >= protocol.MAX_INVALID:
-                websocket.close(CloseCode.POLICY_VIOLATION, "too many invalid messages")
-                return
-            websocket.send(protocol.error_message(str(error)))
-            continue
-        try:
-            room.send(protocol.chat_message(room_id, sender, text))
-        except BrokerUnavailable:
-            # Delivered to no one: say so to its sender, who may retry.
-            websocket.send(protocol.error_message("not delivered: try again"))
 
 
 @view_config(context=Job, request_method="POST", renderer="json")
@@ -120,20 +127,17 @@ def job_json(context, request):
 
 
 @view_config(context=Backstage, websocket=True, permission=WATCH)
-class BackstageView(WebSocketView):
+class BackstageView(ChatView):
     """``ws://host/backstage/``: for logged-in users only.
 
     Refused with 403 otherwise; as a subscription of the page's socket, with
     4403.
     """
 
-    def handler(self, websocket):
-        """Greet the user, then re-emit each valid chat message, as a job does."""
-        name = self.request.identity
-        room = self.context
-        room.add_listener(websocket)
-        websocket.send(protocol.welcome_message(name))
-        serve_chat(websocket, room, "backstage", name)
+    def on_open(self, websocket):
+        """Listen to the room, then greet the user."""
+        self.context.add_listener(websocket)
+        websocket.send(protocol.welcome_message(self.request.identity))
 
 
 @exception_view_config(UnicodeDecodeError, renderer="json")

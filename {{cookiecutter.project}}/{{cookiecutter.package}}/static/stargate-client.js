@@ -346,8 +346,8 @@ export class StargateSocket extends Stream {
 //   job.addEventListener("message", (e) => handle(e.detail, e.position));
 //   job.addEventListener("resync", (e) => reloadState());
 //   job.addEventListener("close", (e) => {
-//     const { code, reason, reconnecting } = e.detail;           // 4403: not allowed, 4404: not found
-//   });
+//     const { code, reason, reconnecting } = e.detail;           // 4403: not allowed, 4404: not found,
+//   });                                                          // or the connection's close
 //   job.send("hello");                                          // false while not live
 //   job.close();                                                // unsubscribe
 //
@@ -445,12 +445,15 @@ export class StargateSubscription extends Stream {
     }, delay);
   }
 
-  // Its connection dropped: it is subscribed again when it comes back.
-  disconnected(reconnecting) {
+  // Its connection dropped (a close event with the connection's code and
+  // reason): it is subscribed again when the connection comes back.
+  disconnected(detail) {
     clearTimeout(this.stableTimer);
     clearTimeout(this.timer);
     this.timer = null;
-    if (reconnecting) this.setStatus(STATUS.RECONNECTING);
+    if (this.status === STATUS.CLOSED) return;
+    this.dispatchEvent(new CustomEvent("close", { detail }));
+    if (detail.reconnecting) this.setStatus(STATUS.RECONNECTING);
     else this.stop();
   }
 
@@ -557,7 +560,7 @@ export class StargateConnection extends EventTarget {
   lost(detail) {
     this.dispatchEvent(new CustomEvent("disconnect", { detail }));
     for (const subscription of [...this.subscriptions.values()]) {
-      subscription.disconnected(detail.reconnecting);
+      subscription.disconnected(detail);
     }
   }
 
