@@ -76,7 +76,8 @@ def includeme(config: Any) -> None:
     """Set stargate up in a Pyramid application: ``config.include("stargate")``.
 
     Parses the ``stargate.*`` settings (a bad value stops start-up with a
-    message naming the setting), creates the application's broker and
+    message naming the setting), creates the application's broker (a Redis
+    that does not answer is warned about at once) and
     registers the ``websocket`` view predicate and the
     ``config.add_websocket_multiplexer(path)`` directive
     (:func:`stargate.multiplexer.add_websocket_multiplexer`), and, with
@@ -91,7 +92,11 @@ def includeme(config: Any) -> None:
     from stargate.predicate import WebSocketPredicate
 
     settings = get_settings(config.registry)
-    config.registry.registerUtility(make_broker(settings), IBroker)
+    broker = make_broker(settings)
+    check = getattr(broker, "check", None)
+    if check is not None:  # a broker elsewhere (Redis): said now if it is down
+        check()
+    config.registry.registerUtility(broker, IBroker)
     config.add_view_predicate("websocket", WebSocketPredicate)
     config.add_directive("add_websocket_multiplexer", add_websocket_multiplexer)
     if settings.allowed_hosts is not None:

@@ -263,13 +263,21 @@ class WebSocketView:
         return websocket
 
     def _refuse(self, refusal: HandShakeFailed) -> Response:
-        level = logging.WARNING if isinstance(refusal, InvalidOrigin) else logging.INFO
+        level, more = logging.INFO, ""
+        if isinstance(refusal, InvalidOrigin):
+            # A warning: a page of another site tried.  At most one a
+            # minute, so that a flood of them does not flood the log.
+            warnings = _origin_warnings(self.request.registry)
+            level, suppressed = warnings.level(time.monotonic())
+            if suppressed:
+                more = f" (and {suppressed} more since the last warning, at INFO)"
         log.log(
             level,
-            "WebSocket upgrade of %s refused: %s %s",
+            "WebSocket upgrade of %s refused: %s %s%s",
             self.request.path,
             refusal.status_code,
             refusal.reason,
+            more,
         )
         response = Response(
             status=refusal.status,
@@ -377,6 +385,39 @@ class WebSocketView:
         Keep state between messages on ``self``: a view serves one
         connection or subscription.
         """
+
+
+#: Seconds between two warnings about refused origins (see ``_refuse``).
+ORIGIN_WARNING_INTERVAL = 60.0
+
+
+class _Throttle:
+    """At most one warning an interval; what comes between is counted."""
+
+    __slots__ = ("interval", "next_at", "suppressed")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.next_at = 0.0
+        self.suppressed = 0
+
+    def level(self, now: float) -> tuple[int, int]:
+        """Return the level of the next line, and how many came at INFO before it."""
+        if now < self.next_at:
+            self.suppressed += 1
+            return logging.INFO, 0
+        self.next_at = now + self.interval
+        suppressed, self.suppressed = self.suppressed, 0
+        return logging.WARNING, suppressed
+
+
+def _origin_warnings(registry: Any) -> _Throttle:
+    throttle = registry.get("stargate.origin_warnings")
+    if throttle is None:
+        throttle = registry["stargate.origin_warnings"] = _Throttle(
+            ORIGIN_WARNING_INTERVAL
+        )
+    return throttle
 
 
 def _requested(request: Any) -> Position | str | None:

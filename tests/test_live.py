@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import socket
 import struct
@@ -284,6 +285,25 @@ def test_cross_origin_is_403_with_a_reason(live, caplog):
     assert refused.value.status_code == 403
     assert b"http://evil.example" in refused.value.resp_body
     assert "refused: 403" in caplog.text
+
+
+def test_refused_origins_are_warned_about_once_a_minute(live, caplog, monkeypatch):
+    """A flood of foreign pages does not flood the log: the others at INFO."""
+    from stargate import view
+
+    with caplog.at_level(logging.INFO, logger="stargate.view"):
+        for _ in range(3):
+            with pytest.raises(websocket.WebSocketBadStatusException):
+                connect(live, origin="http://evil.example")
+        levels = [r.levelname for r in caplog.records if "refused: 403" in r.message]
+        assert levels == ["WARNING", "INFO", "INFO"]
+        throttle = view._origin_warnings(live.app.registry)
+        monkeypatch.setattr(throttle, "next_at", 0.0)  # a minute later
+        with pytest.raises(websocket.WebSocketBadStatusException):
+            connect(live, origin="http://evil.example")
+    last = [r for r in caplog.records if "refused: 403" in r.message][-1]
+    assert last.levelname == "WARNING"
+    assert "(and 2 more since the last warning, at INFO)" in last.message
 
 
 def test_same_origin_is_allowed_by_default(live):

@@ -124,7 +124,10 @@ def test_losing_redis_keeps_local_delivery_and_recovers(pair, redis_server, capl
 
 def test_an_unreachable_redis_at_start_up_is_a_warning(serve, caplog):
     caplog.set_level(logging.WARNING, logger="stargate")
-    server = serve({"stargate.broker": f"redis://127.0.0.1:{free_port()}/0"})
+    port = free_port()
+    server = serve({"stargate.broker": f"redis://127.0.0.1:{port}/0"})
+    # Said as the application starts, before any message.
+    assert f"cannot reach 127.0.0.1:{port}/0 at start-up" in caplog.text
     client = connected(server, "/jobs/1/")
     post(server, "/jobs/1/", count=1, size=16)
     assert client.receive().startswith("00000000")

@@ -252,10 +252,34 @@ class RedisBroker(Broker):
         except self._link_lost:
             pass  # the subscriber loop notices the lost link and resubscribes
 
-    def _client(self, timeout: float | None = None) -> Any:
+    def check(self, timeout: float = 1.0) -> bool:
+        """Ping Redis once; log a warning and return false if it does not answer.
+
+        Called at start-up (``config.include("stargate")``): a Redis that is
+        down then is said at once, not at the first message.  Nothing else
+        waits for it: the broker connects, and reconnects, by itself.
+        """
+        client = self._client(timeout, connect_timeout=timeout)
+        try:
+            client.ping()
+        except self._link_lost as error:
+            log.warning(
+                "Redis broker cannot reach %s at start-up (%s): until it can, "
+                "messages reach the listeners of this process only",
+                self._safe_url(),
+                error,
+            )
+            return False
+        finally:
+            self._release(client)
+        return True
+
+    def _client(
+        self, timeout: float | None = None, *, connect_timeout: float = 5.0
+    ) -> Any:
         return self._redis.Redis.from_url(
             self.url,
-            socket_connect_timeout=5,
+            socket_connect_timeout=connect_timeout,
             socket_timeout=timeout,
             socket_keepalive=True,
         )

@@ -9,7 +9,12 @@ from stargate.brokers import MemoryBroker
 {%- endif %}
 from stargate.exceptions import BrokerUnavailable
 
-from {{ cookiecutter.package }} import SECRET_VARIABLE, main, session_secret
+from {{ cookiecutter.package }} import (
+    DEVELOPMENT_SECRET,
+    SECRET_VARIABLE,
+    main,
+    session_secret,
+)
 from {{ cookiecutter.package }}.resources import Job, Root
 from {{ cookiecutter.package }}.views import control, home, job_json
 
@@ -165,12 +170,41 @@ def test_the_page_is_served_with_security_headers(testapp):
 
 def test_main_takes_the_session_secret_from_the_environment(app_settings, monkeypatch):
     settings = {k: v for k, v in app_settings.items() if k != "session.secret"}
-    monkeypatch.setenv(SECRET_VARIABLE, "s" * 32)
-    assert session_secret(settings) == "s" * 32
+    strong = "hV3q-9xLw2Zc_Tr7Nb0YkPe4Ua6Jm1Gf8Ds5Qo"
+    monkeypatch.setenv(SECRET_VARIABLE, strong)
+    assert session_secret(settings) == strong
     main({}, **settings)  # starts
     monkeypatch.setenv(SECRET_VARIABLE, "short")
     with pytest.raises(ValueError, match="too short"):
         main({}, **settings)
+
+
+@pytest.mark.parametrize(
+    "weak",
+    ["s" * 32, "abcd" * 8, "0123456789" * 4],
+)
+def test_a_session_secret_easy_to_guess_is_refused(weak):
+    with pytest.raises(ValueError, match="too easy to guess"):
+        session_secret({}, environ={SECRET_VARIABLE: weak})
+
+
+def test_a_random_hex_secret_is_strong_enough():
+    import secrets
+
+    for _ in range(20):  # random: a few draws
+        secret = secrets.token_hex(16)  # 128 bits, 32 characters
+        assert session_secret({}, environ={SECRET_VARIABLE: secret}) == secret
+
+
+def test_the_development_secret_is_refused_outside_development(app_settings):
+    settings = {"session.secret": app_settings["session.secret"]}
+    assert settings["session.secret"].startswith(DEVELOPMENT_SECRET)
+    for name in ("development.ini", "testing.ini"):
+        assert session_secret(settings, environ={}, ini_file=f"/srv/app/{name}")
+    with pytest.raises(ValueError, match="production.ini is not a development file"):
+        session_secret(settings, environ={}, ini_file="/srv/app/production.ini")
+    with pytest.raises(ValueError, match="not a development file"):
+        main({"__file__": "/srv/app/staging.ini"}, **app_settings)
 
 
 def test_production_ini_holds_no_secret():

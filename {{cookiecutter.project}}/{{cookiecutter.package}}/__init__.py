@@ -1,6 +1,8 @@
 """{{ cookiecutter.description }}."""
 
+import math
 import os
+from collections import Counter
 
 from pyramid.config import Configurator
 from pyramid.session import SignedCookieSessionFactory
@@ -15,11 +17,33 @@ SECRET_VARIABLE = "{{ cookiecutter.package | upper }}_SESSION_SECRET"
 #: The shortest secret accepted, in characters.
 MIN_SECRET_LENGTH = 32
 
+#: The least entropy accepted, in bits, as the frequencies of the secret's
+#: characters suggest it: 0 for one letter repeated, 64 for "abcd" * 8,
+#: about 118 (never under 80) for 32 random hex digits.
+MIN_SECRET_BITS = 80
 
-def session_secret(settings, environ=os.environ):
+#: How the development ini files' secrets begin, and the only files that
+#: may hold one.
+DEVELOPMENT_SECRET = "dev-only-"
+DEVELOPMENT_FILES = ("development.ini", "testing.ini")
+
+MAKE_ONE = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+def secret_bits(secret):
+    """Return the entropy of ``secret`` in bits, estimated from its characters."""
+    size = len(secret)
+    counts = Counter(secret).values()
+    return -sum(count * math.log2(count / size) for count in counts)
+
+
+def session_secret(settings, environ=os.environ, ini_file=None):
     """Return the session secret: from the environment, else from the settings.
 
-    :raises ValueError: saying what to do, when it is missing or too short.
+    :param ini_file: the ini file the application is served from, if known:
+        a development secret is accepted from the development files only.
+    :raises ValueError: saying what to do, when it is missing, too short, too
+        weak, or a development secret outside development.
     """
     secret = environ.get(SECRET_VARIABLE) or settings.get("session.secret") or ""
     if len(secret) < MIN_SECRET_LENGTH:
@@ -27,15 +51,32 @@ def session_secret(settings, environ=os.environ):
         raise ValueError(
             f"the session secret {problem}: set the environment variable "
             f"{SECRET_VARIABLE} to {MIN_SECRET_LENGTH} characters or more, such as "
-            "what this prints: "
-            "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            f"what this prints: {MAKE_ONE}"
+        )
+    served_from = os.path.basename(ini_file) if ini_file else None
+    if secret.startswith(DEVELOPMENT_SECRET) and served_from not in (
+        None,
+        *DEVELOPMENT_FILES,
+    ):
+        raise ValueError(
+            f"the session secret is the development one, and {served_from} is "
+            f"not a development file: set the environment variable "
+            f"{SECRET_VARIABLE} to a secret of its own, such as what this "
+            f"prints: {MAKE_ONE}"
+        )
+    repeats = secret in (secret + secret)[1:-1]  # "0123456789" * 4, say
+    if repeats or secret_bits(secret) < MIN_SECRET_BITS:
+        raise ValueError(
+            "the session secret is too easy to guess (few different "
+            f"characters, or a pattern repeated): set {SECRET_VARIABLE} to a "
+            f"random one, such as what this prints: {MAKE_ONE}"
         )
     return secret
 
 
 def main(global_config, **settings):
     """Return the Pyramid WSGI application (``use = egg:{{ cookiecutter.project }}``)."""
-    secret = session_secret(settings)
+    secret = session_secret(settings, ini_file=global_config.get("__file__"))
 {%- if cookiecutter.backend == "sqlalchemy" %}
     # A resource tree per request, reading the request's database session.
     with Configurator(settings=settings, root_factory=Root) as config:
