@@ -6,6 +6,7 @@ import base64
 import fcntl
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -304,6 +305,10 @@ def pserve(tmp_path) -> Iterator:
     )
 
 
+#: The session secret of the baked projects the tests serve (see Served).
+SESSION_SECRET = secrets.token_urlsafe(48)
+
+
 class Served:
     """The baked project's development.ini on a free port, served by
     ``pserve`` or by gunicorn with stargate's worker."""
@@ -327,6 +332,12 @@ class Served:
             )
             assert found == 1, name
         self.ini.write_text(text)
+        # Not development.ini: its development secret would be refused, so
+        # the secret comes from the environment, as in production (one for
+        # the run: two processes of a test share their sessions).
+        variable = re.search(r"\b([A-Z0-9_]+_SESSION_SECRET)\b", text)
+        assert variable, "development.ini names its secret's variable"
+        self.environ = {**os.environ, variable.group(1): SESSION_SECRET}
         if server == "pserve":
             self.command = [str(bin_dir / "pserve"), str(self.ini)]
         else:
@@ -346,6 +357,7 @@ class Served:
         self.process = subprocess.Popen(
             self.command,
             cwd=self.project,
+            env=self.environ,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,

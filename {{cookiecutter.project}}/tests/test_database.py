@@ -84,6 +84,21 @@ def test_production_migrates_with_alembic_only(app_settings, tmp_path):
     engine.dispose()
 
 
+def test_without_migrations_the_application_refuses_to_start(app_settings, tmp_path):
+    """As production.ini does: no migration at start, and a clear refusal."""
+    url = f"sqlite:///{tmp_path / 'behind.sqlite'}"
+    settings = {**app_settings, "sqlalchemy.url": url}
+    settings["database.upgrade_on_start"] = "false"
+    with pytest.raises(RuntimeError, match="none \\(an empty database\\)") as refused:
+        main({}, **settings)
+    assert "alembic -c production.ini upgrade head" in str(refused.value)
+    command.upgrade(alembic_config(url), "head")
+    main({}, **settings)  # migrated: it starts
+    command.downgrade(alembic_config(url), "-1")
+    with pytest.raises(RuntimeError, match="the code needs"):
+        main({}, **settings)
+
+
 def test_processes_that_start_together_take_turns_to_migrate(tmp_path):
     # As two pserve processes, or gunicorn's workers, on a fresh database:
     # each imports first, then all migrate at the same moment.
@@ -135,7 +150,7 @@ class PServe(ServerProcess):
         text = Path(TESTING_INI).read_text()
         text = re.sub(r"(?m)^listen = .*$", f"listen = 127.0.0.1:{port}", text)
         text = text.replace("[server:main]\n", "[server:main]\nmonkey_patch = true\n")
-        ini = tmp_path / "served.ini"
+        ini = tmp_path / "testing.ini"  # a copy of it, served on another port
         ini.write_text(text)
         pserve = Path(sys.executable).with_name("pserve")
         super().__init__(

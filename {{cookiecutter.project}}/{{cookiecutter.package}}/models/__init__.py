@@ -19,6 +19,8 @@ import tempfile
 import zope.sqlalchemy
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from pyramid.settings import asbool
 from sqlalchemy import engine_from_config, event, make_url
 from sqlalchemy.orm import sessionmaker
@@ -27,7 +29,14 @@ from stargate import is_websocket
 from .job import JobRecord
 from .meta import Base
 
-__all__ = ["Base", "JobRecord", "alembic_config", "includeme", "upgrade"]
+__all__ = [
+    "Base",
+    "JobRecord",
+    "alembic_config",
+    "check_revision",
+    "includeme",
+    "upgrade",
+]
 
 #: The environment variable that overrides ``sqlalchemy.url`` (a production
 #: database's password does not belong in a committed file).
@@ -82,6 +91,32 @@ def upgrade(settings):
         command.upgrade(alembic_config(url), "head")
 
 
+def check_revision(settings):
+    """Refuse to start on a database that is not at the migrations' head.
+
+    Otherwise every request would fail on a missing table or column.
+
+    :raises RuntimeError: saying which revision the database is at, which
+        the code needs, and how to migrate.
+    """
+    url = database_url(settings)
+    heads = set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+    engine = get_engine(settings)
+    try:
+        with engine.connect() as connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
+    finally:
+        engine.dispose()
+    if current != heads:
+        at = ", ".join(sorted(current)) or "none (an empty database)"
+        raise RuntimeError(
+            f"the database is at revision {at}, the code needs "
+            f"{', '.join(sorted(heads))}: migrate it first, "
+            "alembic -c production.ini upgrade head "
+            "(or set database.upgrade_on_start = true)"
+        )
+
+
 def alembic_config(url):
     """Return alembic's configuration for the database at ``url``: what the
     ini file's ``[alembic]`` section gives the command line."""
@@ -118,11 +153,14 @@ def includeme(config):
     """Set the database up: ``config.include("{{ cookiecutter.package }}.models")``.
 
     With ``database.upgrade_on_start = true`` (development.ini), the
-    database is created and migrated first.
+    database is created and migrated first; without (production.ini), a
+    database that is not migrated stops the start with what to do.
     """
     settings = config.get_settings()
     if asbool(settings.get("database.upgrade_on_start")):
         upgrade(settings)
+    else:
+        check_revision(settings)
     # One transaction manager per request, and nothing touches the database
     # outside a transaction (NoTransaction instead of an implicit one).
     settings["tm.manager_hook"] = "pyramid_tm.explicit_manager"
