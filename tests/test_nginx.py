@@ -129,6 +129,27 @@ def test_clients_are_spread_over_both_processes_and_all_hear_a_broadcast(
     assert all(backend.wait_for_connections(0) for backend in backends)
 
 
+def test_one_address_may_hold_50_websockets_through_the_proxy(behind_nginx):
+    """deploy/nginx.conf's limit per client address: the 51st gets 429."""
+    proxy, backends = behind_nginx(**{"stargate.trusted_proxies": "127.0.0.1"})
+    origin = f"http://127.0.0.1:{proxy.port}"
+    clients = [
+        WebSocketClient(proxy.ws_url("/jobs/2/"), origin=origin) for _ in range(50)
+    ]
+    try:
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(
+                proxy.ws_url("/jobs/2/"), origin=origin, timeout=5
+            )
+        assert refused.value.status_code == 429
+    finally:
+        for client in clients:
+            client.close()
+    assert all(backend.wait_for_connections(0) for backend in backends)
+    with WebSocketClient(proxy.ws_url("/jobs/2/"), origin=origin):
+        pass  # a slot again
+
+
 def test_the_origin_check_works_behind_the_proxy(behind_nginx):
     proxy, _ = behind_nginx(**{"stargate.trusted_proxies": "127.0.0.1"})
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
