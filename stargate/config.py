@@ -399,6 +399,14 @@ class ServerOptions:
     #: ``max_connections``: simultaneous connections, WebSockets included;
     #: more are answered 503 at once.  Default 10000.
     max_connections: int = 10000
+    #: ``max_connections_per_address``: simultaneous connections from one
+    #: client address, counted from the moment it connects (before it sends
+    #: a request: idle sockets count), WebSockets included, until it
+    #: closes; more are answered 429 at once.  So that one address cannot
+    #: take every slot of ``max_connections`` when the server is not behind
+    #: a proxy (behind one, every connection comes from its address: leave
+    #: it at ``0``, no limit, the default, and limit at the proxy).
+    max_connections_per_address: int = 0
     #: ``backlog``: the listen queue, for bursts of handshakes.  Default 2048.
     backlog: int = 2048
     #: ``reuse_port``: let several processes listen on the same port
@@ -463,6 +471,7 @@ _SERVER_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "port": _port,
     "runtime": _runtime,
     "max_connections": _count,
+    "max_connections_per_address": _whole,
     "backlog": _count,
     "reuse_port": _bool,
     "shutdown_timeout": _seconds,

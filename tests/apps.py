@@ -170,6 +170,9 @@ class CallbacksView(WebSocketView):
         self.count += 1
         if message == "boom":
             raise ValueError("this callback is broken on purpose")
+        if message == "bye":
+            websocket.close(1000, "bye")
+            return
         if message == "nap":
             runtime.get().sleep(0.5)
         if message == "forever":

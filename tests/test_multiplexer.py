@@ -171,6 +171,10 @@ def test_a_view_of_callbacks_serves_a_socket_and_a_subscription_alike(live, capl
         assert dedicated.receive() == "hello"
         dedicated.send("one")
         assert dedicated.receive() == "1: one"
+        dedicated.send("bye")  # on_message closes: no more on_message
+        dedicated.send("after the close")
+        assert dedicated.receive() is None
+        assert (dedicated.close_code, dedicated.close_reason) == (1000, "bye")
     with caplog.at_level(logging.ERROR), mux(live) as client:
         first = client.subscribe("/callbacks/")
         second = client.subscribe("/callbacks/")
@@ -248,7 +252,9 @@ def test_an_open_id_is_not_taken_twice_and_bad_frames_get_an_error(live):
         assert echo.receive() == "still here"
         assert client.errors == []
         with pytest.raises(TimeoutError):
-            echo.receive(timeout=0.1)
+            echo.receive(timeout=0.1)  # nothing came
+        with pytest.raises(TimeoutError):
+            echo.receive(timeout=0)  # no time to wait at all
 
 
 def test_subscriptions_per_connection_are_bounded(serve):

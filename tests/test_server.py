@@ -247,6 +247,55 @@ class TestServer:
             for client in clients:
                 client.close()
 
+    def test_one_address_cannot_take_every_slot(self, caplog):
+        """Idle sockets count from the moment they connect, WebSockets until
+        they close; another address is served meanwhile."""
+        caplog.set_level(logging.INFO, logger="stargate.server")
+        with LiveServer(
+            make_app(), max_connections=10, max_connections_per_address=3
+        ) as server:
+            address = (server.host, server.port)
+            idle = [socket.create_connection(address, timeout=5) for _ in range(2)]
+            websocket = WebSocketClient(server.ws_url("/echo/"))  # the third
+            sock, head = raw_upgrade(server, "/echo/")
+            status, body = read_http_response(sock, head)
+            sock.close()
+            assert status == 429
+            assert b"too many connections from your address" in body
+            assert b"\r\nRetry-After: 10\r\n" in head
+            assert "max_connections_per_address (3)" in caplog.text
+            other = socket.socket()  # a second address of the loopback
+            other.settimeout(5)
+            other.bind(("127.0.0.2", 0))
+            other.connect(address)
+            other.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert other.recv(100).startswith(b"HTTP/1.1 200")
+            other.close()
+            websocket.close()  # its slot comes back when it ends
+            assert server.wait_for_connections(0)
+            with WebSocketClient(server.ws_url("/echo/")) as again:
+                again.send("in again")
+                assert again.receive() == "in again"
+                sock, head = raw_upgrade(server, "/echo/")  # full again
+                assert read_http_response(sock, head)[0] == 429
+                sock.close()
+            for sock in idle:
+                sock.close()
+
+            def three_at_once() -> bool:  # every slot back, once the server saw
+                clients = []
+                try:
+                    for _ in range(3):
+                        clients.append(WebSocketClient(server.ws_url("/echo/")))
+                except UpgradeRefused as refused:
+                    assert refused.status == 429
+                finally:
+                    for client in clients:
+                        client.close()
+                return len(clients) == 3
+
+            assert eventually(three_at_once)
+
     def test_a_refused_client_that_already_left_is_no_error(self):
         with LiveServer(make_app(), max_connections=1) as server:
             with WebSocketClient(server.ws_url("/echo/")):

@@ -29,10 +29,12 @@ import eventlet.wsgi
 
 from stargate.handover import HAND_OVER_KEY, NO_BODY, TRACKER_KEY
 from stargate.server.http import (
+    AddressSlots,
     PatientListener,
     ServedConnections,
     ServerContext,
     answer_bad_request,
+    refuse_crowded,
 )
 from stargate.server.request_head import BadRequestHead, read_request_head
 
@@ -142,6 +144,8 @@ class RefusingPool:
     :param size: connections at most.
     :param refuse: called with the socket of a connection that found the
         pool full.
+    :param per_address: connections one client address may have at most
+        (``0``: no limit); one more is answered 429.
     """
 
     def __init__(
@@ -149,12 +153,13 @@ class RefusingPool:
         size: int,
         refuse: Callable[[Any], object],
         deadlines: RequestDeadlines | None = None,
+        per_address: int = 0,
     ) -> None:
         self.size = size
         self._refuse = refuse
         self._deadlines = deadlines
         # Green thread -> its _Connection, while it serves HTTP requests.
-        self.served = ServedConnections()
+        self.served = ServedConnections(AddressSlots(per_address))
         self._sockets: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def spawn(self, function: Callable[..., Any], *args: Any) -> Any:
@@ -163,11 +168,14 @@ class RefusingPool:
         ``args`` are eventlet's: the connection's ``[address, socket,
         state]`` first.  Returns what eventlet's server links its clean-up to.
         """
+        address, sock = args[0][0], args[0][1]
         if self.running() >= self.size:
-            return eventlet.spawn(self._refuse, args[0][1])
+            return eventlet.spawn(self._refuse, sock)
+        if not self.served.slots.take(address):
+            return eventlet.spawn(refuse_crowded, sock)
         if self._deadlines is not None:
             function = self._deadlines.guard(function)
-        connection = _Connection(self)
+        connection = _Connection(self, address)
         thread = eventlet.spawn_n(connection.run, function, args)
         self.served.requests[thread] = connection
         return connection
@@ -183,15 +191,20 @@ class RefusingPool:
         self._sockets.add(sock)
         handler = functools.partial(function, *args)
         connection = self.served.requests.get(eventlet.getcurrent())
-        if connection is None:  # not one of this pool's requests
-            self._serve_handed_over(handler)
+        if connection is None:  # not one of this pool's requests: no slot
+            self._serve_handed_over(handler, None)
         else:
             connection.handler = handler
 
-    def _serve_handed_over(self, handler: Callable[[], object]) -> None:
-        """Run ``handler`` in a green thread of its own, counted from now on."""
+    def _serve_handed_over(self, handler: Callable[[], object], address: Any) -> None:
+        """Run ``handler`` in a green thread of its own, counted from now on.
+
+        The connection keeps ``address``'s slot until ``handler`` returns.
+        """
         served = self.served
-        served.handed_over.add(eventlet.spawn_n(served.run_handed_over, handler))
+        served.handed_over.add(
+            eventlet.spawn_n(served.run_handed_over, handler, address)
+        )
 
     def _request_ended(self, connection: _Connection) -> None:
         self.served.requests.pop(eventlet.getcurrent(), None)
@@ -227,10 +240,11 @@ class _Connection:
         if it was handed over.
     """
 
-    __slots__ = ("pool", "links", "handler")
+    __slots__ = ("address", "pool", "links", "handler")
 
-    def __init__(self, pool: RefusingPool) -> None:
+    def __init__(self, pool: RefusingPool, address: Any) -> None:
         self.pool = pool
+        self.address = address
         self.links: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self.handler: Callable[[], object] | None = None
 
@@ -247,7 +261,9 @@ class _Connection:
             if self.handler is not None:
                 # A fresh green thread: this one's stack grew deep serving
                 # the request, and Python keeps the pages it touched.
-                self.pool._serve_handed_over(self.handler)
+                self.pool._serve_handed_over(self.handler, self.address)
+            else:
+                self.pool.served.slots.give_back(self.address)
 
 
 class _KeptOpen:
@@ -306,7 +322,10 @@ class HttpServer:
         self._context = context
         self._deadlines = RequestDeadlines(context.options.header_timeout)
         self._pool = RefusingPool(
-            context.options.max_connections, context.refuse, self._deadlines
+            context.options.max_connections,
+            context.refuse,
+            self._deadlines,
+            context.options.max_connections_per_address,
         )
 
     def running(self) -> int:

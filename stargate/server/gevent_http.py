@@ -30,10 +30,12 @@ from gevent import pywsgi
 
 from stargate.handover import HAND_OVER_KEY, NO_BODY, SOCKET_KEY, TRACKER_KEY
 from stargate.server.http import (
+    AddressSlots,
     PatientListener,
     ServedConnections,
     ServerContext,
     answer_bad_request,
+    refuse_crowded,
 )
 from stargate.server.request_head import (
     BadRequestHead,
@@ -79,7 +81,9 @@ class HttpServer:
             "wsgi.run_once": False,
             TRACKER_KEY: context.tracker,
         }
-        self.served = ServedConnections()
+        self.served = ServedConnections(
+            AddressSlots(context.options.max_connections_per_address)
+        )
 
     def running(self) -> int:
         """Return how many connections are being served (WebSockets included)."""
@@ -111,6 +115,8 @@ class HttpServer:
                     raise
                 if self.running() >= self.options.max_connections:
                     gevent.spawn_raw(self._refuse, sock)
+                elif not self.served.slots.take(address):
+                    gevent.spawn_raw(self._refuse_crowded, sock)
                 else:
                     thread = gevent.spawn_raw(self._serve_connection, sock, address)
                     self.served.requests[thread] = None
@@ -120,6 +126,12 @@ class HttpServer:
     def _refuse(self, sock: Any) -> None:
         try:
             self._context.refuse(sock)
+        finally:
+            sock.close()
+
+    def _refuse_crowded(self, sock: Any) -> None:
+        try:
+            refuse_crowded(sock)
         finally:
             sock.close()
 
@@ -136,8 +148,10 @@ class HttpServer:
                 # the request, and Python keeps the pages it touched.
                 served = self.served
                 served.handed_over.add(
-                    gevent.spawn_raw(served.run_handed_over, handed_over)
+                    gevent.spawn_raw(served.run_handed_over, handed_over, address)
                 )
+            else:
+                self.served.slots.give_back(address)
 
     def log_access(self, line: str) -> None:
         """Log one access line, formatted only if the access log keeps it."""

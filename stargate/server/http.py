@@ -24,7 +24,9 @@ from stargate.tracker import ConnectionTracker
 
 __all__ = [
     "BUSY_RESPONSE",
+    "CROWDED_RESPONSE",
     "EXHAUSTED",
+    "AddressSlots",
     "HttpServer",
     "PatientListener",
     "ServedConnections",
@@ -32,6 +34,7 @@ __all__ = [
     "answer_and_hang_up",
     "answer_bad_request",
     "http_server_class",
+    "refuse_crowded",
 ]
 
 log = logging.getLogger("stargate.server")
@@ -48,6 +51,71 @@ BUSY_RESPONSE = (
     b"Retry-After: 1\r\n"
     b"Connection: close\r\n\r\n" % len(_BUSY_BODY)
 ) + _BUSY_BODY
+
+
+_CROWDED_BODY = b"too many connections from your address: try again shortly\n"
+#: The whole answer to a connection past ``max_connections_per_address``.
+CROWDED_RESPONSE = (
+    b"HTTP/1.1 429 Too Many Requests\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Retry-After: 10\r\n"
+    b"Connection: close\r\n\r\n" % len(_CROWDED_BODY)
+) + _CROWDED_BODY
+
+
+class AddressSlots:
+    """The connections of each client address, against ``max_connections_per_address``.
+
+    Taken when a connection is accepted, before its request head; given
+    back when it ends, after its WebSocket if it became one.
+
+    :param limit: connections an address may have; ``0`` for no limit.
+    """
+
+    __slots__ = ("counts", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.counts: dict[Any, int] = {}
+
+    def take(self, address: Any) -> bool:
+        """Count one more connection of ``address``; false, counting none, if full."""
+        if not self.limit:
+            return True
+        host = _host(address)
+        count = self.counts.get(host, 0)
+        if count >= self.limit:
+            log.info(
+                "refused a connection from %s: max_connections_per_address (%d)",
+                host,
+                self.limit,
+            )
+            return False
+        self.counts[host] = count + 1
+        return True
+
+    def give_back(self, address: Any) -> None:
+        """Count one connection of ``address`` less: it ended."""
+        if not self.limit:
+            return
+        host = _host(address)
+        count = self.counts.get(host, 0) - 1
+        if count > 0:
+            self.counts[host] = count
+        else:
+            self.counts.pop(host, None)
+
+
+def _host(address: Any) -> Any:
+    # (host, port) for TCP, (host, port, flow, scope) for IPv6; a path for
+    # a Unix socket (one "address" for all its clients).
+    return address[0] if isinstance(address, tuple) else address
+
+
+def refuse_crowded(sock: Any) -> None:
+    """Answer 429 to a connection past ``max_connections_per_address``."""
+    answer_and_hang_up(sock, CROWDED_RESPONSE)
 
 
 def answer_and_hang_up(sock: Any, answer: bytes) -> None:
@@ -160,21 +228,27 @@ class ServedConnections:
     :ivar handed_over: the green threads serving handed-over connections.
     """
 
-    __slots__ = ("handed_over", "requests")
+    __slots__ = ("handed_over", "requests", "slots")
 
-    def __init__(self) -> None:
+    def __init__(self, slots: AddressSlots | None = None) -> None:
         self.requests: dict[Any, Any] = {}
         self.handed_over: set[Any] = set()
+        #: The connections of each client address (from accept to the end).
+        self.slots = slots if slots is not None else AddressSlots(0)
 
     def __len__(self) -> int:
         return len(self.requests) + len(self.handed_over)
 
-    def run_handed_over(self, function: Callable[[], object]) -> None:
-        """Run ``function`` in this green thread, counted as a handed-over one."""
+    def run_handed_over(self, function: Callable[[], object], address: Any) -> None:
+        """Run ``function`` in this green thread, counted as a handed-over one.
+
+        ``address``'s slot is given back when it returns.
+        """
         try:
             function()
         finally:
             self.handed_over.discard(runtime.get().current())
+            self.slots.give_back(address)
 
     def kill_all(self) -> None:
         """Stop every green thread; forget those that never ran."""
