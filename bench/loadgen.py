@@ -17,6 +17,7 @@ import socket
 import statistics
 import struct
 import time
+from collections.abc import Mapping
 
 KEY = base64.b64encode(os.urandom(16)).decode()
 MASK = os.urandom(4)
@@ -25,14 +26,22 @@ TEXT, BINARY = 0x1, 0x2
 
 
 def upgrade_request(
-    address: tuple[str, int], path: str, *, compression: bool = False
+    address: tuple[str, int],
+    path: str,
+    *,
+    compression: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> bytes:
-    """Return the bytes of a WebSocket upgrade request for ``path``."""
+    """Return the bytes of a WebSocket upgrade request for ``path``.
+
+    ``headers`` are added (a cookie, a subprotocol).
+    """
     extensions = f"Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n" if compression else ""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     return (
         f"GET {path} HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\n"
         f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n"
-        f"Sec-WebSocket-Version: 13\r\n{extensions}\r\n"
+        f"Sec-WebSocket-Version: 13\r\n{extensions}{extra}\r\n"
     ).encode()
 
 
@@ -123,11 +132,12 @@ def connect(
     handshake: bool = True,
     batch: int = 250,
     timeout: float = 120.0,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[list[socket.socket], list[bytes], float]:
     """Open one WebSocket per path, ``batch`` handshakes in flight at a time.
 
     Returns the sockets (non-blocking), what arrived with each 101 response,
-    and the seconds the handshakes took.
+    and the seconds the handshakes took.  ``headers`` go with each request.
     """
     _raise_file_limit()
     sockets: list[socket.socket] = []
@@ -142,7 +152,11 @@ def connect(
             sock = socket.create_connection(address, timeout=30)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if handshake:
-                sock.sendall(upgrade_request(address, path, compression=compression))
+                sock.sendall(
+                    upgrade_request(
+                        address, path, compression=compression, headers=headers
+                    )
+                )
             group.append(sock)
         for sock in group:
             leftovers.append(read_upgrade(sock) if handshake else b"")

@@ -49,7 +49,7 @@ from common import (  # noqa: E402
     free_port,
     process_state,
 )
-from loadgen import KEY, FrameReader, client_frame, connect  # noqa: E402
+from loadgen import FrameReader, _send_all, client_frame, connect  # noqa: E402
 
 from stargate.envelope import forward_frame, subscribe_frame  # noqa: E402
 
@@ -61,53 +61,26 @@ def open_multiplexed(
     port: int, count: int, cookie: str = ""
 ) -> tuple[list[socket.socket], list[FrameReader]]:
     """Open ``count`` connections to ``/socket``; return them (non-blocking)."""
-    return open_sockets(port, ["/socket"] * count, cookie, "stargate.v1")
+    headers = {"Sec-WebSocket-Protocol": "stargate.v1"}
+    if cookie:
+        headers["Cookie"] = cookie
+    return open_sockets(port, ["/socket"] * count, headers=headers, batch=1)
 
 
 def open_sockets(
-    port: int, paths: list[str], cookie: str = "", subprotocol: str = ""
+    port: int, paths: list[str], *, headers: dict[str, str] | None = None, batch: int
 ) -> tuple[list[socket.socket], list[FrameReader]]:
-    """Open a WebSocket to each of ``paths``, one after the other."""
-    extra = f"Cookie: {cookie}\r\n" if cookie else ""
-    if subprotocol:
-        extra += f"Sec-WebSocket-Protocol: {subprotocol}\r\n"
-    sockets, readers = [], []
-    for path in paths:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
-            f"{extra}\r\n".encode()
-        )
-        head = b""
-        for _ in range(1000):
-            if b"\r\n\r\n" in head:
-                break
-            head += sock.recv(4096)
-        if not head.startswith(b"HTTP/1.1 101"):
-            raise ConnectionError(head[:100].decode("latin-1"))
-        reader = FrameReader()
-        reader.feed(head.split(b"\r\n\r\n", 1)[1])
-        sock.setblocking(False)
-        sockets.append(sock)
-        readers.append(reader)
+    """Open a WebSocket to each of ``paths``; return them with their readers.
+
+    ``batch`` handshakes in flight at a time (1: one after the other).
+    """
+    sockets, leftovers, _ = connect(
+        ("127.0.0.1", port), paths, headers=headers, batch=batch
+    )
+    readers = [FrameReader() for _ in sockets]
+    for reader, leftover in zip(readers, leftovers, strict=True):
+        reader.feed(leftover)
     return sockets, readers
-
-
-def send_all(sock: socket.socket, data: bytes, timeout: float = 60.0) -> None:
-    view = memoryview(data)
-    deadline = time.monotonic() + timeout
-    while view:
-        if time.monotonic() > deadline:
-            raise TimeoutError("the server stopped reading")
-        try:
-            sent = sock.send(view)
-        except BlockingIOError:
-            time.sleep(0.001)
-            continue
-        view = view[sent:]
 
 
 def wait_frames(
@@ -159,7 +132,7 @@ def subscribe_all(
             client_frame(subscribe_frame(str(n), path.format(n=n)).encode())
             for n in range(per_connection)
         )
-        send_all(sock, frames)
+        _send_all(sock, frames)
     wanted = [reader.frames + answers * per_connection for reader in readers]
     if not wait_frames(sockets, readers, wanted):
         raise TimeoutError("not every subscription was answered")
@@ -235,12 +208,7 @@ def broadcast(options, directory: Path) -> list[dict]:
         )
         for kind in ("dedicated", "subscriptions"):
             if kind == "dedicated":
-                sockets, leftovers, _ = connect(
-                    ("127.0.0.1", port), ["/jobs/1/"] * count
-                )
-                readers = [FrameReader() for _ in sockets]
-                for reader, leftover in zip(readers, leftovers, strict=True):
-                    reader.feed(leftover)
+                sockets, readers = open_sockets(port, ["/jobs/1/"] * count, batch=250)
                 each = 1
                 assert wait_frames(sockets, readers, [1] * count)
             else:
@@ -294,7 +262,10 @@ def subscribe_rate(options, directory: Path) -> dict:
         # (a subscription waits for the one before it too).
         started = time.perf_counter()
         dedicated, readers = open_sockets(
-            port, [f"/private/{n}/" for n in range(count)], "token=bench"
+            port,
+            [f"/private/{n}/" for n in range(count)],
+            headers={"Cookie": "token=bench"},
+            batch=1,
         )
         if not wait_frames(dedicated, readers, [1] * count):
             raise TimeoutError("not every socket got its state")
