@@ -34,7 +34,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from stargate import runtime
 from stargate.exceptions import ConnectionClosed
@@ -65,6 +65,7 @@ __all__ = [
     "CLOSE_POLICY_VIOLATION",
     "CLOSE_TOO_BIG",
     "CLOSE_TOO_SLOW",
+    "CloseCallbacks",
     "Connection",
     "Listener",
     "Message",
@@ -102,7 +103,53 @@ _RECV_SIZE_LARGEST = 1024 * 1024
 _FAIR_SHARE = 64
 
 
-class Connection:
+class CloseCallbacks:
+    """Callbacks run once when a WebSocket stops being open.
+
+    What :class:`Connection` and a subscription of a multiplexed connection
+    (:class:`~stargate.subscription.Subscription`) share: a subclass keeps
+    the callbacks in ``_callbacks`` and calls :meth:`_call_back` when it
+    closes.
+    """
+
+    __slots__ = ()
+
+    _callbacks: list[Callable[[Any], object]]
+    #: Where a callback's failure is logged.
+    _log: ClassVar[logging.Logger] = log
+
+    if TYPE_CHECKING:  # pragma: no cover - typing only: each subclass has one
+
+        @property
+        def closed(self) -> bool:
+            """Whether it stopped being open."""
+
+    def on_close(self, callback: Callable[[Any], object]) -> None:
+        """Call ``callback(websocket)`` once, when it stops being open.
+
+        A callback registered after that moment is called at once.  Exceptions
+        raised by callbacks are logged and do not stop the others.
+        """
+        if self.closed:
+            self._run_callback(callback)
+        else:
+            self._callbacks.append(callback)
+
+    def _call_back(self) -> None:
+        """Run the close callbacks registered so far, once each."""
+        callbacks = list(self._callbacks)
+        self._callbacks.clear()
+        for callback in callbacks:
+            self._run_callback(callback)
+
+    def _run_callback(self, callback: Callable[[Any], object]) -> None:
+        try:
+            callback(self)
+        except Exception:
+            self._log.exception("close callback %r of %r failed", callback, self)
+
+
+class Connection(CloseCallbacks):
     """An open WebSocket, as handed to :meth:`WebSocketView.handler`.
 
     Made by :meth:`open` from a completed handshake.
@@ -189,7 +236,7 @@ class Connection:
         self._linger = False
         self.opened_at = time.monotonic()
         self.messages_out = 0
-        self._callbacks: list[Callable[[Connection], object]] = []
+        self._callbacks: list[Callable[[Any], object]] = []
         self._closed: runtime.Event | None = None  # made when someone waits
         # While no green thread receives, the hub watches the socket (see
         # read_in_background): the handle of that watch, if any.
@@ -329,29 +376,6 @@ class Connection:
     def _schedule(self, when: float | None) -> None:
         if self._tracker is not None:
             self._tracker.schedule(self, when)
-
-    def on_close(self, callback: Callable[[Connection], object]) -> None:
-        """Call ``callback(connection)`` once, when the connection stops being open.
-
-        A callback registered after that moment is called at once.  Exceptions
-        raised by callbacks are logged and do not stop the others.
-        """
-        if self.protocol.state is State.OPEN:
-            self._callbacks.append(callback)
-        else:
-            self._run_callback(callback)
-
-    def _call_back(self) -> None:
-        """Run the close callbacks registered so far, once each."""
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            self._run_callback(callback)
-
-    def _run_callback(self, callback: Callable[[Connection], object]) -> None:
-        try:
-            callback(self)
-        except Exception:
-            log.exception("close callback %r of %r failed", callback, self)
 
     # -- acting on the protocol's decisions ------------------------------------
 

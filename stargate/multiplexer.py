@@ -187,8 +187,8 @@ class Multiplexer:
         self.subscriptions[id] = subscription
         subscription.on_close(self._ended)
         self._tell(subscribed_frame(id))
-        if subscribing.inline:  # sets up callbacks: returns at once
-            run_resumed(subscription.request, subscribing.context, subscribing.run)
+        if subscribing.inline:  # sets up callbacks, which resume the request
+            subscribing.run()
         else:
             runtime.get().spawn(
                 run_resumed, subscription.request, subscribing.context, subscribing.run

@@ -25,6 +25,7 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from stargate import runtime
+from stargate.connection import CloseCallbacks
 from stargate.envelope import closed_frame, message_prefix
 from stargate.exceptions import ConnectionClosed
 from stargate.positions import SINCE, Position, direct_frame, requested
@@ -71,7 +72,7 @@ class Unread:
         self.count -= count
 
 
-class Subscription:
+class Subscription(CloseCallbacks):
     """A subscription to one resource over a multiplexed connection.
 
     Handed to :meth:`WebSocketView.handler` in place of a
@@ -93,6 +94,8 @@ class Subscription:
     :ivar messages_in: messages its client sent it so far.
     :ivar messages_out: messages sent to its client so far.
     """
+
+    _log = log  # close callbacks' failures, as before: this module's logger
 
     __slots__ = (
         "__dict__",
@@ -126,7 +129,7 @@ class Subscription:
         request: Any,
         since: Position | str | None = None,
         *,
-        unread: Unread | None = None,
+        unread: Unread,
     ) -> None:
         self.connection = connection
         self.id = id
@@ -140,13 +143,14 @@ class Subscription:
         self._prefix = message_prefix(id)
         self._bytes_prefix = self._prefix.encode()
         self._inbox: deque[Message] | None = None  # made at the first message
-        self._unread = unread if unread is not None else Unread(1024)
+        # The connection's count of messages its handlers did not read.
+        self._unread = unread
         self._discarding = False  # the handler waits for the end: drop input
         # Serving with callbacks (see dispatch()): made when it does.
         self._dispatch: _Dispatch | None = None
         self._code: int | None = None
         self._reason = ""
-        self._callbacks: list[Callable[[Subscription], object]] = []
+        self._callbacks: list[Callable[[Any], object]] = []
         self._signal: runtime.Event | None = None  # made when someone waits
         self._closed: runtime.Event | None = None
 
@@ -177,22 +181,6 @@ class Subscription:
     def close_reason(self) -> str:
         """The reason it ended with, a possibly empty string."""
         return self._reason
-
-    def on_close(self, callback: Callable[[Subscription], object]) -> None:
-        """Call ``callback(subscription)`` once, when it ends.
-
-        A callback registered after that moment is called at once.
-        """
-        if self._code is None:
-            self._callbacks.append(callback)
-        else:
-            self._run_callback(callback)
-
-    def _run_callback(self, callback: Callable[[Subscription], object]) -> None:
-        try:
-            callback(self)
-        except Exception:
-            log.exception("close callback %r of %r failed", callback, self)
 
     # -- sending -----------------------------------------------------------------
 
@@ -270,9 +258,7 @@ class Subscription:
         self._drop_unread()
         if self._dispatch is not None:
             self._dispatch.ended()
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            self._run_callback(callback)
+        self._call_back()
         for event in (self._signal, self._closed):
             if event is not None:
                 event.set()
@@ -442,9 +428,10 @@ class Subscribing:
     :ivar context: its request's context (Pyramid forgets it when the
         request ends), once accepted.
     :ivar run: what runs the handler, once accepted.
-    :ivar inline: whether :attr:`run` returns at once (it only sets up
-        listening) and runs in the multiplexer's green thread, rather than
-        in one of its own.
+    :ivar inline: whether :attr:`run` returns at once (it sets up the
+        view's callbacks, which run as the subscription's request) and
+        runs in the multiplexer's green thread as it is; else it runs in a
+        green thread of its own, as the subscription's request.
     """
 
     __slots__ = (
@@ -463,7 +450,7 @@ class Subscribing:
         connection: Connection,
         id: str,
         since: str | None,
-        unread: Unread | None = None,
+        unread: Unread,
     ) -> None:
         self._connection = connection
         self._id = id

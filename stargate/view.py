@@ -230,17 +230,23 @@ class WebSocketView:
             # Served by on_open and on_message: no green thread of its own
             # while it is idle (one costs most of what a subscription would,
             # docs/performance.md).
-            subscribing.start(lambda: self._dispatch(subscription), inline=True)
+            context = self.context  # Pyramid forgets it when the request ends
+            subscribing.start(
+                lambda: self._dispatch(subscription, context), inline=True
+            )
         else:
             subscribing.start(lambda: self.handle_websocket(subscription))
         return HandledResponse()
 
-    def _dispatch(self, subscription: Subscription) -> None:
-        """Serve ``subscription`` with :meth:`on_open` and :meth:`on_message`."""
+    def _dispatch(self, subscription: Subscription, context: Any) -> None:
+        """Serve ``subscription`` with :meth:`on_open` and :meth:`on_message`.
+
+        The callbacks run as the subscription's request, on ``context``.
+        """
         subscription.on_close(self._log_closed)
         subscription.dispatch(
             self,
-            self.context,
+            context,
             reads=type(self).on_message is not WebSocketView.on_message,
             grace=self.settings.close_timeout,
         )

@@ -163,7 +163,7 @@ def test_a_view_accepts_a_subscription_through_subscribing():
     class Request:
         context = "the context"
 
-    subscribing = Subscribing(peer.conn, "a", "e:4")
+    subscribing = Subscribing(peer.conn, "a", "e:4", Unread(8))
     assert subscribing.subscription is None
     sub = subscribing.accept(Request(), history=True)
     assert subscribing.subscription is sub
@@ -175,13 +175,21 @@ def test_a_view_accepts_a_subscription_through_subscribing():
     subscribing.start(print)
     assert subscribing.run is print
     assert (
-        Subscribing(peer.conn, "b", "e:4").accept(Request(), history=False).since
+        Subscribing(peer.conn, "b", "e:4", Unread(8))
+        .accept(Request(), history=False)
+        .since
         is None
     )
     assert (
-        Subscribing(peer.conn, "c", None).accept(Request(), history=True).since is None
+        Subscribing(peer.conn, "c", None, Unread(8))
+        .accept(Request(), history=True)
+        .since
+        is None
     )
-    assert Subscribing(peer.conn, "d", "").accept(Request(), history=True).since == ""
+    assert (
+        Subscribing(peer.conn, "d", "", Unread(8)).accept(Request(), history=True).since
+        == ""
+    )
 
 
 class Callbacks:
