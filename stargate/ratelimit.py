@@ -7,7 +7,9 @@ and :class:`~stargate.WebSocketView` act on them (1008, 429).
   ``burst`` in a row (``stargate.max_message_rate``,
   ``stargate.max_message_burst``);
 - :class:`ClientConnections`: at most ``limit`` open WebSockets per client
-  address (``stargate.max_connections_per_client``).
+  address (``stargate.max_connections_per_client``); the server counts
+  every connection per address with it too (``max_connections_per_address``,
+  :class:`stargate.server.http.AddressSlots`).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from stargate import runtime
 from stargate.config import ServerOptions
 from stargate.linger import linger
+from stargate.ratelimit import ClientConnections
 from stargate.server.request_head import error_response
 from stargate.tracker import ConnectionTracker
 
@@ -68,43 +69,34 @@ class AddressSlots:
     """The connections of each client address, against ``max_connections_per_address``.
 
     Taken when a connection is accepted, before its request head; given
-    back when it ends, after its WebSocket if it became one.
+    back when it ends, after its WebSocket if it became one.  The count is
+    :class:`~stargate.ratelimit.ClientConnections`', kept by address.
 
-    :param limit: connections an address may have; ``0`` for no limit.
+    :param limit: connections an address may have; ``0`` for no limit (and
+        nothing counted).
     """
 
-    __slots__ = ("counts", "limit")
+    __slots__ = ("_counter",)
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.counts: dict[Any, int] = {}
+        self._counter = ClientConnections(limit) if limit else None
 
     def take(self, address: Any) -> bool:
         """Count one more connection of ``address``; false, counting none, if full."""
-        if not self.limit:
+        counter = self._counter
+        if counter is None or counter.acquire(_host(address)):
             return True
-        host = _host(address)
-        count = self.counts.get(host, 0)
-        if count >= self.limit:
-            log.info(
-                "refused a connection from %s: max_connections_per_address (%d)",
-                host,
-                self.limit,
-            )
-            return False
-        self.counts[host] = count + 1
-        return True
+        log.info(
+            "refused a connection from %s: max_connections_per_address (%d)",
+            _host(address),
+            counter.limit,
+        )
+        return False
 
     def give_back(self, address: Any) -> None:
         """Count one connection of ``address`` less: it ended."""
-        if not self.limit:
-            return
-        host = _host(address)
-        count = self.counts.get(host, 0) - 1
-        if count > 0:
-            self.counts[host] = count
-        else:
-            self.counts.pop(host, None)
+        if self._counter is not None:
+            self._counter.release(_host(address))
 
 
 def _host(address: Any) -> Any:
