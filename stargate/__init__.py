@@ -93,9 +93,7 @@ def includeme(config: Any) -> None:
 
     settings = get_settings(config.registry)
     broker = make_broker(settings)
-    check = getattr(broker, "check", None)
-    if check is not None:  # a broker elsewhere (Redis): said now if it is down
-        check()
+    broker.check()  # Redis: warned about now, if it is down
     config.registry.registerUtility(broker, IBroker)
     config.add_view_predicate("websocket", WebSocketPredicate)
     config.add_directive("add_websocket_multiplexer", add_websocket_multiplexer)

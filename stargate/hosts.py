@@ -32,7 +32,7 @@ def host_name(host: str) -> str:
     host = host.strip().lower()
     if host.startswith("["):  # an IPv6 address: [::1]:6543
         return host[1:].split("]", 1)[0]
-    return host.rsplit(":", 1)[0].rstrip(".") if ":" in host else host.rstrip(".")
+    return host.partition(":")[0].rstrip(".")
 
 
 def host_allowed(host: str | None, allowed: Sequence[str]) -> bool:

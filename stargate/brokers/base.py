@@ -175,6 +175,14 @@ class Broker(ABC):
     def position(self, channel: Channel) -> Position | None:
         """Return the position of the channel's last message, with history."""
 
+    def check(self) -> bool:
+        """Say whether the broker can deliver beyond this process; at start-up.
+
+        ``config.include("stargate")`` calls it.  A broker that keeps
+        nothing elsewhere has nothing to check.
+        """
+        return True
+
     def close(self) -> None:
         """Forget every local listener (their connections stay open)."""
         self.local = LocalListeners()
