@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from stargate.predicate import is_websocket
     from stargate.protocol import CloseCode
     from stargate.resource import WebSocketAwareResource
+    from stargate.users import disconnect_user
     from stargate.view import WebSocketView
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "WebSocketAwareResource",
     "WebSocketView",
     "broadcast",
+    "disconnect_user",
     "includeme",
     "is_websocket",
     "send_after_commit",
@@ -54,6 +56,7 @@ _HOMES = {
     "WebSocketAwareResource": "stargate.resource",
     "WebSocketView": "stargate.view",
     "broadcast": "stargate.connection",
+    "disconnect_user": "stargate.users",
     "is_websocket": "stargate.predicate",
     "send_after_commit": "stargate.commit",
 }

@@ -9,6 +9,7 @@ from typing import Any
 
 from pyramid.response import Response
 
+from stargate.brokers import get_broker
 from stargate.config import Settings, get_settings
 from stargate.connection import Connection, Message
 from stargate.exceptions import ConnectionClosed, IncorrectlyConfigured
@@ -257,7 +258,10 @@ class WebSocketView:
         """Send the ``101`` response; return the open connection.
 
         ``since`` is what the client asked for (see :attr:`Connection.since`).
+        A logged-in user's connection is indexed by the user's id, for
+        :func:`stargate.users.disconnect_user`.
         """
+        userid = self.request.authenticated_userid  # asked before the 101
         websocket = Connection.open(
             upgrade.sock,
             response,
@@ -266,6 +270,8 @@ class WebSocketView:
             tracker=upgrade.tracker,
         )
         websocket.since = since
+        if userid is not None:
+            get_broker(self.request.registry).users.add(userid, websocket)
         return websocket
 
     def _refuse(self, refusal: HandShakeFailed) -> Response:

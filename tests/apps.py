@@ -14,6 +14,7 @@ from pyramid.response import Response
 from stargate import HandShakeFailed, WebSocketAwareResource, WebSocketView, runtime
 from stargate.exceptions import BrokerUnavailable
 from stargate.handover import client_socket
+from stargate.users import SIGNED_OUT, disconnect_user
 
 
 class Node(WebSocketAwareResource):
@@ -73,10 +74,12 @@ class Private(Node):
 
 
 class TokenPolicy:
-    """Grants "listen" to requests that carry the cookie token=letmein."""
+    """Grants "listen" to a user's requests: cookie token=letmein (alice), knock (7)."""
+
+    USERS = {"letmein": "alice", "knock": 7}
 
     def identity(self, request):
-        return "alice" if request.cookies.get("token") == "letmein" else None
+        return self.USERS.get(request.cookies.get("token"))
 
     def authenticated_userid(self, request):
         return self.identity(request)
@@ -377,6 +380,15 @@ def sleepy(context, request):
     return Response("slept")
 
 
+def sign_out(context, request):
+    """POST user=NAME (code=, reason=): close that user's WebSockets everywhere."""
+    userid = request.POST["user"]
+    code = int(request.POST.get("code", SIGNED_OUT))
+    reason = request.POST.get("reason", "signed out")
+    disconnect_user(request, int(userid) if userid.isdigit() else userid, code, reason)
+    return Response(json=True)
+
+
 def pid(context, request):
     """Which process answered (for the reuse_port tests)."""
     return Response(json=os.getpid())
@@ -431,6 +443,7 @@ def make_app(settings: dict | None = None):
         config.add_view(position, context=Node, name="position", websocket=False)
         config.add_view(sleepy, context=Root, name="sleep", websocket=False)
         config.add_view(pid, context=Root, name="pid")
+        config.add_view(sign_out, context=Root, name="sign-out", request_method="POST")
         config.add_view(request_seen, context=Root, name="seen")
         # No predicate: every request reaches the upgrade, well-formed or not.
         config.add_view(EchoView, context=Root, name="raw")

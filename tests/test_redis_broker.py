@@ -432,3 +432,31 @@ def test_a_failed_publish_is_counted_and_the_publisher_goes_on(
     assert eventually(arrives, sleep=runtime.get().sleep)
     assert peer.messages(0.3) == ["lost for the others", "shared"]
     observer.close()
+
+
+def test_a_user_s_sockets_close_in_every_process(pair, redis_server):
+    from stargate.users import SIGNED_OUT
+
+    first, second = pair
+    cookie = {"Cookie": "token=letmein"}
+    here = WebSocketClient(first.ws_url("/private/"), headers=cookie)
+    there = WebSocketClient(second.ws_url("/private/"), headers=cookie)
+    guest = connected(second, "/jobs/1/")
+    assert eventually(lambda: redis_server.subscribers("/jobs/1") == 1)
+    # Foreign payloads on the control channel are ignored.
+    redis_server.client.publish("\x00stargate", b"12345678x")
+    redis_server.client.publish("\x00stargate", b"12345678unot json")
+    post(first, "/sign-out", user="alice")
+    for client in (here, there):
+        assert client.receive(timeout=5) is None
+        assert (client.close_code, client.close_reason) == (SIGNED_OUT, "signed out")
+    post(first, "/jobs/1/", count=1, size=16)
+    assert guest.receive().startswith("00000000")
+
+
+def test_a_full_publish_queue_says_a_disconnect_stayed_here(brokers, caplog):
+    broker = brokers(f"redis://127.0.0.1:{free_port()}/0", queue_size=1)
+    with caplog.at_level(logging.WARNING, logger="stargate"):
+        for _ in range(2):  # the publisher green thread has not run yet
+            broker.disconnect_user("alice", 4401, "signed out")
+    assert "closing the connections of user 'alice' was not passed on" in caplog.text

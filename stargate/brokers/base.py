@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from stargate.brokers.channels import Channel, LocalChannel
+from stargate.brokers.users import UserConnections
 from stargate.connection import Listener, Message, broadcast
 
 if TYPE_CHECKING:  # the sequencer is made of these, and brokers make it
@@ -86,6 +87,8 @@ class Broker(ABC):
 
     def __init__(self) -> None:
         self.local = LocalListeners()
+        #: This process's connections of logged-in users, by user id.
+        self.users = UserConnections()
 
     def listeners(self, channel: Channel) -> frozenset[Listener]:
         """Return this process's listeners of ``channel``."""
@@ -175,6 +178,14 @@ class Broker(ABC):
     def position(self, channel: Channel) -> Position | None:
         """Return the position of the channel's last message, with history."""
 
+    def disconnect_user(self, userid: str | int, code: int, reason: str) -> None:
+        """Close the connections of ``userid`` in every process.
+
+        See :func:`stargate.users.disconnect_user`.  This broker's own
+        process closes them at once.
+        """
+        self.users.close(userid, code, reason)
+
     def check(self) -> bool:
         """Say whether the broker can deliver beyond this process; at start-up.
 
@@ -184,5 +195,6 @@ class Broker(ABC):
         return True
 
     def close(self) -> None:
-        """Forget every local listener (their connections stay open)."""
+        """Forget every local listener and user (their connections stay open)."""
         self.local = LocalListeners()
+        self.users = UserConnections()

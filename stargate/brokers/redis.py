@@ -36,6 +36,7 @@ from stargate.brokers.base import Broker, Channel, LocalChannel
 from stargate.brokers.history import Window
 from stargate.brokers.redis_history import POSITIONED, RedisHistory, decode_positioned
 from stargate.brokers.sequencer import Sequencer
+from stargate.brokers.users import decode_disconnect, encode_disconnect
 from stargate.connection import Listener, Message
 from stargate.exceptions import IncorrectlyConfigured
 from stargate.positions import Position
@@ -45,6 +46,11 @@ __all__ = ["RedisBroker", "decode_payload", "encode_payload"]
 log = logging.getLogger(__name__)
 
 _TEXT, _BINARY = b"t", b"b"
+#: The channel every process subscribes to, whatever its listeners: it keeps
+#: the subscription open, and carries what is meant for every process.
+_CONTROL = "\x00stargate"
+#: A control payload's kind: close a user's connections.
+_DISCONNECT = b"u"
 _ORIGIN_SIZE = 8
 _BATCH = 512
 #: How long a message waits for the subscription before it is kept local:
@@ -215,6 +221,23 @@ class RedisBroker(Broker):
             return None
         return self.history.window(_named(channel)).top
 
+    def disconnect_user(self, userid: str | int, code: int, reason: str) -> None:
+        """Close the connections of ``userid`` here, and tell the other processes.
+
+        They hear of it on the control channel, queued as a message without
+        history is: a process cut off from Redis then closes none of its
+        own.
+        """
+        super().disconnect_user(userid, code, reason)
+        self._start()
+        payload = self.origin + _DISCONNECT + encode_disconnect(userid, code, reason)
+        if not self._outbox.put_nowait((self.prefix + _CONTROL, payload)):
+            log.warning(
+                "Redis publish queue full: closing the connections of user %r "
+                "was not passed on to the other processes",
+                userid,
+            )
+
     def _window(self, channel: Channel, after: int | None) -> Window:
         assert self.history is not None  # the sequencer comes with it
         return self.history.window(_named(channel), after)
@@ -286,7 +309,7 @@ class RedisBroker(Broker):
 
     def _subscribe_loop(self) -> None:
         failures = 0
-        control = self.prefix + "\x00stargate"  # keeps the subscription open
+        control = self.prefix + _CONTROL
         outage = False
         while not self._closed:
             client = pubsub = None
@@ -373,6 +396,10 @@ class RedisBroker(Broker):
 
     def _on_redis_message(self, item: dict[str, Any]) -> None:
         channel = item["channel"].decode("utf-8", "replace")[len(self.prefix) :]
+        if channel == _CONTROL:
+            if item["type"] == "message":
+                self._on_control(item["data"])
+            return
         if item["type"] != "message":
             # Subscription confirmations come with positions only.
             if item["type"] == "subscribe" and self.sequencer is not None:
@@ -394,6 +421,15 @@ class RedisBroker(Broker):
         if origin == self.origin:
             return  # ours, already delivered locally
         self.local.deliver(channel, message)
+
+    def _on_control(self, data: bytes) -> None:
+        origin = data[:_ORIGIN_SIZE]
+        kind = data[_ORIGIN_SIZE : _ORIGIN_SIZE + 1]
+        if origin == self.origin or kind != _DISCONNECT:
+            return  # ours (done already), or not for this version
+        disconnect = decode_disconnect(data[_ORIGIN_SIZE + 1 :])
+        if disconnect is not None:
+            self.users.close(*disconnect)
 
     # -- publishing ----------------------------------------------------------
 
