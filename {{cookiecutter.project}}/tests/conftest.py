@@ -44,6 +44,7 @@ from {{ cookiecutter.package }} import main
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTING_INI = os.path.join(HERE, "testing.ini")
+PRODUCTION_INI = os.path.join(HERE, "production.ini")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 

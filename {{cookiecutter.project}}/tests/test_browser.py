@@ -27,7 +27,10 @@ ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", "test-artifacts"))
 
 
 def watched_page(browser, problems):
-    """A new page whose console errors and failed requests end up in ``problems``."""
+    """A new page whose console errors and failed requests end up in ``problems``.
+
+    ``browser`` may be a browser context: the page then shares its cookies.
+    """
     page = browser.new_page()
     page.on(
         "console",
@@ -136,7 +139,8 @@ def test_the_page_opens_one_socket_for_all_its_cards(
 
 def test_the_backstage_is_refused_until_the_user_logs_in(browser, live_server):
     problems = []
-    page = watched_page(browser, problems)
+    tabs = browser.new_context()  # one browser's cookies, for two tabs
+    page = watched_page(tabs, problems)
     page.goto(live_server.url + "/")
     card = page.locator(".backstage")
     card.locator(".log").get_by_text("log in to enter the backstage").wait_for(
@@ -154,12 +158,18 @@ def test_the_backstage_is_refused_until_the_user_logs_in(browser, live_server):
     card.locator(".message").fill("hello backstage")
     card.locator(".send").click()
     card.locator(".log").get_by_text("alice: hello backstage").wait_for(timeout=5000)
+    # Another tab of the same browser: logged in too, until the logout.
+    other = watched_page(tabs, problems)
+    other.goto(live_server.url + "/")
+    other_card = other.locator(".backstage")
+    other_card.locator(".log").get_by_text("welcome, alice").wait_for(timeout=10000)
 
     card.locator(".logout button").click()
-    card.locator(".log").get_by_text("log in to enter the backstage").wait_for(
-        timeout=10000
-    )
+    for logged_out in (card, other_card):  # the other tab reloads by itself
+        log = logged_out.locator(".log")
+        log.get_by_text("log in to enter the backstage").wait_for(timeout=10000)
     assert problems == []
+    tabs.close()
 
 
 def test_a_subscription_closed_for_bad_input_is_not_asked_for_again(

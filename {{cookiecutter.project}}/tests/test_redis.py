@@ -14,7 +14,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from stargate.testing import LiveServer, WebSocketClient
+from stargate.testing import LiveServer, UpgradeRefused, WebSocketClient
 
 from {{ cookiecutter.package }} import main
 
@@ -131,3 +131,39 @@ def test_a_message_crosses_processes(two_processes):
                 return False
 
         assert eventually(message_arrives)
+
+
+def test_a_logout_in_one_process_ends_the_session_in_both(two_processes, session_of):
+    first, second = two_processes
+    data = urllib.parse.urlencode({"name": "hana"}).encode()
+    login = urllib.request.Request(
+        first.url + "/login", data=data, headers=session_of(first)
+    )
+    with urllib.request.urlopen(login, timeout=10) as response:
+        cookie = response.headers["Set-Cookie"].split(";", 1)[0]
+    there = WebSocketClient(second.ws_url("/backstage/"), headers={"Cookie": cookie})
+    assert json.loads(there.receive())["type"] == "welcome"
+    assert post(first, "/logout", session_of(first, cookie)) == {}
+    assert there.receive(timeout=5) is None  # closed by the other process
+    assert (there.close_code, there.close_reason) == (4401, "signed out")
+    with pytest.raises(UpgradeRefused) as refused:  # and refused there too
+        WebSocketClient(second.ws_url("/backstage/"), headers={"Cookie": cookie})
+    assert refused.value.status == 403
+
+
+def test_sessions_are_neither_let_in_nor_ended_without_redis(app_settings):
+    """A logout that cannot be recorded says so (503), and nobody gets in."""
+    import webtest
+
+    from .conftest import CSRF_META
+
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    app = main({}, **{**app_settings, "stargate.broker": nowhere})
+    browser = webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com"})
+    token = {"X-CSRF-Token": CSRF_META.search(browser.get("/").text).group(1)}
+    browser.post("/login", {"name": "hana"}, token)
+    page = browser.get("/")
+    assert "hana" not in page.text  # not let in while Redis cannot say
+    token = {"X-CSRF-Token": CSRF_META.search(page.text).group(1)}
+    refused = browser.post("/logout", {}, token, status=503)
+    assert refused.json == {"error": "the logout could not be recorded: try again"}

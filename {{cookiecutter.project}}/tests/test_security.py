@@ -8,13 +8,20 @@ import json
 import urllib.parse
 import urllib.request
 
+import plaster
 import pytest
+import webtest
 from stargate.testing import (
     MultiplexClient,
     SubscriptionRefused,
     UpgradeRefused,
     WebSocketClient,
 )
+
+from {{ cookiecutter.package }} import main
+from {{ cookiecutter.package }}.sessions import EndedSessions
+
+from .conftest import PRODUCTION_INI
 
 
 def login(server, session, name):
@@ -131,6 +138,80 @@ def test_a_request_for_another_host_is_refused(testapp):
 def test_login_needs_the_csrf_token(testapp):
     testapp.get("/")  # a session, but no token sent
     testapp.post("/login", {"name": "mallory"}, status=400)
+
+
+def logout(server, session):
+    """Log out through the logout view; return the cookie it set."""
+    request = urllib.request.Request(server.url + "/logout", data=b"", headers=session)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read()) == {}
+        return response.headers["Set-Cookie"].split(";", 1)[0]
+
+
+def backstage(server, cookie):
+    """Open the backstage with ``cookie``; return the client, welcomed."""
+    client = WebSocketClient(server.ws_url("/backstage/"), headers={"Cookie": cookie})
+    assert json.loads(client.receive())["type"] == "welcome"
+    return client
+
+
+def test_logout_ends_every_session_of_the_user_on_the_server(live_server, session_of):
+    captured = login(live_server, session_of(live_server), "erin")
+    elsewhere = login(live_server, session_of(live_server), "erin")  # another browser
+    backstage(live_server, captured).close()  # both open the backstage
+    backstage(live_server, elsewhere).close()
+    logout(live_server, session_of(live_server, captured))
+    for cookie in (captured, elsewhere):  # copies of the cookies are refused
+        with pytest.raises(UpgradeRefused) as refused:
+            WebSocketClient(
+                live_server.ws_url("/backstage/"), headers={"Cookie": cookie}
+            )
+        assert refused.value.status == 403
+    again = login(live_server, session_of(live_server), "erin")  # a new session
+    backstage(live_server, again).close()
+
+
+def test_logout_closes_the_user_s_sockets_and_no_one_else_s(live_server, session_of):
+    erin = login(live_server, session_of(live_server), "erin")
+    frank = login(live_server, session_of(live_server), "frank")
+    own = backstage(live_server, erin)
+    page = MultiplexClient(live_server.ws_url("/socket"), headers={"Cookie": erin})
+    job = page.subscribe("/jobs/1/")
+    assert json.loads(job.receive())["type"] == "state"
+    other = backstage(live_server, frank)
+    logout(live_server, session_of(live_server, erin))
+    for client in (own, page):
+        assert client.receive() is None
+        assert (client.close_code, client.close_reason) == (4401, "signed out")
+    other.send(json.dumps({"type": "chat", "text": "still here"}))
+    assert json.loads(other.receive())["text"] == "still here"
+    other.close()
+
+
+def test_the_session_cookie_is_secure_in_production(app_settings):
+    """HTTPS only with production.ini's setting; HttpOnly and SameSite always."""
+    production = plaster.get_settings(PRODUCTION_INI, "app:main")
+    assert production["session.secure"] == "true"
+    assert app_settings["session.secure"] == "false"  # testing.ini: plain http
+    for secure in ("true", "false"):
+        app = main({}, **{**app_settings, "session.secure": secure})
+        testapp = webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com"})
+        cookie = testapp.get("/").headers["Set-Cookie"].lower()  # the CSRF token's
+        assert "; httponly" in cookie and "; samesite=lax" in cookie
+        assert ("; secure" in cookie) is (secure == "true")
+
+
+def test_sessions_end_and_expire():
+    sessions = EndedSessions(lifetime=100)
+    assert sessions.valid("erin", started=1000.0, now=1050.0)
+    assert not sessions.valid("erin", started=1000.0, now=1100.0)  # too old
+    sessions.end("erin", now=1060.0)
+    assert not sessions.valid("erin", started=1000.0, now=1070.0)
+    assert sessions.valid("erin", started=1061.0, now=1070.0)  # logged in again
+    assert sessions.valid("frank", started=1000.0, now=1070.0)
+    sessions.end("frank", now=1150.0)
+    sessions.end("gina", now=1170.0)  # erin's ending is older than any session
+    assert list(sessions._ended) == ["frank", "gina"]
 
 
 def test_logout_forgets_the_user(live_server, session_of):

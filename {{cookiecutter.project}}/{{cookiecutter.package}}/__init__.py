@@ -6,9 +6,11 @@ from collections import Counter
 
 from pyramid.config import Configurator
 from pyramid.session import SignedCookieSessionFactory
+from pyramid.settings import asbool
 
 from .resources import Root
 from .security import SessionSecurityPolicy
+from .sessions import ended_sessions
 
 #: The environment variable that holds the secret signing the session cookie
 #: (production.ini has none: a secret in a committed file is no secret).
@@ -92,8 +94,16 @@ def main(global_config, **settings):
         # by path, served by that resource's own WebSocket view.
         config.add_websocket_multiplexer("/socket")
         config.set_session_factory(
-            SignedCookieSessionFactory(secret, httponly=True, samesite="Lax")
+            SignedCookieSessionFactory(
+                secret,
+                httponly=True,  # out of reach of the page's scripts
+                samesite="Lax",  # not sent with other sites' POSTs
+                secure=asbool(settings.get("session.secure", False)),  # TLS only
+            )
         )
+        # A logout ends the user's sessions on the server, not only the cookie.
+        ended = ended_sessions(settings)
+        config.add_request_method(lambda request: ended, "ended_sessions", reify=True)
         config.set_security_policy(SessionSecurityPolicy())
         # Every POST, PUT, PATCH and DELETE needs the session's CSRF token (the
         # page sends it as X-CSRF-Token).  WebSocket upgrades are GETs: the

@@ -4,12 +4,13 @@ from pyramid.csrf import get_csrf_token
 from pyramid.httpexceptions import HTTPBadRequest, HTTPServiceUnavailable
 from pyramid.security import forget, remember
 from pyramid.view import exception_view_config, view_config
-from stargate import CloseCode, WebSocketView
+from stargate import CloseCode, WebSocketView, disconnect_user
 from stargate.exceptions import BrokerUnavailable
 
 from . import protocol
 from .resources import Backstage, Job, Root
-from .security import WATCH
+from .security import WATCH, session_user
+from .sessions import SessionsUnavailable
 
 #: The jobs the home page shows.
 HOME_JOBS = ("1", "2", "3")
@@ -167,6 +168,22 @@ def login(context, request):
 
 @view_config(context=Root, name="logout", request_method="POST", renderer="json")
 def logout(context, request):
-    """``POST /logout``: log out."""
+    """``POST /logout``: log out, everywhere.
+
+    Every session of the user ends (a copy of the cookie is refused from
+    now on), then every WebSocket they have open closes with 4401, in every
+    process: their pages go back to the login form.
+    """
+    try:
+        userid = session_user(request)
+        if userid is not None:
+            request.ended_sessions.end(userid)
+    except SessionsUnavailable:
+        raise HTTPServiceUnavailable(
+            json_body={"error": "the logout could not be recorded: try again"}
+        ) from None
+    if userid is not None:
+        disconnect_user(request, userid)
+    request.session.invalidate()
     request.response.headerlist.extend(forget(request))
     return {}

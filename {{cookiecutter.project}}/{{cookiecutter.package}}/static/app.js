@@ -122,17 +122,26 @@ function watch(card, connection) {
 
 // Log in or out, then load the page again: its socket then carries the
 // new session, and the backstage subscription is asked for with it.
+// While one is under way, this page's own sockets closing with 4401 (its
+// logout) are no reason to load it again before the answer.
+let changingAccount = false;
+
 function account(card, form, fields) {
   form?.addEventListener("submit", async (event) => {
     event.preventDefault();
+    changingAccount = true;
     try {
       const response = await post(form.getAttribute("action"), fields(form));
       const answer = await response.json().catch(() => ({}));
-      if (response.ok) window.location.reload();
-      else log(card, `refused: ${answer.error ?? `HTTP ${response.status}`}`, "error");
+      if (response.ok) {
+        window.location.reload();
+        return;
+      }
+      log(card, `refused: ${answer.error ?? `HTTP ${response.status}`}`, "error");
     } catch {
       log(card, "the server cannot be reached", "error");
     }
+    changingAccount = false;
   });
 }
 
@@ -153,6 +162,11 @@ function enterBackstage(card, connection) {
 }
 
 const connection = new StargateConnection(document.querySelector(".jobs").dataset.socket);
+// A logout in another tab or browser closes every socket of the user with
+// 4401: load the page again, logged out.
+connection.addEventListener("disconnect", (event) => {
+  if (event.detail.code === 4401 && !changingAccount) window.location.reload();
+});
 document.querySelectorAll(".job").forEach((card) => watch(card, connection));
 const backstage = document.querySelector(".backstage");
 if (backstage) enterBackstage(backstage, connection);
