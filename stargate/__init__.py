@@ -85,9 +85,11 @@ def includeme(config: Any) -> None:
     ``config.add_websocket_multiplexer(path)`` directive
     (:func:`stargate.multiplexer.add_websocket_multiplexer`), and, with
     ``stargate.allowed_hosts``, the tween that refuses other hosts
-    (:mod:`stargate.hosts`).
+    (:mod:`stargate.hosts`), and with ``stargate.trusted_proxies``, the
+    tween that makes their requests say what the client sent
+    (:mod:`stargate.proxies`), before every other.
     """
-    from pyramid.tweens import EXCVIEW
+    from pyramid.tweens import EXCVIEW, INGRESS
 
     from stargate.brokers import IBroker, make_broker
     from stargate.config import get_settings
@@ -100,6 +102,8 @@ def includeme(config: Any) -> None:
     config.registry.registerUtility(broker, IBroker)
     config.add_view_predicate("websocket", WebSocketPredicate)
     config.add_directive("add_websocket_multiplexer", add_websocket_multiplexer)
+    if settings.trusted_proxies:
+        config.add_tween("stargate.proxies.proxy_tween_factory", under=INGRESS)
     if settings.allowed_hosts is not None:
         # Before the exception views: a refused host is answered as such,
         # whatever the application makes of errors.

@@ -134,8 +134,9 @@ class Settings:
     #: raises :class:`~stargate.exceptions.BrokerUnavailable`.  Default 2.
     publish_timeout: float = 2.0
     #: ``stargate.trusted_proxies``: addresses or networks (CIDR) of reverse
-    #: proxies whose ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` headers
-    #: the origin check believes.  Default none.
+    #: proxies whose ``X-Forwarded-For``, ``-Proto`` and ``-Host`` headers
+    #: are believed: their requests are rewritten as the client made them
+    #: (:mod:`stargate.proxies`).  Default none.
     trusted_proxies: tuple[Any, ...] = ()
     #: ``stargate.legacy_protocols``: also accept the hixie-75/76 handshakes of
     #: 2010-era browsers.  Default false: browsers dropped them for security

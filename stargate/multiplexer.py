@@ -52,6 +52,7 @@ from stargate.envelope import (
 )
 from stargate.exceptions import ConnectionClosed
 from stargate.handover import NO_BODY
+from stargate.proxies import FORWARDED_KEY
 from stargate.subscription import SUBSCRIBE_KEY, Subscribing, Subscription, Unread
 from stargate.threadlocals import run_resumed
 from stargate.view import WebSocketView
@@ -80,6 +81,7 @@ _KEPT = frozenset(
         "HTTPS",
         "wsgi.version",
         "wsgi.url_scheme",
+        FORWARDED_KEY,
         "wsgi.errors",
         "wsgi.multithread",
         "wsgi.multiprocess",

@@ -1,22 +1,38 @@
 """Which scheme and host a request was made to, seen through trusted proxies.
 
 Behind a reverse proxy (nginx terminating TLS, say), the request reaching
-stargate says ``http`` and the proxy's idea of ``Host``, while the browser's
-``Origin`` names the public ``https://`` address.  The proxy reports the
-original scheme and host in ``X-Forwarded-Proto`` and ``X-Forwarded-Host``;
-anybody can send those headers, so they are believed only when the request
-comes from an address listed in ``stargate.trusted_proxies``.
+stargate says ``http``, the proxy's address and the proxy's idea of
+``Host``, while the browser used the public ``https://`` address.  The
+proxy reports the original scheme, host and client in ``X-Forwarded-Proto``,
+``X-Forwarded-Host`` and ``X-Forwarded-For``; anybody can send those
+headers, so they are believed only when the request comes from an address
+listed in ``stargate.trusted_proxies``.
+
+With that setting, ``config.include("stargate")`` adds
+:func:`proxy_tween_factory` first of all tweens: it rewrites the request's
+environ as the client made it (as waitress' ``trusted_proxy`` and
+werkzeug's ``ProxyFix`` do), so that the URLs a page builds
+(``request.static_url``, ``request.route_url``), the origin check of
+WebSocket upgrades, ``stargate.allowed_hosts`` and the limits per client
+all see the browser's scheme, host and address.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["TrustedProxies", "parse_networks"]
+__all__ = ["FORWARDED_KEY", "TrustedProxies", "parse_networks", "proxy_tween_factory"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: The environ key where :meth:`TrustedProxies.rewrite` keeps what the proxy
+#: sent (``REMOTE_ADDR``, ``HTTP_HOST``, ``wsgi.url_scheme``), once done.
+FORWARDED_KEY = "stargate.forwarded_by"
+
+_REWRITTEN = ("REMOTE_ADDR", "HTTP_HOST", "wsgi.url_scheme")
+_SCHEMES = {"https": "https", "wss": "https", "http": "http", "ws": "http"}
 
 
 def parse_networks(value: Any) -> tuple[Network, ...]:
@@ -61,9 +77,31 @@ class TrustedProxies:
         the address it reports last in ``X-Forwarded-For`` (the one it saw).
         """
         peer = str(environ.get("REMOTE_ADDR") or "")
-        if not self.trusts(peer):
-            return peer
-        return _last(environ.get("HTTP_X_FORWARDED_FOR")) or peer
+        if FORWARDED_KEY in environ or not self.trusts(peer):
+            return peer  # rewritten already, or not from a proxy
+        forwarded = _last(environ.get("HTTP_X_FORWARDED_FOR"))
+        return forwarded if _is_address(forwarded) else peer
+
+    def rewrite(self, environ: dict[str, Any]) -> bool:
+        """Make ``environ`` say what the client sent, if a trusted proxy sent it.
+
+        ``REMOTE_ADDR``, ``HTTP_HOST`` and ``wsgi.url_scheme`` take the last
+        value of ``X-Forwarded-For``, ``-Host`` and ``-Proto`` (an invalid
+        one is ignored); what they were is kept under :data:`FORWARDED_KEY`.
+        Returns whether it rewrote; never twice.
+        """
+        if FORWARDED_KEY in environ or not self.trusts(environ.get("REMOTE_ADDR")):
+            return False
+        client = self.client_of(environ)
+        host, secure = self.origin_of(
+            environ, environ.get("HTTP_HOST"), environ.get("wsgi.url_scheme") == "https"
+        )
+        environ[FORWARDED_KEY] = {key: environ.get(key) for key in _REWRITTEN}
+        environ["REMOTE_ADDR"] = client
+        if host:
+            environ["HTTP_HOST"] = host
+        environ["wsgi.url_scheme"] = "https" if secure else "http"
+        return True
 
     def origin_of(
         self, environ: Mapping[str, Any], host: str | None, secure: bool
@@ -73,10 +111,45 @@ class TrustedProxies:
         The forwarded values replace the request's own only when the request
         comes from a trusted proxy.
         """
-        if not self.trusts(environ.get("REMOTE_ADDR")):
-            return host, secure
+        if FORWARDED_KEY in environ or not self.trusts(environ.get("REMOTE_ADDR")):
+            return host, secure  # rewritten already, or not from a proxy
         proto = _last(environ.get("HTTP_X_FORWARDED_PROTO"))
         forwarded_host = _last(environ.get("HTTP_X_FORWARDED_HOST"))
-        if proto is not None:
-            secure = proto.lower() in ("https", "wss")
+        scheme = _SCHEMES.get((proto or "").lower())
+        if scheme is not None:
+            secure = scheme == "https"
+        if forwarded_host is not None and not _is_host(forwarded_host):
+            forwarded_host = None
         return forwarded_host or host, secure
+
+
+def _is_address(value: str | None) -> bool:
+    try:
+        ipaddress.ip_address(value or "")
+    except ValueError:
+        return False
+    return True
+
+
+def _is_host(value: str) -> bool:
+    # A name or an address, and a port: what a Host header may hold.
+    return all(c.isalnum() or c in "-.:[]_" for c in value)
+
+
+def proxy_tween_factory(
+    handler: Callable[[Any], Any], registry: Any
+) -> Callable[[Any], Any]:
+    """Return the tween that rewrites requests of trusted proxies (see the module).
+
+    ``config.include("stargate")`` adds it, first of all tweens, when
+    ``stargate.trusted_proxies`` lists any.
+    """
+    from stargate.config import get_settings  # which parses with this module
+
+    proxies = TrustedProxies(get_settings(registry).trusted_proxies)
+
+    def proxy_tween(request: Any) -> Any:
+        proxies.rewrite(request.environ)
+        return handler(request)
+
+    return proxy_tween

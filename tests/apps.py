@@ -389,6 +389,23 @@ def sign_out(context, request):
     return Response(json=True)
 
 
+def where_am_i(request):
+    """What the application makes of the request's client and URL."""
+    return {"client": request.remote_addr, "url": request.url}
+
+
+class WhereAmIView(WebSocketView):
+    """Sends ``where_am_i`` of its request, then waits for the close."""
+
+    def handler(self, websocket):
+        websocket.send(json.dumps(where_am_i(self.request)))
+        websocket.wait_closed()
+
+
+def whereami(context, request):
+    return Response(json=where_am_i(request))
+
+
 def pid(context, request):
     """Which process answered (for the reuse_port tests)."""
     return Response(json=os.getpid())
@@ -443,6 +460,8 @@ def make_app(settings: dict | None = None):
         config.add_view(position, context=Node, name="position", websocket=False)
         config.add_view(sleepy, context=Root, name="sleep", websocket=False)
         config.add_view(pid, context=Root, name="pid")
+        config.add_view(WhereAmIView, context=Root, name="whereami", websocket=True)
+        config.add_view(whereami, context=Root, name="whereami", websocket=False)
         config.add_view(sign_out, context=Root, name="sign-out", request_method="POST")
         config.add_view(request_seen, context=Root, name="seen")
         # No predicate: every request reaches the upgrade, well-formed or not.

@@ -310,8 +310,8 @@ SESSION_SECRET = secrets.token_urlsafe(48)
 
 
 class Served:
-    """The baked project's development.ini on a free port, served by
-    ``pserve`` or by gunicorn with stargate's worker."""
+    """The baked project's development.ini (or ``ini``) on a free port,
+    served by ``pserve`` or by gunicorn with stargate's worker."""
 
     def __init__(
         self,
@@ -321,10 +321,11 @@ class Served:
         server: str = "pserve",
         backend: str = "none",
         settings: dict[str, str] | None = None,
+        ini: str = "development.ini",
     ) -> None:
         self.backend = backend
         self.ini = project / f"e2e-{port}.ini"
-        text = (project / "development.ini").read_text()
+        text = (project / ini).read_text()
         text = text.replace("127.0.0.1:6543", f"127.0.0.1:{port}")
         for name, value in (settings or {}).items():
             text, found = re.subn(
@@ -336,7 +337,7 @@ class Served:
         # the secret comes from the environment, as in production (one for
         # the run: two processes of a test share their sessions).
         variable = re.search(r"\b([A-Z0-9_]+_SESSION_SECRET)\b", text)
-        assert variable, "development.ini names its secret's variable"
+        assert variable, f"{ini} names its secret's variable"
         self.environ = {**os.environ, variable.group(1): SESSION_SECRET}
         if server == "pserve":
             self.command = [str(bin_dir / "pserve"), str(self.ini)]

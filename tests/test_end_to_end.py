@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import COMBINATIONS, ROOT, Served, free_port, installed
+from tests.test_nginx import Nginx
 
 ARTIFACTS = ROOT / "test-artifacts"
 JOB = '[data-job="1"]'
@@ -99,3 +100,52 @@ def test_the_readme_shows_the_demo_page():
     picture = ROOT / "docs" / "demo.png"
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "(docs/demo.png)" in (ROOT / "README.md").read_text()
+
+
+@installed("memory", "eventlet", "none")
+@pytest.mark.timeout(1800)  # the first use installs the project's dependencies
+def test_the_page_works_through_the_shipped_proxy_plain_and_with_tls(
+    bake_installed, browser, tmp_path
+):
+    """production.ini behind deploy/nginx.conf as generated (but for its ports
+    and a certificate made here): on a port that is not 80, and over TLS."""
+    project, bin_dir = bake_installed("memory", "eventlet", "none")
+    served = Served(project, bin_dir, free_port(), ini="production.ini")
+    served.start()
+    site = (project / "deploy" / "nginx.conf").read_text()
+    proxy = Nginx(tmp_path, site, [served.port, served.port])
+    tabs = browser.new_context(ignore_https_errors=True)  # the certificate
+    try:
+        for url in (proxy.url, proxy.tls_url):
+            problems: list[str] = []
+            first, second = watched(tabs, problems), watched(tabs, problems)
+            for page in (first, second):
+                page.goto(url + "/")
+                wait_text(page, f"{JOB} .status", "live", timeout=10000)
+            # Links of the page's own: they work whatever the proxy's port
+            # and scheme.
+            stylesheet = first.locator('link[rel="stylesheet"]')
+            assert stylesheet.get_attribute("href") == "/static/app.css"
+            state = first.locator(f"{JOB} .state").inner_text()
+            first.click(f"{JOB} .toggle")  # a POST with the session's token
+            toggled = "off" if state == "on" else "on"
+            wait_text(second, f"{JOB} .state", toggled)
+            assert problems == [], url
+            first.close(), second.close()
+    finally:
+        tabs.close()
+        proxy.stop()
+        served.kill()
+    assert "Traceback" not in served.log.read_text()
+
+
+def watched(context, problems: list[str]):
+    """A new page whose console errors and failed requests go to ``problems``."""
+    page = context.new_page()
+    page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+    page.on("requestfailed", lambda request: problems.append(request.url))
+    page.on(
+        "response",
+        lambda response: response.status >= 400 and problems.append(response.url),
+    )
+    return page

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 
 import pytest
@@ -28,11 +30,31 @@ def site_config(cookies) -> str:
     return (result.project_path / "deploy" / "nginx.conf").read_text()
 
 
+def self_signed(directory) -> tuple[str, str]:
+    """Make a certificate for 127.0.0.1 and its key; return their paths."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt"]
+        + ["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return str(cert), str(key)
+
+
 class Nginx:
-    """nginx in the foreground on 127.0.0.1, with everything under ``directory``."""
+    """nginx in the foreground on 127.0.0.1, with everything under ``directory``.
+
+    The site as generated, but for its ports (``port`` plain, ``tls_port``
+    with TLS) and a certificate made here.
+    """
 
     def __init__(self, directory, site: str, backends: list[int]) -> None:
         self.port = free_port()
+        self.tls_port = free_port()
         servers = iter(backends)
         site = re.sub(
             r"server 127\.0\.0\.1:\d+;",
@@ -40,6 +62,14 @@ class Nginx:
             site,
         )
         site = site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
+        site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{self.tls_port} ssl;")
+        cert, key = self_signed(directory)
+        site, found = re.subn(r"ssl_certificate .*;", f"ssl_certificate {cert};", site)
+        assert found == 1
+        site, found = re.subn(
+            r"ssl_certificate_key .*;", f"ssl_certificate_key {key};", site
+        )
+        assert found == 1
         (directory / "site.conf").write_text(site)
         paths = "\n".join(
             f"{kind}_temp_path {directory}/{kind};"
@@ -78,6 +108,10 @@ http {{
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        return f"https://127.0.0.1:{self.tls_port}"
 
     def ws_url(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
@@ -160,13 +194,31 @@ def test_the_origin_check_works_behind_the_proxy(behind_nginx):
 
 
 def test_without_trusting_the_proxy_the_public_origin_is_refused(behind_nginx):
-    """nginx sends Host without the port: only X-Forwarded-Host tells the truth."""
+    """Behind TLS, only X-Forwarded-Proto tells the application it is https."""
     proxy, _ = behind_nginx()
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
         websocket.create_connection(
-            proxy.ws_url("/jobs/1/"), origin=f"http://127.0.0.1:{proxy.port}", timeout=5
+            f"wss://127.0.0.1:{proxy.tls_port}/jobs/1/",
+            origin=proxy.tls_url,
+            timeout=5,
+            sslopt={"cert_reqs": ssl.CERT_NONE},
         )
     assert refused.value.status_code == 403
+
+
+def test_trusting_the_proxy_the_public_origin_is_let_in_over_tls(behind_nginx):
+    proxy, _ = behind_nginx(**{"stargate.trusted_proxies": "127.0.0.1"})
+    client = websocket.create_connection(
+        f"wss://127.0.0.1:{proxy.tls_port}/whereami",
+        origin=proxy.tls_url,
+        timeout=5,
+        sslopt={"cert_reqs": ssl.CERT_NONE},
+    )
+    assert json.loads(client.recv()) == {
+        "client": "127.0.0.1",
+        "url": f"{proxy.tls_url}/whereami",
+    }
+    client.close()
 
 
 def test_forwarded_headers_from_an_untrusted_peer_are_ignored(serve):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import urllib.request
 
 import pytest
 
 from stargate.config import parse_settings
 from stargate.exceptions import IncorrectlyConfigured
-from stargate.proxies import TrustedProxies, parse_networks
+from stargate.proxies import FORWARDED_KEY, TrustedProxies, parse_networks
+from stargate.testing import WebSocketClient
 
 FORWARDED = {
     "HTTP_X_FORWARDED_PROTO": "https",
@@ -103,3 +106,99 @@ def test_the_client_address(peer, forwarded, client):
     if forwarded is not None:
         environ["HTTP_X_FORWARDED_FOR"] = forwarded
     assert proxies("10.0.0.0/8").client_of(environ) == client
+    assert proxies("10.0.0.0/8").client_of(
+        {"REMOTE_ADDR": "10.0.0.5", "HTTP_X_FORWARDED_FOR": "unknown"}
+    ) == ("10.0.0.5")  # not an address: the proxy's own
+
+
+def test_a_trusted_proxy_s_request_is_rewritten_as_the_client_made_it():
+    environ = {
+        "REMOTE_ADDR": "10.0.0.5",
+        "HTTP_HOST": "127.0.0.1:6543",
+        "wsgi.url_scheme": "http",
+        "HTTP_X_FORWARDED_FOR": "203.0.113.7",
+        "HTTP_X_FORWARDED_HOST": "www.example.com:8443",
+        "HTTP_X_FORWARDED_PROTO": "https",
+    }
+    trusted = proxies("10.0.0.0/8")
+    assert trusted.rewrite(environ) is True
+    assert environ["REMOTE_ADDR"] == "203.0.113.7"
+    assert environ["HTTP_HOST"] == "www.example.com:8443"
+    assert environ["wsgi.url_scheme"] == "https"
+    assert environ[FORWARDED_KEY] == {
+        "REMOTE_ADDR": "10.0.0.5",
+        "HTTP_HOST": "127.0.0.1:6543",
+        "wsgi.url_scheme": "http",
+    }
+    # Once only; and what reads it afterwards takes it as it is.
+    assert trusted.rewrite(environ) is False
+    assert trusted.client_of(environ) == "203.0.113.7"
+    assert trusted.origin_of(environ, "www.example.com:8443", True) == (
+        "www.example.com:8443",
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("proto", "host", "scheme", "rewritten_host"),
+    [
+        ("wss", None, "https", "127.0.0.1:6543"),
+        ("ws", "a.example", "http", "a.example"),
+        ("gopher", "a.example", "https", "a.example"),  # unknown: the request's
+        (None, "a.example/evil", "https", "127.0.0.1:6543"),  # not a host
+        (None, "[::1]:8080", "https", "[::1]:8080"),
+    ],
+)
+def test_odd_forwarded_values_are_ignored(proto, host, scheme, rewritten_host):
+    environ = {
+        "REMOTE_ADDR": "10.0.0.5",
+        "HTTP_HOST": "127.0.0.1:6543",
+        "wsgi.url_scheme": "https",
+    }
+    if proto is not None:
+        environ["HTTP_X_FORWARDED_PROTO"] = proto
+    if host is not None:
+        environ["HTTP_X_FORWARDED_HOST"] = host
+    assert proxies("10.0.0.0/8").rewrite(environ) is True
+    assert (environ["wsgi.url_scheme"], environ["HTTP_HOST"]) == (
+        scheme,
+        rewritten_host,
+    )
+
+
+def test_anybody_else_s_request_is_left_alone():
+    environ = {"REMOTE_ADDR": "11.0.0.1", "HTTP_X_FORWARDED_FOR": "203.0.113.7"}
+    assert proxies("10.0.0.0/8").rewrite(environ) is False
+    assert environ == {"REMOTE_ADDR": "11.0.0.1", "HTTP_X_FORWARDED_FOR": "203.0.113.7"}
+
+
+def test_the_application_sees_what_the_client_sent(serve):
+    """Through the tween, URLs built by the application follow the proxy."""
+    live = serve({"stargate.trusted_proxies": "127.0.0.1"})
+    forwarded = {
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "www.example.com:8443",
+    }
+    request = urllib.request.Request(live.url + "/whereami", headers=forwarded)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read()) == {
+            "client": "203.0.113.7",
+            "url": "https://www.example.com:8443/whereami",
+        }
+    with urllib.request.urlopen(live.url + "/whereami", timeout=10) as response:
+        assert json.loads(response.read()) == {
+            "client": "127.0.0.1",
+            "url": f"{live.url}/whereami",
+        }
+    # A WebSocket through the same proxy passes the origin check of the
+    # public origin, and its handler sees the client's address.
+    with WebSocketClient(
+        live.ws_url("/whereami"),
+        origin="https://www.example.com:8443",
+        headers=forwarded,
+    ) as client:
+        assert json.loads(client.receive()) == {
+            "client": "203.0.113.7",
+            "url": "https://www.example.com:8443/whereami",
+        }

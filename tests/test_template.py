@@ -38,6 +38,7 @@ EXPECTED_FILES = {
     "{package}/protocol.py",
     "{package}/resources.py",
     "{package}/security.py",
+    "{package}/sessions.py",
     "{package}/views.py",
     "{package}/static/app.css",
     "{package}/static/app.js",
