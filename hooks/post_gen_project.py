@@ -1,8 +1,8 @@
 """Drop what the chosen options do not use, then print the next steps.
 
 The project requires stargate by version, like any library.  Until stargate
-1.x is on the package index (which has an unrelated Python 2 ``stargate
-0.4``), it is installed from the source the template came from: the steps
+1.x is on the package index (whose ``stargate 0.4`` is its Python 2
+predecessor of 2011), it is installed from the source the template came from: the steps
 printed here give that source (a git URL, or this machine's folder, which is
 printed but never written into the project).
 """

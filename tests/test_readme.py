@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,31 @@ def test_the_readme_example_works(tmp_path):
     finally:
         process.terminate()
         assert process.wait(15) == 0
+
+
+#: A pip command line, in a code block or a code span.
+PIP_INSTALL = re.compile(r"pip install ([^`\n]*)")
+
+
+def test_every_install_command_installs_this_project():
+    """The package index's ``stargate`` is 0.4, of 2011: every documented
+    command installs stargate from a source, or asks for 1.0 or later."""
+    documents = [
+        ROOT / "README.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+        ROOT / "{{cookiecutter.project}}" / "README.md",
+        ROOT / "hooks" / "post_gen_project.py",
+    ]
+    commands = 0
+    for document in documents:
+        for arguments in PIP_INSTALL.findall(document.read_text()):
+            for requirement in shlex.split(arguments.split("#")[0]):
+                if "stargate" not in requirement.lower():
+                    continue
+                commands += 1
+                assert (
+                    requirement.startswith("path/to/stargate")
+                    or "@ git+" in requirement
+                    or ">=1" in requirement
+                ), f"{document.name}: pip install {arguments}"
+    assert commands >= 8  # the README's, the docs', the generated README's

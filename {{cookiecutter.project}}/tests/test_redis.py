@@ -133,6 +133,16 @@ def test_a_message_crosses_processes(two_processes):
         assert eventually(message_arrives)
 
 
+def test_the_environment_s_broker_url_wins(app_settings, redis_url, monkeypatch):
+    from stargate.brokers import get_broker
+
+    from {{ cookiecutter.package }} import BROKER_VARIABLE
+
+    monkeypatch.setenv(BROKER_VARIABLE, redis_url)
+    app = main({}, **{**app_settings, "stargate.broker": "memory://"})
+    assert get_broker(app.registry).url == redis_url
+
+
 def test_a_logout_in_one_process_ends_the_session_in_both(two_processes, session_of):
     first, second = two_processes
     data = urllib.parse.urlencode({"name": "hana"}).encode()

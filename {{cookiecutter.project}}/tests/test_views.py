@@ -10,6 +10,7 @@ from stargate.brokers import MemoryBroker
 from stargate.exceptions import BrokerUnavailable
 
 from {{ cookiecutter.package }} import (
+    BROKER_VARIABLE,
     DEVELOPMENT_SECRET,
     SECRET_VARIABLE,
     main,
@@ -211,6 +212,15 @@ def test_production_ini_holds_no_secret():
     text = open(os.path.join(HERE, "production.ini")).read()
     assert "session.secret" not in text.replace("# ", "")
     assert SECRET_VARIABLE in text
+
+
+def test_the_broker_url_may_come_from_the_environment(app_settings, monkeypatch):
+    """As the database URL and the secret do: a Redis password stays out of files."""
+    monkeypatch.setenv(BROKER_VARIABLE, "nonsense://broker.example.com")
+    with pytest.raises(Exception, match="'nonsense://broker.example.com' for setting"):
+        main({}, **app_settings)
+    monkeypatch.setenv(BROKER_VARIABLE, "")  # empty: the ini file's
+    main({}, **app_settings)
 
 
 def test_unknown_paths_are_404(testapp):

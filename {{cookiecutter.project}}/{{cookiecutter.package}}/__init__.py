@@ -31,6 +31,10 @@ DEVELOPMENT_FILES = ("development.ini", "testing.ini")
 
 MAKE_ONE = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
+#: The environment variable that overrides ``stargate.broker`` (a Redis
+#: password does not belong in a committed file either).
+BROKER_VARIABLE = "{{ cookiecutter.package | upper }}_BROKER_URL"
+
 
 def secret_bits(secret):
     """Return the entropy of ``secret`` in bits, estimated from its characters."""
@@ -79,6 +83,8 @@ def session_secret(settings, environ=os.environ, ini_file=None):
 def main(global_config, **settings):
     """Return the Pyramid WSGI application (``use = egg:{{ cookiecutter.project }}``)."""
     secret = session_secret(settings, ini_file=global_config.get("__file__"))
+    if os.environ.get(BROKER_VARIABLE):
+        settings["stargate.broker"] = os.environ[BROKER_VARIABLE]
 {%- if cookiecutter.backend == "sqlalchemy" %}
     # A resource tree per request, reading the request's database session.
     with Configurator(settings=settings, root_factory=Root) as config:
