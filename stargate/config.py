@@ -393,10 +393,10 @@ class ServerOptions:
     #: ``port``: the TCP port; ``0`` picks a free one.  Default 6543.
     #: (``listen = host:port`` sets both, as with waitress.)
     port: int = 6543
-    #: ``runtime``: the green-thread library, ``eventlet`` or ``gevent``
-    #: (``pip install "stargate[gevent]"``); see ``docs/runtimes.md``.
-    #: Default ``eventlet``.
-    runtime: str = "eventlet"
+    #: ``runtime``: the green-thread library, ``gevent`` or ``eventlet``
+    #: (the ``eventlet`` extra of stargate); see ``docs/runtimes.md``.
+    #: Default ``gevent``.
+    runtime: str = "gevent"
     #: ``max_connections``: simultaneous connections, WebSockets included;
     #: more are answered 503 at once.  Default 10000.
     max_connections: int = 10000

@@ -80,7 +80,9 @@ class TrustedProxies:
         if FORWARDED_KEY in environ or not self.trusts(peer):
             return peer  # rewritten already, or not from a proxy
         forwarded = _last(environ.get("HTTP_X_FORWARDED_FOR"))
-        return forwarded if _is_address(forwarded) else peer
+        if forwarded is not None and _is_address(forwarded):
+            return forwarded
+        return peer
 
     def rewrite(self, environ: dict[str, Any]) -> bool:
         """Make ``environ`` say what the client sent, if a trusted proxy sent it.
@@ -123,9 +125,9 @@ class TrustedProxies:
         return forwarded_host or host, secure
 
 
-def _is_address(value: str | None) -> bool:
+def _is_address(value: str) -> bool:
     try:
-        ipaddress.ip_address(value or "")
+        ipaddress.ip_address(value)
     except ValueError:
         return False
     return True

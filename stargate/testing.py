@@ -75,12 +75,10 @@ class LiveServer:
     """
 
     def __init__(self, app: Callable[..., Any], **options: Any) -> None:
-        defaults = {
-            "host": "127.0.0.1",
-            "port": 0,
-            "monkey_patch": False,
-            "runtime": runtime.get().name,
-        }
+        defaults = {"host": "127.0.0.1", "port": 0, "monkey_patch": False}
+        if "runtime" not in options:
+            # Asked only now: asking chooses the process's runtime for good.
+            defaults["runtime"] = runtime.get().name
         merged = replace(ServerOptions(), **{**defaults, **options})
         self.server = Server(app, merged, handle_signals=False)
         self._thread: threading.Thread | None = None

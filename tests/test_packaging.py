@@ -59,3 +59,16 @@ def test_wheel_installs_in_a_fresh_virtual_environment(tmp_path):
         "print(frames._apply_mask is not None)\n",  # C unmasking, no extra asked
     )
     assert result.stdout.split() == ["server_factory", "True"]
+    # gevent comes with stargate and is the default; eventlet is an extra.
+    result = run(
+        str(python), "-c", "from stargate import runtime\nprint(runtime.get().name)"
+    )
+    assert result.stdout.split() == ["gevent"]
+    refused = subprocess.run(
+        [str(python), "-c", "from stargate import runtime\nruntime.use('eventlet')"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0
+    assert 'pip install "path/to/stargate[eventlet]"' in refused.stderr

@@ -287,7 +287,7 @@ def test_each_runtime_imports_only_its_own_library(name, loaded):
 @pytest.mark.parametrize(
     ("prelude", "expected"),
     [
-        ("", "eventlet"),
+        ("", "gevent"),
         ("import eventlet", "eventlet"),
         ("import gevent", "gevent"),
         ("import gevent.monkey; gevent.monkey.patch_all()", "gevent"),
@@ -350,16 +350,17 @@ def test_on_eventlet_a_client_library_gets_green_sockets_of_its_own(rt):
 def test_a_missing_library_names_the_extra_to_install():
     code = (
         "import sys\n"
-        "sys.modules['gevent'] = None  # as if not installed\n"
+        "sys.modules['eventlet'] = None  # as if not installed: an extra\n"
         "from stargate import runtime\n"
         "try:\n"
-        "    runtime.use('gevent')\n"
+        "    runtime.use('eventlet')\n"
         "except Exception as error:\n"
         "    print(type(error).__name__, error)\n"
     )
     assert run_python(code) == (
-        "IncorrectlyConfigured runtime = gevent needs the gevent library: "
-        'pip install "stargate[gevent]"'
+        "IncorrectlyConfigured runtime = eventlet needs the eventlet library: "
+        "install stargate with its eventlet extra (pip install "
+        '"path/to/stargate[eventlet]" from a checkout, or "stargate[eventlet]>=1.0")'
     )
 
 

@@ -49,6 +49,7 @@ EXPECTED_FILES = {
     "tests/__init__.py",
     "tests/conftest.py",
     "tests/test_browser.py",
+    "tests/test_gunicorn.py",  # gevent, the default runtime
     "tests/test_live.py",
     "tests/test_protocol.py",
     "tests/test_resources.py",
@@ -131,12 +132,15 @@ def test_the_runtime_option_wires_the_server_and_its_library(cookies, runtime):
     for ini in ("development.ini", "production.ini", "testing.ini"):
         assert f"runtime = {runtime}\n" in (project / ini).read_text()
     pyproject = (project / "pyproject.toml").read_text()
-    required = "stargate[gevent]" if runtime == "gevent" else "stargate"
+    required = "stargate[eventlet]" if runtime == "eventlet" else "stargate"
     assert f'"{required}>={VERSION},<2"' in pyproject
     patching = (project / "tests" / "__init__.py").read_text()
     assert ('runtime.use("gevent").monkey_patch()' in patching) == (runtime == "gevent")
     readme = (project / "README.md").read_text()
     assert f"runs on {runtime}" in readme
+    # pserve and gunicorn, whatever the runtime.
+    assert ".venv/bin/pserve production.ini" in readme
+    assert "-k stargate.gunicorn.GeventWorker" in readme
 
 
 DATABASE_FILES = {

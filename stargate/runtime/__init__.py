@@ -268,9 +268,9 @@ def get() -> Runtime:
     """Return the runtime of this process, choosing it on first use.
 
     Without an explicit :func:`use`, the runtime is the one this process
-    already runs on: gevent when gevent has patched the standard library or
-    is the only one of the two loaded (gunicorn's gevent worker), otherwise
-    eventlet (plain ``eventlet.wsgi``, and the default).
+    already runs on: eventlet when eventlet is loaded and gevent has not
+    patched the standard library (plain ``eventlet.wsgi``, as in stargate
+    0.5), otherwise gevent (gunicorn's gevent worker, and the default).
     """
     return _current if _current is not None else use(_detect())
 
@@ -284,9 +284,9 @@ def _detect() -> str:
     monkey = sys.modules.get("gevent.monkey")
     if monkey is not None and monkey.is_module_patched("socket"):
         return "gevent"
-    if "gevent" in sys.modules and "eventlet" not in sys.modules:
-        return "gevent"
-    return "eventlet"
+    if "eventlet" in sys.modules:
+        return "eventlet"
+    return "gevent"
 
 
 def patch_and_check(
@@ -334,5 +334,7 @@ def _load(name: str) -> Runtime:
         if error.name != name:
             raise  # a broken installation, not a missing one: say what broke
         raise IncorrectlyConfigured(
-            f'runtime = {name} needs the {name} library: pip install "stargate[{name}]"'
+            f"runtime = {name} needs the {name} library: install stargate with "
+            f'its {name} extra (pip install "path/to/stargate[{name}]" from a '
+            f'checkout, or "stargate[{name}]>=1.0")'
         ) from None

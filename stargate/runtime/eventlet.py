@@ -1,6 +1,6 @@
 """The eventlet runtime: :class:`stargate.runtime.Runtime` on eventlet.
 
-eventlet is the original runtime of stargate and the default; its
+eventlet is the original runtime of stargate (gevent is the default); its
 maintainers end its support in April 2027 (see ``docs/runtimes.md``).  Its
 import-time deprecation warning is silenced around stargate's own import
 only, so that users see it neither at every ``pserve`` start nor in their

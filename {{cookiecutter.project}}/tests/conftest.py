@@ -182,7 +182,7 @@ def app_settings():
 def runtime():
     """The green-thread library of testing.ini's [server:main]: the live
     server of the tests runs on it, as pserve would."""
-    return plaster.get_settings(TESTING_INI, "server:main").get("runtime", "eventlet")
+    return plaster.get_settings(TESTING_INI, "server:main").get("runtime", "gevent")
 
 
 @pytest.fixture
