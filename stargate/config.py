@@ -133,6 +133,11 @@ class Settings:
     #: seconds :meth:`WebSocketAwareResource.send` waits for Redis before it
     #: raises :class:`~stargate.exceptions.BrokerUnavailable`.  Default 2.
     publish_timeout: float = 2.0
+    #: ``stargate.presence_ttl``: with ``redis://``, seconds the members of a
+    #: process stay present after it stopped renewing them (it died): each
+    #: process renews its own every third of it (:mod:`stargate.presence`).
+    #: Default 60.
+    presence_ttl: float = 60.0
     #: ``stargate.trusted_proxies``: addresses or networks (CIDR) of reverse
     #: proxies whose ``X-Forwarded-For``, ``-Proto`` and ``-Host`` headers
     #: are believed: their requests are rewritten as the client made them
@@ -308,6 +313,7 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "history_channels": _count,
     "position_ttl": _positive_seconds,
     "publish_timeout": _positive_seconds,
+    "presence_ttl": _positive_seconds,
     "legacy_protocols": _bool,
     "trusted_proxies": parse_networks,
     "max_message_rate": _rate,

@@ -9,6 +9,7 @@ from pyramid.traversal import quote_path_segment
 from stargate.brokers import Broker, Channel, LocalChannel, get_broker
 from stargate.connection import Listener, Message
 from stargate.positions import Position
+from stargate.presence import Member, MemberPage, PresenceStats
 
 __all__ = ["WebSocketAwareResource"]
 
@@ -105,6 +106,48 @@ class WebSocketAwareResource:
             take the message within ``stargate.publish_timeout``.
         """
         return _broker().publish(self.channel, message)
+
+    def track(self, websocket: Listener, data: object = None) -> Member | None:
+        """Make ``websocket`` present on this resource until it closes.
+
+        Its member (:class:`~stargate.presence.Member`) carries an id unique
+        across processes, the ``authenticated_userid`` of its request
+        (``None`` for a guest) and ``data``: a small JSON value, a name or a
+        status.  It leaves by itself when the connection closes, however it
+        closes; :meth:`untrack` makes it leave before.  Returns the member,
+        the one it already was if tracked already, or ``None`` if the
+        connection is closed.
+
+        :raises TypeError: for ``data`` JSON cannot carry, or a user id
+            that is neither a string nor a number.
+        :raises ValueError: for ``data`` past
+            :data:`~stargate.presence.MAX_DATA_SIZE` bytes of JSON.
+        """
+        user = getattr(websocket.request, "authenticated_userid", None)
+        return _broker(websocket).track(self.channel, websocket, user, data)
+
+    def untrack(self, websocket: Listener) -> bool:
+        """Make ``websocket`` leave this resource's members; say whether it was one."""
+        return _broker(websocket).untrack(self.channel, websocket)
+
+    def presence_stats(self) -> PresenceStats:
+        """Count this resource's members in every process, without listing them.
+
+        :raises BrokerUnavailable: on Redis, when it does not answer within
+            ``stargate.publish_timeout``.
+        """
+        return _broker().presence_stats(self.channel)
+
+    def members(self, after: str | None = None, limit: int = 100) -> MemberPage:
+        """Return a page of this resource's members in every process, by id.
+
+        :param after: where the page starts: the ``next`` of the page before.
+        :param limit: members in the page, 1 to
+            :data:`~stargate.presence.MAX_PAGE`.
+        :raises BrokerUnavailable: on Redis, when it does not answer within
+            ``stargate.publish_timeout``.
+        """
+        return _broker().members(self.channel, after, limit)
 
     def position(self) -> Position | None:
         """Return the position of this resource's last message, with history.

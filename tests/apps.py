@@ -235,6 +235,7 @@ class Root(Node):
             "slow": Slow("slow", self),
             "deaf": Deaf("deaf", self),
             "callbacks": Callbacks("callbacks", self),
+            "present": Present("present", self),
         }
 
     def __getitem__(self, key: str) -> Node:
@@ -389,6 +390,35 @@ def sign_out(context, request):
     return Response(json=True)
 
 
+class Present(Node):
+    """Its WebSocket makes the client present (``?name=`` its data)."""
+
+
+class PresentView(WebSocketView):
+    """Tracks the client; "leave" untracks it, "again" tracks it once more."""
+
+    def on_open(self, websocket):
+        name = self.request.GET.get("name")
+        member = self.context.track(websocket, {"name": name} if name else None)
+        websocket.send(member.id)
+
+    def on_message(self, websocket, message):
+        if message == "leave":
+            websocket.send(json.dumps(self.context.untrack(websocket)))
+        elif message == "again":
+            websocket.send(self.context.track(websocket).id)
+
+
+def presence(context, request):
+    """GET: the counts of the resource's members, or a page with ?limit=."""
+    if "limit" not in request.GET:
+        stats = context.presence_stats()
+        return Response(json=[stats.connections, stats.users, stats.guests])
+    page = context.members(request.GET.get("after"), int(request.GET["limit"]))
+    members = [[m.id, m.user, m.data] for m in page.members]
+    return Response(json={"members": members, "next": page.next})
+
+
 def where_am_i(request):
     """What the application makes of the request's client and URL."""
     return {"client": request.remote_addr, "url": request.url}
@@ -461,6 +491,8 @@ def make_app(settings: dict | None = None):
         config.add_view(sleepy, context=Root, name="sleep", websocket=False)
         config.add_view(pid, context=Root, name="pid")
         config.add_view(WhereAmIView, context=Root, name="whereami", websocket=True)
+        config.add_view(PresentView, context=Present, websocket=True)
+        config.add_view(presence, context=Node, name="presence", websocket=False)
         config.add_view(whereami, context=Root, name="whereami", websocket=False)
         config.add_view(sign_out, context=Root, name="sign-out", request_method="POST")
         config.add_view(request_seen, context=Root, name="seen")

@@ -54,6 +54,7 @@ def make_broker(settings: Settings) -> Broker:
             history_ttl=settings.history_ttl,
             position_ttl=settings.position_ttl,
             publish_timeout=settings.publish_timeout,
+            presence_ttl=settings.presence_ttl,
         )
     return MemoryBroker(
         settings.history_size, settings.history_ttl, settings.history_channels

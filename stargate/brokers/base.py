@@ -10,12 +10,21 @@ frames.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from stargate.brokers.channels import Channel, LocalChannel
 from stargate.brokers.users import UserConnections
 from stargate.connection import Listener, Message, broadcast
+from stargate.presence import (
+    LocalPresence,
+    Member,
+    MemberPage,
+    PresenceStats,
+    encode_data,
+    user_key,
+)
 
 if TYPE_CHECKING:  # the sequencer is made of these, and brokers make it
     from stargate.brokers.sequencer import Sequencer
@@ -89,6 +98,8 @@ class Broker(ABC):
         self.local = LocalListeners()
         #: This process's connections of logged-in users, by user id.
         self.users = UserConnections()
+        #: The members this process tracks (:mod:`stargate.presence`).
+        self.presence = LocalPresence()
 
     def listeners(self, channel: Channel) -> frozenset[Listener]:
         """Return this process's listeners of ``channel``."""
@@ -178,6 +189,64 @@ class Broker(ABC):
     def position(self, channel: Channel) -> Position | None:
         """Return the position of the channel's last message, with history."""
 
+    def track(
+        self,
+        channel: Channel,
+        connection: Listener,
+        user: str | int | None,
+        data: object = None,
+    ) -> Member | None:
+        """Make ``connection`` a member of ``channel`` until it closes or leaves.
+
+        Returns its :class:`~stargate.presence.Member`: a new one, or the
+        one it already was (unchanged); ``None`` if it is closed.
+
+        :raises TypeError: for a ``user`` that is neither a string nor a
+            number, or ``data`` JSON cannot carry.
+        :raises ValueError: for ``data`` past
+            :data:`~stargate.presence.MAX_DATA_SIZE` bytes of JSON.
+        """
+        user_key(user)
+        member = Member(self.presence.new_id(), user, json.loads(encode_data(data)))
+        if connection.closed:
+            return None
+        present = self.presence.member(channel, connection)
+        if present is not None:
+            return present
+        self.presence.add(channel, connection, member)
+        connection.on_close(lambda closed: self.untrack(channel, closed))
+        self._joined(channel, member)
+        return member
+
+    def untrack(self, channel: Channel, connection: Listener) -> bool:
+        """Make ``connection`` leave ``channel``; return whether it was a member."""
+        member = self.presence.remove(channel, connection)
+        if member is None:
+            return False
+        self._left(channel, member)
+        return True
+
+    def presence_stats(self, channel: Channel) -> PresenceStats:
+        """Return the counts of ``channel``'s members, in every process."""
+        return self.presence.stats(channel)
+
+    def members(
+        self, channel: Channel, after: str | None = None, limit: int = 100
+    ) -> MemberPage:
+        """Return a page of ``channel``'s members, in every process, by id.
+
+        :param after: the ``next`` of the previous page.
+        :raises ValueError: for a ``limit`` out of 1 to
+            :data:`~stargate.presence.MAX_PAGE`.
+        """
+        return self.presence.page(channel, after, limit)
+
+    def _joined(self, channel: Channel, member: Member) -> None:  # noqa: B027
+        """Tell the other processes: a hook of brokers that span them."""
+
+    def _left(self, channel: Channel, member: Member) -> None:  # noqa: B027
+        """Tell the other processes: a hook of brokers that span them."""
+
     def disconnect_user(self, userid: str | int, code: int, reason: str) -> None:
         """Close the connections of ``userid`` in every process.
 
@@ -198,3 +267,4 @@ class Broker(ABC):
         """Forget every local listener and user (their connections stay open)."""
         self.local = LocalListeners()
         self.users = UserConnections()
+        self.presence = LocalPresence()

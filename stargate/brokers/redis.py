@@ -35,11 +35,13 @@ from stargate import runtime
 from stargate.brokers.base import Broker, Channel, LocalChannel
 from stargate.brokers.history import Window
 from stargate.brokers.redis_history import POSITIONED, RedisHistory, decode_positioned
+from stargate.brokers.redis_presence import RedisPresence
 from stargate.brokers.sequencer import Sequencer
 from stargate.brokers.users import decode_disconnect, encode_disconnect
 from stargate.connection import Listener, Message
-from stargate.exceptions import IncorrectlyConfigured
+from stargate.exceptions import BrokerUnavailable, IncorrectlyConfigured
 from stargate.positions import Position
+from stargate.presence import Member, MemberPage, PresenceStats
 
 __all__ = ["RedisBroker", "decode_payload", "encode_payload"]
 
@@ -56,6 +58,8 @@ _BATCH = 512
 #: How long a message waits for the subscription before it is kept local:
 #: long enough for the first connection of a process that just started.
 _SUBSCRIPTION_GRACE = 1.0
+#: What a renewal of the members carries as its member.
+_NOBODY = Member("", None)
 #: Seconds between two checks of the top of every channel with positioned
 #: listeners: what catches a message lost on a channel that went quiet.
 _CHECK_EVERY = 10.0
@@ -109,6 +113,8 @@ class RedisBroker(Broker):
         message.
     :param position_ttl: seconds a channel's position is kept after it.
     :param publish_timeout: seconds a publish with history waits for Redis.
+    :param presence_ttl: seconds the members of a process that stopped
+        renewing them stay present.
     """
 
     def __init__(
@@ -122,6 +128,7 @@ class RedisBroker(Broker):
         history_ttl: float = 300.0,
         position_ttl: float = 86400.0,
         publish_timeout: float = 2.0,
+        presence_ttl: float = 60.0,
     ) -> None:
         super().__init__()
         try:
@@ -164,6 +171,14 @@ class RedisBroker(Broker):
                 timeout=publish_timeout,
             )
             self.sequencer = Sequencer(self._window)
+        #: Every process's members (:mod:`stargate.brokers.redis_presence`).
+        self.presence_store = RedisPresence(
+            self._redis, url, prefix, ttl=presence_ttl, timeout=publish_timeout
+        )
+        # Joins and leaves of this process's members, written in order by
+        # one green thread, which also renews them (_presence_loop).
+        self._presence_outbox = runtime.get().queue(queue_size)
+        self._presence_threads: list[Any] = []
 
     # -- Broker --------------------------------------------------------------
 
@@ -238,6 +253,119 @@ class RedisBroker(Broker):
                 userid,
             )
 
+    # -- presence ------------------------------------------------------------
+
+    def track(
+        self,
+        channel: Channel,
+        connection: Listener,
+        user: str | int | None,
+        data: object = None,
+    ) -> Member | None:
+        """Make ``connection`` a member of ``channel`` in Redis too.
+
+        Written by a green thread of its own, at once, and renewed while the
+        connection lives: this never waits for Redis.
+
+        :raises IncorrectlyConfigured: for a resource without a path.
+        """
+        return super().track(_named(channel), connection, user, data)
+
+    def untrack(self, channel: Channel, connection: Listener) -> bool:
+        """Make ``connection`` leave ``channel``, in Redis too."""
+        return super().untrack(_named(channel), connection)
+
+    def presence_stats(self, channel: Channel) -> PresenceStats:
+        """Return the counts of ``channel``'s members, in every process.
+
+        :raises BrokerUnavailable: when Redis does not answer in time.
+        """
+        return self.presence_store.stats(_named(channel))
+
+    def members(
+        self, channel: Channel, after: str | None = None, limit: int = 100
+    ) -> MemberPage:
+        """Return a page of ``channel``'s members, in every process, by id.
+
+        :raises BrokerUnavailable: when Redis does not answer in time.
+        """
+        return self.presence_store.page(_named(channel), after, limit)
+
+    def _joined(self, channel: Channel, member: Member) -> None:
+        self._tell_presence(("join", _named(channel), member))
+
+    def _left(self, channel: Channel, member: Member) -> None:
+        self._tell_presence(("leave", _named(channel), member))
+
+    def _tell_presence(self, change: tuple[str, str, Member]) -> None:
+        if self._closed:
+            return
+        if not self._presence_threads:
+            # A renewal every third of the expiry: a member outlives two
+            # lost ones.
+            every = self.presence_store.ttl / 3
+            self._presence_threads = [
+                runtime.get().spawn(self._presence_loop),
+                runtime.get().spawn(self._renew_loop, every),
+            ]
+        if not self._presence_outbox.put_nowait(change):
+            log.warning(
+                "Redis presence queue full: a %s on %s was dropped (a join comes "
+                "back with the next renewal, a leave with the expiry)",
+                change[0],
+                change[1],
+            )
+
+    def _renew_loop(self, every: float) -> None:
+        while True:
+            runtime.get().sleep(every)
+            self._presence_outbox.put_nowait(("renew", "", _NOBODY))
+
+    def _presence_loop(self) -> None:
+        failing = False
+        while True:
+            outbox = self._presence_outbox
+            changes = [outbox.get()]
+            while len(changes) < _BATCH and (item := outbox.get_nowait()):
+                changes.append(item)
+            try:
+                self._write_presence(changes)
+            except BrokerUnavailable as error:
+                if not failing:
+                    log.warning(
+                        "Redis presence not written (%s): members are renewed "
+                        "once Redis answers",
+                        error,
+                    )
+                failing = True
+                runtime.get().sleep(self._delays.compute(0))
+                continue
+            if failing:
+                log.warning("Redis presence written again")
+            failing = False
+
+    def _write_presence(self, changes: list[tuple[str, str, Member]]) -> None:
+        # In order, a channel's run of joins (or leaves) in one call.
+        store = self.presence_store
+        if any(kind == "renew" for kind, _, _ in changes):
+            # Every channel is a path here: track() refuses the others.
+            for channel in self.presence.channels():
+                if isinstance(channel, str):
+                    store.join(channel, self.presence.of(channel))
+        runs: list[tuple[str, str, list[Member]]] = []
+        for kind, channel, member in changes:
+            if kind == "renew":
+                continue
+            if runs and runs[-1][:2] == (kind, channel):
+                runs[-1][2].append(member)
+            else:
+                runs.append((kind, channel, [member]))
+        for kind, channel, members in runs:
+            if kind == "join":
+                store.join(channel, members)
+            else:
+                store.leave(channel, [member.id for member in members])
+
     def _window(self, channel: Channel, after: int | None) -> Window:
         assert self.history is not None  # the sequencer comes with it
         return self.history.window(_named(channel), after)
@@ -245,9 +373,11 @@ class RedisBroker(Broker):
     def close(self) -> None:
         """Stop both green threads and forget the local listeners."""
         self._closed = True
-        for thread in self._threads:
+        for thread in self._threads + self._presence_threads:
             runtime.get().kill(thread)
         self._threads = []
+        self._presence_threads = []
+        self.presence_store.close()
         if self.history is not None:
             self.history.close()
         super().close()

@@ -16,14 +16,11 @@ old history is mistaken for one of the new.
 
 from __future__ import annotations
 
-import hashlib
-import time
 from typing import Any
 
-from stargate import runtime
 from stargate.brokers.history import Window, new_epoch
+from stargate.brokers.redis_scripts import RedisScripts
 from stargate.connection import Message
-from stargate.exceptions import BrokerUnavailable
 from stargate.positions import Position
 
 __all__ = ["RedisHistory", "decode_positioned", "history_keys"]
@@ -139,28 +136,20 @@ class RedisHistory:
         self.ttl = max(1, round(ttl))
         self.position_ttl = max(1, round(position_ttl))
         self.timeout = timeout
-        self._errors = redis.exceptions
-        # What cannot have reached Redis: no connection could be had.
-        self._unsent = (redis.ConnectionError, redis.TimeoutError, OSError, EOFError)
-        self._pool = redis.BlockingConnectionPool.from_url(
+        self._scripts = RedisScripts(
+            redis,
             url,
-            max_connections=connections,
+            {"publish": _PUBLISH, "read": _READ},
             timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            socket_keepalive=True,
+            connections=connections,
         )
-        self._scripts = {
-            name: (source, hashlib.sha1(source.encode()).hexdigest())
-            for name, source in (("publish", _PUBLISH), ("read", _READ))
-        }
 
     def publish(self, channel: str, origin: bytes, message: Message) -> Position:
         """Give ``message`` the channel's next position, keep it, publish it.
 
         :raises BrokerUnavailable: when Redis does not take it in time.
         """
-        offset, epoch = self._run(
+        offset, epoch = self._scripts.run(
             "publish",
             history_keys(self.prefix, channel),
             (
@@ -180,7 +169,7 @@ class RedisHistory:
 
         :raises BrokerUnavailable: when Redis does not answer in time.
         """
-        epoch, top, entries = self._run(
+        epoch, top, entries = self._scripts.run(
             "read",
             history_keys(self.prefix, channel),
             (-1 if after is None else after, self.size, self.ttl, new_epoch()),
@@ -195,47 +184,4 @@ class RedisHistory:
 
     def close(self) -> None:
         """Close the connections to Redis."""
-        self._pool.disconnect()
-
-    def _run(self, name: str, keys: tuple[str, str], args: tuple[Any, ...]) -> Any:
-        # redis-py's Script would retry a call whose answer was lost, which
-        # for a publish could number one message twice: a call is retried
-        # here only while no connection could be had, and a lost answer is
-        # reported as such.
-        deadline = time.monotonic() + self.timeout
-        failures = 0
-        while True:
-            try:
-                connection = self._pool.get_connection()
-            except self._unsent as error:
-                failures += 1
-                pause = min(0.05 * 2**failures, 0.5)
-                if time.monotonic() + pause >= deadline:
-                    raise BrokerUnavailable(
-                        f"Redis did not take the call within {self.timeout} s: "
-                        f"nothing was published ({error})"
-                    ) from error
-                runtime.get().sleep(pause)
-                continue
-            try:
-                return self._evaluate(connection, name, keys, args)
-            except self._unsent as error:
-                connection.disconnect()
-                raise BrokerUnavailable(
-                    f"Redis's answer was lost ({error}): the call may or may "
-                    "not have taken effect"
-                ) from error
-            finally:
-                self._pool.release(connection)
-
-    def _evaluate(
-        self, connection: Any, name: str, keys: tuple[str, str], args: tuple[Any, ...]
-    ) -> Any:
-        source, sha = self._scripts[name]
-        connection.send_command("EVALSHA", sha, len(keys), *keys, *args)
-        try:
-            return connection.read_response()
-        except self._errors.NoScriptError:
-            # A Redis that restarted has forgotten the script: it did not run.
-            connection.send_command("EVAL", source, len(keys), *keys, *args)
-            return connection.read_response()
+        self._scripts.close()
