@@ -537,7 +537,10 @@ def test_pserve_refuses_a_busy_port(pserve, tmp_path):
     first = pserve()
     second = PServe(tmp_path, port=first.port)
     assert second.process.wait(30) != 0
-    assert "Address already in use" in second.output()
+    assert (
+        f"cannot listen on 127.0.0.1:{first.port}: Address already in use"
+        in second.output()
+    )
     with WebSocketClient(first.ws_url("/echo/")) as client:  # the first is unharmed
         client.send("still mine")
         assert client.receive() == "still mine"

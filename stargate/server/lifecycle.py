@@ -136,19 +136,28 @@ class Server:
     def bind(self) -> tuple[str, int]:
         """Open the listening socket, unless given; return the bound address.
 
-        :raises OSError: if the address is in use (and ``reuse_port`` is off).
+        :raises OSError: naming the address, if it cannot be had: in use
+            (and ``reuse_port`` is off), not this machine's, or a port
+            below 1024 without the right.
         """
         if not self._sockets:
             options = self.options
             _raise_file_limit(options.max_connections)
-            self._sockets = [
-                self.runtime.listen(
+            try:
+                sock = self.runtime.listen(
                     options.host,
                     options.port,
                     backlog=options.backlog,
                     reuse_port=options.reuse_port,
                 )
-            ]
+            except OSError as error:
+                raise OSError(
+                    error.errno,
+                    f"cannot listen on {options.host}:{options.port}: "
+                    f"{error.strerror} (another server there? change listen "
+                    "= in [server:main])",
+                ) from None
+            self._sockets = [sock]
         return self.address
 
     def serve_forever(self) -> None:

@@ -296,3 +296,24 @@ def test_a_page_whose_history_is_gone_says_so_and_reloads_the_job(
         card.locator('.state[data-state="off"]').wait_for(timeout=5000)
 {%- endif %}
         assert card.locator(".status").inner_text() == "live"
+
+
+def test_a_page_whose_sockets_are_all_refused_says_why_and_stops(
+    browser, app_settings, runtime
+):
+    """An origin the server does not allow: five refused handshakes, then
+    every card says what is wrong instead of reconnecting for ever."""
+    refusing = {**app_settings, "stargate.allowed_origins": "https://elsewhere.example"}
+    app = main({}, **refusing)
+    with LiveServer(app, runtime=runtime, shutdown_timeout=2) as server:
+        page = browser.new_page()
+        sockets = []
+        page.on("websocket", lambda socket: sockets.append(socket))
+        page.goto(server.url + "/")
+        for job in ("1", "2", "3"):
+            card = page.locator(f'[data-job="{job}"]')
+            card.locator(".log").get_by_text("cannot connect").wait_for(timeout=30000)
+            assert card.locator(".status").inner_text() == "closed"
+        assert len(sockets) == 5
+        page.wait_for_timeout(1000)  # and no more after
+        assert len(sockets) == 5

@@ -39,8 +39,14 @@ function parse(data) {
   }
 }
 
-function closeText({ code, reason, reconnecting }) {
+function closeText({ code, reason, reconnecting, gaveUp }) {
   const why = reason ? `${code}: ${reason}` : `${code}`;
+  if (gaveUp) {
+    // Browsers hide why a handshake was refused: say what it usually is.
+    return "cannot connect: the server refused every WebSocket of this page " +
+      "(its address not in stargate.allowed_origins or allowed_hosts, or a " +
+      "proxy that does not pass WebSocket upgrades?)";
+  }
   return reconnecting ? `connection lost (${why})` : `connection closed (${why}), not reconnecting`;
 }
 

@@ -29,7 +29,9 @@
 // after the ones it would only repeat (a normal close by the server, a
 // protocol error, a refused message, a policy violation, application codes
 // 4000-4999), unless `shouldReconnect` says otherwise.  It reconnects at once
-// when the browser comes back online or the tab becomes visible again.
+// when the browser comes back online or the tab becomes visible again.  A
+// socket that never opened gives up after `giveUpAfter` attempts (5): its
+// close event then says `gaveUp: true`.
 //
 // StargateConnection (below) carries any number of such streams over one
 // WebSocket.  Reusable as it is: it knows nothing of the page.
@@ -208,7 +210,7 @@ class Stream extends EventTarget {
 // A WebSocket that reconnects: what StargateSocket and StargateConnection
 // share.  Subclasses say what to do on open and with each message.
 class Reconnecting {
-  constructor(owner, url, { protocols = [], base = 500, cap = 30000, stableAfter = 5000, shouldReconnect = reconnectsAfter }) {
+  constructor(owner, url, { protocols = [], base = 500, cap = 30000, stableAfter = 5000, shouldReconnect = reconnectsAfter, giveUpAfter = 5 }) {
     this.owner = owner; // an EventTarget with setStatus(), opened(), received(), lost(), stop()
     this.url = url;
     this.protocols = protocols;
@@ -216,6 +218,8 @@ class Reconnecting {
     this.cap = cap;
     this.stableAfter = stableAfter;
     this.shouldReconnect = shouldReconnect;
+    this.giveUpAfter = giveUpAfter;
+    this.everOpened = false;
     this.attempt = 0;
     this.socket = null;
     this.timer = null;
@@ -237,6 +241,7 @@ class Reconnecting {
     const socket = new WebSocket(this.owner.connectUrl(), this.protocols);
     socket.binaryType = "arraybuffer";
     socket.addEventListener("open", () => {
+      this.everOpened = true;
       // A connection that drops at once (a server that accepts, then fails)
       // must not reset the backoff: only one that lasted does.
       this.stableTimer = setTimeout(() => {
@@ -253,8 +258,13 @@ class Reconnecting {
     if (this.socket !== socket) return;
     this.socket = null;
     clearTimeout(this.stableTimer);
-    const reconnecting = !this.stopped && this.shouldReconnect(code, reason);
-    this.owner.lost({ code, reason, reconnecting });
+    // Refused every time since the page loaded (an origin the server does
+    // not allow, a proxy that does not pass upgrades): retrying will not
+    // help, and saying so will.  A server that was reached once may come
+    // back: that is retried for ever.
+    const gaveUp = !this.everOpened && this.attempt + 1 >= this.giveUpAfter;
+    const reconnecting = !this.stopped && !gaveUp && this.shouldReconnect(code, reason);
+    this.owner.lost({ code, reason, reconnecting, gaveUp });
     if (!reconnecting) {
       this.stop();
       return;
@@ -292,7 +302,9 @@ class Reconnecting {
 }
 
 export class StargateSocket extends Stream {
-  // protocols: subprotocols to offer; base, cap: the backoff (ms); stableAfter:
+  // protocols: subprotocols to offer; giveUpAfter: failed opens in a row,
+  // before any succeeded, after which it stops (the close event says
+  // gaveUp: true); base, cap: the backoff (ms); stableAfter:
   // how long (ms) a connection must last before the backoff starts over;
   // shouldReconnect(code, reason): whether to reconnect after a close;
   // positions: ask for positions (see above); since: the position the page
