@@ -594,6 +594,26 @@ class RedisServer:
 
 
 @pytest.fixture
+def brokers():
+    """Make in-process brokers; close them even when the test fails.
+
+    A broker left open keeps green threads waiting on sockets in this
+    thread's hub, which would break the tests that follow.
+    """
+    from stargate.brokers.redis import RedisBroker
+
+    made = []
+
+    def make(url, **options):
+        made.append(RedisBroker(url, **options))
+        return made[-1]
+
+    yield make
+    for broker in made:
+        broker.close()
+
+
+@pytest.fixture
 def redis_server(tmp_path):
     if not os.path.exists(REDIS_SERVER):
         missing = "no redis-server (apt-get install redis-server)"

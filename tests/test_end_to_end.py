@@ -3,6 +3,9 @@ browser pages."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+
 import pytest
 
 from tests.conftest import COMBINATIONS, ROOT, Served, free_port, installed
@@ -102,18 +105,22 @@ def test_the_readme_shows_the_demo_page():
     assert "(docs/demo.png)" in (ROOT / "README.md").read_text()
 
 
-@installed("memory", "eventlet", "none")
+@installed("memory", "gevent", "sqlalchemy")
 @pytest.mark.timeout(1800)  # the first use installs the project's dependencies
-def test_the_page_works_through_the_shipped_proxy_plain_and_with_tls(
+def test_the_shipped_deploy_serves_the_page_plain_and_with_tls(
     bake_installed, browser, tmp_path
 ):
-    """production.ini behind deploy/nginx.conf as generated (but for its ports
-    and a certificate made here): on a port that is not 80, and over TLS."""
-    project, bin_dir = bake_installed("memory", "eventlet", "none")
-    served = Served(project, bin_dir, free_port(), ini="production.ini")
+    """deploy/: the systemd unit's gunicorn command on production.ini, after
+    the migration deployment.md says to run, behind nginx.conf as generated
+    (but for its ports, paths and a certificate made here): the page works
+    on a port that is not 80, and over TLS."""
+    project, bin_dir = bake_installed("memory", "gevent", "sqlalchemy")
+    for database in project.glob("*.sqlite*"):
+        database.unlink()  # left by another server
+    served = Deployed(project, bin_dir, free_port())
     served.start()
     site = (project / "deploy" / "nginx.conf").read_text()
-    proxy = Nginx(tmp_path, site, [served.port, served.port])
+    proxy = Nginx(tmp_path, site, [served.port])
     tabs = browser.new_context(ignore_https_errors=True)  # the certificate
     try:
         for url in (proxy.url, proxy.tls_url):
@@ -137,6 +144,27 @@ def test_the_page_works_through_the_shipped_proxy_plain_and_with_tls(
         proxy.stop()
         served.kill()
     assert "Traceback" not in served.log.read_text()
+
+
+class Deployed(Served):
+    """The project as its systemd unit starts it (ExecStart), on ``port``."""
+
+    def __init__(self, project, bin_dir, port: int) -> None:
+        super().__init__(project, bin_dir, port, ini="production.ini")
+        unit = next((project / "deploy").glob("*.service")).read_text()
+        (command,) = re.findall(r"(?m)^ExecStart=(.*)$", unit)
+        command = command.replace(f"/srv/{project.name}/.venv/bin", str(bin_dir))
+        command = command.replace("production.ini", str(self.ini))
+        self.command = command.replace(":6543", f":{port}").split()
+        # Before the first start: production.ini does not migrate.
+        subprocess.run(
+            [str(bin_dir / "alembic"), "-c", str(self.ini), "upgrade", "head"],
+            cwd=project,
+            env=self.environ,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
 
 def watched(context, problems: list[str]):

@@ -55,12 +55,13 @@ class Nginx:
     def __init__(self, directory, site: str, backends: list[int]) -> None:
         self.port = free_port()
         self.tls_port = free_port()
-        servers = iter(backends)
-        site = re.sub(
+        # The upstream's one line, once per backend.
+        site, found = re.subn(
             r"server 127\.0\.0\.1:\d+;",
-            lambda _: f"server 127.0.0.1:{next(servers)};",
+            " ".join(f"server 127.0.0.1:{port};" for port in backends),
             site,
         )
+        assert found == 1
         site = site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
         site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{self.tls_port} ssl;")
         cert, key = self_signed(directory)

@@ -153,22 +153,6 @@ def test_a_closed_connection_is_not_tracked():
 # -- across processes, on Redis ---------------------------------------------------
 
 
-@pytest.fixture
-def brokers():
-    """In-process Redis brokers, closed even when the test fails."""
-    from stargate.brokers.redis import RedisBroker
-
-    made = []
-
-    def make(url, **options):
-        made.append(RedisBroker(url, **options))
-        return made[-1]
-
-    yield make
-    for broker in made:
-        broker.close()
-
-
 @pytest.mark.green_redis
 def test_counts_and_pages_agree_in_every_process(serve, redis_server):
     settings = {"stargate.broker": redis_server.url}

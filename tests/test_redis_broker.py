@@ -179,26 +179,6 @@ def test_foreign_payloads_on_a_channel_are_ignored(pair, redis_server):
     assert b.receive().startswith("00000000")
 
 
-@pytest.fixture
-def brokers():
-    """Make in-process brokers; close them even when the test fails.
-
-    A broker left open keeps green threads waiting on sockets in this
-    thread's hub, which would break the tests that follow.
-    """
-    from stargate.brokers.redis import RedisBroker
-
-    made = []
-
-    def make(url, **options):
-        made.append(RedisBroker(url, **options))
-        return made[-1]
-
-    yield make
-    for broker in made:
-        broker.close()
-
-
 def test_messages_queued_while_unsubscribed_are_counted_as_local_only(brokers):
     from stargate import runtime
 

@@ -29,6 +29,7 @@ EXPECTED_FILES = {
     ".gitignore",
     "README.md",
     "deploy/nginx.conf",
+    "deploy/myproject.service",
     "development.ini",
     "production.ini",
     "pyproject.toml",
@@ -141,6 +142,9 @@ def test_the_runtime_option_wires_the_server_and_its_library(cookies, runtime):
     # pserve and gunicorn, whatever the runtime.
     assert ".venv/bin/pserve production.ini" in readme
     assert "-k stargate.gunicorn.GeventWorker" in readme
+    unit = (project / "deploy" / "demo_app.service").read_text()
+    launcher = "gunicorn --paste" if runtime == "gevent" else "pserve production.ini"
+    assert f"ExecStart=/srv/demo_app/.venv/bin/{launcher}" in unit
 
 
 DATABASE_FILES = {
@@ -161,9 +165,12 @@ def test_the_sqlalchemy_option_wires_the_database(cookies):
     expected = {name.format(package="sql_app") for name in DATABASE_FILES}
     assert expected <= files_of(project)
     development = (project / "development.ini").read_text()
-    assert "sqlalchemy.url = sqlite:///%(here)s/sql_app.sqlite" in development
+    assert (
+        "sqlalchemy.url = sqlite:///%(here)s/sql_app-development.sqlite" in development
+    )
     assert "database.upgrade_on_start = true" in development
     production = (project / "production.ini").read_text()
+    assert "sqlalchemy.url = sqlite:///%(here)s/sql_app.sqlite" in production
     assert "database.upgrade_on_start = false" in production
     for ini in ("development.ini", "production.ini", "testing.ini"):
         assert "script_location = sql_app:alembic" in (project / ini).read_text()

@@ -64,6 +64,29 @@ def test_the_migrations_go_down_and_up_again(app, database_url):
     command.upgrade(alembic_config(database_url), "head")
 
 
+def test_a_new_migration_comes_out_ruff_clean(tmp_path):
+    """development.ini's post-write hooks: autogenerate writes what ruff passes."""
+    import shutil
+
+    from alembic.config import Config
+
+    import {{ cookiecutter.package }}
+
+    scripts = tmp_path / "alembic"  # a copy: the project's own stays as it is
+    shutil.copytree(Path({{ cookiecutter.package }}.__file__).with_name("alembic"), scripts)
+    config = Config(Path(TESTING_INI).with_name("development.ini"))
+    config.set_main_option("script_location", str(scripts))
+    config.attributes["url"] = f"sqlite:///{tmp_path / 'dev.sqlite'}"  # env.py
+    command.upgrade(config, "head")
+    command.revision(config, "a change", autogenerate=True)
+    (written,) = (scripts / "versions").glob("*_a_change.py")
+    ruff = [sys.executable, "-m", "ruff"]
+    subprocess.run([*ruff, "check", str(written)], check=True, capture_output=True)
+    subprocess.run(
+        [*ruff, "format", "--check", str(written)], check=True, capture_output=True
+    )
+
+
 def test_production_migrates_with_alembic_only(app_settings, tmp_path):
     production = Path(TESTING_INI).with_name("production.ini").read_text()
     assert "database.upgrade_on_start = false" in production
