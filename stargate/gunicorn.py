@@ -22,12 +22,15 @@ served: terminate it in front (nginx, see ``docs/deployment.md``).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+from gunicorn.arbiter import Arbiter
 from gunicorn.workers.ggevent import GeventWorker as _GunicornGeventWorker
 
 from stargate import runtime
 from stargate.config import ServerOptions
+from stargate.exceptions import IncorrectlyConfigured
 from stargate.server import keep_thread_locals_per_green_thread
 from stargate.server.lifecycle import Server
 
@@ -60,6 +63,19 @@ class GeventWorker(_GunicornGeventWorker):
             )
         runtime.use("gevent")
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        """Load the application; a configuration it refuses is said in one line.
+
+        gunicorn would log the whole traceback of every worker that tries:
+        the setting and its fix are what to read.  The arbiter then stops
+        ("App failed to load").
+        """
+        try:
+            super().load_wsgi()
+        except IncorrectlyConfigured as error:
+            self.log.error("cannot start the application: %s", error)
+            sys.exit(Arbiter.APP_LOAD_ERROR)
 
     def run(self) -> None:
         """Serve until gunicorn stops the worker, then close WebSockets with 1001."""

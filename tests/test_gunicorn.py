@@ -232,3 +232,15 @@ def test_the_worker_refuses_tls_with_a_reason():
     worker.cfg = SimpleNamespace(is_ssl=True)
     with pytest.raises(RuntimeError, match="does not serve TLS: terminate it"):
         worker.init_process()
+
+
+def test_a_bad_setting_stops_gunicorn_with_the_setting_named(tmp_path):
+    server = Gunicorn(tmp_path, app="stargate.max_message_size = lots")
+    assert server.process.wait(60) != 0  # the arbiter stops: the app cannot load
+    output = server.output()
+    assert (
+        "cannot start the application: bad value 'lots' for setting "
+        "'stargate.max_message_size'" in output
+    )
+    assert "App failed to load" in output
+    assert "Traceback" not in output

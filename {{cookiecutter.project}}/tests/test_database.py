@@ -18,6 +18,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
+from stargate.exceptions import IncorrectlyConfigured
 from stargate.testing import WebSocketClient
 
 from {{ cookiecutter.package }} import main
@@ -112,13 +113,14 @@ def test_without_migrations_the_application_refuses_to_start(app_settings, tmp_p
     url = f"sqlite:///{tmp_path / 'behind.sqlite'}"
     settings = {**app_settings, "sqlalchemy.url": url}
     settings["database.upgrade_on_start"] = "false"
-    with pytest.raises(RuntimeError, match="none \\(an empty database\\)") as refused:
+    empty = "none \\(an empty database\\)"
+    with pytest.raises(IncorrectlyConfigured, match=empty) as refused:
         main({}, **settings)
     assert "alembic -c production.ini upgrade head" in str(refused.value)
     command.upgrade(alembic_config(url), "head")
     main({}, **settings)  # migrated: it starts
     command.downgrade(alembic_config(url), "-1")
-    with pytest.raises(RuntimeError, match="the code needs"):
+    with pytest.raises(IncorrectlyConfigured, match="the code needs"):
         main({}, **settings)
 
 
@@ -153,7 +155,7 @@ def test_the_environment_overrides_the_url_of_the_ini_file(monkeypatch):
     assert database_url({"sqlalchemy.url": "sqlite://"}) == "sqlite:///elsewhere.sqlite"
     monkeypatch.delenv(URL_VARIABLE)
     assert database_url({"sqlalchemy.url": "sqlite://"}) == "sqlite://"
-    with pytest.raises(ValueError, match=URL_VARIABLE):
+    with pytest.raises(IncorrectlyConfigured, match=URL_VARIABLE):
         database_url({})
 
 

@@ -7,7 +7,7 @@ import pytest
 {%- if cookiecutter.backend == "sqlalchemy" %}
 from stargate.brokers import MemoryBroker
 {%- endif %}
-from stargate.exceptions import BrokerUnavailable
+from stargate.exceptions import BrokerUnavailable, IncorrectlyConfigured
 
 from {{ cookiecutter.package }} import (
     BROKER_VARIABLE,
@@ -176,7 +176,7 @@ def test_main_takes_the_session_secret_from_the_environment(app_settings, monkey
     assert session_secret(settings) == strong
     main({}, **settings)  # starts
     monkeypatch.setenv(SECRET_VARIABLE, "short")
-    with pytest.raises(ValueError, match="too short"):
+    with pytest.raises(IncorrectlyConfigured, match="too short"):
         main({}, **settings)
 
 
@@ -185,7 +185,7 @@ def test_main_takes_the_session_secret_from_the_environment(app_settings, monkey
     ["s" * 32, "abcd" * 8, "0123456789" * 4],
 )
 def test_a_session_secret_easy_to_guess_is_refused(weak):
-    with pytest.raises(ValueError, match="too easy to guess"):
+    with pytest.raises(IncorrectlyConfigured, match="too easy to guess"):
         session_secret({}, environ={SECRET_VARIABLE: weak})
 
 
@@ -202,9 +202,10 @@ def test_the_development_secret_is_refused_outside_development(app_settings):
     assert settings["session.secret"].startswith(DEVELOPMENT_SECRET)
     for name in ("development.ini", "testing.ini"):
         assert session_secret(settings, environ={}, ini_file=f"/srv/app/{name}")
-    with pytest.raises(ValueError, match="production.ini is not a development file"):
+    refused = "production.ini is not a development file"
+    with pytest.raises(IncorrectlyConfigured, match=refused):
         session_secret(settings, environ={}, ini_file="/srv/app/production.ini")
-    with pytest.raises(ValueError, match="not a development file"):
+    with pytest.raises(IncorrectlyConfigured, match="not a development file"):
         main({"__file__": "/srv/app/staging.ini"}, **app_settings)
 
 
@@ -232,5 +233,5 @@ def test_main_needs_a_session_secret(app_settings, monkeypatch):
     monkeypatch.delenv(SECRET_VARIABLE, raising=False)
     settings = {k: v for k, v in app_settings.items() if k != "session.secret"}
     missing = f"is missing: set the environment variable {SECRET_VARIABLE}"
-    with pytest.raises(ValueError, match=missing):
+    with pytest.raises(IncorrectlyConfigured, match=missing):
         main({}, **settings)

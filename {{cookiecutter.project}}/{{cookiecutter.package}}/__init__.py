@@ -7,6 +7,7 @@ from collections import Counter
 from pyramid.config import Configurator
 from pyramid.session import SignedCookieSessionFactory
 from pyramid.settings import asbool
+from stargate import IncorrectlyConfigured
 
 from .resources import Root
 from .security import SessionSecurityPolicy
@@ -48,13 +49,13 @@ def session_secret(settings, environ=os.environ, ini_file=None):
 
     :param ini_file: the ini file the application is served from, if known:
         a development secret is accepted from the development files only.
-    :raises ValueError: saying what to do, when it is missing, too short, too
+    :raises IncorrectlyConfigured: saying what to do, when it is missing, too short, too
         weak, or a development secret outside development.
     """
     secret = environ.get(SECRET_VARIABLE) or settings.get("session.secret") or ""
     if len(secret) < MIN_SECRET_LENGTH:
         problem = "is too short" if secret else "is missing"
-        raise ValueError(
+        raise IncorrectlyConfigured(
             f"the session secret {problem}: set the environment variable "
             f"{SECRET_VARIABLE} to {MIN_SECRET_LENGTH} characters or more, such as "
             f"what this prints: {MAKE_ONE}"
@@ -64,7 +65,7 @@ def session_secret(settings, environ=os.environ, ini_file=None):
         None,
         *DEVELOPMENT_FILES,
     ):
-        raise ValueError(
+        raise IncorrectlyConfigured(
             f"the session secret is the development one, and {served_from} is "
             f"not a development file: set the environment variable "
             f"{SECRET_VARIABLE} to a secret of its own, such as what this "
@@ -72,7 +73,7 @@ def session_secret(settings, environ=os.environ, ini_file=None):
         )
     repeats = secret in (secret + secret)[1:-1]  # "0123456789" * 4, say
     if repeats or secret_bits(secret) < MIN_SECRET_BITS:
-        raise ValueError(
+        raise IncorrectlyConfigured(
             "the session secret is too easy to guess (few different "
             f"characters, or a pattern repeated): set {SECRET_VARIABLE} to a "
             f"random one, such as what this prints: {MAKE_ONE}"

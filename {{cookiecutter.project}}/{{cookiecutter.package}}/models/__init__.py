@@ -24,7 +24,7 @@ from alembic.script import ScriptDirectory
 from pyramid.settings import asbool
 from sqlalchemy import engine_from_config, event, make_url
 from sqlalchemy.orm import sessionmaker
-from stargate import is_websocket
+from stargate import IncorrectlyConfigured, is_websocket
 
 from .job import JobRecord
 from .meta import Base
@@ -50,7 +50,7 @@ def database_url(settings, environ=os.environ):
     """Return the database URL: from the environment, else from the settings."""
     url = environ.get(URL_VARIABLE) or settings.get("sqlalchemy.url")
     if not url:
-        raise ValueError(
+        raise IncorrectlyConfigured(
             f"no database: set sqlalchemy.url in the ini file or {URL_VARIABLE}"
         )
     return url
@@ -96,7 +96,7 @@ def check_revision(settings):
 
     Otherwise every request would fail on a missing table or column.
 
-    :raises RuntimeError: saying which revision the database is at, which
+    :raises IncorrectlyConfigured: saying which revision the database is at, which
         the code needs, and how to migrate.
     """
     url = database_url(settings)
@@ -109,7 +109,7 @@ def check_revision(settings):
         engine.dispose()
     if current != heads:
         at = ", ".join(sorted(current)) or "none (an empty database)"
-        raise RuntimeError(
+        raise IncorrectlyConfigured(
             f"the database is at revision {at}, the code needs "
             f"{', '.join(sorted(heads))}: migrate it first, "
             "alembic -c production.ini upgrade head "
