@@ -486,12 +486,13 @@ def test_pserve_reload_drops_clients_who_reconnect(pserve, tmp_path):
     assert "KeyError" not in server.output()
 
 
-def test_monkey_patch_after_pyramid_is_refused(tmp_path):
+@pytest.mark.parametrize("runtime_name", ["gevent", "eventlet"])
+def test_monkey_patch_after_pyramid_is_refused(tmp_path, runtime_name):
     """Patching after Pyramid's thread-locals exist would share them: refuse."""
     code = (
         "import pyramid.threadlocal\n"
         "from stargate.server import server_factory\n"
-        "server_factory({}, port='0')\n"
+        f"server_factory({{}}, port='0', runtime='{runtime_name}')\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
