@@ -19,7 +19,7 @@ DEMO_BAKED := $(DEMO)/.baked-for-port-$(PORT)
 DEMO_STAMP := $(DEMO_VENV)/.installed
 LIBRARY := $(shell find stargate -name '*.py') pyproject.toml
 
-.PHONY: demo docs test test-python venv-python bench lint venv system-packages clean
+.PHONY: demo screenshot docs test test-python venv-python bench lint venv system-packages clean
 
 venv: $(STAMP)
 
@@ -68,6 +68,10 @@ $(DEMO_STAMP): $(DEMO_BAKED) $(LIBRARY)
 	$(DEMO_VENV)/bin/python -m pip install --quiet -e "$(DEMO_PROJECT)"
 	touch $(DEMO_STAMP)
 
+# docs/demo.png, taken from the demo's page in Chromium.
+screenshot: $(DEMO_STAMP) $(STAMP)
+	$(BIN)/python docs/screenshot.py
+
 demo: $(DEMO_STAMP)
 	@echo "Serving the demo on http://127.0.0.1:$(PORT)/ (Ctrl-C stops it)"
 	cd $(DEMO_PROJECT) && exec ../.venv/bin/pserve development.ini
@@ -78,8 +82,8 @@ docs: $(STAMP)
 	$(BIN)/python -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
 
 lint: $(STAMP)
-	$(BIN)/ruff check stargate tests bench hooks local_extensions.py docs/conf.py
-	$(BIN)/ruff format --check stargate tests bench hooks local_extensions.py docs/conf.py
+	$(BIN)/ruff check stargate tests bench hooks local_extensions.py docs/conf.py docs/screenshot.py
+	$(BIN)/ruff format --check stargate tests bench hooks local_extensions.py docs/conf.py docs/screenshot.py
 	$(BIN)/mypy stargate
 
 # The library's own tests (unit and live), without the template, the browser

@@ -4,7 +4,8 @@ Behind a reverse proxy (nginx terminating TLS, say), the request reaching
 stargate says ``http``, the proxy's address and the proxy's idea of
 ``Host``, while the browser used the public ``https://`` address.  The
 proxy reports the original scheme, host and client in ``X-Forwarded-Proto``,
-``X-Forwarded-Host`` and ``X-Forwarded-For``; anybody can send those
+``X-Forwarded-Host`` and ``X-Forwarded-For`` (or, if it sends none of
+those, in the standard ``Forwarded`` header); anybody can send those
 headers, so they are believed only when the request comes from an address
 listed in ``stargate.trusted_proxies``.
 
@@ -80,6 +81,8 @@ class TrustedProxies:
         if FORWARDED_KEY in environ or not self.trusts(peer):
             return peer  # rewritten already, or not from a proxy
         forwarded = _last(environ.get("HTTP_X_FORWARDED_FOR"))
+        if forwarded is None:
+            forwarded = _node(_forwarded(environ).get("for"))
         if forwarded is not None and _is_address(forwarded):
             return forwarded
         return peer
@@ -117,12 +120,57 @@ class TrustedProxies:
             return host, secure  # rewritten already, or not from a proxy
         proto = _last(environ.get("HTTP_X_FORWARDED_PROTO"))
         forwarded_host = _last(environ.get("HTTP_X_FORWARDED_HOST"))
+        if proto is None and forwarded_host is None:
+            standard = _forwarded(environ)  # RFC 7239, when X-Forwarded-* are not
+            proto, forwarded_host = standard.get("proto"), standard.get("host")
         scheme = _SCHEMES.get((proto or "").lower())
         if scheme is not None:
             secure = scheme == "https"
         if forwarded_host is not None and not _is_host(forwarded_host):
             forwarded_host = None
         return forwarded_host or host, secure
+
+
+def _forwarded(environ: Mapping[str, Any]) -> dict[str, str]:
+    """Return the pairs of the last element of ``Forwarded`` (RFC 7239).
+
+    The element the trusted proxy added; quoted values may hold commas and
+    semicolons.  Empty when there is none.
+    """
+    header = environ.get("HTTP_FORWARDED")
+    if not header:
+        return {}
+    elements: list[list[str]] = [[""]]
+    quoted = False
+    for char in header:
+        if char == '"':
+            quoted = not quoted
+        elif quoted:
+            elements[-1][-1] += char
+        elif char == ",":
+            elements.append([""])
+        elif char == ";":
+            elements[-1].append("")
+        else:
+            elements[-1][-1] += char
+    pairs = {}
+    for pair in elements[-1]:
+        name, equals, value = pair.strip().partition("=")
+        if equals:
+            pairs[name.strip().lower()] = value.strip()
+    return pairs
+
+
+def _node(value: str | None) -> str | None:
+    # A "for" node: an address, "[v6]" or either with a port; or a token
+    # (unknown, _hidden) that is no address.
+    if not value:
+        return None
+    if value.startswith("["):
+        return value[1:].partition("]")[0]
+    if value.count(":") == 1:
+        return value.partition(":")[0]
+    return value
 
 
 def _is_address(value: str) -> bool:

@@ -3,6 +3,7 @@ browser pages."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 
@@ -99,10 +100,29 @@ def test_two_pages_follow_each_other_through_a_restart(served, browser):
 
 
 def test_the_readme_shows_the_demo_page():
-    """docs/demo.png is copied from test-artifacts/e2e-first.png of a run."""
+    """docs/demo.png comes from docs/screenshot.py (make screenshot)."""
     picture = ROOT / "docs" / "demo.png"
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "(docs/demo.png)" in (ROOT / "README.md").read_text()
+
+
+@installed("memory", "eventlet", "none")
+@pytest.mark.timeout(1800)  # the first use installs the project's dependencies
+def test_the_screenshot_script_takes_the_page(bake_installed, tmp_path):
+    """What make screenshot runs, on an installed project instead of demo/."""
+    spec = importlib.util.spec_from_file_location(
+        "screenshot", ROOT / "docs" / "screenshot.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    project, bin_dir = bake_installed("memory", "eventlet", "none")
+    process, url = script.serve(project, bin_dir.parent)
+    try:
+        script.screenshot(url, tmp_path / "demo.png")
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @installed("memory", "gevent", "sqlalchemy")

@@ -202,3 +202,49 @@ def test_the_application_sees_what_the_client_sent(serve):
             "client": "203.0.113.7",
             "url": "https://www.example.com:8443/whereami",
         }
+
+
+@pytest.mark.parametrize(
+    ("header", "client", "host", "scheme"),
+    [
+        # The last element is the trusted proxy's; quotes may hide , and ;
+        (
+            'for=198.51.100.1, for=203.0.113.7;proto=https;host="www.example.com:8443"',
+            "203.0.113.7",
+            "www.example.com:8443",
+            "https",
+        ),
+        ('for="[2001:db8::1]:4711";proto=http', "2001:db8::1", "b:1", "http"),
+        ("For=203.0.113.7:4711; Host=a.example", "203.0.113.7", "a.example", "https"),
+        ('for=unknown;host="x;y,z"', "10.0.0.5", "b:1", "https"),  # neither valid
+        ("proto=https", "10.0.0.5", "b:1", "https"),
+        ("", "10.0.0.5", "b:1", "https"),
+        ("for", "10.0.0.5", "b:1", "https"),  # no value
+    ],
+)
+def test_the_standard_forwarded_header_is_read_without_x_forwarded(
+    header, client, host, scheme
+):
+    environ = {
+        "REMOTE_ADDR": "10.0.0.5",
+        "HTTP_HOST": "b:1",
+        "wsgi.url_scheme": "https",
+        "HTTP_FORWARDED": header,
+    }
+    proxies("10.0.0.0/8").rewrite(environ)
+    assert (environ["REMOTE_ADDR"], environ["HTTP_HOST"]) == (client, host)
+    assert environ["wsgi.url_scheme"] == scheme
+
+
+def test_x_forwarded_headers_win_over_forwarded():
+    environ = {
+        "REMOTE_ADDR": "10.0.0.5",
+        "HTTP_HOST": "b:1",
+        "wsgi.url_scheme": "http",
+        "HTTP_X_FORWARDED_FOR": "203.0.113.9",
+        "HTTP_X_FORWARDED_PROTO": "https",
+        "HTTP_FORWARDED": "for=198.51.100.1;proto=http;host=other.example",
+    }
+    proxies("10.0.0.0/8").rewrite(environ)
+    assert environ["REMOTE_ADDR"] == "203.0.113.9"
+    assert (environ["HTTP_HOST"], environ["wsgi.url_scheme"]) == ("b:1", "https")
