@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import urllib.request
 import zipfile
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, eventually, free_port
 
 
 def run(*command, cwd=None):
@@ -72,3 +75,36 @@ def test_wheel_installs_in_a_fresh_virtual_environment(tmp_path):
     )
     assert refused.returncode != 0
     assert 'pip install "path/to/stargate[eventlet]"' in refused.stderr
+
+    # docs/runtimes.md: pip install path/to/stargate "gunicorn[gevent]", then
+    # gunicorn with stargate's worker: it boots from what those two bring
+    # (gunicorn's gevent worker needs its extra's packages).
+    run(str(python), "-m", "pip", "install", "--quiet", "gunicorn[gevent]>=23")
+    port = free_port()
+    app = tmp_path / "app"  # the test application, without this checkout
+    app.mkdir()
+    shutil.copy(ROOT / "tests" / "apps.py", app / "bare_app.py")
+    ini = tmp_path / "app.ini"
+    ini.write_text("[app:main]\nuse = call:bare_app:main\n")
+    log = tmp_path / "gunicorn.log"
+    gunicorn = subprocess.Popen(
+        [str(venv / "bin" / "gunicorn"), "--paste", str(ini)]
+        + ["-k", "stargate.gunicorn.GeventWorker", "-b", f"127.0.0.1:{port}"],
+        env={**os.environ, "PYTHONPATH": str(app)},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        served = eventually(lambda: answers(f"http://127.0.0.1:{port}/pid"), timeout=60)
+        assert served, log.read_text()
+    finally:
+        gunicorn.terminate()
+        gunicorn.wait(30)
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
