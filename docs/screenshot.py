@@ -60,7 +60,8 @@ def serve(project: Path, venv: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     text = (project / "development.ini").read_text()
     text = re.sub(r"(?m)^listen = .*$", f"listen = 127.0.0.1:{port}", text)
-    ini = Path(tempfile.mkdtemp()) / "screenshot.ini"
+    # Named as the original: its development secret is refused elsewhere.
+    ini = Path(tempfile.mkdtemp()) / "development.ini"
     ini.write_text(text.replace("%(here)s", str(project)))
     process = subprocess.Popen(
         [str(venv / "bin" / "pserve"), str(ini)],
