@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Browser, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -26,27 +26,38 @@ JOB = '[data-job="1"]'
 TIMEOUT = 10_000  # ms, for each thing the page must show
 
 
-def screenshot(url: str, out: Path) -> None:
-    """Use the page at ``url`` in two tabs; save the second one to ``out``."""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM)
-        try:
-            context = browser.new_context(viewport={"width": 1100, "height": 800})
-            first, second = context.new_page(), context.new_page()
-            for page in (first, second):
-                page.goto(url)
-                for job in ("1", "2", "3"):
-                    status = page.locator(f'[data-job="{job}"] .status')
-                    status.get_by_text("live").wait_for(timeout=TIMEOUT)
-            first.click(f"{JOB} .toggle")
-            second.locator(f'{JOB} .state[data-state="on"]').wait_for(timeout=TIMEOUT)
-            first.fill(f"{JOB} .message", "hello from the other tab")
-            first.click(f"{JOB} .send")
-            log = second.locator(f"{JOB} .log")
-            log.get_by_text("guest: hello from the other tab").wait_for(timeout=TIMEOUT)
-            second.screenshot(path=str(out), full_page=True)
-        finally:
-            browser.close()
+def screenshot(url: str, out: Path, browser: Browser | None = None) -> None:
+    """Use the page at ``url`` in two tabs; save the second one to ``out``.
+
+    :param browser: a Playwright browser to use; by default, Chromium is
+        launched (Playwright's sync API runs once per thread: a test passes
+        the one it has).
+    """
+    if browser is None:
+        with sync_playwright() as playwright:
+            own = playwright.chromium.launch(executable_path=CHROMIUM)
+            try:
+                screenshot(url, out, own)
+            finally:
+                own.close()
+        return
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    try:
+        first, second = context.new_page(), context.new_page()
+        for page in (first, second):
+            page.goto(url)
+            for job in ("1", "2", "3"):
+                status = page.locator(f'[data-job="{job}"] .status')
+                status.get_by_text("live").wait_for(timeout=TIMEOUT)
+        first.click(f"{JOB} .toggle")
+        second.locator(f'{JOB} .state[data-state="on"]').wait_for(timeout=TIMEOUT)
+        first.fill(f"{JOB} .message", "hello from the other tab")
+        first.click(f"{JOB} .send")
+        log = second.locator(f"{JOB} .log")
+        log.get_by_text("guest: hello from the other tab").wait_for(timeout=TIMEOUT)
+        second.screenshot(path=str(out), full_page=True)
+    finally:
+        context.close()
 
 
 def free_port() -> int:

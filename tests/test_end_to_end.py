@@ -108,7 +108,7 @@ def test_the_readme_shows_the_demo_page():
 
 @installed("memory", "eventlet", "none")
 @pytest.mark.timeout(1800)  # the first use installs the project's dependencies
-def test_the_screenshot_script_takes_the_page(bake_installed, tmp_path):
+def test_the_screenshot_script_takes_the_page(bake_installed, browser, tmp_path):
     """What make screenshot runs, on an installed project instead of demo/."""
     spec = importlib.util.spec_from_file_location(
         "screenshot", ROOT / "docs" / "screenshot.py"
@@ -118,7 +118,7 @@ def test_the_screenshot_script_takes_the_page(bake_installed, tmp_path):
     project, bin_dir = bake_installed("memory", "eventlet", "none")
     process, url = script.serve(project, bin_dir.parent)
     try:
-        script.screenshot(url, tmp_path / "demo.png")
+        script.screenshot(url, tmp_path / "demo.png", browser)
     finally:
         process.terminate()
         process.wait(30)
