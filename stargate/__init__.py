@@ -87,7 +87,7 @@ def includeme(config: Any) -> None:
     ``stargate.allowed_hosts``, the tween that refuses other hosts
     (:mod:`stargate.hosts`), and with ``stargate.trusted_proxies``, the
     tween that makes their requests say what the client sent
-    (:mod:`stargate.proxies`), before every other.
+    (:mod:`stargate.forwarding`), before every other.
     """
     from pyramid.tweens import EXCVIEW, INGRESS
 
@@ -103,7 +103,7 @@ def includeme(config: Any) -> None:
     config.add_view_predicate("websocket", WebSocketPredicate)
     config.add_directive("add_websocket_multiplexer", add_websocket_multiplexer)
     if settings.trusted_proxies:
-        config.add_tween("stargate.proxies.proxy_tween_factory", under=INGRESS)
+        config.add_tween("stargate.forwarding.proxy_tween_factory", under=INGRESS)
     if settings.allowed_hosts is not None:
         # Before the exception views: a refused host is answered as such,
         # whatever the application makes of errors.

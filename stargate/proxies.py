@@ -9,9 +9,9 @@ those, in the standard ``Forwarded`` header); anybody can send those
 headers, so they are believed only when the request comes from an address
 listed in ``stargate.trusted_proxies``.
 
-With that setting, ``config.include("stargate")`` adds
-:func:`proxy_tween_factory` first of all tweens: it rewrites the request's
-environ as the client made it (as waitress' ``trusted_proxy`` and
+With that setting, ``config.include("stargate")`` adds a tween first of
+all (:mod:`stargate.forwarding`) that rewrites the request's environ as the
+client made it (as waitress' ``trusted_proxy`` and
 werkzeug's ``ProxyFix`` do), so that the URLs a page builds
 (``request.static_url``, ``request.route_url``), the origin check of
 WebSocket upgrades, ``stargate.allowed_hosts`` and the limits per client
@@ -21,10 +21,10 @@ all see the browser's scheme, host and address.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["FORWARDED_KEY", "TrustedProxies", "parse_networks", "proxy_tween_factory"]
+__all__ = ["FORWARDED_KEY", "TrustedProxies", "parse_networks"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -184,22 +184,3 @@ def _is_address(value: str) -> bool:
 def _is_host(value: str) -> bool:
     # A name or an address, and a port: what a Host header may hold.
     return all(c.isalnum() or c in "-.:[]_" for c in value)
-
-
-def proxy_tween_factory(
-    handler: Callable[[Any], Any], registry: Any
-) -> Callable[[Any], Any]:
-    """Return the tween that rewrites requests of trusted proxies (see the module).
-
-    ``config.include("stargate")`` adds it, first of all tweens, when
-    ``stargate.trusted_proxies`` lists any.
-    """
-    from stargate.config import get_settings  # which parses with this module
-
-    proxies = TrustedProxies(get_settings(registry).trusted_proxies)
-
-    def proxy_tween(request: Any) -> Any:
-        proxies.rewrite(request.environ)
-        return handler(request)
-
-    return proxy_tween
