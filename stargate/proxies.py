@@ -78,14 +78,9 @@ class TrustedProxies:
         the address it reports last in ``X-Forwarded-For`` (the one it saw).
         """
         peer = str(environ.get("REMOTE_ADDR") or "")
-        if FORWARDED_KEY in environ or not self.trusts(peer):
-            return peer  # rewritten already, or not from a proxy
-        forwarded = _last(environ.get("HTTP_X_FORWARDED_FOR"))
-        if forwarded is None:
-            forwarded = _node(_forwarded(environ).get("for"))
-        if forwarded is not None and _is_address(forwarded):
-            return forwarded
-        return peer
+        if not self._believes(environ):
+            return peer
+        return _client(environ, peer)
 
     def rewrite(self, environ: dict[str, Any]) -> bool:
         """Make ``environ`` say what the client sent, if a trusted proxy sent it.
@@ -95,10 +90,10 @@ class TrustedProxies:
         one is ignored); what they were is kept under :data:`FORWARDED_KEY`.
         Returns whether it rewrote; never twice.
         """
-        if FORWARDED_KEY in environ or not self.trusts(environ.get("REMOTE_ADDR")):
+        if not self._believes(environ):
             return False
-        client = self.client_of(environ)
-        host, secure = self.origin_of(
+        client = _client(environ, str(environ["REMOTE_ADDR"]))
+        host, secure = _origin(
             environ, environ.get("HTTP_HOST"), environ.get("wsgi.url_scheme") == "https"
         )
         environ[FORWARDED_KEY] = {key: environ.get(key) for key in _REWRITTEN}
@@ -116,19 +111,40 @@ class TrustedProxies:
         The forwarded values replace the request's own only when the request
         comes from a trusted proxy.
         """
-        if FORWARDED_KEY in environ or not self.trusts(environ.get("REMOTE_ADDR")):
-            return host, secure  # rewritten already, or not from a proxy
-        proto = _last(environ.get("HTTP_X_FORWARDED_PROTO"))
-        forwarded_host = _last(environ.get("HTTP_X_FORWARDED_HOST"))
-        if proto is None and forwarded_host is None:
-            standard = _forwarded(environ)  # RFC 7239, when X-Forwarded-* are not
-            proto, forwarded_host = standard.get("proto"), standard.get("host")
-        scheme = _SCHEMES.get((proto or "").lower())
-        if scheme is not None:
-            secure = scheme == "https"
-        if forwarded_host is not None and not _is_host(forwarded_host):
-            forwarded_host = None
-        return forwarded_host or host, secure
+        if not self._believes(environ):
+            return host, secure
+        return _origin(environ, host, secure)
+
+    def _believes(self, environ: Mapping[str, Any]) -> bool:
+        # Not rewritten already, and from a trusted proxy.
+        return FORWARDED_KEY not in environ and self.trusts(environ.get("REMOTE_ADDR"))
+
+
+def _client(environ: Mapping[str, Any], peer: str) -> str:
+    """Return the client a trusted proxy names, else ``peer``."""
+    forwarded = _last(environ.get("HTTP_X_FORWARDED_FOR"))
+    if forwarded is None:
+        forwarded = _node(_forwarded(environ).get("for"))
+    if forwarded is not None and _is_address(forwarded):
+        return forwarded
+    return peer
+
+
+def _origin(
+    environ: Mapping[str, Any], host: str | None, secure: bool
+) -> tuple[str | None, bool]:
+    """Return the ``(host, secure)`` a trusted proxy names, else the given ones."""
+    proto = _last(environ.get("HTTP_X_FORWARDED_PROTO"))
+    forwarded_host = _last(environ.get("HTTP_X_FORWARDED_HOST"))
+    if proto is None and forwarded_host is None:
+        standard = _forwarded(environ)  # RFC 7239, when X-Forwarded-* are not
+        proto, forwarded_host = standard.get("proto"), standard.get("host")
+    scheme = _SCHEMES.get((proto or "").lower())
+    if scheme is not None:
+        secure = scheme == "https"
+    if forwarded_host is not None and not _is_host(forwarded_host):
+        forwarded_host = None
+    return forwarded_host or host, secure
 
 
 def _forwarded(environ: Mapping[str, Any]) -> dict[str, str]:
