@@ -25,7 +25,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from stargate.brokers.redis_scripts import RedisScripts
-from stargate.presence import Member, MemberPage, PresenceStats, check_limit
+from stargate.presence import (
+    Member,
+    MemberPage,
+    PresenceStats,
+    check_limit,
+    encode_data,
+    user_key,
+)
 
 __all__ = ["RedisPresence", "presence_keys"]
 
@@ -147,11 +154,7 @@ class RedisPresence:
         for start in range(0, len(members), _CHUNK):
             args: list[Any] = [round(self.ttl * 1000)]
             for member in members[start : start + _CHUNK]:
-                args += (
-                    member.id,
-                    json.dumps(member.user),
-                    json.dumps(member.data, separators=(",", ":"), ensure_ascii=False),
-                )
+                args += (member.id, user_key(member.user), encode_data(member.data))
             self._scripts.run("join", keys, args)
 
     def leave(self, channel: str, ids: Iterable[str]) -> None:
