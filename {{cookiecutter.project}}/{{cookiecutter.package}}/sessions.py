@@ -57,19 +57,24 @@ class EndedSessions:
         now = time.time() if now is None else now
         if now - started >= self.lifetime:
             return False
-        return started > self._ended.get(userid, -math.inf)
+        return started > self.ended_at(userid)
+
+    def ended_at(self, userid):
+        """Return when the sessions of ``userid`` were last ended (-inf: never)."""
+        return self._ended.get(userid, -math.inf)
 {%- if cookiecutter.broker == "redis" %}
 
 
 class RedisEndedSessions(EndedSessions):
     """The same, in Redis: every process sees a logout at once.
 
-    Both methods raise :class:`SessionsUnavailable` when Redis does not
-    answer: a session is then neither let in nor ended.
+    ``end()`` and ``ended_at()`` (so ``valid()``) raise
+    :class:`SessionsUnavailable` when Redis does not answer: a session is
+    then neither let in nor ended.
     """
 
     def __init__(self, url, prefix, lifetime=DEFAULT_LIFETIME):
-        super().__init__(lifetime)
+        self.lifetime = lifetime  # and no record in the process: Redis holds them
         self.redis = redis.Redis.from_url(
             url, socket_timeout=2, socket_connect_timeout=2
         )
@@ -85,16 +90,13 @@ class RedisEndedSessions(EndedSessions):
         except redis.RedisError as error:
             raise SessionsUnavailable(str(error)) from error
 
-    def valid(self, userid, started, now=None):
-        """Say whether a session of ``userid`` started at ``started`` is still valid."""
-        now = time.time() if now is None else now
-        if now - started >= self.lifetime:
-            return False
+    def ended_at(self, userid):
+        """Return when the sessions of ``userid`` were last ended (-inf: never)."""
         try:
             ended = self.redis.get(self.prefix + str(userid))
         except redis.RedisError as error:
             raise SessionsUnavailable(str(error)) from error
-        return ended is None or started > float(ended)
+        return -math.inf if ended is None else float(ended)
 {%- endif %}
 
 
