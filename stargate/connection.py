@@ -193,6 +193,7 @@ class Connection(CloseCallbacks):
         "_tick",
         "_tracker",
         "_watch",
+        "_reader_due",
         "_writing",
         "frame_key",
         "messages_out",
@@ -241,6 +242,9 @@ class Connection(CloseCallbacks):
         # While no green thread receives, the hub watches the socket (see
         # read_in_background): the handle of that watch, if any.
         self._watch: runtime.TimerHandle | None = None
+        # The hub spawned a reader that has not run yet: no new watch until
+        # it has (a watch made meanwhile would outlive the pile-up limit).
+        self._reader_due = False
         self._in_background = False
         self._last_receive = self.opened_at
         self._tick = self._tick_for()
@@ -766,6 +770,7 @@ class Connection(CloseCallbacks):
         protocol = self.protocol
         return (
             self._watch is None
+            and not self._reader_due
             and not self._reading
             and not protocol.input_done
             and protocol.state is not State.CLOSED
@@ -784,9 +789,11 @@ class Connection(CloseCallbacks):
     def _on_readable(self) -> None:
         # In the hub: no green switch here, so the reading is spawned.
         self._unwatch()
+        self._reader_due = True
         runtime.get().spawn(self._read_in_background)
 
     def _read_in_background(self) -> None:
+        self._reader_due = False
         protocol = self.protocol
         if self._reading or protocol.input_done or protocol.state is State.CLOSED:
             return  # a receiving green thread took over, or it is over

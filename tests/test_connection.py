@@ -660,6 +660,25 @@ def test_reading_in_background_stops_when_messages_pile_up():
     assert [peer.conn.receive() for _ in range(3)] == ["1", "2", "3"]
 
 
+def test_no_watch_is_made_while_a_spawned_reader_waits_to_run():
+    """The hub may run the first check of read_in_background between the
+    readable callback and the reader it spawned: a watch made then would
+    outlive the pile-up limit and read past it."""
+    peer = Peer(close_timeout=60, send_queue_size=2)
+    peer.conn.read_in_background()
+    peer.conn.on_tick(time.monotonic() + 5)
+    assert peer.conn._watch is not None
+    peer.send(TextMessage(data="1"), TextMessage(data="2"), TextMessage(data="3"))
+    peer.conn._on_readable()  # as the hub does when the data arrives
+    peer.conn._watch_if_idle()  # the check queued earlier, in that turn
+    assert peer.conn._watch is None
+    assert eventually(
+        lambda: len(peer.conn.protocol.messages or ()) >= 2, timeout=20, sleep=sleep
+    )
+    assert peer.conn._watch is None
+    assert [peer.conn.receive() for _ in range(3)] == ["1", "2", "3"]
+
+
 def test_a_peer_still_sending_gets_the_close_frame_not_a_reset():
     """A lingering close: after 1009 the rest of the message is read and
     discarded, so the peer can finish sending and then read the close frame
