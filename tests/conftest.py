@@ -7,7 +7,6 @@ import fcntl
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -33,7 +32,12 @@ if MONKEY_PATCHED:
 else:
     runtime.use(RUNTIME)
 
-from stargate.testing import LiveServer  # noqa: E402
+import stargate.testing  # noqa: E402
+from stargate.testing import (  # noqa: E402
+    LiveServer,
+    chromium,
+    free_port,
+)
 from tests.apps import make_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,12 +180,6 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 20) -> 
         except OSError:
             time.sleep(0.05)
     raise AssertionError(f"nothing listens on port {port}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 #: The logging sections of the ini files the tests write: INFO to stderr.
@@ -496,95 +494,21 @@ def bake_installed(tmp_path_factory):
     return bake
 
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-
-
 @pytest.fixture(scope="session")
 def browser():
     """Debian's Chromium driven by Playwright (never a downloaded browser)."""
-    if not shutil.which(CHROMIUM):
-        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(missing)
-        pytest.skip(missing)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
-def eventually(condition, timeout: float = 5.0, sleep=time.sleep) -> bool:
-    """Poll ``condition`` until it is true or ``timeout`` seconds pass.
+class RedisServer(stargate.testing.RedisServer):
+    """stargate.testing's redis-server, with a client to look inside it."""
 
-    Pass ``sleep=runtime.get().sleep`` when green threads of this thread
-    must run meanwhile.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        sleep(0.02)
-    return condition()
-
-
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-class RedisServer:
-    """A redis-server on 127.0.0.1 and a free port, without persistence."""
-
-    def __init__(self, tmp_path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.dir = tmp_path
-        self.process: subprocess.Popen | None = None
+    def __init__(self, directory) -> None:
+        super().__init__(directory)
         import redis
 
         self.client = redis.Redis(host="127.0.0.1", port=self.port)
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        assert eventually(self._answers, 10), "redis-server did not start"
-
-    def _answers(self) -> bool:
-        try:
-            return self.client.ping()
-        except Exception:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
 
     def connections_received(self) -> int:
         return self.client.info("stats")["total_connections_received"]
@@ -615,12 +539,5 @@ def brokers():
 
 @pytest.fixture
 def redis_server(tmp_path):
-    if not os.path.exists(REDIS_SERVER):
-        missing = "no redis-server (apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(missing)
-        pytest.skip(missing)
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    with RedisServer(tmp_path) as server:
+        yield server

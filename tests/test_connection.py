@@ -23,8 +23,8 @@ from stargate.config import Settings
 from stargate.connection import State
 from stargate.exceptions import ConnectionClosed
 from stargate.frames import encode_message
+from stargate.testing import eventually
 from stargate.tracker import ConnectionTracker
-from tests.conftest import eventually
 from tests.peers import (
     Peer,
     Thread,

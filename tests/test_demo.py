@@ -10,7 +10,8 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_for_port
+from stargate.testing import free_port
+from tests.conftest import ROOT, wait_for_port
 
 
 @pytest.mark.timeout(1200)  # a fresh virtual environment and its installs

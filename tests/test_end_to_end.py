@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from tests.conftest import COMBINATIONS, ROOT, Served, free_port, installed
-from tests.test_nginx import Nginx
+from stargate.testing import Nginx, free_port
+from tests.conftest import COMBINATIONS, ROOT, Served, installed
 
 ARTIFACTS = ROOT / "test-artifacts"
 JOB = '[data-job="1"]'

@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from stargate.testing import WebSocketClient
-from tests.conftest import ROOT, free_port, wait_for_port
+from stargate.testing import WebSocketClient, free_port
+from tests.conftest import ROOT, wait_for_port
 
 pytestmark = pytest.mark.eventlet_only  # the example imports eventlet itself
 

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+import stargate.testing
 from stargate.testing import WebSocketClient
 from tests.conftest import (
     LOGGING,
     ROOT,
-    free_port,
     raw_upgrade,
     read_http_response,
     started_processes,
@@ -24,7 +20,7 @@ from tests.conftest import (
 from tests.test_live import post
 
 
-class Gunicorn:
+class Gunicorn(stargate.testing.Gunicorn):
     """gunicorn serving the test application with stargate's worker."""
 
     def __init__(
@@ -36,46 +32,20 @@ class Gunicorn:
         args=(),
         worker: str = "stargate.gunicorn.GeventWorker",
     ):
-        self.port = free_port()
-        self.workers = workers
-        ini = tmp_path / f"gunicorn-{self.port}.ini"
+        ini = tmp_path / f"gunicorn-{id(self)}.ini"
         ini.write_text(f"[app:main]\nuse = call:tests.apps:main\n{app}\n{LOGGING}")
-        self.log = ini.with_suffix(".log")
-        gunicorn = Path(sys.executable).with_name("gunicorn")
-        self.process = subprocess.Popen(
-            [
-                str(gunicorn),
-                "--paste",
-                str(ini),
-                "-k",
-                worker,
-                "-w",
-                str(workers),
-                "-b",
-                f"127.0.0.1:{self.port}",
-                "--graceful-timeout",
-                "5",
-                "--no-control-socket",
-                *args,
-            ],
+        super().__init__(
+            ini,
+            ini.with_suffix(".log"),
+            workers=workers,
+            worker=worker,
+            args=["--no-control-socket", *args],
+            environ={"PYTHONPATH": str(ROOT)},
             cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
         )
         self.host = "127.0.0.1"
-        stargate = worker.startswith("stargate.")
-        self.ready_line = "stargate serving on" if stargate else "Booting worker"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def ws_url(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        ours = worker.startswith("stargate.")
+        self.ready_line = "stargate serving on" if ours else "Booting worker"
 
     def wait_serving(self, timeout: float = 30) -> None:
         """Wait until every worker says it serves."""
@@ -92,18 +62,6 @@ class Gunicorn:
                 return
             time.sleep(0.05)
         raise AssertionError(f"gunicorn's workers did not start:\n{self.output()}")
-
-    def stop(self) -> int | None:
-        """SIGTERM (gunicorn's graceful stop), then SIGKILL; return the exit code."""
-        for how in (signal.SIGTERM, signal.SIGKILL):
-            if self.process.poll() is not None:
-                break
-            self.process.send_signal(how)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                continue
-        return self.process.returncode
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ import socket
 
 import pytest
 
-from stargate.testing import WebSocketClient
-from tests.conftest import eventually
+from stargate.testing import WebSocketClient, eventually
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 UPGRADE = (

@@ -22,8 +22,8 @@ from wsproto.events import TextMessage
 from wsproto.extensions import PerMessageDeflate
 
 from stargate.connection import Connection
-from stargate.testing import WebSocketClient
-from tests.conftest import eventually, raw_upgrade, read_http_response
+from stargate.testing import WebSocketClient, eventually
+from tests.conftest import raw_upgrade, read_http_response
 
 
 def connect(server, path="/echo/", **kwargs) -> websocket.WebSocket:

@@ -16,8 +16,8 @@ from stargate.testing import (
     MultiplexClient,
     SubscriptionRefused,
     WebSocketClient,
+    eventually,
 )
-from tests.conftest import eventually
 from tests.test_live import listener_count, post
 
 HISTORY = {"stargate.history_size": "100"}

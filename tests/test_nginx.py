@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import socket
 import ssl
-import subprocess
 
 import pytest
 import websocket
 
-from stargate.testing import WebSocketClient
-from tests.conftest import ROOT, eventually, free_port
+from stargate.testing import Nginx, WebSocketClient, eventually
+from tests.conftest import ROOT
 from tests.test_live import listener_count, post
 
 # In-process servers on Redis: on gevent, redis-py is green only when patched.
 pytestmark = pytest.mark.green_redis
-
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 def site_config(cookies) -> str:
@@ -30,105 +23,8 @@ def site_config(cookies) -> str:
     return (result.project_path / "deploy" / "nginx.conf").read_text()
 
 
-def self_signed(directory) -> tuple[str, str]:
-    """Make a certificate for 127.0.0.1 and its key; return their paths."""
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt"]
-        + ["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-        + ["-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return str(cert), str(key)
-
-
-class Nginx:
-    """nginx in the foreground on 127.0.0.1, with everything under ``directory``.
-
-    The site as generated, but for its ports (``port`` plain, ``tls_port``
-    with TLS) and a certificate made here.
-    """
-
-    def __init__(self, directory, site: str, backends: list[int]) -> None:
-        self.port = free_port()
-        self.tls_port = free_port()
-        # The upstream's one line, once per backend.
-        site, found = re.subn(
-            r"server 127\.0\.0\.1:\d+;",
-            " ".join(f"server 127.0.0.1:{port};" for port in backends),
-            site,
-        )
-        assert found == 1
-        site = site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
-        site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{self.tls_port} ssl;")
-        cert, key = self_signed(directory)
-        site, found = re.subn(r"ssl_certificate .*;", f"ssl_certificate {cert};", site)
-        assert found == 1
-        site, found = re.subn(
-            r"ssl_certificate_key .*;", f"ssl_certificate_key {key};", site
-        )
-        assert found == 1
-        (directory / "site.conf").write_text(site)
-        paths = "\n".join(
-            f"{kind}_temp_path {directory}/{kind};"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        (directory / "nginx.conf").write_text(
-            f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {directory}/nginx.pid;
-error_log {directory}/error.log info;
-events {{ worker_connections 1024; }}
-http {{
-    access_log {directory}/access.log;
-    {paths}
-    include {directory}/site.conf;
-}}
-"""
-        )
-        self.process = subprocess.Popen(
-            [NGINX, "-c", str(directory / "nginx.conf"), "-p", str(directory)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        self.directory = directory
-        assert eventually(self._listening, 10), (directory / "error.log").read_text()
-
-    def _listening(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def tls_url(self) -> str:
-        return f"https://127.0.0.1:{self.tls_port}"
-
-    def ws_url(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
-
-
 @pytest.fixture
 def behind_nginx(cookies, serve, redis_server, tmp_path):
-    if not os.path.exists(NGINX):
-        if os.environ.get("CI"):
-            pytest.fail("no nginx (apt-get install nginx)")
-        pytest.skip("no nginx (apt-get install nginx)")
-
     def start(**settings):
         merged = {"stargate.broker": redis_server.url, **settings}
         backends = [serve(merged), serve(merged)]

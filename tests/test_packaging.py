@@ -9,7 +9,8 @@ import sys
 import urllib.request
 import zipfile
 
-from tests.conftest import ROOT, eventually, free_port
+from stargate.testing import eventually, free_port
+from tests.conftest import ROOT
 
 
 def run(*command, cwd=None):

@@ -19,8 +19,7 @@ from stargate.presence import (
     encode_data,
     user_key,
 )
-from stargate.testing import MultiplexClient, WebSocketClient
-from tests.conftest import eventually
+from stargate.testing import MultiplexClient, WebSocketClient, eventually
 
 ALICE = {"Cookie": "token=letmein"}
 USER_7 = {"Cookie": "token=knock"}
@@ -246,7 +245,7 @@ def test_presence_waits_for_redis_and_is_renewed_when_it_is_back(
 
 @pytest.mark.green_redis
 def test_a_full_presence_queue_drops_with_a_warning(brokers, caplog):
-    from tests.conftest import free_port
+    from stargate.testing import free_port
     from tests.peers import Peer
 
     broker = brokers(f"redis://127.0.0.1:{free_port()}/0", queue_size=1)

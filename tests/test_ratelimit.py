@@ -10,8 +10,8 @@ from pyramid.registry import Registry
 from websockets.exceptions import ConnectionClosed
 
 from stargate.ratelimit import ClientConnections, TokenBucket, client_connections
-from stargate.testing import UpgradeRefused, WebSocketClient
-from tests.conftest import eventually, raw_upgrade
+from stargate.testing import UpgradeRefused, WebSocketClient, eventually
+from tests.conftest import raw_upgrade
 from tests.test_live import listener_count, post
 
 

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stargate.testing import WebSocketClient
-from tests.conftest import ROOT, eventually, free_port
+from stargate.testing import WebSocketClient, eventually, free_port
+from tests.conftest import ROOT
 
 
 def code_block(language: str) -> str:

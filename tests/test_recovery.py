@@ -11,8 +11,7 @@ import urllib.request
 import pytest
 
 from stargate.positions import Frame, Position
-from stargate.testing import WebSocketClient
-from tests.conftest import eventually
+from stargate.testing import WebSocketClient, eventually
 from tests.test_live import listener_count, post
 
 HISTORY = {"stargate.history_size": "100"}

@@ -8,8 +8,7 @@ import signal
 import pytest
 
 from stargate.brokers.redis import decode_payload, encode_payload
-from stargate.testing import WebSocketClient
-from tests.conftest import eventually, free_port
+from stargate.testing import WebSocketClient, eventually, free_port
 from tests.test_live import listener_count, post
 
 # In-process brokers: on gevent, redis-py is green only in a patched process.

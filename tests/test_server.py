@@ -19,16 +19,15 @@ import pytest
 from stargate.config import ServerOptions, parse_server_options
 from stargate.exceptions import IncorrectlyConfigured
 from stargate.server import Server, server_factory
-from stargate.testing import LiveServer, UpgradeRefused, WebSocketClient
-from tests.apps import make_app
-from tests.conftest import (
-    RUNTIME,
-    PServe,
+from stargate.testing import (
+    LiveServer,
+    UpgradeRefused,
+    WebSocketClient,
     eventually,
     free_port,
-    raw_upgrade,
-    read_http_response,
 )
+from tests.apps import make_app
+from tests.conftest import RUNTIME, PServe, raw_upgrade, read_http_response
 
 
 class TestOptions:

@@ -9,8 +9,8 @@ import pytest
 from wsproto.events import Ping, TextMessage
 
 from stargate.connection import Connection, State
+from stargate.testing import eventually
 from stargate.tracker import ConnectionTracker
-from tests.conftest import eventually
 from tests.peers import Peer, sleep
 
 

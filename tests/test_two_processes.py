@@ -16,8 +16,8 @@ import urllib.request
 
 import pytest
 
-from stargate.testing import WebSocketClient
-from tests.conftest import Served, free_port, installed
+from stargate.testing import WebSocketClient, free_port
+from tests.conftest import Served, installed
 
 #: Where the page gives its CSRF token to its script.
 CSRF = 'name="csrf-token" content="'

@@ -11,9 +11,8 @@ from stargate.brokers.users import (
     decode_disconnect,
     encode_disconnect,
 )
-from stargate.testing import MultiplexClient, WebSocketClient
+from stargate.testing import MultiplexClient, WebSocketClient, eventually
 from stargate.users import SIGNED_OUT, disconnect_user
-from tests.conftest import eventually
 from tests.peers import Peer
 from tests.test_live import listener_count, post
 

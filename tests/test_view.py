@@ -12,8 +12,8 @@ from pyramid.config import Configurator
 from webtest import TestApp
 
 from stargate import IncorrectlyConfigured, WebSocketView
-from stargate.testing import UpgradeRefused, WebSocketClient
-from tests.conftest import eventually, raw_upgrade
+from stargate.testing import UpgradeRefused, WebSocketClient, eventually
+from tests.conftest import raw_upgrade
 from tests.test_live import listener_count, post
 
 UPGRADE = {

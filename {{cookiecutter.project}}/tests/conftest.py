@@ -1,31 +1,14 @@
 """Fixtures as in Pyramid's starter (app, testapp, dummy_request), a live
-server{% if cookiecutter.runtime == "gevent" %}, gunicorn{% endif %}{% if cookiecutter.backend == "sqlalchemy" %}, the databases{% endif %} and a browser."""
+server{% if cookiecutter.runtime == "gevent" %}, gunicorn{% endif %}{% if cookiecutter.backend == "sqlalchemy" %}, the databases{% endif %} and a browser.
 
-{% if cookiecutter.backend == "sqlalchemy" %}import itertools
-{% endif %}import os
-{%- if cookiecutter.backend == "sqlalchemy" %}
-import pwd
-{%- endif %}
+The real programs (PostgreSQL, Redis, gunicorn, Chromium) are started by
+stargate.testing: a missing one skips its tests, or fails them when the CI
+environment variable is set.
+"""
+
+import os
 import re
-import shutil
-{%- if cookiecutter.runtime == "gevent" or cookiecutter.backend == "sqlalchemy" %}
-import signal
-import socket
-import subprocess
-{%- endif %}
-{%- if cookiecutter.runtime == "gevent" %}
-import sys
-{%- endif %}
-{%- if cookiecutter.backend == "sqlalchemy" %}
-import tempfile
-{%- endif %}
-{%- if cookiecutter.runtime == "gevent" or cookiecutter.backend == "sqlalchemy" %}
-import time
-{%- endif %}
 import urllib.request
-{%- if cookiecutter.backend == "sqlalchemy" %}
-from pathlib import Path
-{%- endif %}
 
 import plaster
 import pytest
@@ -38,124 +21,21 @@ import zope.sqlalchemy
 {%- endif %}
 from pyramid import testing
 from pyramid.paster import get_appsettings
-from stargate.testing import LiveServer
+from stargate.testing import {% if cookiecutter.runtime == "gevent" %}Gunicorn, {% endif %}LiveServer{% if cookiecutter.backend == "sqlalchemy" %}, PostgreSQL{% endif %}, chromium
 
 from {{ cookiecutter.package }} import main
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTING_INI = os.path.join(HERE, "testing.ini")
 PRODUCTION_INI = os.path.join(HERE, "production.ini")
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
 {% if cookiecutter.backend == "sqlalchemy" -%}
-class PostgreSQL:
-    """A PostgreSQL server of the tests' own, on 127.0.0.1 and a free port,
-    with a new database for each test (Debian's postgresql package)."""
-
-    def __init__(self, bindir):
-        self.bindir = bindir
-        self.dir = Path(tempfile.mkdtemp(prefix="pytest-postgresql-"))
-        # PostgreSQL refuses to run as root: then it runs as "postgres".
-        self.user = "postgres" if os.geteuid() == 0 else None
-        if self.user:
-            account = pwd.getpwnam(self.user)
-            os.chown(self.dir, account.pw_uid, account.pw_gid)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.numbers = itertools.count(1)
-        data = self.dir / "data"
-        subprocess.run(
-            [bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust"]
-            + ["-E", "UTF8", "--no-sync"],
-            user=self.user,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        self.process = subprocess.Popen(
-            [bindir / "postgres", "-D", data, "-p", str(self.port), "-k", self.dir]
-            + ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-            user=self.user,
-            stdout=subprocess.DEVNULL,
-            stderr=(self.dir / "log").open("wb"),
-        )
-        self.wait_ready()
-
-    def url(self, database="postgres"):
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
-
-    def connect(self, database="postgres"):
-        import psycopg
-
-        return psycopg.connect(
-            host="127.0.0.1",
-            port=self.port,
-            user="postgres",
-            dbname=database,
-            autocommit=True,
-            connect_timeout=5,
-        )
-
-    def wait_ready(self, timeout=30):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.connect().close()
-                return
-            except Exception:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        "PostgreSQL did not start:\n" + (self.dir / "log").read_text()
-                    ) from None
-                time.sleep(0.1)
-
-    def new_database(self):
-        """Create an empty database; return its SQLAlchemy URL."""
-        name = f"test_{next(self.numbers)}"
-        with self.connect() as connection:
-            connection.execute(f"CREATE DATABASE {name}")
-        return self.url(name)
-
-    def stop(self):
-        # SIGINT, a "fast" shutdown: the applications' pools still hold
-        # connections, which a SIGTERM would wait for.
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def postgresql_bindir():
-    """Where initdb and postgres are: on PATH, or in Debian's versioned folder."""
-    initdb = shutil.which("initdb")
-    if initdb:
-        return Path(initdb).resolve().parent
-    found = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-        key=lambda path: int(path.parent.parent.name),
-    )
-    return found[-1].parent if found else None
-
-
 @pytest.fixture(scope="session")
 def postgresql():
-    """The tests' PostgreSQL server.  Without it the PostgreSQL runs of the
-    tests are skipped, except when the CI environment variable is set,
-    where they fail."""
-    bindir = postgresql_bindir()
-    if bindir is None:
-        missing = "no PostgreSQL server (apt-get install postgresql)"
-        if os.environ.get("CI"):
-            pytest.fail(missing)
-        pytest.skip(missing)
-    server = PostgreSQL(bindir)
-    yield server
-    server.stop()
+    """The tests' own PostgreSQL server (apt-get install postgresql)."""
+    with PostgreSQL() as server:
+        yield server
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -267,97 +147,10 @@ def live_server(app, runtime):
 
 @pytest.fixture(scope="session")
 def browser():
-    """Debian's Chromium driven by Playwright; no browser is downloaded.
-
-    Without it the browser tests are skipped, except when the CI environment
-    variable is set, where they fail.
-    """
-    if not shutil.which(CHROMIUM):
-        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(missing)
-        pytest.skip(missing)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+    """Debian's Chromium driven by Playwright; no browser is downloaded."""
+    with chromium() as browser:
         yield browser
-        browser.close()
-{%- if cookiecutter.runtime == "gevent" or cookiecutter.backend == "sqlalchemy" %}
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerProcess:
-    """A command serving the project on 127.0.0.1 and ``port``, in a
-    process of its own, as deployed."""
-
-    def __init__(self, command, port, log_path, environ=None):
-        self.name = os.path.basename(command[0])
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log_path
-        self.process = subprocess.Popen(
-            command,
-            stdout=log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(environ or {})},
-        )
-
-    def ws_url(self, path):
-        return f"ws://127.0.0.1:{self.port}{path}"
-
-    def wait_serving(self, timeout=60):
-        """Wait until it answers a page (it loads the application first)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"{self.name} exited:\n{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(self.url + "/", timeout=5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"{self.name} did not serve:\n{self.log.read_text()}")
-
-    def stop(self):
-        """SIGTERM, a graceful stop; return the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(10)
-{%- endif %}
 {%- if cookiecutter.runtime == "gevent" %}
-
-
-class Gunicorn(ServerProcess):
-    """``gunicorn --paste testing.ini -k stargate.gunicorn.GeventWorker``, as
-    the README deploys the project."""
-
-    def __init__(self, log_path, environ=None):
-        port = free_port()
-        gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-        command = [gunicorn, "--paste", TESTING_INI]
-        command += ["-k", "stargate.gunicorn.GeventWorker", "-w", "1"]
-        command += ["-b", f"127.0.0.1:{port}", "--graceful-timeout", "5"]
-        super().__init__(command, port, log_path, environ)
 
 
 {% if cookiecutter.backend == "sqlalchemy" -%}
@@ -367,16 +160,14 @@ def gunicorn(tmp_path, database_url):
     test's database."""
     from {{ cookiecutter.package }}.models import URL_VARIABLE
 
-    server = Gunicorn(tmp_path / "gunicorn.log", {URL_VARIABLE: database_url})
+    environ = {URL_VARIABLE: database_url}
 {%- else -%}
 @pytest.fixture
 def gunicorn(tmp_path):
     """The project under gunicorn with stargate's worker, serving."""
-    server = Gunicorn(tmp_path / "gunicorn.log")
+    environ = {}
 {%- endif %}
-    try:
-        server.wait_serving()
+    log = tmp_path / "gunicorn.log"
+    with Gunicorn(TESTING_INI, log, environ=environ) as server:
         yield server
-    finally:
-        server.stop()
 {%- endif %}

@@ -11,6 +11,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import psycopg
 import pytest
 import webtest
 from alembic import command
@@ -19,7 +20,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 from stargate.exceptions import IncorrectlyConfigured
-from stargate.testing import WebSocketClient
+from stargate.testing import ServerProcess, WebSocketClient, free_port
 
 from {{ cookiecutter.package }} import main
 from {{ cookiecutter.package }}.models import (
@@ -30,7 +31,7 @@ from {{ cookiecutter.package }}.models import (
     get_engine,
 )
 
-from .conftest import TESTING_INI, ServerProcess, free_port
+from .conftest import TESTING_INI
 
 
 def head():
@@ -74,7 +75,8 @@ def test_a_new_migration_comes_out_ruff_clean(tmp_path):
     import {{ cookiecutter.package }}
 
     scripts = tmp_path / "alembic"  # a copy: the project's own stays as it is
-    shutil.copytree(Path({{ cookiecutter.package }}.__file__).with_name("alembic"), scripts)
+    package = Path({{ cookiecutter.package }}.__file__).parent
+    shutil.copytree(package / "alembic", scripts)
     config = Config(Path(TESTING_INI).with_name("development.ini"))
     config.set_main_option("script_location", str(scripts))
     config.attributes["url"] = f"sqlite:///{tmp_path / 'dev.sqlite'}"  # env.py
@@ -178,9 +180,8 @@ class PServe(ServerProcess):
         ini = tmp_path / "testing.ini"  # a copy of it, served on another port
         ini.write_text(text)
         pserve = Path(sys.executable).with_name("pserve")
-        super().__init__(
-            [str(pserve), str(ini)], port, tmp_path / "pserve.log", {URL_VARIABLE: url}
-        )
+        log = tmp_path / "pserve.log"
+        super().__init__([pserve, ini], port, log, environ={URL_VARIABLE: url})
 
 
 def test_a_slow_query_leaves_the_other_clients_served(postgresql, tmp_path, session_of):
@@ -196,10 +197,9 @@ def test_a_slow_query_leaves_the_other_clients_served(postgresql, tmp_path, sess
             assert json.loads(second.receive())["state"] == "off"
             headers = session_of(server)
             database = url.rsplit("/", 1)[1]
-            with postgresql.connect(database) as blocker:
+            with psycopg.connect(postgresql.dsn(database)) as blocker:
                 # Hold the jobs table: the POST below waits in the database
                 # (as long a query would) until this transaction ends.
-                blocker.autocommit = False
                 blocker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
                 answers = []
                 data = urllib.parse.urlencode({"state": "on"}).encode()

@@ -2,7 +2,6 @@
 
 import json
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -10,7 +9,12 @@ import urllib.request
 import pytest
 import stargate.runtime
 from stargate.brokers import get_broker
-from stargate.testing import MultiplexClient, SubscriptionRefused, WebSocketClient
+from stargate.testing import (
+    MultiplexClient,
+    SubscriptionRefused,
+    WebSocketClient,
+    eventually,
+)
 
 
 def post(server, path, headers, **fields):
@@ -24,15 +28,6 @@ def post(server, path, headers, **fields):
 def listeners(app, path):
     """How many clients listen to the resource at ``path`` (its resource_path)."""
     return len(get_broker(app.registry).listeners(path))
-
-
-def eventually(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def receive(client):

@@ -1,76 +1,30 @@
 """Two application processes sharing a real redis-server: the Redis broker path.
 
-The redis-server is started on a free port by the fixture (apt-get install
-redis-server); without it the tests are skipped, except when CI is set.
+The redis-server is started on a free port by stargate.testing (apt-get
+install redis-server); without it the tests are skipped, except when CI is set.
 """
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import time
 import urllib.parse
 import urllib.request
 
 import pytest
-from stargate.testing import LiveServer, UpgradeRefused, WebSocketClient
+from stargate.testing import (
+    LiveServer,
+    RedisServer,
+    UpgradeRefused,
+    WebSocketClient,
+    eventually,
+    free_port,
+)
 
 from {{ cookiecutter.package }} import main
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def eventually(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 @pytest.fixture
 def redis_url(tmp_path):
-    server = shutil.which("redis-server")
-    if server is None:
-        if os.environ.get("CI"):
-            pytest.fail("no redis-server (apt-get install redis-server)")
-        pytest.skip("no redis-server (apt-get install redis-server)")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-
-    def answers():
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    assert eventually(answers), "redis-server did not start"
-    yield f"redis://127.0.0.1:{port}/0"
-    process.kill()
-    process.wait(10)
+    with RedisServer(tmp_path) as server:
+        yield server.url
 
 
 @pytest.fixture

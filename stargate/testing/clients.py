@@ -1,35 +1,20 @@
-r"""What an application's own tests need: a live server and a small blocking client.
+"""Blocking WebSocket clients for tests: a dedicated socket, and a multiplexed one.
 
-::
-
-    from stargate.testing import LiveServer, WebSocketClient
-
-    def test_job_broadcast(app):
-        with LiveServer(app) as server:
-            with WebSocketClient(server.ws_url("/jobs/1/")) as first, \\
-                 WebSocketClient(server.ws_url("/jobs/1/")) as second:
-                first.send("hello")
-                assert second.receive() == "hello"
-
-:class:`LiveServer` runs the real ``egg:stargate#server`` (without
-monkey-patching the test process) on ``127.0.0.1`` and an ephemeral port, in
-a background thread.  :class:`WebSocketClient` is a thin wrapper around the
-``websockets`` library's synchronous client (``pip install "stargate[testing]"``).
+Thin wrappers around the ``websockets`` library's synchronous client.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from stargate import runtime
-from stargate.config import ServerOptions
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
 from stargate.envelope import (
     SUBPROTOCOL,
     Closed,
@@ -42,123 +27,14 @@ from stargate.envelope import (
     unsubscribe_frame,
 )
 from stargate.positions import SINCE, Frame, Position, parse_frame
-from stargate.server import Server
-
-try:
-    from websockets.exceptions import InvalidStatus
-    from websockets.sync.client import connect
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        'stargate.testing needs the websockets library: pip install "stargate[testing]"'
-    ) from exc
 
 __all__ = [
     "ClientSubscription",
-    "LiveServer",
     "MultiplexClient",
     "SubscriptionRefused",
     "UpgradeRefused",
     "WebSocketClient",
 ]
-
-
-class LiveServer:
-    """A real stargate server for one WSGI application, on 127.0.0.1.
-
-    Use it as a context manager; it is listening when ``__enter__`` returns
-    and shut down gracefully (WebSockets closed with 1001) by ``__exit__``.
-
-    :param app: the WSGI application (``config.make_wsgi_app()``).
-    :param options: :class:`~stargate.config.ServerOptions` fields, e.g.
-        ``shutdown_timeout=2``.  ``runtime`` defaults to the one this
-        process runs on (:func:`stargate.runtime.get`).
-    """
-
-    def __init__(self, app: Callable[..., Any], **options: Any) -> None:
-        defaults = {"host": "127.0.0.1", "port": 0, "monkey_patch": False}
-        if "runtime" not in options:
-            # Asked only now: asking chooses the process's runtime for good.
-            defaults["runtime"] = runtime.get().name
-        merged = replace(ServerOptions(), **{**defaults, **options})
-        self.server = Server(app, merged, handle_signals=False)
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    @property
-    def host(self) -> str:
-        """The address the server listens on."""
-        return self.server.address[0]
-
-    @property
-    def port(self) -> int:
-        """The port the server listens on."""
-        return self.server.address[1]
-
-    @property
-    def url(self) -> str:
-        """The server's ``http://`` base URL, without a trailing slash."""
-        return f"http://{self.host}:{self.port}"
-
-    def ws_url(self, path: str = "/") -> str:
-        """Return the ``ws://`` URL of ``path`` on this server."""
-        return f"ws://{self.host}:{self.port}{path}"
-
-    @property
-    def open_connections(self) -> int:
-        """How many WebSockets the server has open now."""
-        return len(self.server.tracker)
-
-    def wait_for_connections(self, count: int, timeout: float = 5.0) -> bool:
-        """Wait until ``count`` WebSockets are open; return whether they are."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.open_connections == count:
-                return True
-            time.sleep(0.01)
-        return self.open_connections == count
-
-    def start(self) -> LiveServer:
-        """Start serving in a background thread; return once listening."""
-        self._thread = threading.Thread(
-            target=self._run, name="stargate-live-server", daemon=True
-        )
-        self._thread.start()
-        self._ready.wait(10)
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def _run(self) -> None:
-        try:
-            self.server.bind()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        self.server.serve_forever()
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Shut the server down gracefully and wait for its thread."""
-        if self._thread is None:
-            return
-        self.server.stop()
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise RuntimeError(f"the live server did not stop within {timeout} seconds")
-        self._thread = None
-
-    def __enter__(self) -> LiveServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class UpgradeRefused(InvalidStatus):

@@ -1,0 +1,75 @@
+"""A ``redis-server`` of the tests' own."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+from types import TracebackType
+
+from stargate.testing.programs import eventually, free_port, require
+
+__all__ = ["RedisServer"]
+
+
+class RedisServer:
+    """Debian's ``redis-server`` on 127.0.0.1 and a free port, without persistence.
+
+    Use it as a context manager, or :meth:`start` and :meth:`stop` it; it
+    can be started again on the same port (a Redis restart, as the brokers'
+    tests make).  A missing ``redis-server`` fails the test under CI and
+    skips it otherwise (:func:`~stargate.testing.require`).
+
+    :param directory: its working directory (a test's ``tmp_path``).
+    :param executable: the server's program, found on ``PATH`` by default.
+    """
+
+    def __init__(self, directory: Path, executable: str = "redis-server") -> None:
+        self.executable = require(executable, "redis-server")
+        self.directory = Path(directory)
+        #: The port it listens on.
+        self.port = free_port()
+        #: Its URL, for ``stargate.broker``.
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10) -> RedisServer:
+        """Start it; return once it answers ``PING``."""
+        self.process = subprocess.Popen(
+            [self.executable, "--port", str(self.port), "--bind", "127.0.0.1"]
+            + ["--save", "", "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        process = self.process
+        eventually(lambda: self.answers() or process.poll() is not None, timeout)
+        if not self.answers():  # it exited (a busy port), or is stuck
+            self.stop()
+            raise RuntimeError(f"redis-server did not start on port {self.port}")
+        return self
+
+    def answers(self) -> bool:
+        """Return whether it answers ``PING`` now."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Kill it (``SIGKILL``: it keeps nothing to save), if it runs."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
