@@ -51,6 +51,7 @@ EXPECTED_FILES = {
     "tests/__init__.py",
     "tests/conftest.py",
     "tests/test_browser.py",
+    "tests/test_deploy.py",
     "tests/test_gunicorn.py",  # gevent, the default runtime
     "tests/test_live.py",
     "tests/test_protocol.py",
