@@ -654,3 +654,33 @@ def test_access_lines_are_formatted_only_for_a_logger_that_keeps_them(
     assert any('"GET /pid HTTP/1.1" 200' in r.getMessage() for r in lines) == (
         level == logging.INFO
     )
+
+
+def test_pserve_says_a_refused_setting_in_one_line(tmp_path):
+    """pserve prints the traceback of an application that fails to load;
+    for the settings stargate refuses, the line naming the fix is enough."""
+    server = PServe(tmp_path, app="stargate.max_message_size = lots")
+    assert server.process.wait(60) == 1
+    output = server.output()
+    assert output.strip().splitlines()[-1] == (
+        "cannot start the application: bad value 'lots' for setting "
+        "'stargate.max_message_size': expected a whole number of bytes, "
+        "optionally with KiB or MiB"
+    )
+    assert "Traceback" not in output
+
+
+def test_only_configuration_errors_lose_their_traceback(monkeypatch, capsys):
+    from stargate.server.startup import say_configuration_errors_in_one_line
+
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda *args: seen.append(args[1]))
+    say_configuration_errors_in_one_line()
+    hook = sys.excepthook
+    say_configuration_errors_in_one_line()  # once is enough
+    assert sys.excepthook is hook
+    sys.excepthook(IncorrectlyConfigured, IncorrectlyConfigured("set it"), None)
+    assert capsys.readouterr().err == "cannot start the application: set it\n"
+    other = RuntimeError("a bug")
+    sys.excepthook(RuntimeError, other, None)
+    assert seen == [other]  # with its traceback, by the hook it replaced

@@ -43,6 +43,7 @@ from stargate import runtime
 from stargate.config import ServerOptions, parse_server_options
 from stargate.exceptions import IncorrectlyConfigured
 from stargate.server.lifecycle import Server
+from stargate.server.startup import say_configuration_errors_in_one_line
 
 __all__ = ["Server", "ServerOptions", "server_factory"]
 
@@ -109,6 +110,7 @@ def server_factory(
     runtime.use(parsed.runtime)
     if parsed.monkey_patch:
         patch_before_the_application(parsed.runtime)
+    say_configuration_errors_in_one_line()  # pserve loads the application next
 
     def serve(app: _WSGI_APP) -> None:
         keep_thread_locals_per_green_thread()
