@@ -91,7 +91,8 @@ lint: $(STAMP)
 LIBRARY_TESTS := tests --ignore=tests/test_template.py \
 	--ignore=tests/test_end_to_end.py --ignore=tests/test_bench.py \
 	--ignore=tests/test_packaging.py --ignore=tests/test_readme.py \
-	--ignore=tests/test_demo.py --ignore=tests/test_two_processes.py
+	--ignore=tests/test_demo.py --ignore=tests/test_two_processes.py \
+	--ignore=tests/test_generated_readme.py
 # Every other CPython 3.10+ of the machine, one per minor version.
 OTHER_PYTHONS = $(shell .ci/other-pythons $(PYTHON))
 # What runs again in a test process patched as a gevent server is: the
