@@ -138,6 +138,18 @@ class Settings:
     #: process renews its own every third of it (:mod:`stargate.presence`).
     #: Default 60.
     presence_ttl: float = 60.0
+    #: ``stargate.presence_grace``: seconds a member tracked with a key
+    #: stays after its connection closed: a connection of the same user and
+    #: key within it, in any process, continues it and nothing is announced
+    #: (a reload, a reconnect, a rolling restart).  ``0``: none.  Default 5.
+    presence_grace: float = 5.0
+    #: ``stargate.presence_interval``: seconds between two looks at the
+    #: presence that connections of this process follow: their diffs come
+    #: at most this often.  Default 1.
+    presence_interval: float = 1.0
+    #: ``stargate.presence_events_limit``: members of a channel past which
+    #: its followers get counts only, not who joined and left.  Default 1000.
+    presence_events_limit: int = 1000
     #: ``stargate.trusted_proxies``: addresses or networks (CIDR) of reverse
     #: proxies whose ``X-Forwarded-For``, ``-Proto`` and ``-Host`` headers
     #: are believed: their requests are rewritten as the client made them
@@ -314,6 +326,9 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "position_ttl": _positive_seconds,
     "publish_timeout": _positive_seconds,
     "presence_ttl": _positive_seconds,
+    "presence_grace": _seconds,
+    "presence_interval": _positive_seconds,
+    "presence_events_limit": _count,
     "legacy_protocols": _bool,
     "trusted_proxies": parse_networks,
     "max_message_rate": _rate,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 from pyramid.traversal import quote_path_segment
@@ -9,7 +10,13 @@ from pyramid.traversal import quote_path_segment
 from stargate.brokers import Broker, Channel, LocalChannel, get_broker
 from stargate.connection import Listener, Message
 from stargate.positions import Position
-from stargate.presence import Member, MemberPage, PresenceStats
+from stargate.presence import (
+    Member,
+    MemberPage,
+    PresenceEvent,
+    PresenceStats,
+    presence_message,
+)
 
 __all__ = ["WebSocketAwareResource"]
 
@@ -107,7 +114,9 @@ class WebSocketAwareResource:
         """
         return _broker().publish(self.channel, message)
 
-    def track(self, websocket: Listener, data: object = None) -> Member | None:
+    def track(
+        self, websocket: Listener, data: object = None, key: str | None = None
+    ) -> Member | None:
         """Make ``websocket`` present on this resource until it closes.
 
         Its member (:class:`~stargate.presence.Member`) carries an id unique
@@ -118,13 +127,42 @@ class WebSocketAwareResource:
         the one it already was if tracked already, or ``None`` if the
         connection is closed.
 
-        :raises TypeError: for ``data`` JSON cannot carry, or a user id
-            that is neither a string nor a number.
+        With a ``key`` (what the client sends to name itself across its
+        connections: the JavaScript client's ``tab``), the member's id is
+        the same for every connection of that user and key, in every
+        process: a connection that closes leaves only after
+        ``stargate.presence_grace`` seconds, and one that continues it
+        within them (a reconnect, a move to another process) changes
+        nothing its followers see.
+
+        :raises TypeError: for ``data`` JSON cannot carry, a user id that
+            is neither a string nor a number, or a ``key`` not a string.
         :raises ValueError: for ``data`` past
-            :data:`~stargate.presence.MAX_DATA_SIZE` bytes of JSON.
+            :data:`~stargate.presence.MAX_DATA_SIZE` bytes of JSON, or a
+            ``key`` empty or past :data:`~stargate.presence.MAX_KEY`
+            characters.
         """
         user = getattr(websocket.request, "authenticated_userid", None)
-        return _broker(websocket).track(self.channel, websocket, user, data)
+        return _broker(websocket).track(self.channel, websocket, user, data, key)
+
+    def follow_presence(
+        self,
+        websocket: Listener,
+        encode: Callable[[PresenceEvent], str | bytes] = presence_message,
+    ) -> bool:
+        """Send ``websocket`` this resource's members, then who joins and leaves.
+
+        It gets a sync of every member, then diffs, in order, each made
+        with ``encode`` (by default :func:`~stargate.presence.presence_message`'s
+        JSON), at most one every ``stargate.presence_interval`` seconds;
+        past ``stargate.presence_events_limit`` members, the counts only
+        (:class:`~stargate.presence.PresenceEvent`).  Until it closes.
+        Returns false if it is closed or follows already.
+
+        :raises BrokerUnavailable: on Redis, when the members cannot be
+            read within ``stargate.publish_timeout``.
+        """
+        return _broker(websocket).follow_presence(self.channel, websocket, encode)
 
     def untrack(self, websocket: Listener) -> bool:
         """Make ``websocket`` leave this resource's members; say whether it was one."""

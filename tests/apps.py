@@ -395,12 +395,21 @@ class Present(Node):
 
 
 class PresentView(WebSocketView):
-    """Tracks the client; "leave" untracks it, "again" tracks it once more."""
+    """Tracks the client; "leave" untracks it, "again" tracks it once more.
+
+    ``?key=`` tracks it with that key; ``?follow=1`` then sends it the
+    presence of the resource; ``?track=0`` does not track it.
+    """
 
     def on_open(self, websocket):
-        name = self.request.GET.get("name")
-        member = self.context.track(websocket, {"name": name} if name else None)
-        websocket.send(member.id)
+        params = self.request.GET
+        if params.get("track") != "0":
+            name = params.get("name")
+            data = {"name": name} if name else None
+            member = self.context.track(websocket, data, key=params.get("key"))
+            websocket.send(member.id)
+        if params.get("follow"):
+            self.context.follow_presence(websocket)
 
     def on_message(self, websocket, message):
         if message == "leave":

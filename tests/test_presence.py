@@ -12,11 +12,16 @@ import pytest
 from stargate.brokers import get_broker
 from stargate.presence import (
     MAX_DATA_SIZE,
+    MAX_KEY,
     MAX_PAGE,
     LocalPresence,
     Member,
+    PresenceEvent,
     PresenceStats,
+    check_key,
+    diff,
     encode_data,
+    presence_message,
     user_key,
 )
 from stargate.testing import MultiplexClient, WebSocketClient, eventually
@@ -38,9 +43,11 @@ def page(server, limit, after=None, path="/present/"):
         return json.loads(r.read())
 
 
-def present(server, name=None, **options):
-    query = f"?name={name}" if name else ""
-    client = WebSocketClient(server.ws_url(f"/present/{query}"), **options)
+def present(server, name=None, key=None, **options):
+    query = "&".join(
+        f"{field}={value}" for field, value in (("name", name), ("key", key)) if value
+    )
+    client = WebSocketClient(server.ws_url(f"/present/?{query}"), **options)
     member_id = client.receive()
     return client, member_id
 
@@ -193,7 +200,7 @@ def test_redis_keeps_members_in_pages_and_forgets_them_when_they_expire(redis_se
     from stargate.brokers.redis_presence import RedisPresence, presence_keys
 
     store = RedisPresence(
-        __import__("redis"), redis_server.url, "p:", ttl=60, timeout=2
+        __import__("redis"), redis_server.url, "p:", "me", ttl=60, timeout=2
     )
     members = [Member(f"{n:06d}", n % 3 or None, {"n": n}) for n in range(1200)]
     store.join("/room", members)  # in several calls
@@ -201,11 +208,12 @@ def test_redis_keeps_members_in_pages_and_forgets_them_when_they_expire(redis_se
     first = store.page("/room", None, MAX_PAGE)
     rest = store.page("/room", first.next, MAX_PAGE)
     assert first.members + rest.members == tuple(members) and rest.next is None
-    store.leave("/room", [m.id for m in members[:1100]])
+    store.leave("/room", [(m.id, 0) for m in members[:1100]])
     assert store.stats("/room").connections == 100
-    assert len({*presence_keys("p:", "/room")}) == 4  # one slot: same hash tag
+    keys = presence_keys("p:", "/room")
+    assert len({*keys}) == 6 and all("{/room}" in key for key in keys)  # one slot
     short = RedisPresence(
-        __import__("redis"), redis_server.url, "p:", ttl=0.2, timeout=2
+        __import__("redis"), redis_server.url, "p:", "me", ttl=0.2, timeout=2
     )
     short.join("/brief", members[:5])
     assert short.stats("/brief").connections == 5
@@ -256,3 +264,311 @@ def test_a_full_presence_queue_drops_with_a_warning(brokers, caplog):
     broker.close()
     assert broker.track("/room", Peer().conn, None) is not None  # here only
     assert broker._presence_threads == []  # closed: no writer again
+
+
+# -- keys, grace and followers ----------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_key_names_the_same_member_for_the_same_user_only():
+    same = LocalPresence.id_for("alice", "tab-1")
+    assert same == LocalPresence.id_for("alice", "tab-1") and same.startswith("k")
+    assert same != LocalPresence.id_for("bob", "tab-1")
+    assert same != LocalPresence.id_for(None, "tab-1")  # a guest cannot take it
+    assert "tab-1" not in same and "alice" not in same
+    assert check_key("x" * MAX_KEY) == "x" * MAX_KEY
+    with pytest.raises(ValueError, match="1 to 256 characters"):
+        check_key("")
+    with pytest.raises(TypeError, match="a string"):
+        check_key(7)
+
+
+def test_a_keyed_member_is_taken_over_and_leaves_after_its_grace():
+    clock = Clock()
+    table = LocalPresence(grace=5, clock=clock)
+    first, second, third = object(), object(), object()
+    member = Member(table.id_for("alice", "tab"), "alice", {"n": 1})
+    assert table.add("/room", first, member)
+    joined = table.version("/room")
+    # A reconnect before the old connection was seen closed: taken over.
+    assert not table.add("/room", second, member)
+    assert table.version("/room") == joined
+    assert table.remove("/room", first) is None  # no longer its member
+    assert table.remove("/room", second) == member  # leaving, still present
+    assert table.stats("/room").connections == 1 and table.of("/room") == []
+    clock.now += 4.9
+    changed = Member(member.id, "alice", {"n": 2})
+    assert not table.add("/room", third, changed)  # continued, with new data
+    assert table.version("/room") != joined
+    assert table.page("/room", None, 10).members == (changed,)
+    clock.now += 60  # not leaving: no grace runs
+    assert table.of("/room") == [changed]
+    table.remove("/room", third)
+    clock.now += 5
+    assert table.version("/room") == 0 and table.channels() == []
+    assert table.stats("/room") == PresenceStats()
+
+
+def test_members_without_a_key_leave_at_once():
+    table = LocalPresence(grace=5, clock=Clock())
+    listener = object()
+    table.add("/room", listener, Member(table.new_id(), None))
+    assert table.graced(table.member("/room", listener).id) == 0
+    table.remove("/room", listener)
+    assert table.stats("/room") == PresenceStats()
+
+
+def test_presence_messages_are_a_sync_then_diffs():
+    alice = Member("k1", "alice", {"name": "Alice"})
+    guest = Member("42", None)
+    stats = PresenceStats(connections=2, users=1, guests=1)
+    sync = PresenceEvent(True, {"k1": alice, "42": guest}, {}, {}, stats)
+    assert json.loads(presence_message(sync)) == {
+        "type": "presence",
+        "sync": True,
+        "members": {
+            "k1": {"user": "alice", "data": {"name": "Alice"}},
+            "42": {"user": None, "data": None},
+        },
+        "stats": {"connections": 2, "users": 1, "guests": 1},
+    }
+    joins, leaves = diff({"k1": alice, "42": guest}, {"k1": alice, "43": guest})
+    assert (joins, leaves) == ({"43": guest}, {"42": guest})
+    event = PresenceEvent(False, None, joins, leaves, stats)
+    body = json.loads(presence_message(event))
+    assert body["joins"] == {"43": {"user": None, "data": None}}
+    assert body["leaves"] == {"42": {"user": None, "data": None}}
+    over = PresenceEvent(True, None, {}, {}, stats)
+    assert json.loads(presence_message(over))["members"] is None
+
+
+def follower(server, **options):
+    client = WebSocketClient(server.ws_url("/present/?track=0&follow=1"), **options)
+    return client, json.loads(client.receive())
+
+
+def quiet(client, seconds):
+    """Say whether ``client`` receives nothing for ``seconds``."""
+    try:
+        client.receive(timeout=seconds)
+    except TimeoutError:
+        return True
+    return False
+
+
+FAST = {"stargate.presence_interval": "0.05", "stargate.presence_grace": "0.6"}
+
+
+def test_a_follower_gets_a_sync_then_joins_and_leaves(serve):
+    server = serve(FAST)
+    watcher, sync = follower(server)
+    assert sync == {
+        "type": "presence",
+        "sync": True,
+        "members": {},
+        "stats": {"connections": 0, "users": 0, "guests": 0},
+    }
+    guest, guest_id = present(server, "g")
+    joined = json.loads(watcher.receive())
+    assert joined["joins"] == {guest_id: {"user": None, "data": {"name": "g"}}}
+    assert joined["leaves"] == {} and joined["stats"]["guests"] == 1
+    alice, alice_id = present(server, "a", headers=ALICE)
+    assert json.loads(watcher.receive())["joins"][alice_id]["user"] == "alice"
+    guest.close()  # no key: it leaves at once
+    left = json.loads(watcher.receive())
+    assert list(left["leaves"]) == [guest_id] and left["joins"] == {}
+    late, sync = follower(server)  # starts from the same reading
+    assert list(sync["members"]) == [alice_id]
+    alice.close(), watcher.close(), late.close()
+
+
+def test_a_keyed_member_that_comes_back_within_its_grace_announces_nothing(serve):
+    server = serve(FAST)
+    watcher, _ = follower(server)
+    tab, member_id = present(server, "a", key="tab-1")
+    assert list(json.loads(watcher.receive())["joins"]) == [member_id]
+    tab.close()  # a reload, slower than a look at the members
+    time.sleep(0.3)
+    tab, again = present(server, "a", key="tab-1")
+    assert again == member_id
+    assert quiet(watcher, 1.0)  # past the grace: it was continued
+    tab.close()
+    left = json.loads(watcher.receive(timeout=5))  # after the grace
+    assert list(left["leaves"]) == [member_id]
+    watcher.close()
+
+
+def test_past_the_limit_followers_get_counts_only(serve):
+    server = serve({**FAST, "stargate.presence_events_limit": "2"})
+    watcher, _ = follower(server)
+    clients = [present(server, str(n)) for n in range(3)]
+    syncs = []
+    while len(syncs) < 1 or syncs[-1]["members"] is not None:
+        message = json.loads(watcher.receive(timeout=5))
+        if message.get("sync"):
+            syncs.append(message)
+    assert syncs[-1]["stats"]["connections"] == 3
+    clients[0][0].close()  # under the limit again: listed again
+    back = json.loads(watcher.receive(timeout=5))
+    assert back["sync"] and set(back["members"]) == {c[1] for c in clients[1:]}
+    for client, _ in clients[1:]:
+        client.close()
+    watcher.close()
+
+
+@pytest.mark.green_redis
+def test_a_rolling_restart_announces_nothing_to_the_other_process(serve, redis_server):
+    """A keyed member whose process stops (1001) and who reconnects to the
+    other process within the grace stays present, with no leave or join;
+    a follower there sees the other process's joins and leaves."""
+    settings = {"stargate.broker": redis_server.url, **FAST}
+    leaving, staying = serve(settings), serve(settings)
+    watcher, _ = follower(staying)
+    tab, member_id = present(leaving, "a", key="tab-1")
+    assert list(json.loads(watcher.receive(timeout=5))["joins"]) == [member_id]
+    leaving.stop()  # its leave written to Redis before it ends
+    assert tab.receive() is None and tab.close_code == 1001
+    time.sleep(0.3)  # slower than a look at the members
+    tab, again = present(staying, "a", key="tab-1")
+    assert again == member_id
+    assert quiet(watcher, 1.5)  # past the grace
+    assert stats(staying) == (1, 0, 1)
+    other, other_id = present(staying, "b")
+    assert list(json.loads(watcher.receive(timeout=5))["joins"]) == [other_id]
+    other.close(), tab.close()
+    leaves = {}
+    while len(leaves) < 2:
+        leaves.update(json.loads(watcher.receive(timeout=5))["leaves"])
+    assert set(leaves) == {member_id, other_id}
+    watcher.close()
+
+
+@pytest.mark.green_redis
+def test_a_stopped_process_writes_its_leaves_before_it_ends(serve, redis_server):
+    settings = {"stargate.broker": redis_server.url}  # presence_ttl: 60 s
+    stopping, other = serve(settings), serve(settings)
+    client, _ = present(stopping, "a")
+    assert eventually(lambda: stats(other) == (1, 0, 1))
+    stopping.stop()
+    assert stats(other) == (0, 0, 0)  # not in a minute: now
+    client.close()
+
+
+class FakeListener:
+    def __init__(self) -> None:
+        self.closed = False
+        self.sent: list = []
+        self.callbacks: list = []
+
+    def on_close(self, callback) -> None:
+        self.callbacks.append(callback)
+
+    def send(self, message) -> None:
+        self.sent.append(json.loads(message))
+
+    def close(self) -> None:
+        self.closed = True
+        for callback in self.callbacks:
+            callback(self)
+
+
+class FakeSource:
+    """Members as a test says, and a version it changes."""
+
+    def __init__(self, members=(), stats=None) -> None:
+        self.version = 1
+        self.list = list(members)
+        self.stats = stats
+        self.failures = 0
+
+    def presence_version(self, channel):
+        if self.failures:
+            self.failures -= 1
+            from stargate.exceptions import BrokerUnavailable
+
+            raise BrokerUnavailable("Redis is away")
+        return self.version
+
+    def presence_stats(self, channel):
+        return self.stats or PresenceStats(connections=len(self.list), guests=1)
+
+    def members(self, channel, after, limit):
+        from stargate.presence import MemberPage
+
+        start = 0 if after is None else [m.id for m in self.list].index(after) + 1
+        chosen = self.list[start : start + 2]  # pages of two, to page
+        more = start + 2 < len(self.list)
+        return MemberPage(tuple(chosen), chosen[-1].id if more else None)
+
+
+def test_a_feed_reads_every_page_and_follows_each_listener_once():
+    from stargate.presence_feed import PresenceFeed
+
+    members = [Member(f"{n}", None) for n in range(5)]
+    source = FakeSource(members)
+    feed = PresenceFeed(source, interval=60, limit=10)
+    listener, closed = FakeListener(), FakeListener()
+    closed.closed = True
+    assert not feed.follow("/room", closed, presence_message)
+    assert feed.follow("/room", listener, encode=presence_message)
+    assert not feed.follow("/room", listener, encode=presence_message)
+    assert list(listener.sent[0]["members"]) == ["0", "1", "2", "3", "4"]
+    feed.look()  # the same version: nothing
+    source.version = 2  # a change, and its undoing, between two looks
+    feed.look()
+    assert len(listener.sent) == 1
+    listener.close()
+    feed.unfollow("/room", listener)  # gone already: nothing to do
+    feed.close()
+
+
+def test_a_feed_that_finds_more_members_than_counted_follows_counts_only():
+    from stargate.presence_feed import PresenceFeed
+
+    members = [Member(f"{n}", None) for n in range(5)]
+    # The count said 2, then the pages found 5 (members came meanwhile).
+    source = FakeSource(members, stats=PresenceStats(connections=2, guests=2))
+    feed = PresenceFeed(source, interval=60, limit=3)
+    listener, stopped = FakeListener(), FakeListener()
+    feed.follow("/room", listener, presence_message)
+    feed.follow("/room", stopped, presence_message)
+    assert listener.sent[0]["members"] is None
+    stopped.closed = True  # closed, its callback not run yet
+    source.version = 2  # past the limit and the same counts: nothing to say
+    feed.look()
+    source.stats = PresenceStats(connections=4, guests=4)
+    source.version = 3
+    feed.look()
+    assert [m["stats"]["connections"] for m in listener.sent] == [2, 4]
+    assert len(stopped.sent) == 1
+    feed.close()
+
+
+def test_a_feed_waits_out_a_broker_that_does_not_answer(caplog):
+    from stargate.presence_feed import PresenceFeed
+
+    source = FakeSource([Member("1", None)])
+    feed = PresenceFeed(source, interval=0.01, limit=10)
+    listener = FakeListener()
+    feed.follow("/room", listener, presence_message)
+    source.failures = 2
+    source.version = 2
+    source.list = []
+
+    def look_then_leave():
+        PresenceFeed.look(feed)
+        if listener.sent[-1].get("leaves"):
+            listener.close()  # no follower left: the loop ends
+
+    feed.look = look_then_leave
+    feed._loop()
+    assert caplog.text.count("presence not followed (Redis is away)") == 1
+    assert "presence followed again" in caplog.text
+    assert listener.sent[-1]["leaves"] == {"1": {"user": None, "data": None}}

@@ -684,3 +684,33 @@ def test_only_configuration_errors_lose_their_traceback(monkeypatch, capsys):
     other = RuntimeError("a bug")
     sys.excepthook(RuntimeError, other, None)
     assert seen == [other]  # with its traceback, by the hook it replaced
+
+
+def test_callbacks_before_exit_are_weak_and_their_errors_logged(caplog, monkeypatch):
+    from stargate import shutdown
+
+    monkeypatch.setattr(shutdown, "_callbacks", [])  # the brokers of other tests
+    calls = []
+
+    class Flushing:
+        def __init__(self, fails=False):
+            self.fails = fails
+
+        def flush(self, deadline):
+            calls.append(self)
+            if self.fails:
+                raise RuntimeError("cannot flush")
+
+    failing, working, gone = Flushing(fails=True), Flushing(), Flushing()
+    for each in (failing, working, gone):
+        shutdown.before_exit(each.flush)
+    del each, gone  # held weakly: not called
+    shutdown.run_before_exit(time.monotonic() + 5)
+    assert calls == [failing, working]  # the error stopped nobody
+    assert "a callback before exit failed" in caplog.text
+    shutdown.run_before_exit(time.monotonic() - 1)  # no time left: one call
+    assert calls[2:] == [failing]
+    del working
+    calls.clear()
+    shutdown.run_before_exit(time.monotonic() + 5)
+    assert calls == [failing]

@@ -17,6 +17,8 @@ them and delivers to them:
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyramid.registry import Registry, global_registry
 from zope.interface import Interface
 
@@ -44,6 +46,11 @@ class IBroker(Interface):
 
 def make_broker(settings: Settings) -> Broker:
     """Return a new broker for ``stargate.broker`` (validated by the settings)."""
+    presence: dict[str, Any] = {
+        "presence_grace": settings.presence_grace,
+        "presence_interval": settings.presence_interval,
+        "presence_events_limit": settings.presence_events_limit,
+    }
     if settings.broker.startswith("redis"):
         from stargate.brokers.redis import RedisBroker
 
@@ -55,9 +62,13 @@ def make_broker(settings: Settings) -> Broker:
             position_ttl=settings.position_ttl,
             publish_timeout=settings.publish_timeout,
             presence_ttl=settings.presence_ttl,
+            **presence,
         )
     return MemoryBroker(
-        settings.history_size, settings.history_ttl, settings.history_channels
+        settings.history_size,
+        settings.history_ttl,
+        settings.history_channels,
+        **presence,
     )
 
 

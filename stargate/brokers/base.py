@@ -12,19 +12,25 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from stargate.brokers.channels import Channel, LocalChannel
 from stargate.brokers.users import UserConnections
 from stargate.connection import Listener, Message, broadcast
 from stargate.presence import (
+    MAX_PAGE,
     LocalPresence,
     Member,
     MemberPage,
+    PresenceEvent,
     PresenceStats,
+    check_key,
     encode_data,
+    presence_message,
     user_key,
 )
+from stargate.presence_feed import PresenceFeed
 
 if TYPE_CHECKING:  # the sequencer is made of these, and brokers make it
     from stargate.brokers.sequencer import Sequencer
@@ -94,12 +100,22 @@ class Broker(ABC):
     #: The positioned listeners and their order, for a broker with history.
     sequencer: Sequencer | None = None
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        presence_grace: float = 5.0,
+        presence_interval: float = 1.0,
+        presence_events_limit: int = MAX_PAGE,
+    ) -> None:
         self.local = LocalListeners()
         #: This process's connections of logged-in users, by user id.
         self.users = UserConnections()
         #: The members this process tracks (:mod:`stargate.presence`).
-        self.presence = LocalPresence()
+        self.presence = LocalPresence(presence_grace)
+        #: The followers of presence here (:mod:`stargate.presence_feed`).
+        self.feed = PresenceFeed(
+            self, interval=presence_interval, limit=presence_events_limit
+        )
 
     def listeners(self, channel: Channel) -> frozenset[Listener]:
         """Return this process's listeners of ``channel``."""
@@ -195,19 +211,30 @@ class Broker(ABC):
         connection: Listener,
         user: str | int | None,
         data: object = None,
+        key: str | None = None,
     ) -> Member | None:
         """Make ``connection`` a member of ``channel`` until it closes or leaves.
 
         Returns its :class:`~stargate.presence.Member`: a new one, or the
-        one it already was (unchanged); ``None`` if it is closed.
+        one it already was (unchanged); ``None`` if it is closed.  With a
+        ``key``, the member's id is the same for every connection of
+        ``user`` and ``key`` (:meth:`LocalPresence.id_for`): a new
+        connection continues the member, and one that closes leaves only
+        after ``stargate.presence_grace`` seconds.
 
         :raises TypeError: for a ``user`` that is neither a string nor a
-            number, or ``data`` JSON cannot carry.
+            number, ``data`` JSON cannot carry, or a ``key`` that is not a
+            string.
         :raises ValueError: for ``data`` past
-            :data:`~stargate.presence.MAX_DATA_SIZE` bytes of JSON.
+            :data:`~stargate.presence.MAX_DATA_SIZE` bytes of JSON, or a
+            ``key`` empty or longer than :data:`~stargate.presence.MAX_KEY`.
         """
         user_key(user)
-        member = Member(self.presence.new_id(), user, json.loads(encode_data(data)))
+        if key is None:
+            member_id = self.presence.new_id()
+        else:
+            member_id = self.presence.id_for(user, check_key(key))
+        member = Member(member_id, user, json.loads(encode_data(data)))
         if connection.closed:
             return None
         present = self.presence.member(channel, connection)
@@ -219,12 +246,34 @@ class Broker(ABC):
         return member
 
     def untrack(self, channel: Channel, connection: Listener) -> bool:
-        """Make ``connection`` leave ``channel``; return whether it was a member."""
+        """Make ``connection`` leave ``channel``; return whether it was a member.
+
+        A keyed member stays for ``stargate.presence_grace`` seconds.
+        """
         member = self.presence.remove(channel, connection)
         if member is None:
             return False
         self._left(channel, member)
         return True
+
+    def follow_presence(
+        self,
+        channel: Channel,
+        connection: Listener,
+        encode: Callable[[PresenceEvent], str | bytes] = presence_message,
+    ) -> bool:
+        """Send ``connection`` the members of ``channel``, then their changes.
+
+        See :mod:`stargate.presence_feed`.  Returns false if it is closed or
+        follows already.
+
+        :raises BrokerUnavailable: when the members cannot be read now.
+        """
+        return self.feed.follow(channel, connection, encode)
+
+    def presence_version(self, channel: Channel) -> object:
+        """Return what changes whenever ``channel``'s members change."""
+        return self.presence.version(channel)
 
     def presence_stats(self, channel: Channel) -> PresenceStats:
         """Return the counts of ``channel``'s members, in every process."""
@@ -267,4 +316,5 @@ class Broker(ABC):
         """Forget every local listener and user (their connections stay open)."""
         self.local = LocalListeners()
         self.users = UserConnections()
-        self.presence = LocalPresence()
+        self.feed.close()
+        self.presence = LocalPresence(self.presence.grace)

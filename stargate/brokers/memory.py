@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from stargate.brokers.base import Broker, Channel
 from stargate.brokers.history import MemoryHistory
 from stargate.brokers.sequencer import Sequencer
@@ -20,6 +22,8 @@ class MemoryBroker(Broker):
     :param history_ttl: seconds a channel's messages are kept after its
         last one.
     :param history_channels: channels whose history is kept at most.
+    :param presence: the presence options of :class:`~stargate.brokers.base.Broker`
+        (``presence_grace``, ``presence_interval``, ``presence_events_limit``).
     """
 
     def __init__(
@@ -27,8 +31,9 @@ class MemoryBroker(Broker):
         history_size: int = 0,
         history_ttl: float = 300.0,
         history_channels: int = 10000,
+        **presence: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(**presence)
         self.history: MemoryHistory | None = None
         if history_size:
             self.history = MemoryHistory(history_size, history_ttl, history_channels)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from stargate import runtime
@@ -41,7 +42,15 @@ from stargate.brokers.users import decode_disconnect, encode_disconnect
 from stargate.connection import Listener, Message
 from stargate.exceptions import BrokerUnavailable, IncorrectlyConfigured
 from stargate.positions import Position
-from stargate.presence import Member, MemberPage, PresenceStats
+from stargate.presence import (
+    MAX_PAGE,
+    Member,
+    MemberPage,
+    PresenceEvent,
+    PresenceStats,
+    presence_message,
+)
+from stargate.shutdown import before_exit
 
 __all__ = ["RedisBroker", "decode_payload", "encode_payload"]
 
@@ -100,6 +109,11 @@ def _named(channel: Channel) -> str:
     return channel
 
 
+def _told(changes: list[tuple[str, str, Member]]) -> int:
+    """Return how many of ``changes`` are joins and leaves (not renewals)."""
+    return sum(kind != "renew" for kind, _, _ in changes)
+
+
 class RedisBroker(Broker):
     """Deliver to the listeners of every process through Redis pub/sub.
 
@@ -115,6 +129,11 @@ class RedisBroker(Broker):
     :param publish_timeout: seconds a publish with history waits for Redis.
     :param presence_ttl: seconds the members of a process that stopped
         renewing them stay present.
+    :param presence_grace: seconds a keyed member stays after its
+        connection closed (see :meth:`Broker.track`).
+    :param presence_interval: seconds between two looks at the presence
+        followed here (:mod:`stargate.presence_feed`).
+    :param presence_events_limit: members past which followers get counts only.
     """
 
     def __init__(
@@ -129,8 +148,15 @@ class RedisBroker(Broker):
         position_ttl: float = 86400.0,
         publish_timeout: float = 2.0,
         presence_ttl: float = 60.0,
+        presence_grace: float = 5.0,
+        presence_interval: float = 1.0,
+        presence_events_limit: int = MAX_PAGE,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            presence_grace=presence_grace,
+            presence_interval=presence_interval,
+            presence_events_limit=presence_events_limit,
+        )
         try:
             self._redis = runtime.get().import_green("redis")
         except ImportError:  # pragma: no cover - depends on the environment
@@ -173,12 +199,19 @@ class RedisBroker(Broker):
             self.sequencer = Sequencer(self._window)
         #: Every process's members (:mod:`stargate.brokers.redis_presence`).
         self.presence_store = RedisPresence(
-            self._redis, url, prefix, ttl=presence_ttl, timeout=publish_timeout
+            self._redis,
+            url,
+            prefix,
+            self.presence.token,
+            ttl=presence_ttl,
+            timeout=publish_timeout,
         )
         # Joins and leaves of this process's members, written in order by
         # one green thread, which also renews them (_presence_loop).
         self._presence_outbox = runtime.get().queue(queue_size)
         self._presence_threads: list[Any] = []
+        self._presence_pending = 0  # joins and leaves queued, not yet written
+        before_exit(self._flush_presence)
 
     # -- Broker --------------------------------------------------------------
 
@@ -261,6 +294,7 @@ class RedisBroker(Broker):
         connection: Listener,
         user: str | int | None,
         data: object = None,
+        key: str | None = None,
     ) -> Member | None:
         """Make ``connection`` a member of ``channel`` in Redis too.
 
@@ -269,7 +303,7 @@ class RedisBroker(Broker):
 
         :raises IncorrectlyConfigured: for a resource without a path.
         """
-        return super().track(_named(channel), connection, user, data)
+        return super().track(_named(channel), connection, user, data, key)
 
     def untrack(self, channel: Channel, connection: Listener) -> bool:
         """Make ``connection`` leave ``channel``, in Redis too."""
@@ -291,6 +325,27 @@ class RedisBroker(Broker):
         """
         return self.presence_store.page(_named(channel), after, limit)
 
+    def follow_presence(
+        self,
+        channel: Channel,
+        connection: Listener,
+        encode: Callable[[PresenceEvent], str | bytes] = presence_message,
+    ) -> bool:
+        """Send ``connection`` the members of ``channel``, then their changes.
+
+        The members of every process, read from Redis.
+
+        :raises BrokerUnavailable: when Redis does not answer in time.
+        """
+        return super().follow_presence(_named(channel), connection, encode)
+
+    def presence_version(self, channel: Channel) -> object:
+        """Return what changes whenever ``channel``'s members change, in Redis.
+
+        :raises BrokerUnavailable: when Redis does not answer in time.
+        """
+        return self.presence_store.version(_named(channel))
+
     def _joined(self, channel: Channel, member: Member) -> None:
         self._tell_presence(("join", _named(channel), member))
 
@@ -308,7 +363,9 @@ class RedisBroker(Broker):
                 runtime.get().spawn(self._presence_loop),
                 runtime.get().spawn(self._renew_loop, every),
             ]
-        if not self._presence_outbox.put_nowait(change):
+        if self._presence_outbox.put_nowait(change):
+            self._presence_pending += 1
+        else:
             log.warning(
                 "Redis presence queue full: a %s on %s was dropped (a join comes "
                 "back with the next renewal, a leave with the expiry)",
@@ -331,6 +388,7 @@ class RedisBroker(Broker):
             try:
                 self._write_presence(changes)
             except BrokerUnavailable as error:
+                self._presence_pending -= _told(changes)
                 if not failing:
                     log.warning(
                         "Redis presence not written (%s): members are renewed "
@@ -340,9 +398,24 @@ class RedisBroker(Broker):
                 failing = True
                 runtime.get().sleep(self._delays.compute(0))
                 continue
+            self._presence_pending -= _told(changes)
             if failing:
                 log.warning("Redis presence written again")
             failing = False
+
+    def _flush_presence(self, deadline: float) -> None:
+        """Let the joins and leaves queued so far be written, until ``deadline``.
+
+        At a server's shutdown (:mod:`stargate.shutdown`): the leaves its
+        closes queued would otherwise be lost with the process, and its
+        members stay until they expire (``stargate.presence_ttl``).
+        """
+        while (
+            self._presence_pending > 0
+            and not self._closed
+            and time.monotonic() < deadline
+        ):
+            runtime.get().sleep(0.02)
 
     def _write_presence(self, changes: list[tuple[str, str, Member]]) -> None:
         # In order, a channel's run of joins (or leaves) in one call.
@@ -360,11 +433,12 @@ class RedisBroker(Broker):
                 runs[-1][2].append(member)
             else:
                 runs.append((kind, channel, [member]))
+        graced = self.presence.graced
         for kind, channel, members in runs:
             if kind == "join":
                 store.join(channel, members)
             else:
-                store.leave(channel, [member.id for member in members])
+                store.leave(channel, [(m.id, graced(m.id)) for m in members])
 
     def _window(self, channel: Channel, after: int | None) -> Window:
         assert self.history is not None  # the sequencer comes with it

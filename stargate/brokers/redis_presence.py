@@ -1,6 +1,6 @@
 """Presence on Redis: members with an expiry each, counted without listing them.
 
-Each channel has four keys that share a hash tag, so that they live in one
+Each channel has six keys that share a hash tag, so that they live in one
 Redis Cluster slot and every script runs on one node:
 
 - ``PREFIX{CHANNEL}:members``: a hash, member id to its user's key (the
@@ -9,7 +9,16 @@ Redis Cluster slot and every script runs on one node:
   clock, in milliseconds) past which it is gone;
 - ``PREFIX{CHANNEL}:index``: a sorted set of the member ids, all of score 0,
   for pages in the order of the ids;
-- ``PREFIX{CHANNEL}:users``: a hash, user key to its number of members.
+- ``PREFIX{CHANNEL}:users``: a hash, user key to its number of members;
+- ``PREFIX{CHANNEL}:owners``: a hash, member id to the process that holds
+  its connection: a process whose member was taken over by another (a
+  keyed member reconnected there) no longer changes it;
+- ``PREFIX{CHANNEL}:version``: a number that every change of the members
+  increments, for the followers of presence (:mod:`stargate.presence_feed`).
+
+A keyed member that leaves is not removed: its time is set to the end of
+its grace period, so that a connection that continues it in any process
+before then finds it present.
 
 Redis 7.4's per-field expiry would do without the ``expiry`` set, but
 Debian's Redis 7.0 has none.  Every script first removes the members whose
@@ -36,7 +45,7 @@ from stargate.presence import (
 
 __all__ = ["RedisPresence", "presence_keys"]
 
-# KEYS: members, expiry, index, users (every script).
+# KEYS: members, expiry, index, users, owners, version (every script).
 _PURGE = """
 local function leave(id)
   local value = redis.call('hget', KEYS[1], id)
@@ -46,9 +55,11 @@ local function leave(id)
       redis.call('hdel', KEYS[4], key)
     end
     redis.call('hdel', KEYS[1], id)
+    redis.call('incr', KEYS[6])
   end
   redis.call('zrem', KEYS[2], id)
   redis.call('zrem', KEYS[3], id)
+  redis.call('hdel', KEYS[5], id)
 end
 local clock = redis.call('time')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -57,34 +68,58 @@ for _, id in ipairs(redis.call('zrangebyscore', KEYS[2], '-inf', now)) do
 end
 """
 
-# ARGV: ttl in milliseconds, then each member's id, user key and data.
+# ARGV: ttl in milliseconds, the writing process, then each member's id,
+# user key and data.
 _JOIN = (
     _PURGE
     + """
 local ttl = tonumber(ARGV[1])
-for n = 2, #ARGV, 3 do
+for n = 3, #ARGV, 3 do
   local id, key = ARGV[n], ARGV[n + 1]
-  if redis.call('hset', KEYS[1], id, key .. '\\n' .. ARGV[n + 2]) == 1 then
-    redis.call('hincrby', KEYS[4], key, 1)
-    redis.call('zadd', KEYS[3], 0, id)
+  local value = key .. '\\n' .. ARGV[n + 2]
+  local old = redis.call('hget', KEYS[1], id)
+  if old ~= value then
+    redis.call('hset', KEYS[1], id, value)
+    if not old then
+      redis.call('hincrby', KEYS[4], key, 1)
+      redis.call('zadd', KEYS[3], 0, id)
+    end
+    redis.call('incr', KEYS[6])
   end
+  redis.call('hset', KEYS[5], id, ARGV[2])
   redis.call('zadd', KEYS[2], now + ttl, id)
 end
-for k = 1, 4 do
+for k = 1, 6 do
   redis.call('pexpire', KEYS[k], ttl)
 end
 return 1
 """
 )
 
-# ARGV: the ids of the members who leave.
+# ARGV: the writing process, then each leaving member's id and grace in
+# milliseconds.  A member another process took over is left alone.
 _LEAVE = (
     _PURGE
     + """
-for _, id in ipairs(ARGV) do
-  leave(id)
+for n = 2, #ARGV, 2 do
+  local id, grace = ARGV[n], tonumber(ARGV[n + 1])
+  local owner = redis.call('hget', KEYS[5], id)
+  if owner == ARGV[1] or not owner then
+    if grace > 0 then
+      redis.call('zadd', KEYS[2], now + grace, id)
+    else
+      leave(id)
+    end
+  end
 end
 return 1
+"""
+)
+
+_VERSION = (
+    _PURGE
+    + """
+return redis.call('get', KEYS[6]) or 0
 """
 )
 
@@ -116,10 +151,11 @@ return {ids, redis.call('hmget', KEYS[1], unpack(ids))}
 _CHUNK = 500
 
 
-def presence_keys(prefix: str, channel: str) -> tuple[str, str, str, str]:
-    """Return the members, expiry, index and users keys of ``channel``."""
+def presence_keys(prefix: str, channel: str) -> tuple[str, ...]:
+    """Return the keys of ``channel``'s members (see the module's docstring)."""
     tagged = f"{prefix}{{{channel}}}:presence"
-    return f"{tagged}:members", f"{tagged}:expiry", f"{tagged}:index", f"{tagged}:users"
+    names = ("members", "expiry", "index", "users", "owners", "version")
+    return tuple(f"{tagged}:{name}" for name in names)
 
 
 class RedisPresence:
@@ -128,19 +164,34 @@ class RedisPresence:
     :param redis: redis-py, as the runtime imports it.
     :param url: the broker's URL.
     :param prefix: the channel prefix (``stargate.broker_channel_prefix``).
+    :param owner: what names this process among the writers.
     :param ttl: seconds a member outlives its last renewal.
     :param timeout: seconds a call may wait for Redis in all.
     """
 
     def __init__(
-        self, redis: Any, url: str, prefix: str, *, ttl: float, timeout: float
+        self,
+        redis: Any,
+        url: str,
+        prefix: str,
+        owner: str,
+        *,
+        ttl: float,
+        timeout: float,
     ) -> None:
         self.prefix = prefix
+        self.owner = owner
         self.ttl = ttl
         self._scripts = RedisScripts(
             redis,
             url,
-            {"join": _JOIN, "leave": _LEAVE, "stats": _STATS, "page": _PAGE},
+            {
+                "join": _JOIN,
+                "leave": _LEAVE,
+                "stats": _STATS,
+                "page": _PAGE,
+                "version": _VERSION,
+            },
             timeout=timeout,
             connections=8,
         )
@@ -152,20 +203,35 @@ class RedisPresence:
         """
         keys = presence_keys(self.prefix, channel)
         for start in range(0, len(members), _CHUNK):
-            args: list[Any] = [round(self.ttl * 1000)]
+            args: list[Any] = [round(self.ttl * 1000), self.owner]
             for member in members[start : start + _CHUNK]:
                 args += (member.id, user_key(member.user), encode_data(member.data))
             self._scripts.run("join", keys, args)
 
-    def leave(self, channel: str, ids: Iterable[str]) -> None:
-        """Remove the members ``ids``.
+    def leave(self, channel: str, leaving: Iterable[tuple[str, float]]) -> None:
+        """Make members leave: each ``(id, grace)``, after ``grace`` seconds.
+
+        Only the members this process still holds: one another process
+        took over is its.
 
         :raises BrokerUnavailable: when Redis does not answer in time.
         """
         keys = presence_keys(self.prefix, channel)
-        ids = list(ids)
-        for start in range(0, len(ids), _CHUNK):
-            self._scripts.run("leave", keys, ids[start : start + _CHUNK])
+        pairs = list(leaving)
+        for start in range(0, len(pairs), _CHUNK):
+            args: list[Any] = [self.owner]
+            for member_id, grace in pairs[start : start + _CHUNK]:
+                args += (member_id, round(grace * 1000))
+            self._scripts.run("leave", keys, args)
+
+    def version(self, channel: str) -> int:
+        """Return a number that changes whenever ``channel``'s members change.
+
+        :raises BrokerUnavailable: when Redis does not answer in time.
+        """
+        return int(
+            self._scripts.run("version", presence_keys(self.prefix, channel), ())
+        )
 
     def stats(self, channel: str) -> PresenceStats:
         """Return the counts of ``channel``'s members.

@@ -29,6 +29,7 @@ from stargate.server.http import (
     answer_and_hang_up,
     http_server_class,
 )
+from stargate.shutdown import run_before_exit
 from stargate.tracker import ConnectionTracker
 
 __all__ = ["Server", "Wakeup"]
@@ -227,6 +228,8 @@ class Server:
             connection.abort(CloseCode.GOING_AWAY, "server shutting down")
         for http in self._http:
             http.kill_all()
+        # What the closes queued for other processes (presence's leaves).
+        run_before_exit(max(deadline, time.monotonic() + 1.0))
         assert self._shut_down is not None  # made by serve_forever, which runs this
         self._shut_down.set()
 
