@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import urllib.request
 
 import psycopg
 import pytest
@@ -186,3 +187,21 @@ def test_nginx_that_cannot_start_gives_its_error_log(tmp_path):
     broken = SITE.replace("location / {", "location / { no_such_directive on;", 1)
     with pytest.raises(RuntimeError, match="no_such_directive"):
         Nginx(tmp_path, broken, [free_port()])
+
+
+def test_nginx_serves_a_site_in_front_of_a_server_process(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "hello.txt").write_text("hello through nginx")
+    port = free_port()
+    command = [sys.executable, "-m", "http.server", str(port)]
+    command += ["--bind", "127.0.0.1", "--directory", str(site)]
+    with ServerProcess(command, port, tmp_path / "http.log") as backend:
+        proxy_dir = tmp_path / "nginx"
+        proxy_dir.mkdir()
+        with Nginx(proxy_dir, SITE, [backend.port]) as proxy:
+            with urllib.request.urlopen(proxy.url + "/hello.txt", timeout=10) as r:
+                assert r.read() == b"hello through nginx"
+            assert proxy.tls_url == f"https://127.0.0.1:{proxy.tls_port}"
+            assert proxy.ws_url("/x/") == f"ws://127.0.0.1:{proxy.port}/x/"
+        assert proxy.process.poll() is not None

@@ -322,3 +322,45 @@ def test_a_page_whose_sockets_are_all_refused_says_why_and_stops(
         assert len(sockets) == 5
         page.wait_for_timeout(1000)  # and no more after
         assert len(sockets) == 5
+
+
+def test_each_card_says_who_watches_it(browser, live_server):
+    """One watcher per tab, a reload included; logged-in names, and guests."""
+    problems = []
+    alices, guests = browser.new_context(), browser.new_context()  # two browsers
+    first, second = watched_page(alices, problems), watched_page(guests, problems)
+    watching = '[data-job="1"] .watching'
+    for page in (first, second):
+        page.goto(live_server.url + "/")
+    for page in (first, second):
+        page.locator(f'{watching}[data-count="2"]').wait_for(timeout=10000)
+    assert first.locator(watching).inner_text() == "2 watching: 2 guests"
+
+    first.evaluate(  # the most watchers the first tab is told of, from now on
+        """(selector) => {
+            const line = document.querySelector(selector);
+            window.mostWatching = Number(line.dataset.count);
+            new MutationObserver(() => {
+                const count = Number(line.dataset.count);
+                window.mostWatching = Math.max(window.mostWatching, count);
+            }).observe(line, { attributes: true });
+        }""",
+        watching,
+    )
+    second.reload()  # the same tab: the same watcher, never a third
+    second.locator(f'{watching}[data-count="2"]').wait_for(timeout=10000)
+    first.wait_for_timeout(1500)  # past the grace (testing.ini: 1 s)
+    assert first.evaluate("window.mostWatching") == 2
+
+    card = first.locator(".backstage")
+    card.locator('.login input[name="name"]').fill("alice")
+    card.locator(".login button").click()  # the page loads again, logged in
+    card.locator(".log").get_by_text("welcome, alice").wait_for(timeout=10000)
+    for page in (first, second):
+        page.locator(watching).get_by_text("2 watching: alice and 1 guest").wait_for(
+            timeout=10000
+        )
+    second.close()  # a tab closed: gone after the grace
+    first.locator(watching).get_by_text("1 watching: alice").wait_for(timeout=10000)
+    assert problems == []
+    alices.close(), guests.close()

@@ -236,3 +236,76 @@ def test_an_unknown_resource_is_refused_with_4404(live_server):
         with pytest.raises(SubscriptionRefused) as refused:
             client.subscribe("/nowhere/")
         assert refused.value.code == 4404
+
+
+TAB = "0123456789abcdef0123456789abcdef"  # what stargate-client.js's tabId makes
+
+
+class Watcher:
+    """A client that asks who watches a job, and what it was told."""
+
+    def __init__(self, server, job="1", tab=None):
+        query = {"presence": "1", **({"tab": tab} if tab else {})}
+        path = f"/jobs/{job}/?{urllib.parse.urlencode(query)}"
+        self.client = WebSocketClient(server.ws_url(path))
+        assert receive(self.client)["type"] == "state"
+        self.members, self.stats = {}, {}
+        assert self.read()["sync"]  # first, every watcher then
+
+    def read(self, timeout=5):
+        """Take the next presence message (a sync, or a diff); return it."""
+        message = json.loads(self.client.receive(timeout=timeout))
+        assert message["type"] == "presence"
+        if message.get("sync"):
+            self.members = dict(message["members"])
+        else:
+            self.members.update(message["joins"])
+            for member_id in message["leaves"]:
+                del self.members[member_id]
+        self.stats = message["stats"]
+        return message
+
+    def until(self, connections):
+        """Read until ``connections`` watch; return the members."""
+        while self.stats.get("connections") != connections:
+            self.read()
+        return self.members
+
+    def quiet(self, seconds):
+        """Say whether nothing comes for ``seconds``."""
+        try:
+            self.client.receive(timeout=seconds)
+        except TimeoutError:
+            return True
+        return False
+
+
+def test_a_client_that_asks_is_told_who_watches_and_who_comes_and_goes(live_server):
+    first = Watcher(live_server)
+    before = set(first.until(1))
+    assert first.stats == {"connections": 1, "users": 0, "guests": 1}
+    with WebSocketClient(live_server.ws_url("/jobs/1/")) as second:  # asks nothing
+        assert receive(second)["type"] == "state"
+        (joined,) = set(first.until(2)) - before
+        with pytest.raises(TimeoutError):
+            second.receive(timeout=0.5)  # it never asked: nothing comes to it
+    assert joined not in first.until(1)
+    first.client.close()
+
+
+def test_a_tab_that_reconnects_stays_one_watcher(live_server):
+    first = Watcher(live_server)
+    tab = Watcher(live_server, tab=TAB)
+    members = first.until(2)
+    tab.client.close()  # a reload: its tab's id comes back with it, in the grace
+    tab = Watcher(live_server, tab=TAB)
+    assert first.quiet(1.5)  # past the grace: no leave, no join
+    assert tab.until(2) == members
+    tab.client.close(), first.client.close()
+
+
+def test_a_malformed_tab_counts_as_a_new_watcher(live_server):
+    first = Watcher(live_server, tab="not-a-tab-id")
+    second = Watcher(live_server, tab="not-a-tab-id")
+    assert len(first.until(2)) == 2
+    first.client.close(), second.client.close()

@@ -131,3 +131,17 @@ def test_sessions_are_neither_let_in_nor_ended_without_redis(app_settings):
     token = {"X-CSRF-Token": CSRF_META.search(page.text).group(1)}
     refused = browser.post("/logout", {}, token, status=503)
     assert refused.json == {"error": "the logout could not be recorded: try again"}
+
+
+def test_watchers_of_both_processes_are_counted_in_each(two_processes):
+    from .test_live import Watcher
+
+    first, second = two_processes
+    here = Watcher(first)
+    there = Watcher(second, tab="0123456789abcdef0123456789abcdef")
+    for watcher in (here, there):
+        assert len(watcher.until(2)) == 2
+    assert here.members == there.members
+    there.client.close()
+    assert len(here.until(1)) == 1  # after the grace (testing.ini: 1 s)
+    here.client.close()

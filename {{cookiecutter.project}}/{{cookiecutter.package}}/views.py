@@ -1,5 +1,8 @@
 """The views: the home page, a job's WebSocket, and a job's HTTP interface."""
 
+import logging
+import re
+
 from pyramid.csrf import get_csrf_token
 from pyramid.httpexceptions import HTTPBadRequest, HTTPServiceUnavailable
 from pyramid.security import forget, remember
@@ -14,6 +17,11 @@ from .sessions import SessionsUnavailable
 
 #: The jobs the home page shows.
 HOME_JOBS = ("1", "2", "3")
+
+#: What a tab's id looks like (stargate-client.js's tabId).
+TAB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+log = logging.getLogger(__name__)
 
 
 @view_config(context=Root, renderer="templates/home.jinja2", request_method="GET")
@@ -92,7 +100,7 @@ class JobView(ChatView):
     """A job's WebSocket: ``ws://host/jobs/<id>/`` (messages: see protocol.py)."""
 
     def on_open(self, websocket):
-        """Listen to the job, then send its state."""
+        """Listen to the job, send its state, then who watches it."""
         job = self.context
         job.add_listener(websocket)  # removed by stargate when the client leaves
 {%- if cookiecutter.backend == "sqlalchemy" %}
@@ -105,6 +113,19 @@ class JobView(ChatView):
 {%- else %}
         websocket.send(job.message())
 {%- endif %}
+        # Present until the socket closes, as one watcher per tab: the page
+        # sends its tab's id (anything else counts as a new watcher).
+        params = self.request.GET
+        tab = params.get("tab", "")
+        job.track(websocket, key=tab if TAB_ID.match(tab) else None)
+        if params.get("presence") != "1":
+            return  # who watches is told to the clients that ask
+        try:
+            job.follow_presence(websocket)  # who watches, then who comes and goes
+        except BrokerUnavailable:
+            # Redis does not answer: the job works without its watchers,
+            # which the card shows again after its next reconnect.
+            log.warning("the watchers of job %s cannot be read", job.__name__)
 
 
 @view_config(context=Job, request_method="POST", renderer="json")

@@ -2,9 +2,12 @@
 // Each job card subscribes to its job over it, from the position the card
 // was rendered at, and after every reconnect from the last message it got:
 // no message is missed or shown twice, or the card says so and reloads the
-// job.  The backstage card subscribes to the logged-in users' room: refused
-// (4403) until the user logs in.
-import { StargateConnection } from "./stargate-client.js";
+// job.  Each card also says who is watching the job, in every tab and
+// process (the server's presence of the job, followed by the subscription;
+// this tab's id keeps it one watcher across reconnects and reloads).  The
+// backstage card subscribes to the logged-in users' room: refused (4403)
+// until the user logs in.
+import { StargateConnection, StargatePresence, tabId } from "./stargate-client.js";
 
 const LOG_LENGTH = 50;
 
@@ -95,9 +98,29 @@ function chat(card, subscription) {
   });
 }
 
+const NAMES = new Intl.ListFormat("en", { style: "long", type: "conjunction" });
+
+// "3 watching: alice, bob and 1 guest" (a guest per tab of one).
+function showWatching(card, presence) {
+  const { users, guests } = presence.stats;
+  const names = [...new Set([...presence.members.values()].map((m) => m.user))]
+    .filter((user) => user !== null)
+    .map(String)
+    .sort();
+  if (guests) names.push(guests === 1 ? "1 guest" : `${guests} guests`);
+  const line = card.querySelector(".watching");
+  const count = users + guests;
+  line.dataset.count = count;
+  line.textContent = `${count} watching${presence.listed && names.length ? `: ${NAMES.format(names)}` : ""}`;
+}
+
 function watch(card, connection) {
   const jobId = card.dataset.job;
-  const job = follow(card, connection.subscribe(card.dataset.url, { positions: true, since: card.dataset.since }));
+  // This tab's id (one watcher across reconnects), and who watches, asked.
+  const path = `${card.dataset.url}?${new URLSearchParams({ tab: tabId(), presence: "1" })}`;
+  const job = follow(card, connection.subscribe(path, { positions: true, since: card.dataset.since }));
+  const presence = new StargatePresence(job);
+  presence.addEventListener("change", () => showWatching(card, presence));
   job.addEventListener("resync", () => {
     log(card, "some messages were missed: the job was reloaded", "resync");
     reload(card);

@@ -586,3 +586,102 @@ export class StargateConnection extends EventTarget {
     this.setStatus(STATUS.CLOSED);
   }
 }
+
+// The id of this tab, for presence (stargate's docs/presence.md: the server
+// tracks a member with it as its key).  The same across the reconnects and
+// the reloads of a tab, a new one in a new tab or a duplicated one: it
+// leaves sessionStorage while the page lives, and goes back there when the
+// page is hidden for good, where a reload finds it.
+let currentTab = null;
+
+export function tabId(storage = sessionStore()) {
+  if (currentTab) return currentTab;
+  let saved = null;
+  try {
+    saved = storage?.getItem("stargate.tab");
+    storage?.removeItem("stargate.tab");
+  } catch {
+    saved = null;
+  }
+  currentTab = /^[0-9a-f]{32}$/.test(saved ?? "") ? saved : randomHex(16);
+  window.addEventListener("pagehide", () => {
+    try {
+      storage?.setItem("stargate.tab", currentTab);
+    } catch {
+      // Refused: a reload then counts as a new tab.
+    }
+  });
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) storage?.removeItem("stargate.tab"); // back from the cache
+  });
+  return currentTab;
+}
+
+function randomHex(bytes) {
+  const values = crypto.getRandomValues(new Uint8Array(bytes));
+  return Array.from(values, (value) => value.toString(16).padStart(2, "0")).join("");
+}
+
+// Who is here: the members of a resource whose view follows its presence
+// (stargate's follow_presence), kept from the presence messages of its
+// socket or subscription.
+//
+//   const presence = new StargatePresence(subscription);
+//   presence.addEventListener("change", () => show(presence.stats, presence.members));
+//   presence.addEventListener("join", (e) => ...);   // e.detail: { id, user, data }
+//   presence.addEventListener("leave", (e) => ...);
+//   presence.addEventListener("sync", () => ...);    // the whole list, again
+//
+// `members` maps member ids to { user, data }; `stats` is { connections,
+// users, guests }; `listed` is false past the server's limit (counts only).
+// After a reconnect the server sends the whole list again: what changed
+// meanwhile is reported as joins and leaves, so that what a page built
+// from these events stays right.
+export class StargatePresence extends EventTarget {
+  constructor(stream) {
+    super();
+    this.members = new Map();
+    this.stats = { connections: 0, users: 0, guests: 0 };
+    this.listed = true;
+    stream.addEventListener("message", (event) => this.receive(event.detail));
+  }
+
+  // Take a message if it is presence; say whether it was.
+  receive(data) {
+    if (typeof data !== "string" || !data.startsWith('{"type":"presence"')) return false;
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch {
+      return false;
+    }
+    this.stats = message.stats;
+    if (message.sync) {
+      const before = this.members;
+      this.members = new Map(Object.entries(message.members ?? {}));
+      this.listed = message.members !== null;
+      for (const [id, member] of before) {
+        if (!this.members.has(id)) this.tell("leave", id, member);
+      }
+      for (const [id, member] of this.members) {
+        if (JSON.stringify(before.get(id)) !== JSON.stringify(member)) this.tell("join", id, member);
+      }
+      this.dispatchEvent(new CustomEvent("sync"));
+    } else {
+      for (const [id, member] of Object.entries(message.joins)) {
+        this.members.set(id, member);
+        this.tell("join", id, member);
+      }
+      for (const [id, member] of Object.entries(message.leaves)) {
+        this.members.delete(id);
+        this.tell("leave", id, member);
+      }
+    }
+    this.dispatchEvent(new CustomEvent("change"));
+    return true;
+  }
+
+  tell(kind, id, member) {
+    this.dispatchEvent(new CustomEvent(kind, { detail: { id, ...member } }));
+  }
+}
