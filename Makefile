@@ -97,7 +97,8 @@ LIBRARY_TESTS := tests --ignore=tests/test_template.py \
 OTHER_PYTHONS = $(shell .ci/other-pythons $(PYTHON))
 # What runs again in a test process patched as a gevent server is: the
 # in-process Redis brokers (redis-py is green on gevent only when patched).
-PATCHED_TESTS := tests/test_redis_broker.py tests/test_recovery.py tests/test_nginx.py tests/test_live.py
+PATCHED_TESTS := tests/test_redis_broker.py tests/test_recovery.py tests/test_nginx.py \
+	tests/test_live.py tests/test_presence.py
 COVERAGE := --cov=stargate --cov-append --cov-report=
 # Three test processes on two cores: most tests wait on sockets and child
 # processes.  The tests of the installed projects stay in one of them.  Not
@@ -162,6 +163,8 @@ bench: system-packages $(STAMP)
 	$(BIN)/python bench/history.py --runtime gevent || status=1; \
 	$(BIN)/python bench/multiplex.py || status=1; \
 	$(BIN)/python bench/multiplex.py --runtime gevent || status=1; \
+	$(BIN)/python bench/presence.py || status=1; \
+	$(BIN)/python bench/presence.py --runtime gevent || status=1; \
 	$(BIN)/python bench/soak.py --compare-keepalive || status=1; \
 	$(BIN)/python bench/soak.py --compare-keepalive --runtime gevent || status=1; \
 	$(BIN)/python bench/soak.py --redis || status=1; \

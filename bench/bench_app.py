@@ -12,7 +12,9 @@ multiplexing endpoint over which a client subscribes to jobs by path;
 to clients with the cookie ``token=bench``; ``/listen/<id>/`` jobs served by
 the plain ``WebSocketView``, whose clients only listen, and
 ``/callbacks/<id>/`` jobs served as ``/jobs/`` are, by a view written with
-``on_open`` and ``on_message`` (for bench/multiplex.py).  (The template's project
+``on_open`` and ``on_message`` (for bench/multiplex.py); ``/present/<id>/``
+jobs whose clients are present and follow the presence (for
+bench/presence.py).  (The template's project
 checks and re-signs what clients send instead of relaying it: a protocol
 for an application, not for measuring a server.)
 """
@@ -35,6 +37,7 @@ class Root:
         self.private = PrivateRoot(self, "private")
         self.listen = ListenRoot(self, "listen")
         self.callbacks = CalledRoot(self, "callbacks")
+        self.present = PresentRoot(self, "present")
 
     def __getitem__(self, name: str) -> JobRoot:
         if name == "jobs":
@@ -45,6 +48,8 @@ class Root:
             return self.listen
         if name == "callbacks":
             return self.callbacks
+        if name == "present":
+            return self.present
         raise KeyError(name)
 
 
@@ -92,6 +97,14 @@ class CallbacksView(WebSocketView):
         self.context.send(message)
 
 
+class PresenceView(WebSocketView):
+    """Makes the client present (``?tab=`` its key), then tells it who is."""
+
+    def on_open(self, websocket):
+        self.context.track(websocket, key=self.request.GET.get("tab"))
+        self.context.follow_presence(websocket)
+
+
 class Private(Job):
     """A job whose WebSocket view needs the "watch" permission."""
 
@@ -102,6 +115,10 @@ class Listened(Job):
 
 class Called(Job):
     """A job served by CallbacksView."""
+
+
+class Present(Job):
+    """A job served by PresenceView."""
 
 
 JobRoot.kind = Job
@@ -117,6 +134,10 @@ class ListenRoot(JobRoot):
 
 class CalledRoot(JobRoot):
     kind = Called
+
+
+class PresentRoot(JobRoot):
+    kind = Present
 
 
 class TokenPolicy:
@@ -155,6 +176,7 @@ def main(global_config, **settings):
         config.add_view(JobView, context=Private, websocket=True, permission="watch")
         config.add_view(WebSocketView, context=Listened, websocket=True)
         config.add_view(CallbacksView, context=Called, websocket=True)
+        config.add_view(PresenceView, context=Present, websocket=True)
         config.add_view(control, context=Job, request_method="POST", renderer="json")
         config.set_security_policy(TokenPolicy())
         config.add_websocket_multiplexer("/socket")

@@ -203,3 +203,16 @@ def test_soak_across_a_redis_outage_loses_only_what_pub_sub_cannot_keep(runtime)
     assert run["lost"]["during"] > 0  # the outage did happen
     assert run["resumed_after_s"][0] < run["outage_s"]
     assert run["resumed_after_s"][1] < run["outage_s"]
+
+
+@pytest.mark.timeout(600)
+def test_presence_benchmark_quick_mode():
+    table, results = quick("presence", results="presence-eventlet")
+    assert {r["where"] for r in results["calls"]} == {"process", "redis"}
+    for row in results["calls"]:
+        assert row["members"] == 1000 and row["count_ms"] > 0
+    assert {r["broker"] for r in results["crowd"]} == {"memory", "redis"}
+    for row in results["crowd"]:
+        assert row["right"] and row["newcomer_saw"] == row["clients"] + 1 == 101
+        assert 0 < row["messages"] < row["naive"] / 10
+    assert "stargate on eventlet: presence" in table

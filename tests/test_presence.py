@@ -572,3 +572,29 @@ def test_a_feed_waits_out_a_broker_that_does_not_answer(caplog):
     assert caplog.text.count("presence not followed (Redis is away)") == 1
     assert "presence followed again" in caplog.text
     assert listener.sent[-1]["leaves"] == {"1": {"user": None, "data": None}}
+
+
+@pytest.mark.green_redis
+def test_a_member_taken_over_by_another_process_is_left_to_it(redis_server):
+    """The process a keyed member moved from may still renew it (its old
+    connection not yet seen closed) and then make it leave: neither touches
+    the member the other process now holds."""
+    from stargate.brokers.redis_presence import RedisPresence, presence_keys
+
+    redis = __import__("redis")
+    old, new = (
+        RedisPresence(redis, redis_server.url, "", owner, ttl=60, timeout=2)
+        for owner in ("old", "new")
+    )
+    member = Member(LocalPresence.id_for("alice", "tab"), "alice")
+    old.join("/room", [member])
+    new.join("/room", [member])  # the reconnect, there: taken over
+    version = old.version("/room")
+    old.join("/room", [member], renew=True)
+    owners = presence_keys("", "/room")[4]
+    assert redis_server.client.hget(owners, member.id) == b"new"
+    old.leave("/room", [(member.id, 0)])
+    assert new.stats("/room").connections == 1 and new.version("/room") == version
+    new.leave("/room", [(member.id, 0)])
+    assert new.stats("/room").connections == 0 and new.version("/room") != version
+    old.close(), new.close()

@@ -424,7 +424,7 @@ class RedisBroker(Broker):
             # Every channel is a path here: track() refuses the others.
             for channel in self.presence.channels():
                 if isinstance(channel, str):
-                    store.join(channel, self.presence.of(channel))
+                    store.join(channel, self.presence.of(channel), renew=True)
         runs: list[tuple[str, str, list[Member]]] = []
         for kind, channel, member in changes:
             if kind == "renew":

@@ -68,26 +68,30 @@ for _, id in ipairs(redis.call('zrangebyscore', KEYS[2], '-inf', now)) do
 end
 """
 
-# ARGV: ttl in milliseconds, the writing process, then each member's id,
-# user key and data.
+# ARGV: ttl in milliseconds, the writing process, whether this is a renewal
+# ('1') rather than a join ('0'), then each member's id, user key and data.
+# A renewal leaves alone the members another process took over.
 _JOIN = (
     _PURGE
     + """
 local ttl = tonumber(ARGV[1])
-for n = 3, #ARGV, 3 do
+for n = 4, #ARGV, 3 do
   local id, key = ARGV[n], ARGV[n + 1]
-  local value = key .. '\\n' .. ARGV[n + 2]
-  local old = redis.call('hget', KEYS[1], id)
-  if old ~= value then
-    redis.call('hset', KEYS[1], id, value)
-    if not old then
-      redis.call('hincrby', KEYS[4], key, 1)
-      redis.call('zadd', KEYS[3], 0, id)
+  local owner = redis.call('hget', KEYS[5], id)
+  if ARGV[3] == '0' or not owner or owner == ARGV[2] then
+    local value = key .. '\\n' .. ARGV[n + 2]
+    local old = redis.call('hget', KEYS[1], id)
+    if old ~= value then
+      redis.call('hset', KEYS[1], id, value)
+      if not old then
+        redis.call('hincrby', KEYS[4], key, 1)
+        redis.call('zadd', KEYS[3], 0, id)
+      end
+      redis.call('incr', KEYS[6])
     end
-    redis.call('incr', KEYS[6])
+    redis.call('hset', KEYS[5], id, ARGV[2])
+    redis.call('zadd', KEYS[2], now + ttl, id)
   end
-  redis.call('hset', KEYS[5], id, ARGV[2])
-  redis.call('zadd', KEYS[2], now + ttl, id)
 end
 for k = 1, 6 do
   redis.call('pexpire', KEYS[k], ttl)
@@ -196,14 +200,23 @@ class RedisPresence:
             connections=8,
         )
 
-    def join(self, channel: str, members: Sequence[Member]) -> None:
-        """Make ``members`` present, or renew them, for ``ttl`` seconds.
+    def join(
+        self, channel: str, members: Sequence[Member], renew: bool = False
+    ) -> None:
+        """Make ``members`` present, or ``renew`` them, for ``ttl`` seconds.
+
+        A join takes over a member another process held (a keyed member
+        that reconnected here); a renewal leaves such a member to it.
 
         :raises BrokerUnavailable: when Redis does not answer in time.
         """
         keys = presence_keys(self.prefix, channel)
         for start in range(0, len(members), _CHUNK):
-            args: list[Any] = [round(self.ttl * 1000), self.owner]
+            args: list[Any] = [
+                round(self.ttl * 1000),
+                self.owner,
+                "1" if renew else "0",
+            ]
             for member in members[start : start + _CHUNK]:
                 args += (member.id, user_key(member.user), encode_data(member.data))
             self._scripts.run("join", keys, args)
