@@ -6,17 +6,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from types import TracebackType
 from typing import Any
 
 from stargate import runtime
 from stargate.config import ServerOptions
 from stargate.server import Server
+from stargate.testing.programs import Started
 
 __all__ = ["LiveServer"]
 
 
-class LiveServer:
+class LiveServer(Started):
     """A real stargate server for one WSGI application, on 127.0.0.1.
 
     Use it as a context manager; it is listening when ``__enter__`` returns
@@ -105,11 +105,3 @@ class LiveServer:
 
     def __enter__(self) -> LiveServer:
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

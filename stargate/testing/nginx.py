@@ -7,9 +7,8 @@ import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
-from stargate.testing.programs import eventually, free_port, require
+from stargate.testing.programs import Started, eventually, free_port, require
 
 __all__ = ["Nginx", "self_signed_certificate"]
 
@@ -42,7 +41,7 @@ def _substitute(pattern: str, replacement: str, text: str) -> str:
     return text
 
 
-class Nginx:
+class Nginx(Started):
     """Debian's nginx on 127.0.0.1 in front of ``backends``, for one test.
 
     ``site`` is a site configuration such as a generated project's
@@ -136,11 +135,3 @@ class Nginx:
 
     def __enter__(self) -> Nginx:
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

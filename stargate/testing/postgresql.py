@@ -11,9 +11,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
-from stargate.testing.programs import free_port, require
+from stargate.testing.programs import Started, free_port, require
 
 __all__ = ["PostgreSQL"]
 
@@ -24,7 +23,7 @@ def _debian_folders() -> list[Path]:
     return sorted(found, key=lambda path: int(path.parent.name), reverse=True)
 
 
-class PostgreSQL:
+class PostgreSQL(Started):
     """Debian's PostgreSQL server on 127.0.0.1 and a free port, for one test run.
 
     It trusts every local connection as the ``postgres`` user and does not
@@ -140,11 +139,3 @@ class PostgreSQL:
 
     def __enter__(self) -> PostgreSQL:
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

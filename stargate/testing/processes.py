@@ -11,14 +11,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
-from stargate.testing.programs import free_port
+from stargate.testing.programs import Started, free_port
 
 __all__ = ["Gunicorn", "ServerProcess"]
 
 
-class ServerProcess:
+class ServerProcess(Started):
     """A command serving on 127.0.0.1 and ``port``, in a process group of its own.
 
     It starts at once.  Use it as a context manager (it is serving when the
@@ -120,14 +119,6 @@ class ServerProcess:
             self.stop()
             raise
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class Gunicorn(ServerProcess):

@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import TracebackType
 from typing import NoReturn
 
 __all__ = ["eventually", "free_port", "require"]
@@ -71,3 +72,18 @@ def eventually(
             return True
         sleep(0.02)
     return bool(condition())
+
+
+class Started:
+    """What the launchers share: leaving their ``with`` block stops them."""
+
+    #: Each launcher's own.
+    stop: Callable[[], object]
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

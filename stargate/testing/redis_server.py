@@ -5,14 +5,13 @@ from __future__ import annotations
 import socket
 import subprocess
 from pathlib import Path
-from types import TracebackType
 
-from stargate.testing.programs import eventually, free_port, require
+from stargate.testing.programs import Started, eventually, free_port, require
 
 __all__ = ["RedisServer"]
 
 
-class RedisServer:
+class RedisServer(Started):
     """Debian's ``redis-server`` on 127.0.0.1 and a free port, without persistence.
 
     Use it as a context manager, or :meth:`start` and :meth:`stop` it; it
@@ -65,11 +64,3 @@ class RedisServer:
 
     def __enter__(self) -> RedisServer:
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
