@@ -196,6 +196,39 @@ def test_the_members_of_a_killed_process_are_gone_within_the_ttl(pserve, redis_s
 
 
 @pytest.mark.green_redis
+def test_a_rolling_restart_of_real_processes_announces_only_who_did_not_return(
+    pserve, redis_server
+):
+    """SIGTERM to one pserve: its clients get 1001; the one that reconnects
+    to the other process with its key is no news, the one that does not
+    come back leaves after the grace (written before the process ended),
+    not after presence_ttl (60 s)."""
+    settings = (
+        f"stargate.broker = {redis_server.url}\n"
+        "stargate.presence_interval = 0.05\nstargate.presence_grace = 1"
+    )
+    stopping, staying = pserve(app=settings), pserve(app=settings)
+    watcher, _ = follower(staying)
+    returning, returning_id = present(stopping, "r", key="tab-r")
+    gone, gone_id = present(stopping, "g", key="tab-g")
+    joins = {}
+    while len(joins) < 2:
+        joins.update(json.loads(watcher.receive(timeout=5))["joins"])
+    assert set(joins) == {returning_id, gone_id}
+    stopping.process.send_signal(signal.SIGTERM)
+    for client in (returning, gone):
+        assert client.receive(timeout=10) is None and client.close_code == 1001
+    assert stopping.process.wait(15) == 0
+    returning, again = present(staying, "r", key="tab-r")
+    assert again == returning_id
+    left = json.loads(watcher.receive(timeout=10))  # after the grace
+    assert list(left["leaves"]) == [gone_id] and left["joins"] == {}
+    assert quiet(watcher, 1.5)
+    assert stats(staying) == (1, 0, 1)
+    returning.close(), watcher.close()
+
+
+@pytest.mark.green_redis
 def test_redis_keeps_members_in_pages_and_forgets_them_when_they_expire(redis_server):
     from stargate.brokers.redis_presence import RedisPresence, presence_keys
 
@@ -598,3 +631,30 @@ def test_a_member_taken_over_by_another_process_is_left_to_it(redis_server):
     new.leave("/room", [(member.id, 0)])
     assert new.stats("/room").connections == 0 and new.version("/room") != version
     old.close(), new.close()
+
+
+@pytest.mark.green_redis
+def test_before_exit_the_queued_leaves_are_written_until_the_deadline(
+    brokers, redis_server
+):
+    from tests.peers import Peer
+
+    broker, other = brokers(redis_server.url), brokers(redis_server.url)
+    peer = Peer()
+    broker.track("/room", peer.conn, None)
+    broker._flush_presence(time.monotonic() + 5)
+    assert broker._presence_pending == 0
+    assert other.presence_stats("/room").connections == 1
+    peer.conn.abort()  # its leave is queued, not written yet
+    assert broker._presence_pending == 1
+    broker._flush_presence(time.monotonic() + 5)  # what a server's exit runs
+    assert broker._presence_pending == 0
+    assert other.presence_stats("/room").connections == 0
+    redis_server.stop()
+    peers = [Peer() for _ in range(2)]
+    for peer in peers:
+        broker.track("/room", peer.conn, None)
+    deadline = time.monotonic() + 0.3
+    broker._flush_presence(deadline)  # Redis away: it gives up at the deadline
+    assert time.monotonic() >= deadline
+    assert broker._presence_pending > 0
