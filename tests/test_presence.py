@@ -30,6 +30,13 @@ ALICE = {"Cookie": "token=letmein"}
 USER_7 = {"Cookie": "token=knock"}
 
 
+def green_redis():
+    """redis-py as the brokers import it on this runtime (eventlet's own copy)."""
+    from stargate import runtime
+
+    return runtime.get().import_green("redis")
+
+
 def stats(server, path="/present/"):
     with urllib.request.urlopen(f"{server.url}{path}@@presence", timeout=10) as r:
         return tuple(json.loads(r.read()))
@@ -233,7 +240,7 @@ def test_redis_keeps_members_in_pages_and_forgets_them_when_they_expire(redis_se
     from stargate.brokers.redis_presence import RedisPresence, presence_keys
 
     store = RedisPresence(
-        __import__("redis"), redis_server.url, "p:", "me", ttl=60, timeout=2
+        green_redis(), redis_server.url, "p:", "me", ttl=60, timeout=2
     )
     members = [Member(f"{n:06d}", n % 3 or None, {"n": n}) for n in range(1200)]
     store.join("/room", members)  # in several calls
@@ -246,7 +253,7 @@ def test_redis_keeps_members_in_pages_and_forgets_them_when_they_expire(redis_se
     keys = presence_keys("p:", "/room")
     assert len({*keys}) == 6 and all("{/room}" in key for key in keys)  # one slot
     short = RedisPresence(
-        __import__("redis"), redis_server.url, "p:", "me", ttl=0.2, timeout=2
+        green_redis(), redis_server.url, "p:", "me", ttl=0.2, timeout=2
     )
     short.join("/brief", members[:5])
     assert short.stats("/brief").connections == 5
@@ -614,7 +621,7 @@ def test_a_member_taken_over_by_another_process_is_left_to_it(redis_server):
     the member the other process now holds."""
     from stargate.brokers.redis_presence import RedisPresence, presence_keys
 
-    redis = __import__("redis")
+    redis = green_redis()
     old, new = (
         RedisPresence(redis, redis_server.url, "", owner, ttl=60, timeout=2)
         for owner in ("old", "new")
