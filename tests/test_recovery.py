@@ -251,9 +251,13 @@ def test_a_message_lost_on_its_way_is_filled_from_history(serve, redis_server):
     server, client, epoch = redis_listener(serve, redis_server, "/jobs/5/")
     # What a pub/sub message lost in an outage looks like: in history,
     # never published.  The next one shows the gap, history fills it.
+    # In one transaction, as a publish writes them: the broker's check of a
+    # quiet channel must not find the position without its message.
     position_key, history_key = "{/jobs/5}:position", "{/jobs/5}:history"
-    redis_server.client.hincrby(position_key, "o", 1)
-    redis_server.client.xadd(history_key, {"d": b"tlost on its way"}, id="1-0")
+    with redis_server.client.pipeline() as both:
+        both.hincrby(position_key, "o", 1)
+        both.xadd(history_key, {"d": b"tlost on its way"}, id="1-0")
+        both.execute()
     post(server, "/jobs/5/", count=1)
     received = frames(client, 2)
     assert [(f.position, f.message) for f in received] == [
@@ -278,8 +282,10 @@ def test_a_channel_gone_quiet_is_checked_and_caught_up(
     monkeypatch.setattr("stargate.brokers.redis._CHECK_EVERY", 0.2)
     server, client, epoch = redis_listener(serve, redis_server, "/jobs/6/")
     # A message in history whose pub/sub message was lost, and nothing after.
-    redis_server.client.hincrby("{/jobs/6}:position", "o", 1)
-    redis_server.client.xadd("{/jobs/6}:history", {"d": b"b\x00quiet"}, id="1-0")
+    with redis_server.client.pipeline() as both:  # one transaction, as above
+        both.hincrby("{/jobs/6}:position", "o", 1)
+        both.xadd("{/jobs/6}:history", {"d": b"b\x00quiet"}, id="1-0")
+        both.execute()
     frame = client.receive_frame(timeout=5)
     assert (frame.position, frame.message) == (Position(epoch, 1), b"\x00quiet")
     client.close()

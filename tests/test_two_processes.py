@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from stargate.testing import WebSocketClient, free_port
+from stargate.testing import WebSocketClient, eventually, free_port
 from tests.conftest import Served, installed
 
 #: Where the page gives its CSRF token to its script.
@@ -71,6 +71,10 @@ def test_two_processes_share_one_database_and_one_redis(
         ws = [server.ws_url("/jobs/1/") for server in (first, second)]
         with WebSocketClient(ws[0]) as on_first, WebSocketClient(ws[1]) as on_second:
             assert state(on_first) == state(on_second) == "off"
+            # Each process subscribes to the job on Redis when its first
+            # client comes, a moment after that client's state: pub/sub keeps
+            # nothing for a process not subscribed yet.
+            assert eventually(lambda: redis_server.subscribers("/jobs/1") == 2)
             assert job(first, "POST", session(first), state="on") == {
                 "id": "1",
                 "state": "on",
