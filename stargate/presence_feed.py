@@ -89,7 +89,7 @@ class PresenceFeed:
         followed = self._channels.get(channel)
         if followed is None:
             followed = _Followed()
-            self._read(channel, followed)
+            self._read(channel, followed, self.source.presence_version(channel))
             self._channels[channel] = followed
         elif listener in followed.followers:
             return False
@@ -109,9 +109,10 @@ class PresenceFeed:
             if not followed.followers:
                 del self._channels[channel]
 
-    def _read(self, channel: Hashable, followed: _Followed) -> None:
-        # The version first: a change while reading shows at the next look.
-        followed.version = self.source.presence_version(channel)
+    def _read(self, channel: Hashable, followed: _Followed, version: object) -> None:
+        # ``version`` was read before the members: a change while reading
+        # shows at the next look.
+        followed.version = version
         followed.stats = self.source.presence_stats(channel)
         if followed.stats.connections > self.limit:
             followed.members = None
@@ -129,10 +130,11 @@ class PresenceFeed:
     def look(self) -> None:
         """Send each followed channel's changes since the last look."""
         for channel, followed in list(self._channels.items()):
-            if self.source.presence_version(channel) == followed.version:
+            version = self.source.presence_version(channel)
+            if version == followed.version:
                 continue
             members, stats = followed.members, followed.stats
-            self._read(channel, followed)
+            self._read(channel, followed, version)
             if followed.members is None or members is None:
                 if followed.members is None and stats == followed.stats:
                     continue  # past the limit, and the counts did not change

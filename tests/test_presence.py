@@ -527,8 +527,10 @@ class FakeSource:
         self.list = list(members)
         self.stats = stats
         self.failures = 0
+        self.version_reads = 0
 
     def presence_version(self, channel):
+        self.version_reads += 1
         if self.failures:
             self.failures -= 1
             from stargate.exceptions import BrokerUnavailable
@@ -564,6 +566,9 @@ def test_a_feed_reads_every_page_and_follows_each_listener_once():
     source.version = 2  # a change, and its undoing, between two looks
     feed.look()
     assert len(listener.sent) == 1
+    # One read of the version per look, changed or not: the members are
+    # read after it, and it is kept as what they are as of.
+    assert source.version_reads == 3
     listener.close()
     feed.unfollow("/room", listener)  # gone already: nothing to do
     feed.close()
