@@ -1,10 +1,12 @@
 """The database: migrations, restarts, and a slow query among WebSocket clients."""
 
+import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -18,11 +20,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, make_url
 from stargate.exceptions import IncorrectlyConfigured
 from stargate.testing import ServerProcess, WebSocketClient, free_port
 
-from {{ cookiecutter.package }} import main
+from {{ cookiecutter.package }} import main, models
 from {{ cookiecutter.package }}.models import (
     URL_VARIABLE,
     Base,
@@ -126,10 +128,10 @@ def test_without_migrations_the_application_refuses_to_start(app_settings, tmp_p
         main({}, **settings)
 
 
-def test_processes_that_start_together_take_turns_to_migrate(tmp_path):
+def test_processes_that_start_together_take_turns_to_migrate(database_url):
     # As two pserve processes, or gunicorn's workers, on a fresh database:
     # each imports first, then all migrate at the same moment.
-    url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
+    url = database_url
     code = (
         "import sys, time\n"
         "from {{ cookiecutter.package }}.models import upgrade\n"
@@ -150,6 +152,12 @@ def test_processes_that_start_together_take_turns_to_migrate(tmp_path):
     with engine.connect() as connection:
         assert MigrationContext.configure(connection).get_current_revision() == head()
     engine.dispose()
+    if make_url(url).get_backend_name() == "postgresql":
+        # Its lock is in the database (every machine sees it), not a file of
+        # the temporary folder left behind by each new database.
+        digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+        name = f"{models.__name__}-{digest}.migrating"
+        assert not Path(tempfile.gettempdir(), name).exists()
 
 
 def test_the_environment_overrides_the_url_of_the_ini_file(monkeypatch):

@@ -22,8 +22,9 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from pyramid.settings import asbool
-from sqlalchemy import engine_from_config, event, make_url
+from sqlalchemy import create_engine, engine_from_config, event, make_url, text
 from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import NullPool
 from stargate import IncorrectlyConfigured, is_websocket
 
 from .job import JobRecord
@@ -83,8 +84,9 @@ def upgrade(settings):
     """Create the database if it is missing and migrate it to the latest
     revision (``alembic -c production.ini upgrade head`` does the same).
 
-    Processes of one machine that start together (two ``pserve``, gunicorn's
-    workers) take turns: the first migrates, the others find it done.
+    Processes that start together (two ``pserve``, gunicorn's workers, or
+    on PostgreSQL the processes of several machines) take turns: the first
+    migrates, the others find it done.
     """
     url = database_url(settings)
     with _migration_lock(url):
@@ -126,14 +128,45 @@ def alembic_config(url):
     return config
 
 
+#: The key of the PostgreSQL advisory lock that migrations take turns on:
+#: a number of this project's own (any other user of advisory locks on the
+#: database picks its own numbers).
+MIGRATION_LOCK = int.from_bytes(
+    hashlib.sha256(b"{{ cookiecutter.package }} migrations").digest()[:8],
+    "big",
+    signed=True,
+)
+
+
 @contextlib.contextmanager
 def _migration_lock(url):
-    """Hold a lock file of this machine, beside a SQLite file or in the
-    temporary folder, for as long as the block runs."""
+    """Hold a lock for as long as the block runs, for every process that
+    migrates the database at ``url``.
+
+    PostgreSQL's advisory lock serves processes of every machine, and ends
+    with its connection (a process killed meanwhile does not keep it).  A
+    SQLite database is a file of one machine: a lock file beside it.
+    """
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                lock = text("SELECT pg_advisory_lock(:key)")
+                connection.execute(lock, {"key": MIGRATION_LOCK})
+                try:
+                    yield
+                finally:
+                    unlock = text("SELECT pg_advisory_unlock(:key)")
+                    connection.execute(unlock, {"key": MIGRATION_LOCK})
+        finally:
+            engine.dispose()
+        return
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         path = f"{parsed.database}.migrating"
     else:
+        # Another database (MySQL's GET_LOCK would serve every machine):
+        # the processes of this machine take turns on a file of its own.
         digest = hashlib.sha256(url.encode()).hexdigest()[:16]
         path = os.path.join(tempfile.gettempdir(), f"{__name__}-{digest}.migrating")
     with open(path, "a") as lock:
