@@ -83,7 +83,9 @@ def includeme(config: Any) -> None:
     that does not answer is warned about at once) and
     registers the ``websocket`` view predicate and the
     ``config.add_websocket_multiplexer(path)`` directive
-    (:func:`stargate.multiplexer.add_websocket_multiplexer`), and, with
+    (:func:`stargate.multiplexer.add_websocket_multiplexer`) and the
+    ``config.add_health_checks()`` directive
+    (:func:`stargate.health.add_health_checks`), and, with
     ``stargate.allowed_hosts``, the tween that refuses other hosts
     (:mod:`stargate.hosts`), and with ``stargate.trusted_proxies``, the
     tween that makes their requests say what the client sent
@@ -93,6 +95,7 @@ def includeme(config: Any) -> None:
 
     from stargate.brokers import IBroker, make_broker
     from stargate.config import get_settings
+    from stargate.health import add_health_checks
     from stargate.multiplexer import add_websocket_multiplexer
     from stargate.predicate import WebSocketPredicate
 
@@ -102,6 +105,7 @@ def includeme(config: Any) -> None:
     config.registry.registerUtility(broker, IBroker)
     config.add_view_predicate("websocket", WebSocketPredicate)
     config.add_directive("add_websocket_multiplexer", add_websocket_multiplexer)
+    config.add_directive("add_health_checks", add_health_checks)
     if settings.trusted_proxies:
         config.add_tween("stargate.forwarding.proxy_tween_factory", under=INGRESS)
     if settings.allowed_hosts is not None:

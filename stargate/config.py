@@ -33,6 +33,7 @@ __all__ = [
     "Settings",
     "get_settings",
     "parse_fields",
+    "parse_seconds",
     "parse_server_options",
     "parse_settings",
 ]
@@ -247,7 +248,11 @@ _rate = _rate_of("messages")
 _frame_rate = _rate_of("frames")
 
 
-def _seconds(value: Any) -> float:
+def parse_seconds(value: Any) -> float:
+    """Return ``value`` as a number of seconds, 0 or more.
+
+    :raises ValueError: saying what is expected.
+    """
     number = float(_text(value))
     if not number >= 0 or number == float("inf"):
         raise ValueError("expected a number of seconds, 0 or more")
@@ -255,7 +260,7 @@ def _seconds(value: Any) -> float:
 
 
 def _positive_seconds(value: Any) -> float:
-    number = _seconds(value)
+    number = parse_seconds(value)
     if number == 0:
         raise ValueError("expected a number of seconds above 0")
     return number
@@ -310,7 +315,7 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "allowed_origins": _origins,
     "allowed_hosts": _hosts,
     "max_message_size": _size,
-    "ping_interval": _seconds,
+    "ping_interval": parse_seconds,
     "ping_timeout": _positive_seconds,
     "close_timeout": _positive_seconds,
     "send_queue_size": _count,
@@ -326,7 +331,7 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "position_ttl": _positive_seconds,
     "publish_timeout": _positive_seconds,
     "presence_ttl": _positive_seconds,
-    "presence_grace": _seconds,
+    "presence_grace": parse_seconds,
     "presence_interval": _positive_seconds,
     "presence_events_limit": _count,
     "legacy_protocols": _bool,
@@ -435,9 +440,22 @@ class ServerOptions:
     #: (``SO_REUSEPORT``; the kernel spreads connections).  Default false, so
     #: that a busy port is an error at start-up.
     reuse_port: bool = False
-    #: ``shutdown_timeout``: seconds a graceful shutdown waits for clients to
-    #: answer the 1001 close.  Default 10.
+    #: ``shutdown_timeout``: seconds a graceful shutdown may take in all,
+    #: from the signal to the exit: the drain (``drain_delay``, then
+    #: ``drain_window``), then the wait for clients to answer the 1001 close.
+    #: Default 10.
     shutdown_timeout: float = 10.0
+    #: ``drain_delay``: seconds between the signal and the first close, while
+    #: the process still serves HTTP: readiness answers 503
+    #: (:mod:`stargate.health`) and new WebSockets are refused with 503, so
+    #: that a load balancer sends no more clients before any is closed.  Set
+    #: it to the load balancer's probe interval times its failure threshold.
+    #: Default 0.
+    drain_delay: float = 0.0
+    #: ``drain_window``: seconds over which the WebSockets are closed with
+    #: 1001, one after another, instead of all at once: their clients come
+    #: back to the other processes at that pace, not in one burst.  Default 0.
+    drain_window: float = 0.0
     #: ``monkey_patch``: patch the standard library for green threads before
     #: the application is loaded, so that blocking code in views does not
     #: freeze other clients.  Default true.
@@ -459,6 +477,16 @@ class ServerOptions:
     #: (``docs/performance.md``).  ``0`` leaves the collector alone.
     #: Default 7000.
     gc_threshold: int = 7000
+
+    def __post_init__(self) -> None:
+        drain = self.drain_delay + self.drain_window
+        if drain and drain >= self.shutdown_timeout:
+            raise IncorrectlyConfigured(
+                f"drain_delay ({self.drain_delay:g} s) and drain_window "
+                f"({self.drain_window:g} s) leave no time within shutdown_timeout "
+                f"({self.shutdown_timeout:g} s) for the last clients to answer "
+                "their close: make shutdown_timeout longer than both together"
+            )
 
 
 def _listen(value: Any) -> tuple[str, int]:
@@ -496,10 +524,12 @@ _SERVER_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "max_connections_per_address": _whole,
     "backlog": _count,
     "reuse_port": _bool,
-    "shutdown_timeout": _seconds,
+    "shutdown_timeout": parse_seconds,
+    "drain_delay": parse_seconds,
+    "drain_window": parse_seconds,
     "monkey_patch": _bool,
     "url_length_limit": _count,
-    "header_timeout": _seconds,
+    "header_timeout": parse_seconds,
     "gc_threshold": _whole,
 }
 

@@ -22,33 +22,61 @@ served: terminate it in front (nginx, see ``docs/deployment.md``).
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.ggevent import GeventWorker as _GunicornGeventWorker
 
 from stargate import runtime
-from stargate.config import ServerOptions
+from stargate.config import ServerOptions, parse_seconds
 from stargate.exceptions import IncorrectlyConfigured
 from stargate.server import keep_thread_locals_per_green_thread
 from stargate.server.lifecycle import Server
 
-__all__ = ["GeventWorker", "server_options"]
+__all__ = ["DRAIN_VARIABLES", "GeventWorker", "server_options"]
 
 #: The request line limit when gunicorn's is off (``--limit-request-line 0``).
 _UNLIMITED_REQUEST_LINE = 65536
 
 
-def server_options(cfg: Any) -> ServerOptions:
-    """Return the :class:`~stargate.config.ServerOptions` for gunicorn's ``cfg``."""
+#: The environment variables of the drain options, which gunicorn's own
+#: settings do not have (``gunicorn -e STARGATE_DRAIN_DELAY=5 ...``).
+DRAIN_VARIABLES = {
+    "drain_delay": "STARGATE_DRAIN_DELAY",
+    "drain_window": "STARGATE_DRAIN_WINDOW",
+}
+
+
+def server_options(cfg: Any, environ: Mapping[str, str] = os.environ) -> ServerOptions:
+    """Return the :class:`~stargate.config.ServerOptions` for gunicorn's ``cfg``.
+
+    ``drain_delay`` and ``drain_window`` come from the environment
+    (:data:`DRAIN_VARIABLES`).
+
+    :raises IncorrectlyConfigured: for a bad value of those, naming it.
+    """
     return ServerOptions(
         runtime="gevent",
         max_connections=cfg.worker_connections,
         shutdown_timeout=float(cfg.graceful_timeout),
         url_length_limit=cfg.limit_request_line or _UNLIMITED_REQUEST_LINE,
         monkey_patch=True,
+        drain_delay=_seconds_of(environ, DRAIN_VARIABLES["drain_delay"]),
+        drain_window=_seconds_of(environ, DRAIN_VARIABLES["drain_window"]),
     )
+
+
+def _seconds_of(environ: Mapping[str, str], variable: str) -> float:
+    value = environ.get(variable, "0")
+    try:
+        return parse_seconds(value)
+    except ValueError as error:
+        raise IncorrectlyConfigured(
+            f"bad value {value!r} for {variable}: {error}"
+        ) from None
 
 
 class GeventWorker(_GunicornGeventWorker):

@@ -20,6 +20,7 @@ from typing import Any
 from pyramid.response import Response
 
 from stargate.config import get_settings
+from stargate.health import HEALTH_PATHS_KEY
 from stargate.proxies import TrustedProxies
 
 __all__ = ["host_allowed", "host_check_tween_factory", "host_name"]
@@ -62,7 +63,8 @@ def host_check_tween_factory(
     """Return the tween that answers ``400`` to a host not allowed.
 
     The host is the request's ``Host``, or the ``X-Forwarded-Host`` of a
-    proxy of ``stargate.trusted_proxies``.
+    proxy of ``stargate.trusted_proxies``.  The health checks
+    (:mod:`stargate.health`) answer every host.
     """
     settings = get_settings(registry)
     allowed = settings.allowed_hosts or ("*",)
@@ -73,6 +75,8 @@ def host_check_tween_factory(
         host, _ = proxies.origin_of(environ, environ.get("HTTP_HOST"), False)
         if host_allowed(host, allowed):
             return handler(request)
+        if request.path_info in registry.get(HEALTH_PATHS_KEY, ()):
+            return handler(request)  # a probe, which names the process's address
         log.info("request for host %r refused (stargate.allowed_hosts)", host)
         return Response(
             status=400,

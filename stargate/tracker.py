@@ -69,6 +69,10 @@ class ConnectionTracker:
     """
 
     def __init__(self) -> None:
+        #: True once its server drains (:attr:`ServerOptions.drain_delay
+        #: <stargate.config.ServerOptions.drain_delay>`): readiness answers
+        #: 503 and new WebSockets are refused.
+        self.draining = False
         # Each tracked connection, and the time of its live entry in the
         # heap (infinity: none).
         self._due: dict[Tracked, float] = {}
@@ -117,10 +121,28 @@ class ConnectionTracker:
         elif when < self._waking_at and self._wakeup is not None:
             self._wakeup.set()
 
-    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
-        """Start the closing handshake of every open connection."""
-        for connection in list(self._due):
-            connection.close(code, reason)
+    def close_all(
+        self, code: int = CloseCode.GOING_AWAY, reason: str = "", over: float = 0.0
+    ) -> None:
+        """Start the closing handshake of every open connection.
+
+        :param over: seconds to spread the closes over, one after another
+            at an even pace, oldest connection first (the calling green
+            thread waits meanwhile); ``0`` closes every one at once.  A
+            connection that closed by itself meanwhile is left alone.
+        """
+        connections = list(self._due)
+        if not over:
+            for connection in connections:
+                connection.close(code, reason)
+            return
+        rt, start = runtime.get(), time.monotonic()
+        for index, connection in enumerate(connections):
+            wait = start + over * index / len(connections) - time.monotonic()
+            if wait > 0:
+                rt.sleep(wait)
+            if connection in self._due:
+                connection.close(code, reason)
 
     def _run(self) -> None:
         self._wakeup = wakeup = runtime.get().event()

@@ -132,7 +132,8 @@ class WebSocketView:
 
         Answers a request that cannot be upgraded with its 4xx status and
         the reason in the body (405, 400, 403, 426, or what
-        :meth:`before_handshake` raised).
+        :meth:`before_handshake` raised), and with 503 while the server
+        drains.
 
         :raises IncorrectlyConfigured: when the WSGI server does not give the
             application the client socket.
@@ -156,6 +157,16 @@ class WebSocketView:
                     "a WebSocket upgrade must be a GET request",
                     status="405 Method Not Allowed",
                     headers=[("Allow", "GET")],
+                )
+            )
+        if upgrade.tracker.draining:
+            # The load balancer has not noticed yet: this client is better
+            # served by another process at once than closed here shortly.
+            return self._refuse(
+                HandShakeFailed(
+                    "the server is shutting down: connect again",
+                    status="503 Service Unavailable",
+                    headers=[("Retry-After", "1")],
                 )
             )
         try:

@@ -508,6 +508,7 @@ def make_app(settings: dict | None = None):
         # No predicate: every request reaches the upgrade, well-formed or not.
         config.add_view(EchoView, context=Root, name="raw")
         config.add_websocket_multiplexer("/socket")
+        config.add_health_checks()
         app = config.make_wsgi_app()
     app.root = root
     return app

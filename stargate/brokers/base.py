@@ -312,6 +312,14 @@ class Broker(ABC):
         """
         return True
 
+    def reachable(self) -> bool:
+        """Say whether the broker can deliver beyond this process now.
+
+        Readiness asks (:mod:`stargate.health`).  A broker that keeps
+        nothing elsewhere always can.
+        """
+        return True
+
     def close(self) -> None:
         """Forget every local listener and user (their connections stay open)."""
         self.local = LocalListeners()

@@ -486,20 +486,30 @@ class RedisBroker(Broker):
         down then is said at once, not at the first message.  Nothing else
         waits for it: the broker connects, and reconnects, by itself.
         """
-        client = self._client(timeout, connect_timeout=timeout)
-        try:
-            client.ping()
-        except self._link_lost as error:
+        error = self._ping(timeout)
+        if error is not None:
             log.warning(
                 "Redis broker cannot reach %s at start-up (%s): until it can, "
                 "messages reach the listeners of this process only",
                 self._safe_url(),
                 error,
             )
-            return False
+        return error is None
+
+    def reachable(self, timeout: float = 0.5) -> bool:
+        """Say whether Redis answers a ping within ``timeout`` seconds now."""
+        return self._ping(timeout) is None
+
+    def _ping(self, timeout: float) -> Exception | None:
+        """Ping Redis once; return why it failed, or ``None``."""
+        client = self._client(timeout, connect_timeout=timeout)
+        try:
+            client.ping()
+        except self._link_lost as error:
+            return error
         finally:
             self._release(client)
-        return True
+        return None
 
     def _client(
         self, timeout: float | None = None, *, connect_timeout: float = 5.0

@@ -2,9 +2,10 @@
 
 Open the listening socket (or take sockets opened by a process manager such
 as gunicorn), serve through the runtime's HTTP server, and shut down
-gracefully on ``SIGTERM``/``SIGINT`` or :meth:`Server.stop`: stop accepting,
-close every WebSocket with 1001, wait at most ``shutdown_timeout`` seconds,
-return.
+gracefully on ``SIGTERM``/``SIGINT`` or :meth:`Server.stop`: drain (not
+ready, new WebSockets refused, for ``drain_delay`` seconds), stop accepting,
+close every WebSocket with 1001 (spread over ``drain_window`` seconds), and
+return within ``shutdown_timeout`` seconds of the signal.
 """
 
 from __future__ import annotations
@@ -210,16 +211,34 @@ class Server:
         self.shutdown()
 
     def shutdown(self) -> None:
-        """Shut down gracefully now, from a green thread of this server."""
+        """Shut down gracefully now, from a green thread of this server.
+
+        Drain first: for ``drain_delay`` seconds, readiness answers 503 and
+        new WebSockets are refused while everything else is served; then
+        stop accepting, close the WebSockets with 1001 over
+        ``drain_window`` seconds, and wait for the rest of
+        ``shutdown_timeout``.
+        """
+        options = self.options
+        deadline = time.monotonic() + options.shutdown_timeout
+        self.tracker.draining = True
+        if options.drain_delay:
+            log.info(
+                "stargate draining: not ready, new WebSockets refused; closing in %g s",
+                options.drain_delay,
+            )
+            self.runtime.sleep(options.drain_delay)
         self._stopping = True
         log.info(
-            "stargate shutting down: closing %d WebSocket(s) with 1001",
+            "stargate shutting down: closing %d WebSocket(s) with 1001%s",
             len(self.tracker),
+            f" over {options.drain_window:g} s" if options.drain_window else "",
         )
         for http in self._http:
             http.stop_accepting()
-        self.tracker.close_all(CloseCode.GOING_AWAY, "server shutting down")
-        deadline = time.monotonic() + self.options.shutdown_timeout
+        self.tracker.close_all(
+            CloseCode.GOING_AWAY, "server shutting down", over=options.drain_window
+        )
         while (
             len(self.tracker) or self.running_requests
         ) and time.monotonic() < deadline:
