@@ -216,3 +216,15 @@ def test_presence_benchmark_quick_mode():
         assert row["right"] and row["newcomer_saw"] == row["clients"] + 1 == 101
         assert 0 < row["messages"] < row["naive"] / 10
     assert "stargate on eventlet: presence" in table
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("runtime", ["eventlet", "gevent"])
+def test_drain_benchmark_quick_mode(runtime):
+    table, results = quick("drain", "--runtime", runtime, results=f"drain-{runtime}")
+    before, after = results
+    assert before["back"] == after["back"] == before["clients"] == 200
+    assert (before["drain_window_s"], after["drain_window_s"]) == (0, 5)
+    # The spread is what the scenario is for: it shows even at 200 clients.
+    assert after["peak_per_second"] < before["peak_per_second"]
+    assert f"stargate on {runtime}: one of two processes stops" in table

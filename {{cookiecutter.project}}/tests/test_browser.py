@@ -115,6 +115,60 @@ def test_the_client_does_not_reconnect_after_a_policy_violation(browser, live_se
     assert card.locator(".status").inner_text() == "live"
 
 
+def test_after_a_server_goes_away_its_tabs_come_back_spread_out(
+    browser, app, live_server, runtime
+):
+    """After 1001 or 1012 the first attempt waits a random part of five
+    seconds (other closes back off from half a second); sockets closed
+    together come back at different moments."""
+    page = browser.new_page()
+    page.goto(live_server.url + "/")
+    page.locator('[data-job="1"] .status').get_by_text("live").wait_for(timeout=10000)
+    delays = page.evaluate(
+        """async () => {
+            const { reconnectDelay } = await import("./static/stargate-client.js");
+            return [0, 0.5, 0.999].map((r) => [1001, 1012, 1006, 1013].map(
+                (code) => reconnectDelay(code, 0, { random: () => r })
+            ).concat([reconnectDelay(1001, 1, { random: () => r })]));
+        }"""
+    )
+    assert delays == [
+        [0, 0, 250, 250, 500],
+        [2500, 2500, 375, 375, 750],
+        [4995, 4995, 499.75, 499.75, 999.5],
+    ]
+    page.evaluate(
+        """async () => {
+            const { StargateSocket } = await import("./static/stargate-client.js");
+            window.back = [];
+            window.sockets = [1, 2, 3, 4, 5, 6, 7, 8].map((n) => {
+                const socket = new StargateSocket(`/jobs/${n}/`, { spread: 3000 });
+                socket.addEventListener("status", (e) => {
+                    if (e.detail === "live") window.back.push(performance.now());
+                });
+                return socket;
+            });
+        }"""
+    )
+    for _ in range(100):  # at most 10 s
+        if len(page.evaluate("() => window.back")) == 8:
+            break
+        page.wait_for_timeout(100)
+    port = live_server.port
+    live_server.stop()  # every socket closed with 1001 at once
+    with LiveServer(app, runtime=runtime, port=port, shutdown_timeout=2):
+        for _ in range(100):  # at most 10 s
+            if len(page.evaluate("() => window.back")) == 16:
+                break
+            page.wait_for_timeout(100)
+        back = page.evaluate("() => window.back")[8:]
+    assert len(back) == 8
+    # Eight moments drawn from 3 s: all within half a second of each other
+    # is a chance of about one in 40,000.  Without the spread, the first
+    # attempts all fall between 250 and 500 ms.
+    assert max(back) - min(back) > 500
+
+
 def test_the_page_opens_one_socket_for_all_its_cards(
     browser, app, live_server, runtime
 ):

@@ -54,6 +54,14 @@ def test_home_page(testapp):
     assert page.html.select_one(".backstage form.login")["action"] == "/login"
 
 
+def test_a_load_balancer_can_probe_liveness_and_readiness(testapp):
+    # A probe names the process's address, not the site's: still answered.
+    probe = {"HTTP_HOST": "10.0.0.7:{{ cookiecutter.port }}"}
+    assert testapp.get("/healthz", extra_environ=probe).text == "live\n"
+    assert testapp.get("/readyz", extra_environ=probe).text == "ready\n"
+    testapp.get("/", extra_environ=probe, status=400)  # the site is not
+
+
 def test_the_page_renders_each_job_at_its_position(testapp, csrf_token):
     token = {"X-CSRF-Token": csrf_token}
     testapp.post("/jobs/1/", {"state": "on"}, headers=token)

@@ -100,6 +100,9 @@ def main(global_config, **settings):
         # One WebSocket for the whole page: it subscribes to each resource
         # by path, served by that resource's own WebSocket view.
         config.add_websocket_multiplexer("/socket")
+        # /healthz and /readyz, for a load balancer: readiness turns to 503
+        # while a stopping server drains (drain_delay) or Redis is away.
+        config.add_health_checks()
         config.set_session_factory(
             SignedCookieSessionFactory(
                 secret,

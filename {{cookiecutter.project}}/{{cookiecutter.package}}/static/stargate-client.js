@@ -66,6 +66,18 @@ export function backoffDelay(attempt, { base = 500, cap = 30000, random = Math.r
   return ceiling / 2 + random() * (ceiling / 2);
 }
 
+// Going away (1001) and service restart (1012): the server is closing its
+// clients, and they all know it at about the same time.  The first attempt
+// after it waits a random part of `spread` milliseconds, so that the tabs of
+// a process that stops do not all come back to the others in the same
+// second; later attempts back off as after any other close.
+export const SPREAD_CODES = Object.freeze([1001, 1012]);
+
+export function reconnectDelay(code, attempt, { base, cap, spread = 5000, random = Math.random } = {}) {
+  if (attempt === 0 && SPREAD_CODES.includes(code)) return random() * spread;
+  return backoffDelay(attempt, { base, cap, random });
+}
+
 const FRAME_KINDS = ["msg", "sync", "resync"];
 
 // Read a position written "EPOCH:OFFSET"; null for anything else.
@@ -210,12 +222,13 @@ class Stream extends EventTarget {
 // A WebSocket that reconnects: what StargateSocket and StargateConnection
 // share.  Subclasses say what to do on open and with each message.
 class Reconnecting {
-  constructor(owner, url, { protocols = [], base = 500, cap = 30000, stableAfter = 5000, shouldReconnect = reconnectsAfter, giveUpAfter = 5 }) {
+  constructor(owner, url, { protocols = [], base = 500, cap = 30000, spread = 5000, stableAfter = 5000, shouldReconnect = reconnectsAfter, giveUpAfter = 5 }) {
     this.owner = owner; // an EventTarget with setStatus(), opened(), received(), lost(), stop()
     this.url = url;
     this.protocols = protocols;
     this.base = base;
     this.cap = cap;
+    this.spread = spread;
     this.stableAfter = stableAfter;
     this.shouldReconnect = shouldReconnect;
     this.giveUpAfter = giveUpAfter;
@@ -269,7 +282,7 @@ class Reconnecting {
       this.stop();
       return;
     }
-    const delay = backoffDelay(this.attempt, { base: this.base, cap: this.cap });
+    const delay = reconnectDelay(code, this.attempt, { base: this.base, cap: this.cap, spread: this.spread });
     this.attempt += 1;
     this.owner.setStatus(STATUS.RECONNECTING);
     this.timer = setTimeout(() => this.connect(), delay);
@@ -304,7 +317,8 @@ class Reconnecting {
 export class StargateSocket extends Stream {
   // protocols: subprotocols to offer; giveUpAfter: failed opens in a row,
   // before any succeeded, after which it stops (the close event says
-  // gaveUp: true); base, cap: the backoff (ms); stableAfter:
+  // gaveUp: true); base, cap: the backoff (ms); spread: the most (ms) the
+  // first attempt after a 1001 or 1012 waits (see reconnectDelay); stableAfter:
   // how long (ms) a connection must last before the backoff starts over;
   // shouldReconnect(code, reason): whether to reconnect after a close;
   // positions: ask for positions (see above); since: the position the page
