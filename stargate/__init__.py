@@ -86,6 +86,8 @@ def includeme(config: Any) -> None:
     (:func:`stargate.multiplexer.add_websocket_multiplexer`) and the
     ``config.add_health_checks()`` directive
     (:func:`stargate.health.add_health_checks`), and, with
+    ``stargate.metrics_path``, the Prometheus metrics
+    (:mod:`stargate.prometheus`), with
     ``stargate.allowed_hosts``, the tween that refuses other hosts
     (:mod:`stargate.hosts`), and with ``stargate.trusted_proxies``, the
     tween that makes their requests say what the client sent
@@ -106,6 +108,10 @@ def includeme(config: Any) -> None:
     config.add_view_predicate("websocket", WebSocketPredicate)
     config.add_directive("add_websocket_multiplexer", add_websocket_multiplexer)
     config.add_directive("add_health_checks", add_health_checks)
+    if settings.metrics_path:
+        from stargate.prometheus import add_metrics_view
+
+        add_metrics_view(config, settings.metrics_path)
     if settings.trusted_proxies:
         config.add_tween("stargate.forwarding.proxy_tween_factory", under=INGRESS)
     if settings.allowed_hosts is not None:

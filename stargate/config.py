@@ -14,6 +14,7 @@ imports nothing of Pyramid at run time (see :mod:`stargate.server`).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -193,6 +194,36 @@ class Settings:
     #: connection may hold at once (see :mod:`stargate.multiplexer`); one
     #: more is refused with 4429, and the connection stays open.  Default 100.
     max_subscriptions: int = 100
+    #: ``stargate.metrics_path``: where the application answers Prometheus'
+    #: scrapes (``/metrics``), with :mod:`stargate.prometheus`; empty (the
+    #: default) for no metrics, and ``prometheus_client`` is not imported.
+    metrics_path: str = ""
+    #: ``stargate.log_format``: ``text`` or ``json``, the form of the lines
+    #: :mod:`stargate.access` logs when a WebSocket opens and closes.
+    #: Default ``text``.
+    log_format: str = "text"
+    #: ``stargate.metrics_allow``: the client addresses or networks (CIDR)
+    #: that may read the metrics; others get 404.  The address is the one a
+    #: proxy of ``trusted_proxies`` reports, so a scrape through the proxy is
+    #: the proxy's client's.  Default the loopback addresses.
+    metrics_allow: tuple[Any, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+
+
+def _log_format(value: Any) -> str:
+    form = _text(value).lower()
+    if form not in ("text", "json"):
+        raise ValueError("expected text or json")
+    return form
+
+
+def _metrics_path(value: Any) -> str:
+    path = _text(value)
+    if path and (not path.startswith("/") or len(path) == 1):
+        raise ValueError("expected a path such as /metrics, or nothing for none")
+    return path
 
 
 def _text(value: Any) -> str:
@@ -343,6 +374,9 @@ _SETTINGS: dict[str, Callable[[Any], Any]] = {
     "max_fragments": _whole,
     "max_connections_per_client": _whole,
     "max_subscriptions": _count,
+    "metrics_path": _metrics_path,
+    "metrics_allow": parse_networks,
+    "log_format": _log_format,
 }
 
 

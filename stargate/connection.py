@@ -40,6 +40,7 @@ from stargate import runtime
 from stargate.exceptions import ConnectionClosed
 from stargate.legacy import HixieProtocol
 from stargate.linger import LINGER_SECONDS, linger
+from stargate.metrics import TALLY, drop_reason
 from stargate.outbox import Outbox
 from stargate.positions import Position, direct_frame
 from stargate.protocol import (
@@ -195,6 +196,8 @@ class Connection(CloseCallbacks):
         "_watch",
         "_reader_due",
         "_writing",
+        "bytes_in",
+        "bytes_out",
         "frame_key",
         "messages_out",
         "opened_at",
@@ -202,6 +205,7 @@ class Connection(CloseCallbacks):
         "request",
         "since",
         "subprotocol",
+        "view_name",
     )
 
     def __init__(
@@ -213,8 +217,11 @@ class Connection(CloseCallbacks):
         request: Any = None,
         subprotocol: str | None = None,
         tracker: ConnectionTracker | None = None,
+        view_name: str = "-",
     ) -> None:
         self.request = request
+        #: The class name of the view serving it (a label of its metrics).
+        self.view_name = view_name
         self.subprotocol = subprotocol
         self.protocol = protocol
         self.frame_key: Hashable | None = protocol.frame_key
@@ -237,6 +244,9 @@ class Connection(CloseCallbacks):
         self._linger = False
         self.opened_at = time.monotonic()
         self.messages_out = 0
+        #: Bytes read from and written to the socket: the frames of its
+        #: messages, and pings, pongs and closes.
+        self.bytes_in = self.bytes_out = 0
         self._callbacks: list[Callable[[Any], object]] = []
         self._closed: runtime.Event | None = None  # made when someone waits
         # While no green thread receives, the hub watches the socket (see
@@ -248,6 +258,7 @@ class Connection(CloseCallbacks):
         self._in_background = False
         self._last_receive = self.opened_at
         self._tick = self._tick_for()
+        TALLY.open[runtime.get().name, view_name] += 1
         if tracker is not None:
             tracker.add(self)
 
@@ -260,8 +271,11 @@ class Connection(CloseCallbacks):
         *,
         request: Any = None,
         tracker: ConnectionTracker | None = None,
+        view_name: str = "-",
     ) -> Connection:
         """Send the handshake's ``response``; return the open connection.
+
+        ``view_name`` labels its metrics (:mod:`stargate.metrics`).
 
         The protocol object follows from the handshake: hixie-75/76 (no
         keepalive), or RFC 6455 with the negotiated permessage-deflate, if
@@ -286,6 +300,7 @@ class Connection(CloseCallbacks):
             request=request,
             subprotocol=response.subprotocol,
             tracker=tracker,
+            view_name=view_name,
         )
 
     def __repr__(self) -> str:
@@ -316,6 +331,11 @@ class Connection(CloseCallbacks):
     def close_reason(self) -> str:
         """The close reason, a possibly empty string."""
         return self.protocol.close_reason
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting in its send queue: the peer has not read them yet."""
+        return self._outbox.size if self._outbox is not None else 0
 
     @property
     def messages_in(self) -> int:
@@ -403,6 +423,8 @@ class Connection(CloseCallbacks):
         """End the transport as ``teardown`` says: the one way a connection ends."""
         self._teardown = teardown
         protocol = self.protocol
+        if teardown.kind in ("dropped", "failed"):
+            TALLY.drops[drop_reason(protocol.close_code)] += 1
         if teardown.kind == "dropped":
             request = self.request
             log.warning(
@@ -458,10 +480,12 @@ class Connection(CloseCallbacks):
         if protocol.state is State.CLOSED:
             return
         protocol.closed()
+        TALLY.open[runtime.get().name, self.view_name] -= 1
         self._call_back()
         self._unwatch()
         if self._outbox:
             self._outbox.clear()
+        TALLY.backlogged.discard(self)
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -507,6 +531,7 @@ class Connection(CloseCallbacks):
             )
         frame = protocol.encode(message)
         self.messages_out += 1
+        TALLY.messages_out += 1
         self._write(frame)
 
     def encode(self, message: Message) -> bytes:
@@ -532,10 +557,13 @@ class Connection(CloseCallbacks):
         if self.protocol.state is not State.OPEN:
             return False
         self.messages_out += 1
+        TALLY.messages_out += 1
         self._write(frame)
         return True
 
     def _write(self, data: bytes | memoryview, *, control: bool = False) -> None:
+        self.bytes_out += len(data)
+        TALLY.bytes_out += len(data)
         outbox = self._outbox
         if outbox is not None and (self._writing or outbox):
             if not outbox.push(data, control=control):
@@ -559,6 +587,7 @@ class Connection(CloseCallbacks):
                 )
             outbox.rest_of(data, sent)
             self._writing = True
+            TALLY.backlogged.add(self)
             runtime.get().spawn(self._drain_outbox)
 
     def _drain_outbox(self) -> None:
@@ -581,6 +610,7 @@ class Connection(CloseCallbacks):
             return
         self._writing = False
         self._outbox = None  # caught up: let the queue go
+        TALLY.backlogged.discard(self)
         if self._teardown_after_flush:
             self._hang_up()
 
@@ -734,13 +764,19 @@ class Connection(CloseCallbacks):
             self._drained = True
             self._recv_size = _RECV_SIZE
         protocol = self.protocol
+        before = protocol.messages_in
         self._backlog = protocol.receive_data(data, time.monotonic())
+        self.bytes_in += len(data)
+        TALLY.bytes_in += len(data)
+        TALLY.messages_in += protocol.messages_in - before
         if protocol.needs_action:
             self._act()
 
     def _parse_on(self) -> None:
         protocol = self.protocol
+        before = protocol.messages_in
         self._backlog = protocol.resume(time.monotonic())
+        TALLY.messages_in += protocol.messages_in - before
         if protocol.needs_action:
             self._act()
 

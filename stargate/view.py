@@ -9,6 +9,7 @@ from typing import Any
 
 from pyramid.response import Response
 
+from stargate.access import log_closed, log_opened
 from stargate.brokers import get_broker
 from stargate.config import Settings, get_settings
 from stargate.connection import Connection, Message
@@ -21,18 +22,19 @@ from stargate.handshake import (
     websocket_handshake,
 )
 from stargate.legacy import read_key3
+from stargate.metrics import TALLY
 from stargate.positions import Position, requested
 from stargate.protocol import CloseCode
 from stargate.proxies import TrustedProxies
 from stargate.ratelimit import client_connections
 from stargate.resource import WebSocketAwareResource
 from stargate.subscription import SUBSCRIBE_KEY, Subscribing, Subscription
+from stargate.tracing import end_handler_span, handshake_span, start_handler_span
 from stargate.tracker import HandlerWatchdog
 
 __all__ = ["HandledResponse", "WebSocketView"]
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("stargate.access")
 
 
 class HandledResponse(Response):
@@ -84,6 +86,9 @@ class WebSocketView:
     """
 
     subprotocols: Sequence[str] = ()
+    # The span of this request's handshake, when the application traces
+    # (stargate.tracing): the handler's span links to it.
+    _handshake_span: Any = None
 
     def __init__(self, request: Any) -> None:
         self.request = request
@@ -138,6 +143,17 @@ class WebSocketView:
         :raises IncorrectlyConfigured: when the WSGI server does not give the
             application the client socket.
         """
+        with handshake_span(self.request.path, type(self).__name__) as span:
+            self._handshake_span = span
+            response = self._upgrade()
+            if span is not None:
+                status = 101 if isinstance(response, HandledResponse) else None
+                span.set_attribute(
+                    "http.response.status_code", status or response.status_code
+                )
+            return response
+
+    def _upgrade(self) -> Response:
         request = self.request
         subscribing = request.environ.get(SUBSCRIBE_KEY)
         if subscribing is not None:
@@ -157,7 +173,8 @@ class WebSocketView:
                     "a WebSocket upgrade must be a GET request",
                     status="405 Method Not Allowed",
                     headers=[("Allow", "GET")],
-                )
+                ),
+                "method",
             )
         if upgrade.tracker.draining:
             # The load balancer has not noticed yet: this client is better
@@ -167,13 +184,17 @@ class WebSocketView:
                     "the server is shutting down: connect again",
                     status="503 Service Unavailable",
                     headers=[("Retry-After", "1")],
-                )
+                ),
+                "draining",
             )
         try:
             self.before_handshake()
+        except HandShakeFailed as refusal:
+            return self._refuse(refusal, "application")
+        try:
             since = _requested(request) if settings.history_size else None
         except HandShakeFailed as refusal:
-            return self._refuse(refusal)
+            return self._refuse(refusal, "invalid")
         proxies = TrustedProxies(settings.trusted_proxies)
         origin_host, secure = proxies.origin_of(
             request.environ, request.host, request.scheme == "https"
@@ -198,7 +219,8 @@ class WebSocketView:
                 else b"",
             )
         except HandShakeFailed as refusal:
-            return self._refuse(refusal)
+            reason = "origin" if isinstance(refusal, InvalidOrigin) else "invalid"
+            return self._refuse(refusal, reason)
         limit = settings.max_connections_per_client
         if not limit:  # no count to keep (the default)
             websocket = self._open(upgrade, response, settings, since)
@@ -212,7 +234,8 @@ class WebSocketView:
                         "(stargate.max_connections_per_client)",
                         status="429 Too Many Requests",
                         headers=[("Retry-After", "10")],
-                    )
+                    ),
+                    "limit",
                 )
             try:
                 websocket = self._open(upgrade, response, settings, since)
@@ -238,6 +261,7 @@ class WebSocketView:
         subscription = subscribing.accept(
             self.request, bool(self.settings.history_size)
         )
+        log_opened(self.request, self.settings, type(self).__name__)
         if type(self).handler is WebSocketView.handler:
             # Served by on_open and on_message: no green thread of its own
             # while it is idle (one costs most of what a subscription would,
@@ -256,6 +280,11 @@ class WebSocketView:
         The callbacks run as the subscription's request, on ``context``.
         """
         subscription.on_close(self._log_closed)
+        span = start_handler_span(
+            type(self).__name__, self.request.path, self._handshake_span
+        )
+        if span is not None:
+            subscription.on_close(lambda ended: end_handler_span(span, ended))
         subscription.dispatch(
             self,
             context,
@@ -279,13 +308,22 @@ class WebSocketView:
             settings,
             request=self.request,
             tracker=upgrade.tracker,
+            view_name=type(self).__name__,
         )
+        TALLY.handshakes["101", "accepted"] += 1
+        log_opened(self.request, settings, type(self).__name__)
         websocket.since = since
         if userid is not None:
             get_broker(self.request.registry).users.add(userid, websocket)
         return websocket
 
-    def _refuse(self, refusal: HandShakeFailed) -> Response:
+    def _refuse(self, refusal: HandShakeFailed, reason: str | None = None) -> Response:
+        """Answer ``refusal``, counted as a handshake refused for ``reason``.
+
+        A subscription's refusal is not a handshake: ``None``, not counted.
+        """
+        if reason is not None:
+            TALLY.handshakes[str(refusal.status_code), reason] += 1
         level, more = logging.INFO, ""
         if isinstance(refusal, InvalidOrigin):
             # A warning: a page of another site tried.  At most one a
@@ -330,6 +368,9 @@ class WebSocketView:
         that ignores that is warned about and stopped again.  Returns a
         :class:`HandledResponse`.
         """
+        span = start_handler_span(
+            type(self).__name__, self.request.path, self._handshake_span
+        )
         watchdog = HandlerWatchdog(self.request, self.settings.close_timeout)
         websocket.on_close(watchdog)
         websocket.read_in_background()  # until the handler receives
@@ -345,19 +386,11 @@ class WebSocketView:
             websocket.close()
             websocket.wait_closed()
             self._log_closed(websocket)
+            end_handler_span(span, websocket)
         return HandledResponse()
 
     def _log_closed(self, websocket: Connection | Subscription) -> None:
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "WebSocket %s closed %s %r after %.3fs, %d in, %d out",
-                self.request.path,
-                websocket.close_code,
-                websocket.close_reason,
-                time.monotonic() - websocket.opened_at,
-                websocket.messages_in,
-                websocket.messages_out,
-            )
+        log_closed(self.request, self.settings, type(self).__name__, websocket)
 
     def handler(self, websocket: Connection | Subscription) -> None:
         """Serve one WebSocket; the connection is closed when this returns.

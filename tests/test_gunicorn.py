@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import stargate.testing
-from stargate.testing import WebSocketClient
+from stargate.testing import WebSocketClient, eventually
 from tests.conftest import (
     LOGGING,
     ROOT,
@@ -31,6 +31,7 @@ class Gunicorn(stargate.testing.Gunicorn):
         app: str = "",
         args=(),
         worker: str = "stargate.gunicorn.GeventWorker",
+        environ: dict[str, str] | None = None,
     ):
         ini = tmp_path / f"gunicorn-{id(self)}.ini"
         ini.write_text(f"[app:main]\nuse = call:tests.apps:main\n{app}\n{LOGGING}")
@@ -40,7 +41,7 @@ class Gunicorn(stargate.testing.Gunicorn):
             workers=workers,
             worker=worker,
             args=["--no-control-socket", *args],
-            environ={"PYTHONPATH": str(ROOT)},
+            environ={"PYTHONPATH": str(ROOT), **(environ or {})},
             cwd=tmp_path,
         )
         self.host = "127.0.0.1"
@@ -145,6 +146,53 @@ def test_a_broadcast_reaches_the_clients_of_every_worker(gunicorn, redis_server)
         for group in clients.values():
             for client in group:
                 client.close()
+
+
+def test_metrics_add_up_every_worker(gunicorn, tmp_path):
+    """prometheus_client's multiprocess mode: any worker answers for all."""
+    from tests.test_metrics import scrape
+
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    server = gunicorn(
+        workers=2,
+        app="stargate.metrics_path = /metrics",
+        environ={"PROMETHEUS_MULTIPROC_DIR": str(directory)},
+    )
+    clients: dict[str, list[WebSocketClient]] = {}
+    try:
+        for _ in range(60):  # the kernel chooses the worker: ask until both serve
+            client = WebSocketClient(server.ws_url("/whoami/"))
+            clients.setdefault(client.receive(), []).append(client)
+            if len(clients) == 2 and sum(map(len, clients.values())) >= 4:
+                break
+        assert len(clients) == 2, f"one worker took every connection: {clients}"
+        opened = [client for group in clients.values() for client in group]
+        for client in opened:
+            client.send("one")
+            client.send("two")
+
+        def totals() -> tuple[float, ...]:
+            samples = scrape(server)
+
+            def total(name: str) -> float:
+                return sum(v for (n, _), v in samples.items() if n == name)
+
+            return (
+                total("stargate_connections"),
+                total("stargate_handshakes_total"),
+                total("stargate_messages_received_total"),
+                total("stargate_messages_sent_total"),
+            )
+
+        count = len(opened)
+        # Each worker writes its numbers every second.
+        assert eventually(lambda: totals() == (count, count, 2 * count, count))
+    finally:
+        for group in clients.values():
+            for client in group:
+                client.close()
+    assert eventually(lambda: totals()[0] == 0)
 
 
 def test_gunicorns_own_gevent_worker_serves_websockets(gunicorn):

@@ -329,4 +329,8 @@ def test_the_access_log_tells_the_upgrade_and_the_end_of_each_websocket(serve, c
     ends = [line for line in lines if line.startswith("WebSocket /echo/ closed")]
     assert len(ends) == 1, lines
     assert ends[0].startswith("WebSocket /echo/ closed 1000 '' after ")
-    assert ends[0].endswith("s, 2 in, 2 out")
+    # "one" and "two" in frames of 9 bytes, and the client's close (8); the
+    # echoes in frames of 5, and the server's close (4).
+    assert ends[0].endswith("s for 127.0.0.1, 2 in (26 B), 2 out (14 B)")
+    opened = [line for line in lines if line.startswith("WebSocket /echo/ opened")]
+    assert opened == ["WebSocket /echo/ opened for 127.0.0.1 (EchoView)"]

@@ -11,6 +11,7 @@ frames.
 from __future__ import annotations
 
 import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 from stargate.brokers.channels import Channel, LocalChannel
 from stargate.brokers.users import UserConnections
 from stargate.connection import Listener, Message, broadcast
+from stargate.metrics import TALLY
 from stargate.presence import (
     MAX_PAGE,
     LocalPresence,
@@ -183,9 +185,13 @@ class Broker(ABC):
     ) -> None:
         # Bare listeners get the message; with a position, positioned ones
         # get its frame, in offset order (the sequencer's business).
+        timed = TALLY.broadcast_observer is not None
+        started = time.perf_counter() if timed else 0.0
         self.local.deliver(channel, message)
         if position is not None and self.sequencer is not None:
             self.sequencer.deliver(channel, position, message)
+        if timed:
+            TALLY.observe_broadcast(time.perf_counter() - started)
 
     # Hooks, empty unless a broker follows its channels elsewhere (Redis).
     def _first_listener(self, channel: Channel) -> None:  # noqa: B027

@@ -41,6 +41,7 @@ from stargate.brokers.sequencer import Sequencer
 from stargate.brokers.users import decode_disconnect, encode_disconnect
 from stargate.connection import Listener, Message
 from stargate.exceptions import BrokerUnavailable, IncorrectlyConfigured
+from stargate.metrics import TALLY
 from stargate.positions import Position
 from stargate.presence import (
     MAX_PAGE,
@@ -250,8 +251,10 @@ class RedisBroker(Broker):
         channel = _named(channel)
         self._start()
         if self.history is not None:
-            return self.history.publish(channel, self.origin, message)
-        self.local.deliver(channel, message)
+            position = self.history.publish(channel, self.origin, message)
+            TALLY.broker_publishes += 1
+            return position
+        self._deliver(channel, message, None)
         if not self._outbox.put_nowait(
             (self.prefix + channel, encode_payload(self.origin, message))
         ):
@@ -555,6 +558,7 @@ class RedisBroker(Broker):
                     )
                     self._unshared = 0
                     outage = False
+                    TALLY.broker_up()
                 self._listen(pubsub)
             except self._link_lost as error:
                 if not outage:
@@ -565,6 +569,7 @@ class RedisBroker(Broker):
                         error,
                     )
                     outage = True
+                    TALLY.broker_down()
             finally:  # also when close() kills this green thread
                 self._pubsub = None
                 self.connected.clear()
@@ -665,6 +670,7 @@ class RedisBroker(Broker):
                     for channel, payload in batch:
                         pipeline.publish(channel, payload)
                     pipeline.execute()
+                    TALLY.broker_publishes += len(batch)
                     failures = 0
                 except self._link_lost:
                     # Lost: pub/sub has no one to keep them for.  The subscriber

@@ -28,6 +28,7 @@ from stargate.brokers.channels import Channel
 from stargate.brokers.history import Window
 from stargate.connection import Listener, Message, broadcast
 from stargate.exceptions import BrokerUnavailable, ConnectionClosed
+from stargate.metrics import TALLY
 from stargate.positions import Position, encode_message, resync_frame, sync_frame
 from stargate.protocol import CloseCode
 
@@ -265,6 +266,8 @@ class Sequencer:
         joiner.since = since
         at = track.at
         if at is not None and not track.reading and since in ("", at):
+            if since:  # back where the others are: nothing missed
+                TALLY.recoveries["recovered"] += 1
             self._start(track, joiner, sync_frame(at), at)
             return
         track.waiting.append(joiner)
@@ -306,12 +309,16 @@ class Sequencer:
         since = joiner.since
         if isinstance(since, Position) and window.covers(since):
             joiner.send(sync_frame(since))
-            for offset, message in window.after(since.offset):
+            missed = window.after(since.offset)
+            for offset, message in missed:
                 joiner.send(encode_message(Position(since.epoch, offset), message))
+            TALLY.recoveries["recovered"] += 1
+            TALLY.recovered_messages += len(missed)
             self._start(track, joiner, None, window.top)
         elif since == "":
             self._start(track, joiner, sync_frame(window.top), window.top)
         else:
+            TALLY.recoveries["reload"] += 1
             self._start(track, joiner, resync_frame(window.top), window.top)
 
     def _start(

@@ -1,0 +1,120 @@
+"""What a process counts of its WebSockets: plain numbers, always kept.
+
+Every count is an integer addition where the thing happens (a message read,
+a frame sent, a handshake refused, a client dropped), into the one
+:data:`TALLY` of the process: no lock (green threads switch only on I/O),
+no import, nothing to turn on.  :mod:`stargate.prometheus` exposes them when
+an application asks for it (``stargate.metrics_path``), reading the tally
+rather than being called on every message: a message costs the same with
+metrics on and off.
+
+The one exception is the time of a broadcast, a distribution, which
+:meth:`Tally.observe_broadcast` hands to an observer only when one is set.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["DROP_REASONS", "TALLY", "Tally", "drop_reason"]
+
+#: Why a client was dropped, by the close code it was dropped with.
+DROP_REASONS = {
+    1008: "rate_limit",  # messages or frames faster than allowed
+    1009: "size",  # a message too large, or in too many fragments
+    1011: "keepalive",  # no pong in time
+    1013: "slow",  # its send queue overflowed: it does not read
+}
+
+
+def drop_reason(code: int | None) -> str:
+    """Return why a connection ended by stargate with ``code`` was dropped.
+
+    The codes of :data:`DROP_REASONS`; any other (1002, 1007: the peer broke
+    the protocol) is ``"protocol"``.
+    """
+    return DROP_REASONS.get(code or 0, "protocol")
+
+
+class Tally:
+    """The counts of one process.
+
+    :ivar messages_in: messages received, on every WebSocket.
+    :ivar bytes_in: bytes read from WebSockets: every frame as it came,
+        compressed or not, control frames included.
+    :ivar messages_out: messages sent (each copy of a broadcast counts).
+    :ivar bytes_out: bytes written to WebSockets: the frames of those
+        messages, and of pings, pongs and closes.
+    :ivar open: open WebSockets by ``(runtime, view)``, the view's class name.
+    :ivar handshakes: upgrade requests by ``(status, reason)``: ``("101",
+        "accepted")``, or a refusal's status and one of ``origin``,
+        ``method``, ``invalid``, ``limit``, ``draining``, ``application``.
+    :ivar drops: connections stargate dropped, by :func:`drop_reason`.
+    :ivar backlogged: the connections whose frames wait in a send queue
+        (each has ``queued_bytes``).
+    :ivar broker_publishes: messages a broker published beyond the process.
+    :ivar broker_reconnects: times a broker's link came back after an outage.
+    :ivar broker_down_seconds: seconds of outages that ended.
+    :ivar broker_down_since: when the current outage began
+        (``time.monotonic()``), else ``None``.
+    :ivar recoveries: clients that came back with a position, by outcome:
+        ``recovered`` (given what they missed) or ``reload`` (told to
+        reload: history did not reach back that far).
+    :ivar recovered_messages: messages such clients were given from history.
+    :ivar broadcast_observer: called with the seconds of each broadcast's
+        fan-out to the process's listeners, if set.
+    """
+
+    def __init__(self) -> None:
+        self.messages_in = 0
+        self.bytes_in = 0
+        self.messages_out = 0
+        self.bytes_out = 0
+        self.open: Counter[tuple[str, str]] = Counter()
+        self.handshakes: Counter[tuple[str, str]] = Counter()
+        self.drops: Counter[str] = Counter()
+        self.backlogged: set[Any] = set()
+        self.broker_publishes = 0
+        self.broker_reconnects = 0
+        self.broker_down_seconds = 0.0
+        self.broker_down_since: float | None = None
+        self.recoveries: Counter[str] = Counter()
+        self.recovered_messages = 0
+        self.broadcast_observer: Callable[[float], None] | None = None
+
+    def send_queue_bytes(self) -> int:
+        """Return the bytes waiting in every send queue of the process."""
+        return sum(connection.queued_bytes for connection in self.backlogged)
+
+    def broker_down(self, now: float | None = None) -> None:
+        """Note that the broker's link is down (once per outage)."""
+        if self.broker_down_since is None:
+            self.broker_down_since = time.monotonic() if now is None else now
+
+    def broker_up(self, now: float | None = None) -> None:
+        """Note that the broker's link is up; an outage that ends is counted."""
+        if self.broker_down_since is not None:
+            now = time.monotonic() if now is None else now
+            self.broker_down_seconds += now - self.broker_down_since
+            self.broker_down_since = None
+            self.broker_reconnects += 1
+
+    def broker_disconnected_seconds(self, now: float | None = None) -> float:
+        """Return the seconds the broker was down, the current outage included."""
+        if self.broker_down_since is None:
+            return self.broker_down_seconds
+        now = time.monotonic() if now is None else now
+        return self.broker_down_seconds + now - self.broker_down_since
+
+    def observe_broadcast(self, seconds: float) -> None:
+        """Hand the fan-out time of one broadcast to the observer, if any."""
+        observer = self.broadcast_observer
+        if observer is not None:
+            observer(seconds)
+
+
+#: The counts of this process.
+TALLY = Tally()

@@ -1,0 +1,280 @@
+"""Prometheus metrics at ``stargate.metrics_path``, made from the process's tally.
+
+An application turns them on with one setting::
+
+    stargate.metrics_path = /metrics
+
+and ``pip install "stargate[metrics]"`` (``prometheus_client``).  The path
+answers the clients of ``stargate.metrics_allow`` (the loopback addresses
+by default) and ``404`` to everyone else.  Without the setting, nothing
+here is imported.
+
+The metrics (with ``prometheus_client``'s own, and any the application
+defines, in its default registry):
+
+- ``stargate_connections`` (gauge; ``runtime``, ``view``: the view's class)
+- ``stargate_handshakes_total`` (``status``, ``reason``)
+- ``stargate_messages_received_total``, ``stargate_received_bytes_total``
+- ``stargate_messages_sent_total``, ``stargate_sent_bytes_total``
+- ``stargate_drops_total`` (``reason``: ``slow``, ``rate_limit``,
+  ``keepalive``, ``size``, ``protocol``)
+- ``stargate_send_queue_bytes`` (gauge)
+- ``stargate_broadcast_seconds`` (histogram: the fan-out of one message to
+  the process's listeners)
+- ``stargate_broker_publishes_total``, ``stargate_broker_reconnects_total``,
+  ``stargate_broker_disconnected_seconds_total``
+- ``stargate_recoveries_total`` (``outcome``: ``recovered``, ``reload``),
+  ``stargate_recovered_messages_total``
+
+Every label has a bounded set of values (:mod:`stargate.metrics` lists
+them); none is ever a path or an address.  The numbers are read from
+:data:`stargate.metrics.TALLY` when Prometheus scrapes, so a message costs
+the same with metrics on and off.
+
+Several processes (gunicorn's workers): set ``PROMETHEUS_MULTIPROC_DIR`` to
+an empty directory of their own before they start, as ``prometheus_client``
+documents.  Each worker then writes its numbers there every second (and its
+own at each scrape), and a scrape, whichever worker answers it, adds up
+every worker's: connections of the live ones, counts of all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Any
+
+import prometheus_client
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from pyramid.httpexceptions import HTTPNotFound
+from pyramid.response import Response
+from pyramid.security import NO_PERMISSION_REQUIRED
+
+from stargate import runtime
+from stargate.config import get_settings
+from stargate.metrics import TALLY, Tally
+from stargate.proxies import TrustedProxies
+from stargate.shutdown import before_exit
+
+__all__ = ["Exporter", "add_metrics_view", "exporter", "metrics_view", "start"]
+
+#: The route of the metrics.
+ROUTE_NAME = "stargate.metrics"
+
+#: Seconds between two writes of a worker's numbers, in multiprocess mode.
+SAMPLE_INTERVAL = 1.0
+
+#: The broadcast fan-out's buckets, in seconds: from a few listeners to tens
+#: of thousands.
+BROADCAST_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class Exporter:
+    """The metrics of a process, made from ``tally`` at each :meth:`sample`.
+
+    :param registry: where the metrics are registered
+        (``prometheus_client``'s default registry if ``None``).
+    """
+
+    def __init__(self, tally: Tally = TALLY, registry: Any = None) -> None:
+        self.tally = tally
+        #: Where the processes write their numbers, in multiprocess mode.
+        self.directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        self.multiprocess = self.directory is not None
+        into = registry or prometheus_client.REGISTRY
+        self.connections = Gauge(
+            "stargate_connections",
+            "Open WebSockets, by runtime and view class",
+            ["runtime", "view"],
+            registry=into,
+            multiprocess_mode="livesum",
+        )
+        self.handshakes = Counter(
+            "stargate_handshakes",
+            "WebSocket upgrade requests, accepted (status 101) or refused",
+            ["status", "reason"],
+            registry=into,
+        )
+        self.messages_received = Counter(
+            "stargate_messages_received", "Messages received", registry=into
+        )
+        self.received_bytes = Counter(
+            "stargate_received_bytes", "Bytes received on WebSockets", registry=into
+        )
+        self.messages_sent = Counter(
+            "stargate_messages_sent", "Messages sent", registry=into
+        )
+        self.sent_bytes = Counter(
+            "stargate_sent_bytes", "Bytes sent on WebSockets", registry=into
+        )
+        self.drops = Counter(
+            "stargate_drops",
+            "Connections dropped by stargate, by reason",
+            ["reason"],
+            registry=into,
+        )
+        self.send_queue_bytes = Gauge(
+            "stargate_send_queue_bytes",
+            "Bytes waiting in send queues for clients that do not read fast enough",
+            registry=into,
+            multiprocess_mode="livesum",
+        )
+        self.broadcast_seconds = Histogram(
+            "stargate_broadcast_seconds",
+            "Seconds to hand one message to the listeners of this process",
+            buckets=BROADCAST_BUCKETS,
+            registry=into,
+        )
+        self.broker_publishes = Counter(
+            "stargate_broker_publishes",
+            "Messages published to the other processes",
+            registry=into,
+        )
+        self.broker_reconnects = Counter(
+            "stargate_broker_reconnects",
+            "Times the link to the broker came back after an outage",
+            registry=into,
+        )
+        self.broker_disconnected_seconds = Counter(
+            "stargate_broker_disconnected_seconds",
+            "Seconds without a link to the broker",
+            registry=into,
+        )
+        self.recoveries = Counter(
+            "stargate_recoveries",
+            "Clients back with a position: recovered, or told to reload",
+            ["outcome"],
+            registry=into,
+        )
+        self.recovered_messages = Counter(
+            "stargate_recovered_messages",
+            "Messages recovering clients were given from history",
+            registry=into,
+        )
+        self._seen: dict[str, Any] = {}
+        #: The green thread of :meth:`run`, once :func:`start` made one.
+        self.sampler: Any = None
+        tally.broadcast_observer = self.broadcast_seconds.observe
+
+    def sample(self) -> None:
+        """Bring the metrics up to the tally's numbers."""
+        tally = self.tally
+        self._add(self.messages_received, "messages_in", tally.messages_in)
+        self._add(self.received_bytes, "bytes_in", tally.bytes_in)
+        self._add(self.messages_sent, "messages_out", tally.messages_out)
+        self._add(self.sent_bytes, "bytes_out", tally.bytes_out)
+        self._add(self.broker_publishes, "publishes", tally.broker_publishes)
+        self._add(self.broker_reconnects, "reconnects", tally.broker_reconnects)
+        self._add(
+            self.broker_disconnected_seconds,
+            "down",
+            tally.broker_disconnected_seconds(),
+        )
+        self._add(self.recovered_messages, "recovered", tally.recovered_messages)
+        for (status, reason), count in list(tally.handshakes.items()):
+            self._add(
+                self.handshakes.labels(status, reason), ("hs", status, reason), count
+            )
+        for reason, count in list(tally.drops.items()):
+            self._add(self.drops.labels(reason), ("drop", reason), count)
+        for outcome, count in list(tally.recoveries.items()):
+            self._add(self.recoveries.labels(outcome), ("rec", outcome), count)
+        for labels, count in list(tally.open.items()):
+            self.connections.labels(*labels).set(count)
+        self.send_queue_bytes.set(tally.send_queue_bytes())
+
+    def _add(self, counter: Any, key: Any, total: float) -> None:
+        seen = self._seen.get(key, 0)
+        if total > seen:
+            counter.inc(total - seen)
+            self._seen[key] = total
+
+    def run(self) -> None:
+        """Sample every :data:`SAMPLE_INTERVAL` seconds, for ever (a green thread)."""
+        while True:
+            runtime.get().sleep(SAMPLE_INTERVAL)
+            self.sample()
+
+    def exit(self, deadline: float = 0.0) -> None:
+        """Write the last numbers; the process's gauges stop counting.
+
+        A callback of :func:`stargate.shutdown.before_exit` (``deadline``
+        is not needed: nothing here waits).
+        """
+        self.sample()
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid(), self.directory)
+
+    def exposition(self) -> bytes:
+        """Return the text Prometheus reads: this process's, or every worker's."""
+        self.sample()
+        if not self.multiprocess:
+            return generate_latest(prometheus_client.REGISTRY)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, self.directory)
+        return generate_latest(registry)
+
+
+_exporter: Exporter | None = None
+
+
+def exporter() -> Exporter:
+    """Return the :class:`Exporter` of this process, made on first use."""
+    global _exporter
+    if _exporter is None:
+        _exporter = start(Exporter())
+    return _exporter
+
+
+def start(exporter: Exporter) -> Exporter:
+    """Return ``exporter``, started.
+
+    In multiprocess mode it writes its numbers every :data:`SAMPLE_INTERVAL`
+    seconds from now on (its green thread is its ``sampler``), and once
+    more before the server exits.
+    """
+    if exporter.multiprocess:
+        exporter.sampler = runtime.get().spawn(exporter.run)
+        before_exit(exporter.exit)
+    return exporter
+
+
+def metrics_view(request: Any) -> Response:
+    """Answer a scrape from an address of ``stargate.metrics_allow``; else 404."""
+    settings = get_settings(request.registry)
+    client = TrustedProxies(settings.trusted_proxies).client_of(request.environ)
+    if not _allowed(client, settings.metrics_allow):
+        raise HTTPNotFound()
+    response = Response(body=exporter().exposition())
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    response.cache_control = "no-store"
+    return response
+
+
+def _allowed(address: str, networks: tuple[Any, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def add_metrics_view(config: Any, path: str) -> None:
+    """Serve the metrics at ``path``.
+
+    ``config.include("stargate")`` calls it when ``stargate.metrics_path``
+    is set.
+    """
+    exporter()
+    config.add_route(ROUTE_NAME, path, request_method=("GET", "HEAD"))
+    config.add_view(
+        metrics_view, route_name=ROUTE_NAME, permission=NO_PERMISSION_REQUIRED
+    )
