@@ -228,3 +228,16 @@ def test_drain_benchmark_quick_mode(runtime):
     # The spread is what the scenario is for: it shows even at 200 clients.
     assert after["peak_per_second"] < before["peak_per_second"]
     assert f"stargate on {runtime}: one of two processes stops" in table
+
+
+@pytest.mark.timeout(600)
+def test_metrics_benchmark_quick_mode():
+    table, results = quick("metrics", results="metrics-eventlet")
+    off, on = results["runs"]
+    assert (off["metrics"], on["metrics"]) == (False, True)
+    for run in (off, on):
+        assert run["delivered"] == run["expected"] == 200 * 3
+        assert run["echo_complete"] and run["echo_per_s"] > 0
+    assert on["scrapes"] >= 1 and on["scrape_failures"] == off["scrapes"] == 0
+    assert results["broadcast_ratio"] > 0 and results["echo_ratio"] > 0
+    assert "stargate on eventlet: the cost of metrics" in table

@@ -125,7 +125,7 @@ def test_the_redis_option_wires_redis(cookies):
     testing = get_settings(str(project / "testing.ini"), "app:main")
     assert "stargate.broker" not in testing  # the default, memory://
     pyproject = (project / "pyproject.toml").read_text()
-    assert f'"stargate[redis]>={VERSION},<2"' in pyproject
+    assert f'"stargate[metrics,redis]>={VERSION},<2"' in pyproject
 
 
 @pytest.mark.parametrize("runtime", ["eventlet", "gevent"])
@@ -136,7 +136,8 @@ def test_the_runtime_option_wires_the_server_and_its_library(cookies, runtime):
     for ini in ("development.ini", "production.ini", "testing.ini"):
         assert f"runtime = {runtime}\n" in (project / ini).read_text()
     pyproject = (project / "pyproject.toml").read_text()
-    required = "stargate[eventlet]" if runtime == "eventlet" else "stargate"
+    extras = "eventlet,metrics" if runtime == "eventlet" else "metrics"
+    required = f"stargate[{extras}]"
     assert f'"{required}>={VERSION},<2"' in pyproject
     patching = (project / "tests" / "__init__.py").read_text()
     assert ('runtime.use("gevent").monkey_patch()' in patching) == (runtime == "gevent")

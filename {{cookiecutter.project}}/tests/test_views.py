@@ -62,6 +62,27 @@ def test_a_load_balancer_can_probe_liveness_and_readiness(testapp):
     testapp.get("/", extra_environ=probe, status=400)  # the site is not
 
 
+def test_prometheus_reads_the_metrics_from_this_machine_only(app_settings):
+    import webtest
+
+    settings = {
+        **app_settings,
+        # As production.ini says.
+        "stargate.metrics_path": "/metrics",
+        "stargate.trusted_proxies": "127.0.0.1",
+    }
+    client = webtest.TestApp(main({}, **settings))
+    local = {"HTTP_HOST": "127.0.0.1:{{ cookiecutter.port }}", "REMOTE_ADDR": "127.0.0.1"}
+    scraped = client.get("/metrics", extra_environ=local)
+    assert "stargate_connections" in scraped.text
+    assert "stargate_messages_sent_total" in scraped.text
+    # Through nginx (a trusted proxy), a request is its client's.
+    outside = {**local, "HTTP_X_FORWARDED_FOR": "203.0.113.9"}
+    client.get("/metrics", extra_environ=outside, status=404)
+    production = open(os.path.join(HERE, "production.ini")).read()
+    assert "stargate.metrics_path = /metrics" in production
+
+
 def test_the_page_renders_each_job_at_its_position(testapp, csrf_token):
     token = {"X-CSRF-Token": csrf_token}
     testapp.post("/jobs/1/", {"state": "on"}, headers=token)
