@@ -141,7 +141,10 @@ class PresenceFeed:
                 event = PresenceEvent(True, followed.members, {}, {}, followed.stats)
             else:
                 joins, leaves = diff(members, followed.members)
-                if not joins and not leaves:
+                # The counts may change alone: a count and the members are
+                # two reads, and a join between them shows in the members
+                # first (then in the counts, at the next look).
+                if not joins and not leaves and stats == followed.stats:
                     continue
                 event = PresenceEvent(False, None, joins, leaves, followed.stats)
             for listener, encode in list(followed.followers.items()):

@@ -574,6 +574,27 @@ def test_a_feed_reads_every_page_and_follows_each_listener_once():
     feed.close()
 
 
+def test_a_feed_tells_counts_that_change_without_the_members():
+    from stargate.presence_feed import PresenceFeed
+
+    # A join between the count and the members: it shows in the members
+    # first, and in the count at the next version.
+    source = FakeSource(
+        [Member("1", None), Member("2", None)],
+        stats=PresenceStats(connections=1, guests=1),
+    )
+    feed = PresenceFeed(source, interval=60, limit=10)
+    listener = FakeListener()
+    feed.follow("/room", listener, presence_message)
+    assert len(listener.sent[0]["members"]) == 2
+    source.stats = PresenceStats(connections=2, guests=2)
+    source.version = 2
+    feed.look()
+    assert listener.sent[1]["joins"] == listener.sent[1]["leaves"] == {}
+    assert listener.sent[1]["stats"]["connections"] == 2
+    feed.close()
+
+
 def test_a_feed_that_finds_more_members_than_counted_follows_counts_only():
     from stargate.presence_feed import PresenceFeed
 
