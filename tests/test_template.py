@@ -141,6 +141,7 @@ def test_the_runtime_option_wires_the_server_and_its_library(cookies, runtime):
     assert f'"{required}>={VERSION},<2"' in pyproject
     patching = (project / "tests" / "__init__.py").read_text()
     assert ('runtime.use("gevent").monkey_patch()' in patching) == (runtime == "gevent")
+    assert f'runtime.use("{runtime}")' in patching  # whichever test runs first
     readme = (project / "README.md").read_text()
     assert f"runs on {runtime}" in readme
     # pserve and gunicorn, whatever the runtime.
