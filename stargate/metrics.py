@@ -64,6 +64,10 @@ class Tally:
         ``recovered`` (given what they missed) or ``reload`` (told to
         reload: history did not reach back that far).
     :ivar recovered_messages: messages such clients were given from history.
+    :ivar gap_messages: messages missing from a channel's live stream (lost
+        on their way, or a quiet channel behind), filled from history.
+    :ivar resyncs: times the listeners of a channel were told to reload
+        instead (the gap was older than history, or history was lost).
     :ivar broadcast_observer: called with the seconds of each broadcast's
         fan-out to the process's listeners, if set.
     """
@@ -83,6 +87,8 @@ class Tally:
         self.broker_down_since: float | None = None
         self.recoveries: Counter[str] = Counter()
         self.recovered_messages = 0
+        self.gap_messages = 0
+        self.resyncs = 0
         self.broadcast_observer: Callable[[float], None] | None = None
 
     def send_queue_bytes(self) -> int:

@@ -25,6 +25,8 @@ defines, in its default registry):
   ``stargate_broker_disconnected_seconds_total``
 - ``stargate_recoveries_total`` (``outcome``: ``recovered``, ``reload``),
   ``stargate_recovered_messages_total``
+- ``stargate_gap_messages_total`` (filled from history into a live stream),
+  ``stargate_resyncs_total`` (a channel's listeners told to reload)
 
 Every label has a bounded set of values (:mod:`stargate.metrics` lists
 them); none is ever a path or an address.  The numbers are read from
@@ -159,6 +161,16 @@ class Exporter:
             "Messages recovering clients were given from history",
             registry=into,
         )
+        self.gap_messages = Counter(
+            "stargate_gap_messages",
+            "Messages missing from a live stream, filled from history",
+            registry=into,
+        )
+        self.resyncs = Counter(
+            "stargate_resyncs",
+            "Times a channel's listeners were told to reload",
+            registry=into,
+        )
         self._seen: dict[str, Any] = {}
         #: The green thread of :meth:`run`, once :func:`start` made one.
         self.sampler: Any = None
@@ -179,6 +191,8 @@ class Exporter:
             tally.broker_disconnected_seconds(),
         )
         self._add(self.recovered_messages, "recovered", tally.recovered_messages)
+        self._add(self.gap_messages, "gaps", tally.gap_messages)
+        self._add(self.resyncs, "resyncs", tally.resyncs)
         for (status, reason), count in list(tally.handshakes.items()):
             self._add(
                 self.handshakes.labels(status, reason), ("hs", status, reason), count

@@ -94,6 +94,7 @@ def test_an_exporter_turns_the_tally_into_metrics():
     tally.open["gevent", "JobView"] = 4
     tally.recoveries["reload"] += 1
     tally.recovered_messages = 7
+    tally.gap_messages, tally.resyncs = 2, 1
     tally.broker_down(now=0.0)
     tally.broker_up(now=1.5)
     tally.observe_broadcast(0.002)
@@ -114,6 +115,8 @@ def test_an_exporter_turns_the_tally_into_metrics():
     assert value("stargate_connections", runtime="gevent", view="JobView") == 1
     assert value("stargate_recoveries_total", outcome="reload") == 1
     assert value("stargate_recovered_messages_total") == 7
+    assert value("stargate_gap_messages_total") == 2
+    assert value("stargate_resyncs_total") == 1
     assert value("stargate_broker_reconnects_total") == 1
     assert value("stargate_broker_disconnected_seconds_total") == 1.5
     assert value("stargate_broadcast_seconds_count") == 1

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from stargate.brokers.history import MemoryHistory, Window
 from stargate.brokers.sequencer import Sequencer, step
 from stargate.exceptions import BrokerUnavailable, ConnectionClosed
+from stargate.metrics import TALLY
 from stargate.positions import (
     Frame,
     Position,
@@ -415,12 +416,14 @@ def test_a_gap_history_no_longer_covers_is_a_resync():
     sequencer.deliver("/c", store.publish("m1"), "m1")
     store.publish("m2")
     store.publish("m3")
+    resyncs = TALLY.resyncs
     sequencer.deliver("/c", store.publish("m4"), "m4")
     assert listener.parsed()[1:] == [
         ("msg", 1, "m1"),
         ("resync", 3, None),
         ("msg", 4, "m4"),
     ]
+    assert TALLY.resyncs - resyncs == 1  # stargate_resyncs_total
 
 
 def test_a_gap_that_cannot_be_read_is_a_resync():

@@ -10,6 +10,7 @@ import urllib.request
 
 import pytest
 
+from stargate.metrics import TALLY
 from stargate.positions import Frame, Position
 from stargate.testing import WebSocketClient, eventually
 from tests.test_live import listener_count, post
@@ -75,10 +76,14 @@ def test_a_listener_rejoining_since_its_position_gets_what_it_missed(serve):
     with listening(server, "/relay/", since="") as client:
         at = client.receive_frame().position
     post(server, "/relay/", count=3)
+    recovered, given = TALLY.recoveries["recovered"], TALLY.recovered_messages
     with listening(server, "/relay/", since=at) as client:
         received = frames(client, 4)
         assert received[0].kind == "sync" and received[0].position == at
         assert messages(received) == [(1, "00000000"), (2, "00000001"), (3, "00000002")]
+        # What the metrics say (stargate_recoveries_total and the messages).
+        assert TALLY.recoveries["recovered"] - recovered == 1
+        assert TALLY.recovered_messages - given == 3
         post(server, "/relay/", count=1)
         assert messages(frames(client, 1)) == [(4, "00000000")]
         assert quiet(client)
@@ -97,9 +102,11 @@ def test_a_page_reads_its_position_before_its_state_and_continues_there(serve):
 def test_a_position_history_does_not_cover_is_told_to_reload(serve, since):
     server = serve({**HISTORY, "stargate.history_size": "2"})
     post(server, "/relay/", count=5)
+    reloads = TALLY.recoveries["reload"]
     with listening(server, "/relay/", since=since) as client:
         frame = client.receive_frame()
         assert (frame.kind, frame.position.offset) == ("resync", 5)
+        assert TALLY.recoveries["reload"] - reloads == 1
         post(server, "/relay/", count=1)
         assert messages(frames(client, 1)) == [(6, "00000000")]
 
@@ -258,12 +265,14 @@ def test_a_message_lost_on_its_way_is_filled_from_history(serve, redis_server):
         both.hincrby(position_key, "o", 1)
         both.xadd(history_key, {"d": b"tlost on its way"}, id="1-0")
         both.execute()
+    filled = TALLY.gap_messages
     post(server, "/jobs/5/", count=1)
     received = frames(client, 2)
     assert [(f.position, f.message) for f in received] == [
         (Position(epoch, 1), "lost on its way"),
         (Position(epoch, 2), "00000000........"),
     ]
+    assert TALLY.gap_messages - filled == 1
     client.close()
 
 

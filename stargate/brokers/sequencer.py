@@ -181,6 +181,7 @@ class Sequencer:
             self._resync(track, window.top)
             return
         for offset, message in window.after(at.offset):
+            TALLY.gap_messages += 1
             self._emit(track, Position(at.epoch, offset), message)
 
     def _fill(self, channel: Channel, track: _Track, position: Position) -> None:
@@ -202,6 +203,7 @@ class Sequencer:
         for offset, message in window.after(at.offset):
             if offset >= position.offset:
                 break
+            TALLY.gap_messages += 1
             self._emit(track, Position(at.epoch, offset), message)
 
     def _emit(self, track: _Track, position: Position, message: Message) -> None:
@@ -214,6 +216,7 @@ class Sequencer:
             self._promote(track, joiner)
 
     def _resync(self, track: _Track, position: Position) -> None:
+        TALLY.resyncs += 1
         track.at = position
         if track.members:
             broadcast(list(track.members), resync_frame(position))
