@@ -8,15 +8,14 @@ an application asks for it (``stargate.metrics_path``), reading the tally
 rather than being called on every message: a message costs the same with
 metrics on and off.
 
-The one exception is the time of a broadcast, a distribution, which
-:meth:`Tally.observe_broadcast` hands to an observer only when one is set.
+The time of each broadcast's fan-out is the one count that needs a clock:
+it is taken only while :attr:`Tally.timing` is on (metrics exposed).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 __all__ = ["DROP_REASONS", "TALLY", "Tally", "drop_reason"]
@@ -68,8 +67,11 @@ class Tally:
         on their way, or a quiet channel behind), filled from history.
     :ivar resyncs: times the listeners of a channel were told to reload
         instead (the gap was older than history, or history was lost).
-    :ivar broadcast_observer: called with the seconds of each broadcast's
-        fan-out to the process's listeners, if set.
+    :ivar broadcasts: messages handed to the process's listeners of a
+        channel (a publish, or a message from another process), while
+        :attr:`timing` was on.
+    :ivar broadcast_seconds: the seconds those fan-outs took in all.
+    :ivar timing: whether to time fan-outs (two clock reads each).
     """
 
     def __init__(self) -> None:
@@ -89,7 +91,9 @@ class Tally:
         self.recovered_messages = 0
         self.gap_messages = 0
         self.resyncs = 0
-        self.broadcast_observer: Callable[[float], None] | None = None
+        self.broadcasts = 0
+        self.broadcast_seconds = 0.0
+        self.timing = False
 
     def send_queue_bytes(self) -> int:
         """Return the bytes waiting in every send queue of the process."""
@@ -116,10 +120,9 @@ class Tally:
         return self.broker_down_seconds + now - self.broker_down_since
 
     def observe_broadcast(self, seconds: float) -> None:
-        """Hand the fan-out time of one broadcast to the observer, if any."""
-        observer = self.broadcast_observer
-        if observer is not None:
-            observer(seconds)
+        """Count one fan-out of ``seconds``."""
+        self.broadcasts += 1
+        self.broadcast_seconds += seconds
 
 
 #: The counts of this process.

@@ -185,7 +185,7 @@ class Broker(ABC):
     ) -> None:
         # Bare listeners get the message; with a position, positioned ones
         # get its frame, in offset order (the sequencer's business).
-        timed = TALLY.broadcast_observer is not None
+        timed = TALLY.timing
         started = time.perf_counter() if timed else 0.0
         self.local.deliver(channel, message)
         if position is not None and self.sequencer is not None:
