@@ -77,6 +77,61 @@ ROUTE_NAME = "stargate.metrics"
 SAMPLE_INTERVAL = 1.0
 
 
+#: The counters that follow a number of the tally: its attribute, the
+#: counter's name (``prometheus_client`` adds ``_total``) and its help.
+COUNTERS = (
+    ("messages_in", "stargate_messages_received", "Messages received"),
+    ("bytes_in", "stargate_received_bytes", "Bytes received on WebSockets"),
+    ("messages_out", "stargate_messages_sent", "Messages sent"),
+    ("bytes_out", "stargate_sent_bytes", "Bytes sent on WebSockets"),
+    (
+        "broadcasts",
+        "stargate_broadcasts",
+        "Messages handed to the listeners of a channel in this process",
+    ),
+    ("broadcast_seconds", "stargate_broadcast_seconds", "Seconds those fan-outs took"),
+    (
+        "broker_publishes",
+        "stargate_broker_publishes",
+        "Messages published to the other processes",
+    ),
+    (
+        "broker_reconnects",
+        "stargate_broker_reconnects",
+        "Times the link to the broker came back after an outage",
+    ),
+    (
+        "recovered_messages",
+        "stargate_recovered_messages",
+        "Messages recovering clients were given from history",
+    ),
+    (
+        "gap_messages",
+        "stargate_gap_messages",
+        "Messages missing from a live stream, filled from history",
+    ),
+    ("resyncs", "stargate_resyncs", "Times a channel's listeners were told to reload"),
+)
+
+#: The counters that follow a :class:`collections.Counter` of the tally,
+#: whose keys are their label values: attribute, name, help, label names.
+LABELLED_COUNTERS = (
+    (
+        "handshakes",
+        "stargate_handshakes",
+        "WebSocket upgrade requests, accepted (status 101) or refused",
+        ("status", "reason"),
+    ),
+    ("drops", "stargate_drops", "Connections dropped by stargate", ("reason",)),
+    (
+        "recoveries",
+        "stargate_recoveries",
+        "Clients back with a position: recovered, or told to reload",
+        ("outcome",),
+    ),
+)
+
+
 class Exporter:
     """The metrics of a process, made from ``tally`` at each :meth:`sample`.
 
@@ -90,6 +145,20 @@ class Exporter:
         self.directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         self.multiprocess = self.directory is not None
         into = registry or prometheus_client.REGISTRY
+        #: The counters, by the tally's attribute they follow.
+        self.counters = {
+            attribute: Counter(name, documentation, registry=into)
+            for attribute, name, documentation in COUNTERS
+        }
+        self.labelled = {
+            attribute: Counter(name, documentation, labels, registry=into)
+            for attribute, name, documentation, labels in LABELLED_COUNTERS
+        }
+        self.disconnected = Counter(
+            "stargate_broker_disconnected_seconds",
+            "Seconds without a link to the broker",
+            registry=into,
+        )
         self.connections = Gauge(
             "stargate_connections",
             "Open WebSockets, by runtime and view class",
@@ -97,83 +166,13 @@ class Exporter:
             registry=into,
             multiprocess_mode="livesum",
         )
-        self.handshakes = Counter(
-            "stargate_handshakes",
-            "WebSocket upgrade requests, accepted (status 101) or refused",
-            ["status", "reason"],
-            registry=into,
-        )
-        self.messages_received = Counter(
-            "stargate_messages_received", "Messages received", registry=into
-        )
-        self.received_bytes = Counter(
-            "stargate_received_bytes", "Bytes received on WebSockets", registry=into
-        )
-        self.messages_sent = Counter(
-            "stargate_messages_sent", "Messages sent", registry=into
-        )
-        self.sent_bytes = Counter(
-            "stargate_sent_bytes", "Bytes sent on WebSockets", registry=into
-        )
-        self.drops = Counter(
-            "stargate_drops",
-            "Connections dropped by stargate, by reason",
-            ["reason"],
-            registry=into,
-        )
         self.send_queue_bytes = Gauge(
             "stargate_send_queue_bytes",
             "Bytes waiting in send queues for clients that do not read fast enough",
             registry=into,
             multiprocess_mode="livesum",
         )
-        self.broadcasts = Counter(
-            "stargate_broadcasts",
-            "Messages handed to the listeners of a channel in this process",
-            registry=into,
-        )
-        self.broadcast_seconds = Counter(
-            "stargate_broadcast_seconds",
-            "Seconds those fan-outs took",
-            registry=into,
-        )
-        self.broker_publishes = Counter(
-            "stargate_broker_publishes",
-            "Messages published to the other processes",
-            registry=into,
-        )
-        self.broker_reconnects = Counter(
-            "stargate_broker_reconnects",
-            "Times the link to the broker came back after an outage",
-            registry=into,
-        )
-        self.broker_disconnected_seconds = Counter(
-            "stargate_broker_disconnected_seconds",
-            "Seconds without a link to the broker",
-            registry=into,
-        )
-        self.recoveries = Counter(
-            "stargate_recoveries",
-            "Clients back with a position: recovered, or told to reload",
-            ["outcome"],
-            registry=into,
-        )
-        self.recovered_messages = Counter(
-            "stargate_recovered_messages",
-            "Messages recovering clients were given from history",
-            registry=into,
-        )
-        self.gap_messages = Counter(
-            "stargate_gap_messages",
-            "Messages missing from a live stream, filled from history",
-            registry=into,
-        )
-        self.resyncs = Counter(
-            "stargate_resyncs",
-            "Times a channel's listeners were told to reload",
-            registry=into,
-        )
-        self._seen: dict[str, Any] = {}
+        self._seen: dict[Any, float] = {}
         #: The green thread of :meth:`run`, once :func:`start` made one.
         self.sampler: Any = None
         tally.timing = True
@@ -181,30 +180,13 @@ class Exporter:
     def sample(self) -> None:
         """Bring the metrics up to the tally's numbers."""
         tally = self.tally
-        self._add(self.messages_received, "messages_in", tally.messages_in)
-        self._add(self.received_bytes, "bytes_in", tally.bytes_in)
-        self._add(self.messages_sent, "messages_out", tally.messages_out)
-        self._add(self.sent_bytes, "bytes_out", tally.bytes_out)
-        self._add(self.broadcasts, "broadcasts", tally.broadcasts)
-        self._add(self.broadcast_seconds, "broadcast", tally.broadcast_seconds)
-        self._add(self.broker_publishes, "publishes", tally.broker_publishes)
-        self._add(self.broker_reconnects, "reconnects", tally.broker_reconnects)
-        self._add(
-            self.broker_disconnected_seconds,
-            "down",
-            tally.broker_disconnected_seconds(),
-        )
-        self._add(self.recovered_messages, "recovered", tally.recovered_messages)
-        self._add(self.gap_messages, "gaps", tally.gap_messages)
-        self._add(self.resyncs, "resyncs", tally.resyncs)
-        for (status, reason), count in list(tally.handshakes.items()):
-            self._add(
-                self.handshakes.labels(status, reason), ("hs", status, reason), count
-            )
-        for reason, count in list(tally.drops.items()):
-            self._add(self.drops.labels(reason), ("drop", reason), count)
-        for outcome, count in list(tally.recoveries.items()):
-            self._add(self.recoveries.labels(outcome), ("rec", outcome), count)
+        for attribute, counter in self.counters.items():
+            self._add(counter, attribute, getattr(tally, attribute))
+        self._add(self.disconnected, "down", tally.broker_disconnected_seconds())
+        for attribute, labelled in self.labelled.items():
+            for key, count in list(getattr(tally, attribute).items()):
+                values = key if isinstance(key, tuple) else (key,)
+                self._add(labelled.labels(*values), (attribute, *values), count)
         for labels, count in list(tally.open.items()):
             self.connections.labels(*labels).set(count)
         self.send_queue_bytes.set(tally.send_queue_bytes())

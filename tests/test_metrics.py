@@ -132,7 +132,7 @@ def test_in_multiprocess_mode_each_process_writes_its_numbers(tmp_path, monkeypa
     exporter = prometheus.start(prometheus.Exporter(tally, CollectorRegistry()))
     assert exporter.multiprocess
     tally.messages_in = 4
-    seen = exporter.messages_received
+    seen = exporter.counters["messages_in"]
     for _ in range(500):  # at most 5 s, in this thread's hub
         if seen._value.get() == 4:
             break
