@@ -98,6 +98,7 @@ def test_redis_server_restarts_on_its_port_and_refuses_a_taken_one(tmp_path):
     assert not server.answers()
     with server.start():  # the same URL again, as after a restart
         assert server.answers()
+    assert not server.answers()  # one process, stopped with the block
     other = RedisServer(tmp_path)
     with taken_port() as taken:
         other.port = taken.getsockname()[1]

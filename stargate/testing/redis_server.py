@@ -33,7 +33,14 @@ class RedisServer(Started):
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10) -> RedisServer:
-        """Start it; return once it answers ``PING``."""
+        """Start it, unless it runs; return once it answers ``PING``.
+
+        ``with server.start():`` starts it once: entering the block does not
+        start a second process, which would fail on the port and leave the
+        first one running once the block ends.
+        """
+        if self.process is not None and self.process.poll() is None:
+            return self
         self.process = subprocess.Popen(
             [self.executable, "--port", str(self.port), "--bind", "127.0.0.1"]
             + ["--save", "", "--appendonly", "no", "--dir", str(self.directory)],
