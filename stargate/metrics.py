@@ -57,8 +57,8 @@ class Tally:
     :ivar broker_publishes: messages a broker published beyond the process.
     :ivar broker_reconnects: times a broker's link came back after an outage.
     :ivar broker_down_seconds: seconds of outages that ended.
-    :ivar broker_down_since: when the current outage began
-        (``time.monotonic()``), else ``None``.
+    :ivar broker_outages: when each broker's current outage began
+        (``time.monotonic()``), by broker.
     :ivar recoveries: clients that came back with a position, by outcome:
         ``recovered`` (given what they missed) or ``reload`` (told to
         reload: history did not reach back that far).
@@ -86,7 +86,7 @@ class Tally:
         self.broker_publishes = 0
         self.broker_reconnects = 0
         self.broker_down_seconds = 0.0
-        self.broker_down_since: float | None = None
+        self.broker_outages: dict[object, float] = {}
         self.recoveries: Counter[str] = Counter()
         self.recovered_messages = 0
         self.gap_messages = 0
@@ -99,25 +99,30 @@ class Tally:
         """Return the bytes waiting in every send queue of the process."""
         return sum(connection.queued_bytes for connection in self.backlogged)
 
-    def broker_down(self, now: float | None = None) -> None:
-        """Note that the broker's link is down (once per outage)."""
-        if self.broker_down_since is None:
-            self.broker_down_since = time.monotonic() if now is None else now
+    def broker_down(self, broker: object, now: float | None = None) -> None:
+        """Note that ``broker``'s link is down (once per outage)."""
+        if broker not in self.broker_outages:
+            self.broker_outages[broker] = time.monotonic() if now is None else now
 
-    def broker_up(self, now: float | None = None) -> None:
-        """Note that the broker's link is up; an outage that ends is counted."""
-        if self.broker_down_since is not None:
-            now = time.monotonic() if now is None else now
-            self.broker_down_seconds += now - self.broker_down_since
-            self.broker_down_since = None
+    def broker_up(self, broker: object, now: float | None = None) -> None:
+        """Note that ``broker``'s link is up; an outage that ends is counted."""
+        if self.broker_gone(broker, now):
             self.broker_reconnects += 1
 
-    def broker_disconnected_seconds(self, now: float | None = None) -> float:
-        """Return the seconds the broker was down, the current outage included."""
-        if self.broker_down_since is None:
-            return self.broker_down_seconds
+    def broker_gone(self, broker: object, now: float | None = None) -> bool:
+        """End ``broker``'s outage, if any (it closed); say whether it had one."""
+        since = self.broker_outages.pop(broker, None)
+        if since is None:
+            return False
         now = time.monotonic() if now is None else now
-        return self.broker_down_seconds + now - self.broker_down_since
+        self.broker_down_seconds += now - since
+        return True
+
+    def broker_disconnected_seconds(self, now: float | None = None) -> float:
+        """Return the seconds brokers were down, current outages included."""
+        now = time.monotonic() if now is None else now
+        current = sum(now - since for since in self.broker_outages.values())
+        return self.broker_down_seconds + current
 
     def observe_broadcast(self, seconds: float) -> None:
         """Count one fan-out of ``seconds``."""

@@ -63,13 +63,18 @@ def test_drop_reasons_are_a_bounded_set():
 
 def test_the_tally_counts_broker_outages_and_queued_bytes():
     tally = Tally()
-    tally.broker_up(now=5.0)  # up while it was never down: nothing
-    tally.broker_down(now=10.0)
-    tally.broker_down(now=11.0)  # the same outage
-    assert tally.broker_disconnected_seconds(now=12.5) == 2.5
-    tally.broker_up(now=13.0)
+    one, other = object(), object()  # two brokers of one process
+    tally.broker_up(one, now=5.0)  # up while it was never down: nothing
+    tally.broker_down(one, now=10.0)
+    tally.broker_down(one, now=11.0)  # the same outage
+    tally.broker_down(other, now=12.0)
+    assert tally.broker_disconnected_seconds(now=12.5) == 2.5 + 0.5
+    tally.broker_up(one, now=13.0)
     assert (tally.broker_reconnects, tally.broker_down_seconds) == (1, 3.0)
-    assert tally.broker_disconnected_seconds() == 3.0
+    tally.broker_gone(other, now=13.0)  # closed during its outage
+    assert (tally.broker_reconnects, tally.broker_down_seconds) == (1, 4.0)
+    assert tally.broker_disconnected_seconds() == 4.0
+    assert not tally.broker_gone(other)  # gone already
 
     class Backlogged:
         queued_bytes = 700
@@ -93,8 +98,8 @@ def test_an_exporter_turns_the_tally_into_metrics():
     tally.recoveries["reload"] += 1
     tally.recovered_messages = 7
     tally.gap_messages, tally.resyncs = 2, 1
-    tally.broker_down(now=0.0)
-    tally.broker_up(now=1.5)
+    tally.broker_down("broker", now=0.0)
+    tally.broker_up("broker", now=1.5)
     assert tally.timing  # fan-outs are timed once metrics are exposed
     tally.observe_broadcast(0.002)
     exporter.sample()

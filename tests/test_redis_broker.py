@@ -7,7 +7,9 @@ import signal
 
 import pytest
 
+from stargate.brokers import get_broker
 from stargate.brokers.redis import decode_payload, encode_payload
+from stargate.metrics import TALLY
 from stargate.testing import WebSocketClient, eventually, free_port
 from tests.test_live import listener_count, post
 
@@ -105,9 +107,12 @@ def test_losing_redis_keeps_local_delivery_and_recovers(pair, redis_server, capl
     a = connected(first, "/jobs/1/")
     b = connected(second, "/jobs/1/")
     assert eventually(lambda: redis_server.subscribers("/jobs/1") == 2)
+    reconnects, published = TALLY.broker_reconnects, TALLY.broker_publishes
 
     redis_server.stop()
     assert eventually(lambda: "cannot reach" in caplog.text)
+    brokers = [get_broker(server.app.registry) for server in pair]
+    assert eventually(lambda: all(b in TALLY.broker_outages for b in brokers))
     post(first, "/jobs/1/", count=1, size=16)
     assert a.receive().startswith("00000000")  # local delivery goes on
     post(second, "/jobs/1/", count=1, size=16)
@@ -119,6 +124,11 @@ def test_losing_redis_keeps_local_delivery_and_recovers(pair, redis_server, capl
     assert a.receive().startswith("00000000")
     assert b.receive(timeout=5).startswith("00000000")
     assert "reconnected" in caplog.text
+    # What the metrics say: both processes' links came back (one tally: the
+    # two processes of this test are one), and the last message went out.
+    assert TALLY.broker_reconnects - reconnects == 2
+    assert TALLY.broker_disconnected_seconds() > 0
+    assert eventually(lambda: TALLY.broker_publishes - published >= 1)
 
 
 def test_an_unreachable_redis_at_start_up_is_a_warning(serve, caplog):

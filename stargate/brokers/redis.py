@@ -457,6 +457,7 @@ class RedisBroker(Broker):
         self.presence_store.close()
         if self.history is not None:
             self.history.close()
+        TALLY.broker_gone(self)
         super().close()
 
     # -- the subscription ----------------------------------------------------
@@ -558,7 +559,7 @@ class RedisBroker(Broker):
                     )
                     self._unshared = 0
                     outage = False
-                    TALLY.broker_up()
+                    TALLY.broker_up(self)
                 self._listen(pubsub)
             except self._link_lost as error:
                 if not outage:
@@ -569,7 +570,7 @@ class RedisBroker(Broker):
                         error,
                     )
                     outage = True
-                    TALLY.broker_down()
+                    TALLY.broker_down(self)
             finally:  # also when close() kills this green thread
                 self._pubsub = None
                 self.connected.clear()
