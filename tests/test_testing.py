@@ -16,6 +16,7 @@ import pytest
 from stargate.testing import (
     Nginx,
     PostgreSQL,
+    RedisCluster,
     RedisServer,
     ServerProcess,
     eventually,
@@ -105,6 +106,69 @@ def test_redis_server_restarts_on_its_port_and_refuses_a_taken_one(tmp_path):
         with pytest.raises(RuntimeError, match=f"did not start on port {other.port}"):
             other.start()
     assert other.process.poll() is not None
+
+
+def test_a_redis_cluster_serves_every_slot_and_fails_a_master_over(tmp_path):
+    from redis.cluster import ClusterNode
+    from redis.cluster import RedisCluster as ClusterClient
+
+    with RedisCluster(tmp_path) as cluster:
+        masters = cluster.master_ports()
+        assert len(masters) == 3 and len(cluster.nodes) == 6
+        nodes = [ClusterNode("127.0.0.1", port) for port in masters]
+        client = ClusterClient(startup_nodes=nodes)
+        for number in range(30):  # keys of every master's slots
+            client.set(f"key{number}", number)
+        sizes = {}
+        for port in masters:
+            with cluster.client(port) as master:
+                sizes[port] = master.dbsize()
+        assert all(sizes.values()) and sum(sizes.values()) == 30
+
+        def replicated() -> bool:  # replication is asynchronous
+            total = 0
+            for node in cluster.nodes:
+                if node.port not in masters:
+                    with cluster.client(node.port) as replica:
+                        total += replica.dbsize()
+            return total == 30
+
+        assert eventually(replicated, timeout=10)
+        client.close()
+        killed = masters[0]
+        cluster.kill(killed)
+        seconds = cluster.wait_for_failover(killed)
+        now = cluster.master_ports()
+        assert killed not in now and len(now) == 3 and seconds < 60
+        survivors = ClusterClient(
+            startup_nodes=[ClusterNode("127.0.0.1", port) for port in now]
+        )
+        assert [int(survivors.get(f"key{n}")) for n in range(30)] == list(range(30))
+        survivors.close()
+        with pytest.raises(ValueError, match="no node of this cluster"):
+            cluster.kill(1)
+    assert not any(node.answers() for node in cluster.nodes)
+    assert cluster.master_ports() == []
+
+
+def test_a_redis_cluster_that_cannot_be_made_says_why(tmp_path, monkeypatch):
+    too_few = RedisCluster(tmp_path / "two", masters=2, replicas=0)
+    with pytest.raises(RuntimeError, match="at least 3 master"):
+        too_few.start()
+    assert not any(node.answers() for node in too_few.nodes)  # cleaned up
+    slow = RedisCluster(tmp_path / "slow", replicas=0)
+    monkeypatch.setattr(RedisCluster, "_ready", lambda self: False)
+    with pytest.raises(RuntimeError, match="not ready within 0.5 s"):
+        slow.start(timeout=0.5)
+    assert not any(node.answers() for node in slow.nodes)
+
+
+def test_without_a_replica_a_killed_master_is_not_replaced(tmp_path):
+    with RedisCluster(tmp_path, replicas=0) as cluster:
+        killed = cluster.master_ports()[0]
+        cluster.kill(killed)
+        with pytest.raises(TimeoutError, match=f"no replica took over from :{killed}"):
+            cluster.wait_for_failover(killed, timeout=1)
 
 
 def test_eventually_says_when_a_condition_stays_false():

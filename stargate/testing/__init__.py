@@ -18,6 +18,7 @@ are thin wrappers around the ``websockets`` library's synchronous client.
 
 The rest starts the real programs a deployed project runs with, each on
 127.0.0.1 and a free port, removed afterwards: :class:`RedisServer`,
+:class:`RedisCluster` (masters and replicas),
 :class:`PostgreSQL`, :class:`Gunicorn` (or any :class:`ServerProcess`),
 :class:`Nginx` with a generated site, and :func:`chromium` for the page.
 A program that is missing fails the test when the ``CI`` environment
@@ -38,6 +39,7 @@ from stargate.testing.nginx import Nginx, self_signed_certificate
 from stargate.testing.postgresql import PostgreSQL
 from stargate.testing.processes import Gunicorn, ServerProcess
 from stargate.testing.programs import eventually, free_port, require
+from stargate.testing.redis_cluster import RedisCluster
 from stargate.testing.redis_server import RedisServer
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "MultiplexClient",
     "Nginx",
     "PostgreSQL",
+    "RedisCluster",
     "RedisServer",
     "ServerProcess",
     "SubscriptionRefused",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from stargate.testing.programs import Started, eventually, free_port, require
@@ -21,11 +22,19 @@ class RedisServer(Started):
 
     :param directory: its working directory (a test's ``tmp_path``).
     :param executable: the server's program, found on ``PATH`` by default.
+    :param options: more of its command-line options (``--cluster-enabled``,
+        ``yes``, ...).
     """
 
-    def __init__(self, directory: Path, executable: str = "redis-server") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        executable: str = "redis-server",
+        options: Sequence[str] = (),
+    ) -> None:
         self.executable = require(executable, "redis-server")
         self.directory = Path(directory)
+        self.options = list(options)
         #: The port it listens on.
         self.port = free_port()
         #: Its URL, for ``stargate.broker``.
@@ -43,7 +52,8 @@ class RedisServer(Started):
             return self
         self.process = subprocess.Popen(
             [self.executable, "--port", str(self.port), "--bind", "127.0.0.1"]
-            + ["--save", "", "--appendonly", "no", "--dir", str(self.directory)],
+            + ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
+            + self.options,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
