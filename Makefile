@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Debian packages the tests drive for real: the browser of the browser tests,
 # the Redis of the scale-out tests, nginx in front of them, and the
 # PostgreSQL server that generated projects with a database test against.
-SYSTEM_PACKAGES := chromium redis-server nginx postgresql
+SYSTEM_PACKAGES := chromium redis-server redis-tools nginx postgresql
 
 # The demo: a project baked from the template with its defaults, in its own
 # virtual environment (it installs stargate from this checkout, not editable).
