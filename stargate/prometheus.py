@@ -4,7 +4,7 @@ An application turns them on with one setting::
 
     stargate.metrics_path = /metrics
 
-and ``pip install "stargate[metrics]"`` (``prometheus_client``).  The path
+and the ``metrics`` extra of stargate (``prometheus_client``).  The path
 answers the clients of ``stargate.metrics_allow`` (the loopback addresses
 by default) and ``404`` to everyone else.  Without the setting, nothing
 here is imported.

@@ -212,7 +212,7 @@ def test_the_memory_option_has_no_redis(cookies):
 def test_the_project_requires_stargate_by_version_like_any_library(cookies):
     result = bake(cookies, project="demo_app")
     pyproject = (result.project_path / "pyproject.toml").read_text()
-    assert f'"stargate>={VERSION},<2"' in pyproject
+    assert f'"stargate[metrics]>={VERSION},<2"' in pyproject
     assert f'"stargate[testing]>={VERSION},<2"' in pyproject
 
 
