@@ -216,6 +216,14 @@ def test_only_the_allowed_addresses_may_read_them():
             scrape(server, {"X-Forwarded-For": "not an address"})
 
 
+def test_a_request_without_an_address_may_not_read_them():
+    import webtest
+
+    client = webtest.TestApp(make_app(METRICS))
+    client.get("/metrics", extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+    client.get("/metrics", extra_environ={"REMOTE_ADDR": ""}, status=404)
+
+
 def test_off_by_default_and_nothing_of_it_imported():
     code = """
 import sys

@@ -163,6 +163,16 @@ def test_a_redis_cluster_that_cannot_be_made_says_why(tmp_path, monkeypatch):
     assert not any(node.answers() for node in slow.nodes)
 
 
+def test_cluster_ports_leave_room_for_the_bus(monkeypatch):
+    from stargate.testing import redis_cluster
+
+    port = redis_cluster.cluster_port()
+    assert port + redis_cluster.BUS_OFFSET <= 65535
+    monkeypatch.setattr(redis_cluster, "free_port", lambda: 60000)
+    with pytest.raises(RuntimeError, match="no free port with a free port 10000"):
+        redis_cluster.cluster_port()
+
+
 def test_without_a_replica_a_killed_master_is_not_replaced(tmp_path):
     with RedisCluster(tmp_path, replicas=0) as cluster:
         killed = cluster.master_ports()[0]
