@@ -168,9 +168,14 @@ def test_cluster_ports_leave_room_for_the_bus(monkeypatch):
 
     port = redis_cluster.cluster_port()
     assert port + redis_cluster.BUS_OFFSET <= 65535
-    monkeypatch.setattr(redis_cluster, "free_port", lambda: 60000)
+    monkeypatch.setattr(redis_cluster, "free_port", lambda: 60000)  # bus > 65535
     with pytest.raises(RuntimeError, match="no free port with a free port 10000"):
         redis_cluster.cluster_port()
+    with taken_port() as taken:  # the bus port of the only port on offer is taken
+        bus = taken.getsockname()[1]
+        monkeypatch.setattr(redis_cluster, "free_port", lambda: bus - 10000)
+        with pytest.raises(RuntimeError, match="no free port with a free port"):
+            redis_cluster.cluster_port()
 
 
 def test_without_a_replica_a_killed_master_is_not_replaced(tmp_path):
