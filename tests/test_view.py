@@ -319,9 +319,12 @@ def test_the_access_log_tells_the_upgrade_and_the_end_of_each_websocket(serve, c
     def access_lines():
         return [r.getMessage() for r in caplog.records if r.name == "stargate.access"]
 
-    # The end line comes after the connection is counted out: wait for it.
+    # The end line comes after the connection is counted out: wait for it
+    # (the line of the opening comes first).
     assert eventually(
-        lambda: any(line.startswith("WebSocket /echo/") for line in access_lines())
+        lambda: any(
+            line.startswith("WebSocket /echo/ closed") for line in access_lines()
+        )
     )
     lines = access_lines()
     assert any('"GET /pid HTTP/1.1" 200' in line for line in lines), lines
