@@ -132,15 +132,11 @@ class ConnectionTracker:
             connection that closed by itself meanwhile is left alone.
         """
         connections = list(self._due)
-        if not over:
-            for connection in connections:
-                connection.close(code, reason)
-            return
-        rt, start = runtime.get(), time.monotonic()
+        start = time.monotonic()
         for index, connection in enumerate(connections):
             wait = start + over * index / len(connections) - time.monotonic()
             if wait > 0:
-                rt.sleep(wait)
+                runtime.get().sleep(wait)
             if connection in self._due:
                 connection.close(code, reason)
 
