@@ -178,26 +178,6 @@ def test_cluster_ports_leave_room_for_the_bus(monkeypatch):
             redis_cluster.cluster_port()
 
 
-def test_a_cluster_node_whose_port_was_taken_meanwhile_gets_another(
-    tmp_path, monkeypatch
-):
-    from stargate.testing import redis_cluster
-
-    cluster = RedisCluster(tmp_path, replicas=0)
-    with taken_port() as taken:
-        first = cluster.nodes[0]
-        first.port = taken.getsockname()[1]  # taken since it was chosen
-        with cluster:
-            assert first.port != taken.getsockname()[1] and first.answers()
-        stuck = RedisCluster(tmp_path / "stuck", replicas=0)
-        busy = taken.getsockname()[1]
-        monkeypatch.setattr(redis_cluster, "cluster_port", lambda: busy)
-        stuck.nodes[0].port = busy
-        with pytest.raises(RuntimeError, match="no free port kept free"):
-            stuck._start_node(stuck.nodes[0], attempts=2)
-    assert not first.answers()
-
-
 def test_without_a_replica_a_killed_master_is_not_replaced(tmp_path):
     with RedisCluster(tmp_path, replicas=0) as cluster:
         killed = cluster.master_ports()[0]

@@ -94,7 +94,7 @@ class RedisCluster(Started):
         """
         try:
             for node in self.nodes:
-                self._start_node(node)
+                node.start()
             made = subprocess.run(
                 [self.cli, "--cluster", "create", *self.addresses]
                 + ["--cluster-replicas", str(self.replicas), "--cluster-yes"],
@@ -112,17 +112,6 @@ class RedisCluster(Started):
             self.stop()
             raise
         return self
-
-    def _start_node(self, node: RedisServer, attempts: int = 5) -> None:
-        # Another program (a test running in parallel) may have taken the
-        # port, or its bus port, since it was chosen: choose again.
-        for _ in range(attempts):
-            try:
-                node.start()
-                return
-            except RuntimeError:
-                node.port = cluster_port()
-        raise RuntimeError(f"no free port kept free for a node in {attempts} tries")
 
     def client(self, port: int) -> Any:
         """Return a redis-py client of the node on ``port``."""
