@@ -106,6 +106,38 @@ def test_redis_server_restarts_on_its_port_and_refuses_a_taken_one(tmp_path):
         with pytest.raises(RuntimeError, match=f"did not start on port {other.port}"):
             other.start()
     assert other.process.poll() is not None
+    with server.start():  # a port another redis-server took: it answers PING
+        impostor = RedisServer(tmp_path)
+        impostor.port = server.port
+        assert not impostor.serves()  # not started
+        with pytest.raises(RuntimeError, match="did not start on port"):
+            impostor.start()
+        assert server.serves() and not impostor.serves()
+
+
+def test_a_cluster_node_whose_port_was_taken_meanwhile_gets_another(
+    tmp_path, monkeypatch
+):
+    from stargate.testing import redis_cluster
+
+    chosen = redis_cluster.cluster_port
+    with RedisServer(tmp_path) as other:  # another test's server
+        offered = [other.port]
+
+        def port() -> int:
+            return offered.pop() if offered else chosen()
+
+        monkeypatch.setattr(redis_cluster, "cluster_port", port)
+        with RedisCluster(tmp_path / "cluster", replicas=0) as cluster:
+            first = cluster.nodes[0]
+            assert not offered and first.port != other.port and first.serves()
+            assert len(cluster.master_ports()) == 3
+        monkeypatch.setattr(redis_cluster, "cluster_port", lambda: other.port)
+        stuck = RedisCluster(tmp_path / "stuck", replicas=0)
+        with pytest.raises(RuntimeError, match=f"did not start on port {other.port}"):
+            stuck.start()
+        assert other.serves()  # left alone
+    assert not first.answers()
 
 
 def test_a_redis_cluster_serves_every_slot_and_fails_a_master_over(tmp_path):

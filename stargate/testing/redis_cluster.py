@@ -76,9 +76,7 @@ class RedisCluster(Started):
             options = ["--cluster-enabled", "yes"]
             options += ["--cluster-config-file", "nodes.conf"]
             options += ["--cluster-node-timeout", str(node_timeout)]
-            node = RedisServer(folder, options=options)
-            node.port = cluster_port()
-            self.nodes.append(node)
+            self.nodes.append(RedisServer(folder, options=options))
 
     @property
     def addresses(self) -> list[str]:
@@ -94,7 +92,7 @@ class RedisCluster(Started):
         """
         try:
             for node in self.nodes:
-                node.start()
+                self._start_node(node)
             made = subprocess.run(
                 [self.cli, "--cluster", "create", *self.addresses]
                 + ["--cluster-replicas", str(self.replicas), "--cluster-yes"],
@@ -112,6 +110,23 @@ class RedisCluster(Started):
             self.stop()
             raise
         return self
+
+    def _start_node(self, node: RedisServer, attempts: int = 5) -> None:
+        """Start ``node`` on a port chosen now, and on another if that one is gone.
+
+        Between the choice and the bind, another process (a test worker's
+        own server) can take the port, or its bus port.  Each attempt
+        starts without the cluster file a failed one may have written.
+        """
+        for attempt in range(1, attempts + 1):
+            node.port = cluster_port()
+            (node.directory / "nodes.conf").unlink(missing_ok=True)
+            try:
+                node.start()
+                return
+            except RuntimeError:
+                if attempt == attempts:
+                    raise
 
     def client(self, port: int) -> Any:
         """Return a redis-py client of the node on ``port``."""

@@ -58,11 +58,34 @@ class RedisServer(Started):
             stderr=subprocess.DEVNULL,
         )
         process = self.process
-        eventually(lambda: self.answers() or process.poll() is not None, timeout)
-        if not self.answers():  # it exited (a busy port), or is stuck
+        eventually(lambda: self.serves() or process.poll() is not None, timeout)
+        if not self.serves():  # it exited (a busy port), or is stuck
             self.stop()
             raise RuntimeError(f"redis-server did not start on port {self.port}")
         return self
+
+    def serves(self) -> bool:
+        """Return whether this object's own process answers on its port now.
+
+        Not only :meth:`answers`: a port chosen free can be another test's
+        ``redis-server``'s by the time this one binds it, and that one
+        answers ``PING`` while this one has failed.
+        """
+        process = self.process
+        if process is None or process.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"INFO server\r\n")
+                reply = b""
+                for _ in range(64):  # INFO server is about 1.5 KiB
+                    chunk = sock.recv(4096)
+                    reply += chunk
+                    if not chunk or b"\r\nexecutable:" in reply:
+                        break
+        except OSError:
+            return False
+        return f"\r\nprocess_id:{process.pid}\r\n".encode() in reply
 
     def answers(self) -> bool:
         """Return whether it answers ``PING`` now."""
