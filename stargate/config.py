@@ -107,7 +107,9 @@ class Settings:
     #: ``stargate.broker``: where :meth:`WebSocketAwareResource.send` publishes:
     #: ``memory://``, delivery inside this one process (the default), or
     #: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS) to reach the
-    #: listeners of every process sharing that Redis.
+    #: listeners of every process sharing that Redis, or
+    #: ``redis+cluster://[:password@]host:port,host:port`` (``rediss+cluster://``)
+    #: for a Redis Cluster, found from any of the nodes listed.
     broker: str = "memory://"
     #: ``stargate.broker_channel_prefix``: prepended to every channel name so
     #: that several applications can share one broker.  Default empty.
@@ -333,13 +335,22 @@ def _origins(value: Any) -> tuple[str, ...] | None:
 
 
 def _broker(value: Any) -> str:
+    # Here, not at the top: the brokers' package imports this module.
+    from stargate.brokers.cluster_url import is_cluster_url, parse_cluster_url
+
     url = _text(value)
     parts = urlsplit(url)
     if parts.scheme == "memory":
         return url
     if parts.scheme in ("redis", "rediss") and parts.hostname:
         return url
-    raise ValueError("expected memory:// or redis://host:port/db (or rediss://)")
+    if is_cluster_url(url):
+        parse_cluster_url(url)  # says what is wrong
+        return url
+    raise ValueError(
+        "expected memory://, redis://host:port/db (or rediss://), or "
+        "redis+cluster://host:port,host:port (or rediss+cluster://)"
+    )
 
 
 _SETTINGS: dict[str, Callable[[Any], Any]] = {

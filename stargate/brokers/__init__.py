@@ -9,7 +9,10 @@ them and delivers to them:
   (``stargate.broker = memory://``): one process, so publishing is local
   delivery;
 - :class:`~stargate.brokers.redis.RedisBroker` (``redis://``): every process
-  delivers locally and through Redis pub/sub to the others.
+  delivers locally and through Redis pub/sub to the others;
+- :class:`~stargate.brokers.redis_cluster.RedisClusterBroker`
+  (``redis+cluster://``): the same over a Redis Cluster, with sharded
+  pub/sub.
 
 :func:`get_broker` returns an application's broker; ``config.include
 ("stargate")`` makes it from the settings (:func:`make_broker`).
@@ -52,9 +55,12 @@ def make_broker(settings: Settings) -> Broker:
         "presence_events_limit": settings.presence_events_limit,
     }
     if settings.broker.startswith("redis"):
+        from stargate.brokers.cluster_url import is_cluster_url
         from stargate.brokers.redis import RedisBroker
+        from stargate.brokers.redis_cluster import RedisClusterBroker
 
-        return RedisBroker(
+        kind = RedisClusterBroker if is_cluster_url(settings.broker) else RedisBroker
+        return kind(
             settings.broker,
             settings.broker_channel_prefix,
             history_size=settings.history_size,

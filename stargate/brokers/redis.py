@@ -168,7 +168,13 @@ class RedisBroker(Broker):
         # What a lost link to Redis raises: redis-py's errors, the socket's,
         # and eventlet's EOFError for a socket closed under its reader (the
         # broker's close() while redis-py reconnects).
-        self._link_lost = (self._redis.RedisError, OSError, EOFError)
+        # RedisClusterException: no node of a cluster answered.
+        self._link_lost = (
+            self._redis.RedisError,
+            OSError,
+            EOFError,
+            self._redis.exceptions.RedisClusterException,
+        )
         self.url = url
         self.prefix = prefix
         self.origin = os.urandom(_ORIGIN_SIZE)
@@ -468,7 +474,6 @@ class RedisBroker(Broker):
         if self._started or self._closed:
             return
         self._started = True
-        self._publisher = self._client(timeout=5)  # a hung Redis costs one batch
         self._threads = [
             runtime.get().spawn(self._subscribe_loop),
             runtime.get().spawn(self._publish_loop),
@@ -506,8 +511,9 @@ class RedisBroker(Broker):
 
     def _ping(self, timeout: float) -> Exception | None:
         """Ping Redis once; return why it failed, or ``None``."""
-        client = self._client(timeout, connect_timeout=timeout)
+        client = None
         try:
+            client = self._client(timeout, connect_timeout=timeout)
             client.ping()
         except self._link_lost as error:
             return error
@@ -536,10 +542,7 @@ class RedisBroker(Broker):
                 # disconnects its whole pool (the subscription's connection
                 # included) when a client made by from_url() is collected.
                 client = self._client()
-                # With positions, a confirmed subscription is a cue to check
-                # the channel's top: what was published before it took
-                # effect reached no one here.
-                pubsub = client.pubsub(ignore_subscribe_messages=self.sequencer is None)
+                pubsub = self._new_pubsub(client)
                 channels = self._paths()
                 pubsub.subscribe(control, *(self.prefix + name for name in channels))
                 self._pubsub = pubsub
@@ -547,7 +550,7 @@ class RedisBroker(Broker):
                 # switch) found no connection to tell: catch up now.
                 self._reconcile(pubsub, channels)
                 if outage:
-                    self._publisher.ping()  # publishing is back too
+                    self._publisher_back()
                 self.connected.set()  # the publisher may send again
                 failures = 0
                 if outage:
@@ -577,6 +580,17 @@ class RedisBroker(Broker):
                 self._release(pubsub, client)
             runtime.get().sleep(self._delays.compute(failures))
             failures += 1
+
+    def _new_pubsub(self, client: Any) -> Any:
+        # With positions, a confirmed subscription is a cue to check the
+        # channel's top: what was published before it took effect reached
+        # no one here.
+        return client.pubsub(ignore_subscribe_messages=self.sequencer is None)
+
+    def _publisher_back(self) -> None:
+        """Make sure publishing works too, before saying the outage is over."""
+        if self._publisher is not None:
+            self._publisher.ping()
 
     def _release(self, *resources: Any) -> None:
         for resource in resources:
@@ -666,21 +680,35 @@ class RedisBroker(Broker):
                     continue
                 while len(batch) < _BATCH and (item := self._outbox.get_nowait()):
                     batch.append(item)
-                try:
-                    pipeline = self._publisher.pipeline(transaction=False)
-                    for channel, payload in batch:
-                        pipeline.publish(channel, payload)
-                    pipeline.execute()
-                    TALLY.broker_publishes += len(batch)
+                if self._send(batch):
                     failures = 0
-                except self._link_lost:
-                    # Lost: pub/sub has no one to keep them for.  The subscriber
-                    # loop logs the outage; wait before trying the next batch.
-                    self._unshared += len(batch)
+                else:
+                    # Lost: pub/sub has no one to keep them for.  The
+                    # subscriber loop logs the outage; wait before trying
+                    # the next batch.
                     runtime.get().sleep(self._delays.compute(failures))
                     failures += 1
         finally:  # close() kills this green thread
             self._release(self._publisher)
+
+    def _send(self, batch: list[tuple[str, bytes]]) -> bool:
+        """Publish ``batch`` (prefixed channels and payloads) in one pipeline.
+
+        Returns whether all of it was sent; what was not is counted as
+        having reached this process only.
+        """
+        try:
+            if self._publisher is None:
+                self._publisher = self._client(timeout=5)  # a hung Redis: one batch
+            pipeline = self._publisher.pipeline(transaction=False)
+            for channel, payload in batch:
+                pipeline.publish(channel, payload)
+            pipeline.execute()
+        except self._link_lost:
+            self._unshared += len(batch)
+            return False
+        TALLY.broker_publishes += len(batch)
+        return True
 
     def _discard_queued(self) -> int:
         count = 0

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from stargate.brokers.cluster_url import is_cluster_url
 from stargate.brokers.history import Window, new_epoch
 from stargate.brokers.redis_scripts import RedisScripts
 from stargate.connection import Message
 from stargate.positions import Position
 
-__all__ = ["RedisHistory", "decode_positioned", "history_keys"]
+__all__ = ["RedisHistory", "decode_positioned", "history_keys", "shard_channel"]
 
 #: The mark, after the origin, of a pub/sub payload that carries a position.
 POSITIONED = b"p"
@@ -32,7 +33,8 @@ _TEXT, _BINARY = b"t", b"b"
 
 # KEYS: position hash, history stream.  ARGV: pub/sub channel, stored entry
 # (type byte and message), history size, history ttl, position ttl, epoch
-# candidate, payload head (origin and mark).
+# candidate, payload head (origin and mark), publish command (PUBLISH, or
+# SPUBLISH on a cluster).
 _PUBLISH = """
 local epoch = redis.call('hget', KEYS[1], 'e')
 if not epoch then
@@ -44,7 +46,7 @@ local offset = redis.call('hincrby', KEYS[1], 'o', 1)
 redis.call('xadd', KEYS[2], 'MAXLEN', ARGV[3], offset, 'd', ARGV[2])
 redis.call('expire', KEYS[2], ARGV[4])
 redis.call('expire', KEYS[1], ARGV[5])
-redis.call('publish', ARGV[1], ARGV[7] .. offset .. ':' .. epoch .. ':' .. ARGV[2])
+redis.call(ARGV[8], ARGV[1], ARGV[7] .. offset .. ':' .. epoch .. ':' .. ARGV[2])
 return {offset, epoch}
 """
 
@@ -74,8 +76,17 @@ def history_keys(prefix: str, channel: str) -> tuple[str, str]:
     """Return the position and history keys of ``channel``: one Cluster slot."""
     # Both keys are identical up to the suffix, so whichever braces a
     # prefix or a channel contains, they hash alike.
-    tagged = f"{prefix}{{{channel}}}"
+    tagged = shard_channel(prefix, channel)
     return f"{tagged}:position", f"{tagged}:history"
+
+
+def shard_channel(prefix: str, channel: str) -> str:
+    """Return the sharded pub/sub channel of ``channel`` on a Redis Cluster.
+
+    Tagged as its keys are (:func:`history_keys`): the publish script runs
+    on the master of one slot, and ``SPUBLISH`` stays within it.
+    """
+    return f"{prefix}{{{channel}}}"
 
 
 def _entry(message: Message) -> bytes:
@@ -106,7 +117,7 @@ def decode_positioned(body: bytes) -> tuple[Position, Message] | None:
 
 
 class RedisHistory:
-    """Publishing with a position, and reading history, on one Redis.
+    """Publishing with a position, and reading history, on Redis or a Cluster.
 
     :param redis: redis-py, as the runtime imports it.
     :param url: the broker's URL.
@@ -136,6 +147,7 @@ class RedisHistory:
         self.ttl = max(1, round(ttl))
         self.position_ttl = max(1, round(position_ttl))
         self.timeout = timeout
+        self._sharded = is_cluster_url(url)
         self._scripts = RedisScripts(
             redis,
             url,
@@ -153,13 +165,16 @@ class RedisHistory:
             "publish",
             history_keys(self.prefix, channel),
             (
-                self.prefix + channel,
+                shard_channel(self.prefix, channel)
+                if self._sharded
+                else self.prefix + channel,
                 _entry(message),
                 self.size,
                 self.ttl,
                 self.position_ttl,
                 new_epoch(),
                 origin + POSITIONED,
+                "spublish" if self._sharded else "publish",
             ),
         )
         return Position(epoch.decode("ascii"), int(offset))

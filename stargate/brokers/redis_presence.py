@@ -33,6 +33,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from stargate.brokers.redis_history import shard_channel
 from stargate.brokers.redis_scripts import RedisScripts
 from stargate.presence import (
     Member,
@@ -157,7 +158,7 @@ _CHUNK = 500
 
 def presence_keys(prefix: str, channel: str) -> tuple[str, ...]:
     """Return the keys of ``channel``'s members (see the module's docstring)."""
-    tagged = f"{prefix}{{{channel}}}:presence"
+    tagged = shard_channel(prefix, channel) + ":presence"
     names = ("members", "expiry", "index", "users", "owners", "version")
     return tuple(f"{tagged}:{name}" for name in names)
 

@@ -14,13 +14,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stargate import runtime
+from stargate.brokers.redis_pools import make_pools
 from stargate.exceptions import BrokerUnavailable
 
 __all__ = ["RedisScripts"]
 
 
 class RedisScripts:
-    """Named Lua scripts, run on a bounded pool of connections to one Redis.
+    """Named Lua scripts, run on bounded pools of connections to Redis.
+
+    One pool for one Redis; one per master for a Redis Cluster
+    (:mod:`stargate.brokers.redis_pools`).
 
     :param redis: redis-py, as the runtime imports it.
     :param url: the broker's URL.
@@ -41,16 +45,27 @@ class RedisScripts:
     ) -> None:
         self.timeout = timeout
         self._errors = redis.exceptions
-        # What cannot have reached Redis: no connection could be had.
-        self._unsent = (redis.ConnectionError, redis.TimeoutError, OSError, EOFError)
-        self._pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=connections,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            socket_keepalive=True,
+        # What cannot have reached Redis: no connection could be had, or no
+        # node of a cluster told where the keys live.
+        self._unsent = (
+            redis.ConnectionError,
+            redis.TimeoutError,
+            OSError,
+            EOFError,
+            redis.exceptions.RedisClusterException,
         )
+        # What a node of a cluster answers instead of running the script:
+        # another master serves the slot now (MOVED, ASK), the slot moves
+        # (TRYAGAIN), a failover is under way (CLUSTERDOWN), or this node is
+        # a replica now (READONLY).
+        exceptions = redis.exceptions
+        self._refused = (
+            exceptions.AskError,
+            exceptions.TryAgainError,
+            exceptions.ClusterDownError,
+            exceptions.ReadOnlyError,
+        )
+        self._pools = make_pools(redis, url, connections=connections, timeout=timeout)
         self._scripts = {
             name: (source, hashlib.sha1(source.encode()).hexdigest())
             for name, source in scripts.items()
@@ -59,6 +74,8 @@ class RedisScripts:
     def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run script ``name`` once with ``keys`` and ``args``; return its answer.
 
+        On a Redis Cluster, on the master of the keys' slot (they share it).
+
         :raises BrokerUnavailable: when Redis does not take the call within
             ``timeout`` (it did not run), or its answer was lost (it may have).
         """
@@ -66,19 +83,15 @@ class RedisScripts:
         failures = 0
         while True:
             try:
-                connection = self._pool.get_connection()
+                pool = self._pools.pool(keys[0])
+                connection = pool.get_connection()
             except self._unsent as error:
-                failures += 1
-                pause = min(0.05 * 2**failures, 0.5)
-                if time.monotonic() + pause >= deadline:
-                    raise BrokerUnavailable(
-                        f"Redis did not take the call within {self.timeout} s: "
-                        f"nothing was done ({error})"
-                    ) from error
-                runtime.get().sleep(pause)
+                failures = self._wait(failures, deadline, error)
                 continue
             try:
                 return self._evaluate(connection, name, keys, args)
+            except self._refused as error:
+                refused = error  # not run: try again where the map says
             except self._unsent as error:
                 connection.disconnect()
                 raise BrokerUnavailable(
@@ -86,11 +99,25 @@ class RedisScripts:
                     "not have taken effect"
                 ) from error
             finally:
-                self._pool.release(connection)
+                pool.release(connection)
+            failures = self._wait(failures, deadline, refused)
+
+    def _wait(self, failures: int, deadline: float, error: Exception) -> int:
+        """Pause before the next try, or give up at ``deadline``."""
+        self._pools.moved()
+        failures += 1
+        pause = min(0.05 * 2**failures, 0.5)
+        if time.monotonic() + pause >= deadline:
+            raise BrokerUnavailable(
+                f"Redis did not take the call within {self.timeout} s: "
+                f"nothing was done ({error})"
+            ) from error
+        runtime.get().sleep(pause)
+        return failures
 
     def close(self) -> None:
         """Close the connections to Redis."""
-        self._pool.disconnect()
+        self._pools.disconnect()
 
     def _evaluate(
         self, connection: Any, name: str, keys: Sequence[str], args: Sequence[Any]
