@@ -98,7 +98,7 @@ OTHER_PYTHONS = $(shell .ci/other-pythons $(PYTHON))
 # What runs again in a test process patched as a gevent server is: the
 # in-process Redis brokers (redis-py is green on gevent only when patched).
 PATCHED_TESTS := tests/test_redis_broker.py tests/test_recovery.py tests/test_nginx.py \
-	tests/test_live.py tests/test_presence.py tests/test_drain.py
+	tests/test_live.py tests/test_presence.py tests/test_drain.py tests/test_redis_cluster.py
 COVERAGE := --cov=stargate --cov-append --cov-report=
 # Three test processes on two cores: most tests wait on sockets and child
 # processes.  The tests of the installed projects stay in one of them.  Not

@@ -528,8 +528,8 @@ def brokers():
 
     made = []
 
-    def make(url, **options):
-        made.append(RedisBroker(url, **options))
+    def make(url, kind=RedisBroker, **options):
+        made.append(kind(url, **options))
         return made[-1]
 
     yield make

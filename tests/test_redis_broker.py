@@ -394,6 +394,8 @@ def test_a_failed_publish_is_counted_and_the_publisher_goes_on(
     peer = Peer()
     broker.subscribe("/jobs/1", peer.conn)
     assert broker.connected.wait(5)
+    broker.publish("/jobs/1", "first")  # the publisher connects on first use
+    assert eventually(lambda: broker._publisher is not None, sleep=runtime.get().sleep)
     real_pipeline = broker._publisher.pipeline
 
     class FailingPipeline:
@@ -419,7 +421,7 @@ def test_a_failed_publish_is_counted_and_the_publisher_goes_on(
         return item is not None and item["data"].endswith(b"shared")
 
     assert eventually(arrives, sleep=runtime.get().sleep)
-    assert peer.messages(0.3) == ["lost for the others", "shared"]
+    assert peer.messages(0.3) == ["first", "lost for the others", "shared"]
     observer.close()
 
 

@@ -238,24 +238,33 @@ def publishing(server, channels, stop: threading.Event, accepted: dict):
 
 
 def drain(client, limit: int = 20_000) -> list:
-    """Every frame ``client`` receives until it is quiet for 3 s."""
+    """Every frame ``client`` receives until it is quiet for 1.5 s."""
     received = []
     for _ in range(limit):
         try:
-            received.append(client.receive_frame(timeout=3))
+            received.append(client.receive_frame(timeout=1.5))
         except TimeoutError:
             break
     return received
 
 
-@pytest.mark.green_redis
-def test_a_killed_master_is_followed_and_nothing_accepted_is_lost(serve, tmp_path):
-    with RedisCluster(tmp_path) as cluster:
+@pytest.mark.parametrize(
+    "processes", [pytest.param(False, marks=pytest.mark.green_redis), True]
+)
+def test_a_killed_master_is_followed_and_nothing_accepted_is_lost(
+    serve, pserve, tmp_path, processes
+):
+    """Two servers in this process (measured by coverage), or two pserve."""
+    with RedisCluster(tmp_path / "cluster") as cluster:
         settings = {
             "stargate.broker": cluster_url(cluster, nodes=len(cluster.nodes)),
             "stargate.history_size": "1000",
         }
-        first, second = serve(settings), serve(settings)
+        if processes:
+            lines = "\n".join(f"{name} = {value}" for name, value in settings.items())
+            first, second = pserve(app=lines), pserve(app=lines)
+        else:
+            first, second = serve(settings), serve(settings)
         channels = CHANNELS[:9]
         clients = {c: listening(second, c + "/", since="") for c in channels}
         assert eventually(lambda: all(subscribers(cluster, c) == 1 for c in channels))
@@ -272,15 +281,18 @@ def test_a_killed_master_is_followed_and_nothing_accepted_is_lost(serve, tmp_pat
         # Broadcasts resume: a message published after the failover arrives.
         resumed = time.monotonic()
         assert eventually(
-            lambda: accepted.get(channels[0], 0) > before
-            and subscribers(cluster, channels[0]) == 1,
+            lambda: (
+                accepted.get(channels[0], 0) > before
+                and subscribers(cluster, channels[0]) == 1
+            ),
             timeout=30,
         )
         time.sleep(0.5)
         stop.set()
         publisher.join(30)
         print(f"failover {failover:.1f} s, resumed {time.monotonic() - resumed:.1f} s")
-        assert eventually(lambda: TALLY.broker_reconnects > reconnects)  # said
+        if not processes:  # the tally of this process's brokers
+            assert eventually(lambda: TALLY.broker_reconnects > reconnects)
         for channel, client in clients.items():
             received = drain(client)
             offsets = [f.position.offset for f in received if f.kind == "msg"]
@@ -292,3 +304,168 @@ def test_a_killed_master_is_followed_and_nothing_accepted_is_lost(serve, tmp_pat
             assert len(offsets) >= accepted.get(channel, 0) > 0, channel
         for client in clients.values():
             client.close()
+
+
+# -- the parts, on a cluster --------------------------------------------------------
+
+
+def test_tls_clusters_give_each_node_pool_tls():
+    import redis
+
+    options = parse_cluster_url("rediss+cluster://:pw@h:1").node_options(redis)
+    assert options == {"password": "pw", "connection_class": redis.SSLConnection}
+    assert parse_cluster_url("redis+cluster://h:1").node_options(redis) == {}
+
+
+@pytest.mark.green_redis
+def test_scripts_run_on_the_master_of_their_keys_and_follow_a_redirection(cluster):
+    from stargate import runtime
+    from stargate.brokers.redis_scripts import RedisScripts
+
+    redis = runtime.get().import_green("redis")
+
+    scripts = RedisScripts(
+        redis,
+        cluster_url(cluster),
+        {"set": "return redis.call('set', KEYS[1], ARGV[1])"},
+        timeout=2,
+    )
+    keys = [f"{{script{number}}}" for number in range(12)]
+    for key in keys:
+        assert scripts.run("set", [key], ["v"]) == b"OK"
+    assert len({owner(cluster, key) for key in keys}) == 3  # every master
+    pools = scripts._pools
+    right = pools._map.get_node_from_key
+    wrong = {"count": 0}
+
+    def stale(key):  # a map from before a slot moved: the next master
+        wrong["count"] += 1
+        masters = sorted(pools._map.get_primaries(), key=lambda n: n.port)
+        index = [n.name for n in masters].index(right(key).name)
+        return masters[(index + 1) % len(masters)]
+
+    stale_map = pools._map
+    stale_map.get_node_from_key = stale
+    assert scripts.run("set", [keys[0]], ["again"]) == b"OK"  # MOVED, then run
+    assert wrong["count"] == 1 and pools._map not in (None, stale_map)
+    with cluster.client(owner(cluster, keys[0])) as master:
+        assert master.get(keys[0]) == b"again"
+    scripts.close()
+    assert pools._map is None
+
+
+@pytest.mark.green_redis
+def test_sharded_readers_wait_for_the_loop_rather_than_drop(monkeypatch):
+    from stargate import runtime
+    from stargate.brokers import sharded_pubsub
+
+    redis = runtime.get().import_green("redis")
+
+    monkeypatch.setattr(sharded_pubsub, "_INBOX", 1)
+    pubsub = sharded_pubsub.ShardedPubSub(redis, None, "", {})
+    items = [
+        {"type": "smessage", "channel": b"{/a}", "data": str(n).encode()}
+        for n in range(3)
+    ]
+    writer = runtime.get().spawn(lambda: [pubsub._put(item) for item in items])
+    got = [pubsub.get_message(timeout=2) for _ in items]
+    assert [item["data"] for item in got] == [b"0", b"1", b"2"]
+    assert {item["type"] for item in got} == {"message"}
+    assert {item["channel"] for item in got} == {b"/a"}
+    runtime.get().kill(writer)
+    assert pubsub.get_message(timeout=0.05) is None
+
+
+@pytest.mark.green_redis
+def test_a_moved_slot_is_followed_to_its_new_master(cluster, brokers):
+    from stargate import runtime
+    from tests.peers import Peer
+
+    broker = brokers(cluster_url(cluster), kind=RedisClusterBroker)
+    peer = Peer()
+    channel = "/moving/1"
+    shard = shard_channel("", channel)
+    broker.subscribe(channel, peer.conn)
+    assert broker.connected.wait(5)
+    before = owner(cluster, shard)
+    assert eventually(lambda: subscribers(cluster, channel) == 1)
+    target = next(port for port in cluster.master_ports() if port != before)
+    with cluster.client(target) as client:
+        target_id = client.execute_command("CLUSTER", "MYID").decode()
+    ports = [target] + [p for p in cluster.master_ports() if p != target]
+    for port in ports:  # the new owner first, as a migration does
+        with cluster.client(port) as client:
+            client.execute_command("CLUSTER", "SETSLOT", slot(shard), "NODE", target_id)
+    assert eventually(lambda: owner(cluster, shard) == target)
+    assert eventually(
+        lambda: subscribers(cluster, channel) == 1, sleep=runtime.get().sleep
+    )
+    with cluster.client(target) as client:
+        assert eventually(
+            lambda: client.pubsub_shardnumsub(shard)[0][1] == 1,
+            sleep=runtime.get().sleep,
+        )
+    other = brokers(cluster_url(cluster), kind=RedisClusterBroker)
+    other.publish(channel, "after the move")
+    assert eventually(
+        lambda: peer.messages(0.05) == ["after the move"],
+        timeout=10,
+        sleep=runtime.get().sleep,
+    )
+
+
+@pytest.mark.green_redis
+def test_a_publisher_that_loses_the_cluster_counts_what_it_kept(cluster, brokers):
+    from stargate import runtime
+    from tests.peers import Peer
+
+    broker = brokers(cluster_url(cluster), kind=RedisClusterBroker)
+    peer = Peer()
+    broker.subscribe("/jobs/1", peer.conn)
+    assert broker.connected.wait(5)
+    broker.publish("/jobs/1", "first")
+    assert eventually(lambda: broker._publisher is not None, sleep=runtime.get().sleep)
+    real_client = broker._client
+
+    def unreachable(*args, **kwargs):
+        raise broker._redis.exceptions.RedisClusterException("no node answers")
+
+    broker._drop_publisher()
+    broker._client = unreachable
+    broker.publish("/jobs/1", "kept here")
+    assert eventually(lambda: broker._unshared == 1, sleep=runtime.get().sleep)
+    broker._client = real_client
+    elsewhere = next(  # a channel of another master
+        c
+        for c in CHANNELS
+        if owner(cluster, shard_channel("", c)) != owner(cluster, "{/jobs/1}")
+    )
+    broker.publish(elsewhere, "sent")
+    assert eventually(lambda: broker._publisher is not None, sleep=runtime.get().sleep)
+    publisher = broker._publisher
+    real_connection = publisher.get_redis_connection
+
+    class Lost:
+        def pipeline(self, transaction):
+            return self
+
+        def execute_command(self, *args):
+            pass
+
+        def execute(self):
+            raise broker._redis.ConnectionError("connection reset by peer")
+
+    def connection(node):  # the master of /jobs/1 is gone; the others answer
+        if node.name == publisher.get_node_from_key("{/jobs/1}").name:
+            return Lost()
+        return real_connection(node)
+
+    publisher.get_redis_connection = connection
+    sent = TALLY.broker_publishes
+    broker.publish("/jobs/1", "lost")
+    broker.publish(elsewhere, "sent")
+    assert eventually(lambda: broker._unshared == 2, sleep=runtime.get().sleep)
+    assert TALLY.broker_publishes >= sent + 1
+    assert eventually(
+        lambda: broker._publisher is not publisher, sleep=runtime.get().sleep
+    )
