@@ -327,11 +327,17 @@ def test_connected_follows_the_link_and_is_one_event(brokers, redis_server):
     peer = Peer()
     broker.subscribe("/jobs/1", peer.conn)
     assert connected.wait(5)
+    broker.publish("/jobs/1", "before")  # the publisher connects
+    assert eventually(lambda: broker._publisher is not None, sleep=runtime.get().sleep)
+    publisher = broker._publisher
     redis_server.stop()
     assert eventually(lambda: not connected.is_set(), sleep=runtime.get().sleep)
+    pings = []
+    publisher.ping = lambda: pings.append(True)
     redis_server.start()
     assert connected.wait(10)  # the same event a health check would hold
     assert broker.connected is connected
+    assert pings == [True]  # publishing was checked before the outage ended
 
 
 def test_after_an_outage_a_process_subscribes_before_it_publishes(
