@@ -169,6 +169,8 @@ bench: system-packages $(STAMP)
 	$(BIN)/python bench/drain.py --runtime gevent || status=1; \
 	$(BIN)/python bench/metrics.py || status=1; \
 	$(BIN)/python bench/metrics.py --runtime gevent || status=1; \
+	$(BIN)/python bench/cluster.py || status=1; \
+	$(BIN)/python bench/cluster.py --runtime gevent || status=1; \
 	$(BIN)/python bench/soak.py --compare-keepalive || status=1; \
 	$(BIN)/python bench/soak.py --compare-keepalive --runtime gevent || status=1; \
 	$(BIN)/python bench/soak.py --redis || status=1; \

@@ -241,3 +241,16 @@ def test_metrics_benchmark_quick_mode():
     assert on["scrapes"] >= 1 and on["scrape_failures"] == off["scrapes"] == 0
     assert results["broadcast_ratio"] > 0 and results["echo_ratio"] > 0
     assert "stargate on eventlet: the cost of metrics" in table
+
+
+@pytest.mark.timeout(600)
+def test_cluster_benchmark_quick_mode():
+    table, results = quick("cluster", results="cluster-eventlet")
+    single, cluster = results["runs"]
+    assert (single["broker"], cluster["broker"]) == ("redis", "cluster")
+    for run in (single, cluster):
+        assert run["greeted"] and run["complete"] and run["published_per_s"] > 0
+        assert sum(run["per_master"]) == 12 * 20  # every message published once
+    assert len(single["per_master"]) == 1
+    assert len(cluster["per_master"]) == 3 and all(cluster["per_master"])
+    assert "| cluster |" in table and "cluster/redis" in table
