@@ -18,12 +18,14 @@ cluster's masters by channel:
   in proportion to the slots each serves.
 
 When a master fails, its subscription connection breaks: the process reads
-the cluster's map again and subscribes every channel anew once a replica
-has taken over, as after a Redis restart.  With history, each channel's
-top is checked then, so that what was published meanwhile is read back
-(or its listeners are told to resync); publishes with history fail with
+the cluster's map again until a replica has taken over, and subscribes that
+master's channels there; the other masters' channels flow on meanwhile.
+With history, each resubscribed channel's top is checked, so that what was
+published meanwhile is read back (or its listeners are told to resync);
+publishes with history to the lost master's channels fail with
 :class:`~stargate.exceptions.BrokerUnavailable` until the new master
-answers.
+answers.  Only when no node answers at all does the whole process fall
+back to local delivery, as it does when one Redis is gone.
 """
 
 from __future__ import annotations

@@ -6,15 +6,20 @@ by the master of its slot only.  :class:`ShardedPubSub` keeps a redis-py
 number of connections, whatever the channels), a green thread reading
 each, and hands what they read to :class:`~stargate.brokers.redis.RedisBroker`'s
 subscriber loop through one queue, named and typed as one Redis's would
-be: the loop, its reconnection and its gap checks are the same for both.
+be: the loop and its gap checks are the same for both.
 
-A lost master, or a slot that moved away (the master unsubscribes its
-channels), reaches the loop as a lost link: it reads the cluster's map
-again and subscribes every channel anew.
+A master lost (a crash, then its replica's failover), or a slot moved away
+(the master unsubscribes its channels), concerns that master's channels
+only: the others keep flowing while a green thread reads the cluster's map
+again and subscribes the lost channels where it now says, retrying until a
+master takes them.  Each new subscription is confirmed to the loop, which
+then checks the channel's position (with history: what was published
+meanwhile is read back).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +28,8 @@ from stargate import runtime
 from stargate.brokers.redis_history import shard_channel
 
 __all__ = ["ShardedPubSub"]
+
+log = logging.getLogger(__name__)
 
 #: What a sharded subscription's messages are called on one Redis.
 _KINDS = {
@@ -47,6 +54,8 @@ class ShardedPubSub:
     :param options: each master's connection options.
     :param ignore_subscribe_messages: hand over messages only, as redis-py's
         own option does.
+    :param backoff: a redis-py backoff: the pause before each new attempt
+        to place the channels of a lost master.
     """
 
     def __init__(
@@ -57,49 +66,87 @@ class ShardedPubSub:
         options: dict[str, Any],
         *,
         ignore_subscribe_messages: bool = False,
+        backoff: Any = None,
     ) -> None:
         self._redis = redis
         self._cluster = cluster
         self._prefix = prefix
         self._head = len(prefix.encode("utf-8"))
-        # A lost master raises at once: the broker's loop retries, with the
-        # cluster's new map.
+        # A lost master raises at once: its channels are placed again, on
+        # the cluster's new map.
         retry = redis.retry.Retry(redis.backoff.NoBackoff(), 0)
         self._options = {**options, "retry": retry}
         self._ignore = ignore_subscribe_messages
+        self._backoff = backoff or redis.backoff.EqualJitterBackoff(0.5, 0.05)
+        self._lost = (redis.RedisError, OSError, EOFError)
         self._masters: dict[str, tuple[Any, Any]] = {}
-        self._readers: list[Any] = []
+        self._readers: dict[str, Any] = {}
         self._wanted: set[str] = set()
+        #: Where each subscribed shard is subscribed: a master's name.
+        self._homes: dict[str, str] = {}
+        #: Shards wanted and subscribed nowhere: their master was lost.
+        self._orphans: set[str] = set()
+        self._mender: Any = None
         self._inbox = runtime.get().queue(_INBOX)
         self._token = runtime.get().queue(1)
         self._token.put_nowait(True)
 
     def subscribe(self, *names: str) -> None:
-        """Subscribe to ``names`` (prefixed channels), each on its master."""
+        """Subscribe to ``names`` (prefixed channels), each on its master.
+
+        A master that cannot be reached does not fail the call: its
+        channels are placed again once the cluster has a new master.
+        """
+        shards = [shard_channel(self._prefix, n[len(self._prefix) :]) for n in names]
         with self._turn():
-            for node, slots in self._by_master(names):
-                held = self._masters.get(node.name)
-                if held is None:
-                    client = self._redis.Redis(
-                        host=node.host, port=node.port, **self._options
-                    )
-                    held = (client, client.pubsub())
-                    self._masters[node.name] = held
-                    # It waits for the first subscription (redis-py's event).
-                    self._readers.append(runtime.get().spawn(self._read, held[1]))
-                for shards in slots:
-                    self._wanted.update(shards)
-                    held[1].ssubscribe(*shards)  # one slot per call, as Redis wants
+            self._wanted.update(shards)
+            self._place(shards)
 
     def unsubscribe(self, *names: str) -> None:
         """Unsubscribe from ``names`` (prefixed channels)."""
+        shards = [shard_channel(self._prefix, n[len(self._prefix) :]) for n in names]
         with self._turn():
-            for node, slots in self._by_master(names):
-                held = self._masters.get(node.name)
-                for shards in slots:
-                    self._wanted.difference_update(shards)
-                    if held is not None:
-                        held[1].sunsubscribe(*shards)
+            self._wanted.difference_update(shards)
+            self._orphans.difference_update(shards)
+            groups: dict[tuple[str, int], list[str]] = {}
+            for shard in shards:
+                home = self._homes.pop(shard, None)
+                if home is not None:
+                    key = (home, self._cluster.keyslot(shard))
+                    groups.setdefault(key, []).append(shard)
+            for (home, _), group in groups.items():
+                held = self._masters.get(home)
+                if held is not None:
+                    try:
+                        held[1].sunsubscribe(*group)
+                    except self._lost as error:
+                        self._lose(home, error)
+
+    def get_message(self, timeout: float = 0.0) -> dict[str, Any] | None:
+        """Return the next item, waiting up to ``timeout`` seconds, or ``None``."""
+        item = None
+        with runtime.get().timeout(timeout):
+            item = self._inbox.get()
+        return self._take(item)
+
+    def listen(self) -> Iterator[dict[str, Any]]:
+        """Yield every item as it comes."""
+        while True:
+            item = self._take(self._inbox.get())
+            if item is not None:
+                yield item
+
+    def close(self) -> None:
+        """Stop the readers and the mender; close every master's connection."""
+        threads = [*self._readers.values(), self._mender]
+        self._readers, self._mender = {}, None
+        for thread in threads:
+            if thread is not None:
+                runtime.get().kill(thread)
+        for client, pubsub in self._masters.values():
+            pubsub.close()
+            client.close()
+        self._masters = {}
 
     @contextmanager
     def _turn(self) -> Iterator[None]:
@@ -112,69 +159,106 @@ class ShardedPubSub:
         finally:
             self._token.put_nowait(True)
 
-    def get_message(self, timeout: float = 0.0) -> dict[str, Any] | None:
-        """Return the next item, waiting up to ``timeout`` seconds, or ``None``.
-
-        :raises redis.ConnectionError: (or what else a reader met) when a
-            master was lost or one of its slots moved.
-        """
-        item = None
-        with runtime.get().timeout(timeout):
-            item = self._inbox.get()
-        return self._take(item)
-
-    def listen(self) -> Iterator[dict[str, Any]]:
-        """Yield every item as it comes; raise as :meth:`get_message` does."""
-        while True:
-            item = self._take(self._inbox.get())
-            if item is not None:
-                yield item
-
-    def close(self) -> None:
-        """Stop the readers and close every master's connection."""
-        for reader in self._readers:
-            runtime.get().kill(reader)
-        self._readers = []
-        for client, pubsub in self._masters.values():
-            pubsub.close()
-            client.close()
-        self._masters = {}
-
-    def _by_master(self, names: Iterable[str]) -> list[tuple[Any, list[list[str]]]]:
-        """Group ``names``' shards by master, then by slot."""
+    def _place(self, shards: Iterable[str]) -> None:
+        """Subscribe ``shards`` on their masters, the turn held."""
         groups: dict[str, tuple[Any, dict[int, list[str]]]] = {}
-        for name in names:
-            shard = shard_channel(self._prefix, name[len(self._prefix) :])
+        for shard in shards:
             node = self._cluster.get_node_from_key(shard)
             slots = groups.setdefault(node.name, (node, {}))[1]
             slots.setdefault(self._cluster.keyslot(shard), []).append(shard)
-        return [(node, list(slots.values())) for node, slots in groups.values()]
+        for node, slots in groups.values():
+            try:
+                pubsub = self._hold(node)
+                for group in slots.values():
+                    pubsub.ssubscribe(*group)  # one slot per call, as Redis wants
+                    self._homes.update(dict.fromkeys(group, node.name))
+            except self._lost as error:
+                self._orphans.update(s for g in slots.values() for s in g)
+                self._lose(node.name, error)
 
-    def _read(self, pubsub: Any) -> None:
+    def _hold(self, node: Any) -> Any:
+        held = self._masters.get(node.name)
+        if held is None:
+            client = self._redis.Redis(host=node.host, port=node.port, **self._options)
+            held = (client, client.pubsub())
+            self._masters[node.name] = held
+            # It waits for the first subscription (redis-py's event).
+            self._readers[node.name] = runtime.get().spawn(
+                self._read, node.name, held[1]
+            )
+        return held[1]
+
+    def _lose(self, name: str, error: Exception) -> None:
+        """Forget master ``name``; its shards wait for another (the mender)."""
+        held = self._masters.pop(name, None)
+        reader = self._readers.pop(name, None)
+        lost = [shard for shard, home in self._homes.items() if home == name]
+        for shard in lost:
+            del self._homes[shard]
+        self._orphans.update(lost)
+        if held is not None:
+            log.warning(
+                "Redis Cluster master %s lost (%s): %d channel(s) wait for the "
+                "master that takes its slots; the others are not affected",
+                name,
+                error,
+                len(lost),
+            )
+            for resource in reversed(held):
+                try:
+                    resource.close()
+                except self._lost:  # pragma: no cover - closing a dead link
+                    pass
+        if reader is not None:
+            runtime.get().kill(reader)
+        if self._mender is None and self._orphans:
+            self._mender = runtime.get().spawn(self._mend)
+
+    def _mend(self) -> None:
+        """Place the orphaned shards where the map says, until none is left."""
+        failures = 0
+        while self._orphans:
+            runtime.get().sleep(self._backoff.compute(failures))
+            failures += 1
+            try:
+                self._cluster.nodes_manager.initialize()  # the map, read again
+            except (*self._lost, self._redis.exceptions.RedisClusterException):
+                continue
+            with self._turn():
+                orphans = self._orphans & self._wanted
+                self._orphans = set()
+                self._place(orphans)
+        log.warning("Redis Cluster: every channel has a master again")
+        self._mender = None
+
+    def _read(self, name: str, pubsub: Any) -> None:
         try:
             while True:
                 item = pubsub.get_message(timeout=_IDLE)
                 if item is not None:
                     self._put(item)
-        except Exception as error:  # the loop decides what it means
-            self._put(error)
+        except self._lost as error:
+            if self._masters.get(name, (None, None))[1] is pubsub:
+                del self._readers[name]  # this thread: it ends here
+                self._lose(name, error)
 
     def _put(self, item: object) -> None:
         while not self._inbox.put_nowait(item):
             runtime.get().sleep(_FULL_PAUSE)
 
     def _take(self, item: Any) -> dict[str, Any] | None:
-        if isinstance(item, Exception):
-            raise item
         if item is None:
             return None
         kind = _KINDS.get(item["type"], item["type"])
         shard = item["channel"]
-        if kind == "unsubscribe" and shard.decode("utf-8", "replace") in self._wanted:
+        text = shard.decode("utf-8", "replace")
+        if kind == "unsubscribe" and text in self._homes and text in self._wanted:
             # Not asked for: the slot moved to another master.
-            raise self._redis.ConnectionError(
-                f"Redis Cluster moved the slot of {shard!r} to another master"
-            )
+            del self._homes[text]
+            self._orphans.add(text)
+            if self._mender is None:
+                self._mender = runtime.get().spawn(self._mend)
+            return None
         if self._ignore and kind != "message":
             return None
         # prefix{channel} -> prefix + channel, as one Redis names it.
