@@ -39,7 +39,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from common import APP, RESULTS, Servers, free_port  # noqa: E402
-from loadgen import FrameReader, _send_all, client_frame, connect  # noqa: E402
+from loadgen import (  # noqa: E402
+    FrameReader,
+    _send_all,
+    _wait_for_frames,
+    client_frame,
+    connect,
+)
 
 from stargate.testing import RedisCluster, RedisServer  # noqa: E402
 
@@ -117,17 +123,11 @@ def broadcast(options, directory: Path, broker: str, ports: list[int]) -> dict:
 
 def _read(selector, readers, count: int, timeout: float) -> bool:
     """Read until every socket has ``count`` frames; say whether they did."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(reader.frames >= count for _, reader in readers.values()):
-            return True
-        for key, _ in selector.select(0.5):
-            sock, reader = readers[key.fd]
-            try:
-                reader.feed(sock.recv(262144))
-            except BlockingIOError:
-                pass
-    return False
+    try:
+        _wait_for_frames(selector, readers, count, timeout)
+    except TimeoutError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
