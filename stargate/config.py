@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from paste.deploy.converters import asbool
 
+from stargate.cluster_url import is_cluster_url, parse_cluster_url
 from stargate.exceptions import IncorrectlyConfigured
 from stargate.proxies import parse_networks
 
@@ -335,9 +336,6 @@ def _origins(value: Any) -> tuple[str, ...] | None:
 
 
 def _broker(value: Any) -> str:
-    # Here, not at the top: the brokers' package imports this module.
-    from stargate.brokers.cluster_url import is_cluster_url, parse_cluster_url
-
     url = _text(value)
     parts = urlsplit(url)
     if parts.scheme == "memory":

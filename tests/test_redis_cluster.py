@@ -14,10 +14,10 @@ import urllib.error
 import pytest
 
 from stargate.brokers import make_broker
-from stargate.brokers.cluster_url import is_cluster_url, parse_cluster_url
 from stargate.brokers.redis_cluster import RedisClusterBroker
 from stargate.brokers.redis_history import history_keys, shard_channel
 from stargate.brokers.redis_presence import presence_keys
+from stargate.cluster_url import is_cluster_url, parse_cluster_url
 from stargate.config import Settings, parse_settings
 from stargate.metrics import TALLY
 from stargate.testing import RedisCluster, WebSocketClient, eventually

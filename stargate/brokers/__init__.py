@@ -55,9 +55,9 @@ def make_broker(settings: Settings) -> Broker:
         "presence_events_limit": settings.presence_events_limit,
     }
     if settings.broker.startswith("redis"):
-        from stargate.brokers.cluster_url import is_cluster_url
         from stargate.brokers.redis import RedisBroker
         from stargate.brokers.redis_cluster import RedisClusterBroker
+        from stargate.cluster_url import is_cluster_url
 
         kind = RedisClusterBroker if is_cluster_url(settings.broker) else RedisBroker
         return kind(

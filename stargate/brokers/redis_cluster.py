@@ -1,7 +1,7 @@
 """``RedisClusterBroker``: a Redis Cluster as the backplane, with sharded pub/sub.
 
 ``stargate.broker = redis+cluster://host:port,host:port``
-(:mod:`stargate.brokers.cluster_url`).  Everything
+(:mod:`stargate.cluster_url`).  Everything
 :class:`~stargate.brokers.redis.RedisBroker` does, spread over the
 cluster's masters by channel:
 
@@ -32,10 +32,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from stargate.brokers.cluster_url import parse_cluster_url
 from stargate.brokers.redis import RedisBroker
 from stargate.brokers.redis_history import shard_channel
 from stargate.brokers.sharded_pubsub import ShardedPubSub
+from stargate.cluster_url import parse_cluster_url
 from stargate.metrics import TALLY
 
 __all__ = ["RedisClusterBroker"]

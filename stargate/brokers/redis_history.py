@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from stargate.brokers.cluster_url import is_cluster_url
 from stargate.brokers.history import Window, new_epoch
 from stargate.brokers.redis_scripts import RedisScripts
+from stargate.cluster_url import is_cluster_url
 from stargate.connection import Message
 from stargate.positions import Position
 

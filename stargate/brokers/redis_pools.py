@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from stargate.brokers.cluster_url import is_cluster_url, parse_cluster_url
+from stargate.cluster_url import is_cluster_url, parse_cluster_url
 
 __all__ = ["OnePool", "Pools", "SlotPools", "make_pools"]
 
