@@ -222,14 +222,41 @@ class ShardedPubSub:
             failures += 1
             try:
                 self._cluster.nodes_manager.initialize()  # the map, read again
+                # Only where a master answers: connecting to one that does
+                # not could take a connect timeout, and the turn is everyone's.
+                ready = self._answering(self._orphans)
             except (*self._lost, self._redis.exceptions.RedisClusterException):
                 continue
-            with self._turn():
-                orphans = self._orphans & self._wanted
-                self._orphans = set()
-                self._place(orphans)
+            if ready:
+                with self._turn():
+                    self._orphans &= self._wanted
+                    ready &= self._orphans
+                    self._orphans -= ready
+                    self._place(ready)
         log.warning("Redis Cluster: every channel has a master again")
         self._mender = None
+
+    def _answering(self, shards: Iterable[str]) -> set[str]:
+        """Return those of ``shards`` whose master (by the map) answers now."""
+        answers: dict[str, bool] = {}
+        ready = set()
+        for shard in shards:
+            node = self._cluster.get_node_from_key(shard)
+            if node.name not in answers:
+                answers[node.name] = node.name in self._masters or self._pings(node)
+            if answers[node.name]:
+                ready.add(shard)
+        return ready
+
+    def _pings(self, node: Any) -> bool:
+        options = {**self._options, "socket_timeout": 1, "socket_connect_timeout": 1}
+        client = self._redis.Redis(host=node.host, port=node.port, **options)
+        try:
+            return bool(client.ping())
+        except self._lost:
+            return False
+        finally:
+            client.close()
 
     def _read(self, name: str, pubsub: Any) -> None:
         try:
