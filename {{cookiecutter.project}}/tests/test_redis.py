@@ -1,7 +1,9 @@
-"""Two application processes sharing a real redis-server: the Redis broker path.
+"""Two application processes sharing a real Redis: the Redis broker path.
 
-The redis-server is started on a free port by stargate.testing (apt-get
-install redis-server); without it the tests are skipped, except when CI is set.
+Each test runs on one redis-server and on a Redis Cluster of three masters
+(``redis+cluster://``), started on free ports by stargate.testing (apt-get
+install redis-server redis-tools); without them the tests are skipped,
+except when CI is set.
 """
 
 import json
@@ -11,6 +13,7 @@ import urllib.request
 import pytest
 from stargate.testing import (
     LiveServer,
+    RedisCluster,
     RedisServer,
     UpgradeRefused,
     WebSocketClient,
@@ -21,10 +24,14 @@ from stargate.testing import (
 from {{ cookiecutter.package }} import main
 
 
-@pytest.fixture
-def redis_url(tmp_path):
-    with RedisServer(tmp_path) as server:
-        yield server.url
+@pytest.fixture(params=["redis", "cluster"])
+def redis_url(request, tmp_path):
+    if request.param == "redis":
+        with RedisServer(tmp_path) as server:
+            yield server.url
+    else:
+        with RedisCluster(tmp_path, replicas=0) as cluster:
+            yield "redis+cluster://" + ",".join(cluster.addresses)
 
 
 @pytest.fixture
@@ -115,13 +122,14 @@ def test_a_logout_in_one_process_ends_the_session_in_both(two_processes, session
     assert refused.value.status == 403
 
 
-def test_sessions_are_neither_let_in_nor_ended_without_redis(app_settings):
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+def test_sessions_are_neither_let_in_nor_ended_without_redis(app_settings, scheme):
     """A logout that cannot be recorded says so (503), and nobody gets in."""
     import webtest
 
     from .conftest import CSRF_META
 
-    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    nowhere = f"{scheme}://127.0.0.1:{free_port()}"
     app = main({}, **{**app_settings, "stargate.broker": nowhere})
     browser = webtest.TestApp(app, extra_environ={"HTTP_HOST": "example.com"})
     token = {"X-CSRF-Token": CSRF_META.search(browser.get("/").text).group(1)}

@@ -9,8 +9,9 @@ it, every session it could refuse is too old anyway, so records never pile
 up.
 {%- if cookiecutter.broker == "redis" %}
 
-With ``stargate.broker = redis://`` the records are kept in that Redis,
-shared by every process; with ``memory://``, in the one process.
+With ``stargate.broker = redis://`` (or ``redis+cluster://``) the records
+are kept in that Redis, shared by every process; with ``memory://``, in the
+one process.
 {%- endif %}
 """
 
@@ -19,6 +20,10 @@ import time
 {%- if cookiecutter.broker == "redis" %}
 
 import redis
+from stargate.cluster_url import is_cluster_url, parse_cluster_url
+
+#: What a Redis, or a cluster none of whose nodes answers, raises.
+UNREACHABLE = (redis.RedisError, redis.exceptions.RedisClusterException)
 {%- endif %}
 
 #: How long a session may live at most, in seconds, however active.
@@ -75,28 +80,38 @@ class RedisEndedSessions(EndedSessions):
 
     def __init__(self, url, prefix, lifetime=DEFAULT_LIFETIME):
         self.lifetime = lifetime  # and no record in the process: Redis holds them
-        self.redis = redis.Redis.from_url(
-            url, socket_timeout=2, socket_connect_timeout=2
-        )
+        self.url = url
         self.prefix = f"{prefix}sessions-ended:"
+        self._redis = None
 
     def end(self, userid, now=None):
         """End the sessions of ``userid`` started before ``now``."""
         now = time.time() if now is None else now
         try:
-            self.redis.set(
+            self._client().set(
                 self.prefix + str(userid), repr(now), ex=math.ceil(self.lifetime)
             )
-        except redis.RedisError as error:
+        except UNREACHABLE as error:
             raise SessionsUnavailable(str(error)) from error
 
     def ended_at(self, userid):
         """Return when the sessions of ``userid`` were last ended (-inf: never)."""
         try:
-            ended = self.redis.get(self.prefix + str(userid))
-        except redis.RedisError as error:
+            ended = self._client().get(self.prefix + str(userid))
+        except UNREACHABLE as error:
             raise SessionsUnavailable(str(error)) from error
         return -math.inf if ended is None else float(ended)
+
+    def _client(self):
+        # Made at first use: a cluster's client reads the cluster's map when
+        # made, and the application must start while Redis is away.
+        if self._redis is None:
+            options = {"socket_timeout": 2, "socket_connect_timeout": 2}
+            if is_cluster_url(self.url):
+                self._redis = parse_cluster_url(self.url).client(redis, **options)
+            else:
+                self._redis = redis.Redis.from_url(self.url, **options)
+        return self._redis
 {%- endif %}
 
 
