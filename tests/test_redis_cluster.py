@@ -563,5 +563,6 @@ def test_a_cluster_unreachable_at_first_is_joined_when_it_answers(
     assert broker.connected.wait(5)
     assert eventually(lambda: subscribers(cluster, "/jobs/1") >= 1)
     assert len(attempts) >= 2
+    assert broker.reachable()  # what /readyz asks
     assert "cannot reach" in caplog.text and "reconnected to" in caplog.text
     assert str(broker.address) in caplog.text  # the nodes, never a password
