@@ -13,7 +13,7 @@ import urllib.error
 
 import pytest
 
-from stargate.brokers import make_broker
+from stargate.brokers import get_broker, make_broker
 from stargate.brokers.redis_cluster import RedisClusterBroker
 from stargate.brokers.redis_history import history_keys, shard_channel
 from stargate.brokers.redis_presence import presence_keys
@@ -239,13 +239,20 @@ def publishing(server, channels, stop: threading.Event, accepted: dict):
 
 @pytest.mark.green_redis
 def test_a_lost_master_stops_only_its_own_channels(serve, tmp_path):
-    with RedisCluster(tmp_path / "cluster") as cluster:
+    # A slower failover (3 s before a replica takes over): time to look at
+    # the process while the master is gone.
+    with RedisCluster(tmp_path / "cluster", node_timeout=3000) as cluster:
         settings = {"stargate.broker": cluster_url(cluster, nodes=len(cluster.nodes))}
         first, second = serve(settings), serve(settings)
         doomed = CHANNELS[0]
         killed = owner(cluster, shard_channel("", doomed))
         healthy = next(
             c for c in CHANNELS if owner(cluster, shard_channel("", c)) != killed
+        )
+        late = next(  # listened to only once its master is gone
+            c
+            for c in CHANNELS
+            if c != doomed and owner(cluster, shard_channel("", c)) == killed
         )
         clients = {c: listening(second, c + "/") for c in (doomed, healthy)}
         for channel in (doomed, healthy):
@@ -256,17 +263,22 @@ def test_a_lost_master_stops_only_its_own_channels(serve, tmp_path):
         for _ in range(5):
             post(first, healthy + "/", count=1, size=16)
             assert clients[healthy].receive(timeout=5).startswith("00000000")
+        # A channel first listened to now, on the lost master, waits too.
+        pubsub = get_broker(second.app.registry)._pubsub
+        assert eventually(lambda: f"127.0.0.1:{killed}" not in pubsub._masters)
+        clients[late] = listening(second, late + "/")
         assert killed in cluster.master_ports()  # not failed over yet
         cluster.wait_for_failover(killed)
 
-        def arrives() -> bool:  # once resubscribed on the new master
-            post(first, doomed + "/", count=1, size=16)
+        def arrives(channel: str) -> bool:  # once subscribed on the new master
+            post(first, channel + "/", count=1, size=16)
             try:
-                return clients[doomed].receive(timeout=0.5).startswith("00000000")
+                return clients[channel].receive(timeout=0.5).startswith("00000000")
             except TimeoutError:
                 return False
 
-        assert eventually(arrives, timeout=20)
+        assert eventually(lambda: arrives(doomed), timeout=20)
+        assert eventually(lambda: arrives(late), timeout=20)
         for client in clients.values():
             client.close()
 

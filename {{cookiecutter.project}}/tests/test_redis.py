@@ -24,19 +24,31 @@ from stargate.testing import (
 from {{ cookiecutter.package }} import main
 
 
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A Redis Cluster of three masters, shared by the tests of this module."""
+    with RedisCluster(tmp_path_factory.mktemp("cluster"), replicas=0) as made:
+        yield made
+
+
 @pytest.fixture(params=["redis", "cluster"])
 def redis_url(request, tmp_path):
     if request.param == "redis":
         with RedisServer(tmp_path) as server:
             yield server.url
     else:
-        with RedisCluster(tmp_path, replicas=0) as cluster:
-            yield "redis+cluster://" + ",".join(cluster.addresses)
+        cluster = request.getfixturevalue("cluster")
+        yield "redis+cluster://" + ",".join(cluster.addresses)
 
 
 @pytest.fixture
-def two_processes(app_settings, redis_url):
-    settings = {**app_settings, "stargate.broker": redis_url}
+def two_processes(app_settings, redis_url, request):
+    settings = {
+        **app_settings,
+        "stargate.broker": redis_url,
+        # Each test its own channels and logouts on a shared cluster.
+        "stargate.broker_channel_prefix": f"{request.node.name}:",
+    }
     with (
         LiveServer(main({}, **settings)) as first,
         LiveServer(main({}, **settings)) as second,
