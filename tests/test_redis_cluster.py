@@ -407,7 +407,8 @@ def test_sharded_readers_wait_for_the_loop_rather_than_drop(monkeypatch):
     redis = runtime.get().import_green("redis")
 
     monkeypatch.setattr(sharded_pubsub, "_INBOX", 1)
-    pubsub = sharded_pubsub.ShardedPubSub(redis, None, "", {})
+    backoff = redis.backoff.NoBackoff()
+    pubsub = sharded_pubsub.ShardedPubSub(redis, None, "", {}, backoff)
     items = [
         {"type": "smessage", "channel": b"{/a}", "data": str(n).encode()}
         for n in range(3)

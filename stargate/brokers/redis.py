@@ -53,7 +53,7 @@ from stargate.presence import (
 )
 from stargate.shutdown import before_exit
 
-__all__ = ["RedisBroker", "decode_payload", "encode_payload"]
+__all__ = ["RedisBroker", "decode_payload", "encode_payload", "link_errors"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,21 @@ def decode_payload(payload: bytes) -> tuple[bytes, Message] | None:
         except UnicodeDecodeError:
             return None
     return origin, body
+
+
+def link_errors(redis: Any) -> tuple[type[Exception], ...]:
+    """Return what a lost link to Redis raises, for ``redis`` (redis-py).
+
+    redis-py's errors, the socket's, eventlet's EOFError for a socket
+    closed under its reader (a broker's close() while redis-py reconnects),
+    and RedisClusterException: no node of a cluster answered.
+    """
+    return (
+        redis.RedisError,
+        OSError,
+        EOFError,
+        redis.exceptions.RedisClusterException,
+    )
 
 
 def _named(channel: Channel) -> str:
@@ -165,16 +180,7 @@ class RedisBroker(Broker):
                 "stargate.broker = redis:// needs redis-py: "
                 'pip install "stargate[redis]"'
             ) from None
-        # What a lost link to Redis raises: redis-py's errors, the socket's,
-        # and eventlet's EOFError for a socket closed under its reader (the
-        # broker's close() while redis-py reconnects).
-        # RedisClusterException: no node of a cluster answered.
-        self._link_lost = (
-            self._redis.RedisError,
-            OSError,
-            EOFError,
-            self._redis.exceptions.RedisClusterException,
-        )
+        self._link_lost = link_errors(self._redis)
         self.url = url
         self.prefix = prefix
         self.origin = os.urandom(_ORIGIN_SIZE)

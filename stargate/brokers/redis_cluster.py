@@ -77,6 +77,7 @@ class RedisClusterBroker(RedisBroker):
             client,
             self.prefix,
             options,
+            self._delays,
             ignore_subscribe_messages=self.sequencer is None,
         )
 

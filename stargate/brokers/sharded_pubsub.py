@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from stargate import runtime
+from stargate.brokers.redis import link_errors
 from stargate.brokers.redis_history import shard_channel
 
 __all__ = ["ShardedPubSub"]
@@ -52,10 +53,10 @@ class ShardedPubSub:
     :param cluster: a redis-py ``RedisCluster``: the map of slots to masters.
     :param prefix: the channel prefix (``stargate.broker_channel_prefix``).
     :param options: each master's connection options.
+    :param backoff: a redis-py backoff (the broker's): the pause before
+        each new attempt to place the channels of a lost master.
     :param ignore_subscribe_messages: hand over messages only, as redis-py's
         own option does.
-    :param backoff: a redis-py backoff: the pause before each new attempt
-        to place the channels of a lost master.
     """
 
     def __init__(
@@ -64,9 +65,9 @@ class ShardedPubSub:
         cluster: Any,
         prefix: str,
         options: dict[str, Any],
+        backoff: Any,
         *,
         ignore_subscribe_messages: bool = False,
-        backoff: Any = None,
     ) -> None:
         self._redis = redis
         self._cluster = cluster
@@ -77,8 +78,8 @@ class ShardedPubSub:
         retry = redis.retry.Retry(redis.backoff.NoBackoff(), 0)
         self._options = {**options, "retry": retry}
         self._ignore = ignore_subscribe_messages
-        self._backoff = backoff or redis.backoff.EqualJitterBackoff(0.5, 0.05)
-        self._lost = (redis.RedisError, OSError, EOFError)
+        self._backoff = backoff
+        self._lost = link_errors(redis)
         self._masters: dict[str, tuple[Any, Any]] = {}
         self._readers: dict[str, Any] = {}
         self._wanted: set[str] = set()
@@ -211,6 +212,10 @@ class ShardedPubSub:
                     pass
         if reader is not None:
             runtime.get().kill(reader)
+        self._wake_mender()
+
+    def _wake_mender(self) -> None:
+        """Start placing the orphaned shards again, unless it runs already."""
         if self._mender is None and self._orphans:
             self._mender = runtime.get().spawn(self._mend)
 
@@ -225,7 +230,7 @@ class ShardedPubSub:
                 # Only where a master answers: connecting to one that does
                 # not could take a connect timeout, and the turn is everyone's.
                 ready = self._answering(self._orphans)
-            except (*self._lost, self._redis.exceptions.RedisClusterException):
+            except self._lost:
                 continue
             if ready:
                 with self._turn():
@@ -283,8 +288,7 @@ class ShardedPubSub:
             # Not asked for: the slot moved to another master.
             del self._homes[text]
             self._orphans.add(text)
-            if self._mender is None:
-                self._mender = runtime.get().spawn(self._mend)
+            self._wake_mender()
             return None
         if self._ignore and kind != "message":
             return None
