@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from stargate.brokers.redis import RedisBroker
-from stargate.brokers.redis_history import shard_channel
+from stargate.brokers.redis_history import shard_of_prefixed
 from stargate.brokers.sharded_pubsub import ShardedPubSub
 from stargate.cluster_url import parse_cluster_url
 from stargate.metrics import TALLY
@@ -101,7 +101,7 @@ class RedisClusterBroker(RedisBroker):
             if self._publisher is None:
                 self._publisher = self._client(timeout=5)
             for name, payload in batch:
-                shard = shard_channel(self.prefix, name[len(self.prefix) :])
+                shard = shard_of_prefixed(self.prefix, name)
                 node = self._publisher.get_node_from_key(shard)
                 groups.setdefault(node.name, (node, []))[1].append((shard, payload))
         except self._link_lost:

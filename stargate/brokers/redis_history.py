@@ -24,7 +24,13 @@ from stargate.cluster_url import is_cluster_url
 from stargate.connection import Message
 from stargate.positions import Position
 
-__all__ = ["RedisHistory", "decode_positioned", "history_keys", "shard_channel"]
+__all__ = [
+    "RedisHistory",
+    "decode_positioned",
+    "history_keys",
+    "shard_channel",
+    "shard_of_prefixed",
+]
 
 #: The mark, after the origin, of a pub/sub payload that carries a position.
 POSITIONED = b"p"
@@ -87,6 +93,15 @@ def shard_channel(prefix: str, channel: str) -> str:
     on the master of one slot, and ``SPUBLISH`` stays within it.
     """
     return f"{prefix}{{{channel}}}"
+
+
+def shard_of_prefixed(prefix: str, name: str) -> str:
+    """Return the sharded channel of ``name``: ``prefix`` and a channel.
+
+    What one Redis calls a channel (the broker's queue and its subscription
+    loop name them so) becomes the cluster's sharded channel.
+    """
+    return shard_channel(prefix, name[len(prefix) :])
 
 
 def _entry(message: Message) -> bytes:

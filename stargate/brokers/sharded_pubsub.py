@@ -26,7 +26,7 @@ from typing import Any
 
 from stargate import runtime
 from stargate.brokers.redis import link_errors
-from stargate.brokers.redis_history import shard_channel
+from stargate.brokers.redis_history import shard_of_prefixed
 
 __all__ = ["ShardedPubSub"]
 
@@ -98,14 +98,14 @@ class ShardedPubSub:
         A master that cannot be reached does not fail the call: its
         channels are placed again once the cluster has a new master.
         """
-        shards = [shard_channel(self._prefix, n[len(self._prefix) :]) for n in names]
+        shards = [shard_of_prefixed(self._prefix, name) for name in names]
         with self._turn():
             self._wanted.update(shards)
             self._place(shards)
 
     def unsubscribe(self, *names: str) -> None:
         """Unsubscribe from ``names`` (prefixed channels)."""
-        shards = [shard_channel(self._prefix, n[len(self._prefix) :]) for n in names]
+        shards = [shard_of_prefixed(self._prefix, name) for name in names]
         with self._turn():
             self._wanted.difference_update(shards)
             self._orphans.difference_update(shards)
