@@ -59,6 +59,11 @@ class Tally:
     :ivar broker_down_seconds: seconds of outages that ended.
     :ivar broker_outages: when each broker's current outage began
         (``time.monotonic()``), by broker.
+    :ivar broker_master_losses: times a Redis Cluster master holding
+        subscriptions of the process was lost (its channels then wait for
+        the master that takes its slots).
+    :ivar stranded: the sharded subscriptions with channels waiting for a
+        master (each has ``waiting``, their number).
     :ivar recoveries: clients that came back with a position, by outcome:
         ``recovered`` (given what they missed) or ``reload`` (told to
         reload: history did not reach back that far).
@@ -87,6 +92,8 @@ class Tally:
         self.broker_reconnects = 0
         self.broker_down_seconds = 0.0
         self.broker_outages: dict[object, float] = {}
+        self.broker_master_losses = 0
+        self.stranded: set[Any] = set()
         self.recoveries: Counter[str] = Counter()
         self.recovered_messages = 0
         self.gap_messages = 0
@@ -98,6 +105,10 @@ class Tally:
     def send_queue_bytes(self) -> int:
         """Return the bytes waiting in every send queue of the process."""
         return sum(connection.queued_bytes for connection in self.backlogged)
+
+    def waiting_channels(self) -> int:
+        """Return the channels of the process that wait for a cluster master."""
+        return sum(subscription.waiting for subscription in self.stranded)
 
     def broker_down(self, broker: object, now: float | None = None) -> None:
         """Note that ``broker``'s link is down (once per outage)."""

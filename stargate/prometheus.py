@@ -26,6 +26,10 @@ defines, in its default registry):
   a message echoed to one listener; the two counts cost a tenth of that
 - ``stargate_broker_publishes_total``, ``stargate_broker_reconnects_total``,
   ``stargate_broker_disconnected_seconds_total``
+- ``stargate_broker_master_losses_total`` (a Redis Cluster master holding
+  this process's subscriptions was lost),
+  ``stargate_broker_waiting_channels`` (gauge: channels waiting for the
+  master that takes over their slots)
 - ``stargate_recoveries_total`` (``outcome``: ``recovered``, ``reload``),
   ``stargate_recovered_messages_total``
 - ``stargate_gap_messages_total`` (filled from history into a live stream),
@@ -101,6 +105,11 @@ COUNTERS = (
         "Times the link to the broker came back after an outage",
     ),
     (
+        "broker_master_losses",
+        "stargate_broker_master_losses",
+        "Times a Redis Cluster master holding this process's subscriptions was lost",
+    ),
+    (
         "recovered_messages",
         "stargate_recovered_messages",
         "Messages recovering clients were given from history",
@@ -172,6 +181,12 @@ class Exporter:
             registry=into,
             multiprocess_mode="livesum",
         )
+        self.waiting_channels = Gauge(
+            "stargate_broker_waiting_channels",
+            "Channels waiting for the Redis Cluster master that takes over their slots",
+            registry=into,
+            multiprocess_mode="livesum",
+        )
         self._seen: dict[Any, float] = {}
         #: The green thread of :meth:`run`, once :func:`start` made one.
         self.sampler: Any = None
@@ -190,6 +205,7 @@ class Exporter:
         for labels, count in list(tally.open.items()):
             self.connections.labels(*labels).set(count)
         self.send_queue_bytes.set(tally.send_queue_bytes())
+        self.waiting_channels.set(tally.waiting_channels())
 
     def _add(self, counter: Any, key: Any, total: float) -> None:
         seen = self._seen.get(key, 0)

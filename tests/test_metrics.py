@@ -81,6 +81,13 @@ def test_the_tally_counts_broker_outages_and_queued_bytes():
 
     tally.backlogged.update({Backlogged(), Backlogged()})
     assert tally.send_queue_bytes() == 1400
+
+    class Stranded:
+        waiting = 3
+
+    assert tally.waiting_channels() == 0
+    tally.stranded.update({Stranded(), Stranded()})
+    assert tally.waiting_channels() == 6
     tally.observe_broadcast(0.5)
     tally.observe_broadcast(0.25)
     assert (tally.broadcasts, tally.broadcast_seconds) == (2, 0.75)
@@ -98,6 +105,12 @@ def test_an_exporter_turns_the_tally_into_metrics():
     tally.recoveries["reload"] += 1
     tally.recovered_messages = 7
     tally.gap_messages, tally.resyncs = 2, 1
+    tally.broker_master_losses = 1
+
+    class Stranded:
+        waiting = 5
+
+    tally.stranded.add(Stranded())
     tally.broker_down("broker", now=0.0)
     tally.broker_up("broker", now=1.5)
     assert tally.timing  # fan-outs are timed once metrics are exposed
@@ -126,6 +139,8 @@ def test_an_exporter_turns_the_tally_into_metrics():
     assert value("stargate_broadcasts_total") == 1
     assert value("stargate_broadcast_seconds_total") == 0.002
     assert value("stargate_send_queue_bytes") == 0
+    assert value("stargate_broker_master_losses_total") == 1
+    assert value("stargate_broker_waiting_channels") == 5
 
 
 def test_in_multiprocess_mode_each_process_writes_its_numbers(tmp_path, monkeypatch):

@@ -257,6 +257,7 @@ def test_a_lost_master_stops_only_its_own_channels(serve, tmp_path):
         clients = {c: listening(second, c + "/") for c in (doomed, healthy)}
         for channel in (doomed, healthy):
             assert eventually(lambda c=channel: subscribers(cluster, c) == 1)
+        losses = TALLY.broker_master_losses
         cluster.kill(killed)
         # While no master serves the doomed channel, the healthy one flows
         # between the processes as before.
@@ -266,7 +267,12 @@ def test_a_lost_master_stops_only_its_own_channels(serve, tmp_path):
         # A channel first listened to now, on the lost master, waits too.
         pubsub = get_broker(second.app.registry)._pubsub
         assert eventually(lambda: f"127.0.0.1:{killed}" not in pubsub._masters)
+        assert TALLY.broker_master_losses > losses  # what operators see
+        waiting = pubsub.waiting  # the doomed channel, maybe the control one
+        assert waiting >= 1 and pubsub in TALLY.stranded
         clients[late] = listening(second, late + "/")
+        assert eventually(lambda: pubsub.waiting == waiting + 1)
+        assert TALLY.waiting_channels() >= waiting + 1
         assert killed in cluster.master_ports()  # not failed over yet
         cluster.wait_for_failover(killed)
 
@@ -279,6 +285,7 @@ def test_a_lost_master_stops_only_its_own_channels(serve, tmp_path):
 
         assert eventually(lambda: arrives(doomed), timeout=20)
         assert eventually(lambda: arrives(late), timeout=20)
+        assert pubsub.waiting == 0 and pubsub not in TALLY.stranded
         for client in clients.values():
             client.close()
 
@@ -413,7 +420,7 @@ def test_sharded_readers_wait_for_the_loop_rather_than_drop(monkeypatch):
         {"type": "smessage", "channel": b"{/a}", "data": str(n).encode()}
         for n in range(3)
     ]
-    writer = runtime.get().spawn(lambda: [pubsub._put(item) for item in items])
+    writer = runtime.get().spawn(lambda: [pubsub._put(("m", i)) for i in items])
     got = [pubsub.get_message(timeout=2) for _ in items]
     assert [item["data"] for item in got] == [b"0", b"1", b"2"]
     assert {item["type"] for item in got} == {"message"}
@@ -579,3 +586,54 @@ def test_a_cluster_unreachable_at_first_is_joined_when_it_answers(
     assert broker.reachable()  # what /readyz asks
     assert "cannot reach" in caplog.text and "reconnected to" in caplog.text
     assert str(broker.address) in caplog.text  # the nodes, never a password
+
+
+@pytest.mark.green_redis
+def test_a_channel_left_and_listened_to_again_stays_where_it_is(
+    cluster, brokers, caplog
+):
+    """A tab closed and opened again: the late unsubscribe reply is no move."""
+    from stargate import runtime
+    from tests.peers import Peer
+
+    broker = brokers(cluster_url(cluster), kind=RedisClusterBroker)
+    other = brokers(cluster_url(cluster), kind=RedisClusterBroker)
+    first, second = Peer(), Peer()
+    broker.subscribe("/churn/1", first.conn)
+    assert broker.connected.wait(5)
+    assert eventually(lambda: subscribers(cluster, "/churn/1") == 1)
+    pubsub = broker._pubsub
+    for _ in range(3):  # SUNSUBSCRIBE, then SSUBSCRIBE before its reply is read
+        broker.unsubscribe("/churn/1", first.conn)
+        broker.subscribe("/churn/1", second.conn)
+        broker.unsubscribe("/churn/1", second.conn)
+        broker.subscribe("/churn/1", first.conn)
+    other.publish("/churn/1", "still here")
+    assert eventually(
+        lambda: first.messages(0.05) == ["still here"],
+        timeout=10,
+        sleep=runtime.get().sleep,
+    )
+    assert pubsub._orphans == set() and pubsub._mender is None
+    assert "master again" not in caplog.text
+    assert pubsub._leaving == {}  # every reply it waited for came
+
+
+@pytest.mark.green_redis
+def test_unsubscribe_replies_awaited_are_told_from_a_moved_slot():
+    from stargate import runtime
+    from stargate.brokers.sharded_pubsub import ShardedPubSub
+
+    redis = runtime.get().import_green("redis")
+    pubsub = ShardedPubSub(redis, None, "", {}, redis.backoff.NoBackoff())
+    reply = {"type": "sunsubscribe", "channel": b"{/a}", "data": 0}
+    pubsub._wanted, pubsub._homes = {"{/a}"}, {"{/a}": "m"}
+    pubsub._leaving = {("m", "{/a}"): 2}  # left twice, listened to again
+    for _ in range(2):
+        assert pubsub._take(("m", reply))["type"] == "unsubscribe"
+    assert pubsub._leaving == {} and pubsub._homes == {"{/a}": "m"}
+    assert pubsub._take(("elsewhere", reply))["type"] == "unsubscribe"  # stale
+    assert pubsub._homes == {"{/a}": "m"}
+    assert pubsub._take(("m", reply)) is None  # not asked for: the slot moved
+    assert pubsub._orphans == {"{/a}"} and pubsub._homes == {}
+    pubsub.close()  # before the mender reads a map it does not have

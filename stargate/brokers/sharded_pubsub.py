@@ -27,6 +27,7 @@ from typing import Any
 from stargate import runtime
 from stargate.brokers.redis import link_errors
 from stargate.brokers.redis_history import shard_of_prefixed
+from stargate.metrics import TALLY
 
 __all__ = ["ShardedPubSub"]
 
@@ -87,6 +88,9 @@ class ShardedPubSub:
         self._homes: dict[str, str] = {}
         #: Shards wanted and subscribed nowhere: their master was lost.
         self._orphans: set[str] = set()
+        #: Unsubscribe replies awaited, by (master, shard): a channel left
+        #: and listened to again before the reply came is not a moved slot.
+        self._leaving: dict[tuple[str, str], int] = {}
         self._mender: Any = None
         self._inbox = runtime.get().queue(_INBOX)
         self._token = runtime.get().queue(1)
@@ -118,10 +122,18 @@ class ShardedPubSub:
             for (home, _), group in groups.items():
                 held = self._masters.get(home)
                 if held is not None:
+                    for shard in group:  # before the reply can be read
+                        key = (home, shard)
+                        self._leaving[key] = self._leaving.get(key, 0) + 1
                     try:
                         held[1].sunsubscribe(*group)
                     except self._lost as error:
                         self._lose(home, error)
+
+    @property
+    def waiting(self) -> int:
+        """The channels wanted here and subscribed nowhere: their master was lost."""
+        return len(self._orphans)
 
     def get_message(self, timeout: float = 0.0) -> dict[str, Any] | None:
         """Return the next item, waiting up to ``timeout`` seconds, or ``None``."""
@@ -141,6 +153,7 @@ class ShardedPubSub:
         """Stop the readers and the mender; close every master's connection."""
         threads = [*self._readers.values(), self._mender]
         self._readers, self._mender = {}, None
+        TALLY.stranded.discard(self)
         for thread in threads:
             if thread is not None:
                 runtime.get().kill(thread)
@@ -197,7 +210,10 @@ class ShardedPubSub:
         for shard in lost:
             del self._homes[shard]
         self._orphans.update(lost)
+        for key in [key for key in self._leaving if key[0] == name]:
+            del self._leaving[key]  # no reply comes from a lost master
         if held is not None:
+            TALLY.broker_master_losses += 1
             log.warning(
                 "Redis Cluster master %s lost (%s): %d channel(s) wait for the "
                 "master that takes its slots; the others are not affected",
@@ -217,6 +233,7 @@ class ShardedPubSub:
     def _wake_mender(self) -> None:
         """Start placing the orphaned shards again, unless it runs already."""
         if self._mender is None and self._orphans:
+            TALLY.stranded.add(self)
             self._mender = runtime.get().spawn(self._mend)
 
     def _mend(self) -> None:
@@ -239,6 +256,7 @@ class ShardedPubSub:
                     self._orphans -= ready
                     self._place(ready)
         log.warning("Redis Cluster: every channel has a master again")
+        TALLY.stranded.discard(self)
         self._mender = None
 
     def _answering(self, shards: Iterable[str]) -> set[str]:
@@ -268,28 +286,36 @@ class ShardedPubSub:
             while True:
                 item = pubsub.get_message(timeout=_IDLE)
                 if item is not None:
-                    self._put(item)
+                    self._put((name, item))
         except self._lost as error:
             if self._masters.get(name, (None, None))[1] is pubsub:
                 del self._readers[name]  # this thread: it ends here
                 self._lose(name, error)
 
-    def _put(self, item: object) -> None:
-        while not self._inbox.put_nowait(item):
+    def _put(self, entry: tuple[str, dict[str, Any]]) -> None:
+        while not self._inbox.put_nowait(entry):
             runtime.get().sleep(_FULL_PAUSE)
 
-    def _take(self, item: Any) -> dict[str, Any] | None:
-        if item is None:
+    def _take(self, entry: tuple[str, dict[str, Any]] | None) -> dict[str, Any] | None:
+        if entry is None:
             return None
+        master, item = entry
         kind = _KINDS.get(item["type"], item["type"])
         shard = item["channel"]
         text = shard.decode("utf-8", "replace")
-        if kind == "unsubscribe" and text in self._homes and text in self._wanted:
-            # Not asked for: the slot moved to another master.
-            del self._homes[text]
-            self._orphans.add(text)
-            self._wake_mender()
-            return None
+        if kind == "unsubscribe":
+            key = (master, text)
+            awaited = self._leaving.get(key, 0)
+            if awaited > 1:
+                self._leaving[key] = awaited - 1
+            elif awaited:
+                del self._leaving[key]
+            elif self._homes.get(text) == master and text in self._wanted:
+                # Not asked for: the slot moved to another master.
+                del self._homes[text]
+                self._orphans.add(text)
+                self._wake_mender()
+                return None
         if self._ignore and kind != "message":
             return None
         # prefix{channel} -> prefix + channel, as one Redis names it.
