@@ -11,7 +11,15 @@ messages in offset order, and a process that lost some reads them back.
 
 A Redis that lost its data has no position hash: the next script makes a
 new epoch (a random candidate each call brings), so that no offset of the
-old history is mistaken for one of the new.
+old history is mistaken for one of the new.  So does a hash written by
+another Redis process (the hash keeps the ``run_id`` of the one that wrote
+it last, ``n``): a replica promoted by a failover, or a Redis restarted
+from its snapshot or append-only file, may lack the last messages its
+predecessor acknowledged, which listeners may have had.  Continuing the
+old epoch would give the next message the offset of one of those, and the
+listeners would take it for a duplicate and drop it; a new epoch tells them
+to reload instead.  Nothing in the data tells a Redis that kept every write
+from one that lost some, so every such change starts a new epoch.
 """
 
 from __future__ import annotations
@@ -37,35 +45,46 @@ POSITIONED = b"p"
 
 _TEXT, _BINARY = b"t", b"b"
 
-# KEYS: position hash, history stream.  ARGV: pub/sub channel, stored entry
-# (type byte and message), history size, history ttl, position ttl, epoch
-# candidate, payload head (origin and mark), publish command (PUBLISH, or
-# SPUBLISH on a cluster).
-_PUBLISH = """
-local epoch = redis.call('hget', KEYS[1], 'e')
-if not epoch then
-  epoch = ARGV[6]
-  redis.call('del', KEYS[2])
-  redis.call('hset', KEYS[1], 'e', epoch)
+# The start of both scripts: the channel's epoch, a new one if the position
+# hash is missing or was written by another Redis process (the module's
+# docstring says why).  ``epoch`` and ``node`` are the script's locals.
+_EPOCH = """
+local node = string.match(redis.call('info', 'server'), 'run_id:(%x+)') or ''
+local kept = redis.call('hmget', KEYS[1], 'e', 'n')
+local epoch = kept[1]
+if not epoch or (kept[2] and kept[2] ~= node) then
+  epoch = ARGV[#ARGV]
+  redis.call('del', KEYS[1], KEYS[2])
+  redis.call('hset', KEYS[1], 'e', epoch, 'n', node, 'o', 0)
+elseif not kept[2] then
+  redis.call('hset', KEYS[1], 'n', node)
 end
+"""
+
+# KEYS: position hash, history stream.  ARGV: pub/sub channel, stored entry
+# (type byte and message), history size, history ttl, position ttl, payload
+# head (origin and mark), publish command (PUBLISH, or SPUBLISH on a
+# cluster), epoch candidate.
+_PUBLISH = (
+    _EPOCH
+    + """
 local offset = redis.call('hincrby', KEYS[1], 'o', 1)
 redis.call('xadd', KEYS[2], 'MAXLEN', ARGV[3], offset, 'd', ARGV[2])
 redis.call('expire', KEYS[2], ARGV[4])
 redis.call('expire', KEYS[1], ARGV[5])
-redis.call(ARGV[8], ARGV[1], ARGV[7] .. offset .. ':' .. epoch .. ':' .. ARGV[2])
+redis.call(ARGV[7], ARGV[1], ARGV[6] .. offset .. ':' .. epoch .. ':' .. ARGV[2])
 return {offset, epoch}
 """
+)
 
 # KEYS: position hash, history stream.  ARGV: after (-1: only the top), count,
 # history ttl, epoch candidate.  A position made by a read (nothing was
 # published yet) lives as long as a history: long enough for a page to open
 # its socket, and no longer, whatever channels clients name.
-_READ = """
-local epoch = redis.call('hget', KEYS[1], 'e')
-if not epoch then
-  epoch = ARGV[4]
-  redis.call('del', KEYS[2])
-  redis.call('hset', KEYS[1], 'e', epoch, 'o', 0)
+_READ = (
+    _EPOCH
+    + """
+if epoch == ARGV[#ARGV] then
   redis.call('expire', KEYS[1], ARGV[3])
 end
 local top = tonumber(redis.call('hget', KEYS[1], 'o') or '0')
@@ -76,6 +95,7 @@ if after >= 0 and after < top then
 end
 return {epoch, top, entries}
 """
+)
 
 
 def history_keys(prefix: str, channel: str) -> tuple[str, str]:
@@ -187,9 +207,9 @@ class RedisHistory:
                 self.size,
                 self.ttl,
                 self.position_ttl,
-                new_epoch(),
                 origin + POSITIONED,
                 "spublish" if self._sharded else "publish",
+                new_epoch(),
             ),
         )
         return Position(epoch.decode("ascii"), int(offset))
