@@ -262,6 +262,36 @@ def test_a_listener_joining_since_its_position_gets_what_it_missed_then_live():
     assert sequencer.position("/d") is None
 
 
+def test_a_joiner_since_an_older_history_reloads_and_gets_the_new_one_s_messages():
+    store = Store()
+    sequencer = Sequencer(store.read)
+    store.epoch, store.messages = "e2", ["n1", "n2"]
+    recovered = TALLY.recovered_messages
+    listener = joined(sequencer, Listener(), at(7))  # a position of e1
+    assert listener.parsed() == [
+        ("resync", 0, None),
+        ("msg", 1, "n1"),
+        ("msg", 2, "n2"),
+    ]
+    assert listener.frames[0] == resync_frame(Position("e2", 0))
+    assert store.reads == 2  # after its offset, then the new history from its start
+    assert TALLY.recovered_messages - recovered == 2
+    sequencer.deliver("/c", store.publish("n3"), "n3")
+    assert listener.offsets() == [1, 2, 3]
+    store.epoch, store.messages = "e3", []  # a new history, empty yet: one read
+    second = joined(sequencer, Listener(), at(2, "e2"), channel="/d")
+    assert second.frames == [resync_frame(Position("e3", 0))]
+    assert store.reads == 3
+
+
+def test_a_joiner_since_an_older_history_not_covered_reloads_at_the_top():
+    store = Store(keep=1)
+    sequencer = Sequencer(store.read)
+    store.epoch, store.messages = "e2", ["n1", "n2", "n3"]  # n1 and n2 gone
+    listener = joined(sequencer, Listener(), at(7))
+    assert listener.frames == [resync_frame(Position("e2", 3))]
+
+
 def test_joining_from_now_or_already_at_the_top_sends_sync_only():
     store = Store()
     store.publish("m1")
@@ -461,11 +491,47 @@ def test_a_check_catches_up_a_channel_gone_quiet():
     assert listener.offsets() == [1, 2]
     assert store.reads == reads + 1
     store.epoch, store.messages = "e2", ["n1"]
-    sequencer.check("/c")
-    assert listener.parsed()[-1] == ("resync", 1, None)
+    sequencer.check("/c")  # a new history: reload, and its messages from its start
+    assert listener.parsed()[-2:] == [("resync", 0, None), ("msg", 1, "n1")]
+    assert listener.frames[-2] == resync_frame(Position("e2", 0))
     store.down = True
     sequencer.check("/c")  # nothing to do until it answers
-    assert listener.parsed()[-1] == ("resync", 1, None)
+    assert listener.parsed()[-1] == ("msg", 1, "n1")
+
+
+def test_a_new_epoch_s_messages_before_the_one_that_shows_it_are_read():
+    store = Store()
+    sequencer = Sequencer(store.read)
+    listener = joined(sequencer, Listener(), "")
+    sequencer.deliver("/c", store.publish("m1"), "m1")
+    store.epoch, store.messages = "e2", []
+    store.publish("n1")  # its pub/sub message lost: another Redis, not subscribed yet
+    sequencer.deliver("/c", store.publish("n2"), "n2")
+    assert listener.parsed()[2:] == [
+        ("resync", 0, None),
+        ("msg", 1, "n1"),
+        ("msg", 2, "n2"),
+    ]
+
+
+def test_a_check_that_finds_two_new_epochs_in_a_row_stops_at_the_second():
+    store = Store()
+    sequencer = Sequencer(store.read)
+    listener = joined(sequencer, Listener(), "")
+    sequencer.deliver("/c", store.publish("m1"), "m1")
+    store.epoch, store.messages = "e2", ["n1"]
+
+    def another():  # between the check's two reads, history is lost again
+        store.epoch, store.messages = "e3", []
+
+    store.after_read = another
+    sequencer.check("/c")
+    assert listener.frames[-2:] == [
+        resync_frame(Position("e2", 0)),
+        resync_frame(Position("e3", 0)),
+    ]
+    sequencer.deliver("/c", store.publish("o1"), "o1")  # the next one
+    assert listener.parsed()[-1] == ("msg", 1, "o1")
 
 
 def test_a_check_that_history_does_not_cover_is_a_resync():

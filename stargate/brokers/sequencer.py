@@ -9,7 +9,11 @@ sends them each message once, in offset order:
 - one further on than the next is a *gap* (a pub/sub message lost): the
   missing ones are read from history and sent first, or, if history no
   longer has them, the listeners are sent ``resync``;
-- one of another epoch (the history was lost) sends ``resync`` first.
+- one of another epoch (the history was lost, or another Redis process
+  holds it) sends ``resync`` first, at the new epoch's start, and the new
+  epoch's messages before it are read from history as for a gap: what
+  the old history had last is what listeners must reload, not what the
+  new one has.
 
 A listener *joins* since a position: it is added as a joiner whose live
 messages are buffered while history is read (which may wait on the
@@ -159,8 +163,10 @@ class Sequencer:
             if kind == "old":
                 return
             if kind == "epoch":
-                self._resync(track, Position(position.epoch, position.offset - 1))
-            elif kind == "gap":
+                start = Position(position.epoch, 0)
+                self._resync(track, start)
+                kind = step(start, position)
+            if kind == "gap":
                 self._fill(channel, track, position)
         self._emit(track, position, message)
 
@@ -170,11 +176,20 @@ class Sequencer:
         at = None if track is None else track.at
         if track is None or at is None:
             return
-        try:
-            window = self._read(channel, at.offset)
-        except BrokerUnavailable:
-            return  # the next check, or the next message, will
-        # The delivering green thread is this one: ``at`` still holds.
+        # The delivering green thread is this one: ``at`` holds between reads.
+        for _ in range(2):  # the second: a new history's messages, from its start
+            try:
+                window = self._read(channel, at.offset)
+            except BrokerUnavailable:
+                return  # the next check, or the next message, will
+            if window.top.epoch == at.epoch:
+                break
+            # A new history: the old one's last messages are to be reloaded;
+            # the new one's are not lost.
+            at = Position(window.top.epoch, 0)
+            self._resync(track, at)
+        else:
+            return  # yet another: its messages come as a gap, with the next
         if window.top == at:
             return
         if not window.covers(at):
@@ -251,8 +266,10 @@ class Sequencer:
         ``since`` is what :func:`stargate.positions.requested` returned: a
         :class:`~stargate.positions.Position`, ``""`` for "from now", or
         the text of a position written wrong.  The first frame is ``sync``
-        with the position the joiner continues from, or ``resync`` when
-        history does not cover ``since``.
+        with the position the joiner continues from, or ``resync``: at the
+        start of the channel's history, followed by its messages, when
+        ``since`` names an older one; at its top when history does not
+        cover ``since``.
 
         A joiner at the position this process's listeners are at needs no
         history.  The others wait for a read of the channel's history: one
@@ -281,11 +298,8 @@ class Sequencer:
         try:
             while track.waiting:  # new joiners came during the last read
                 batch, track.waiting = track.waiting, []
-                afters = [
-                    j.since.offset for j in batch if isinstance(j.since, Position)
-                ]
                 try:
-                    window = self._read(channel, min(afters, default=None))
+                    window = self._read_for(channel, batch)
                 except BrokerUnavailable as error:
                     log.warning("listeners of %s could not join: %s", channel, error)
                     for waiting in batch:
@@ -308,14 +322,30 @@ class Sequencer:
         finally:
             track.reading = False
 
+    def _read_for(self, channel: Channel, batch: list[_Joiner]) -> Window:
+        """Read what the joiners of ``batch`` need from history.
+
+        The messages after the first position they name, or all of a
+        history newer than one they name.
+        """
+        named = [j.since for j in batch if isinstance(j.since, Position)]
+        window = self._read(channel, min((p.offset for p in named), default=None))
+        if window.top.offset and any(p.epoch != window.top.epoch for p in named):
+            window = self._read(channel, 0)
+        return window
+
     def _serve(self, track: _Track, joiner: _Joiner, window: Window) -> None:
-        since = joiner.since
+        since, first = joiner.since, sync_frame
+        if isinstance(since, Position) and since.epoch != window.top.epoch:
+            # Another history: the joiner reloads what the old one had
+            # after ``since``, and is sent the new one's messages.
+            since, first = Position(window.top.epoch, 0), resync_frame
         if isinstance(since, Position) and window.covers(since):
-            joiner.send(sync_frame(since))
+            joiner.send(first(since))
             missed = window.after(since.offset)
             for offset, message in missed:
                 joiner.send(encode_message(Position(since.epoch, offset), message))
-            TALLY.recoveries["recovered"] += 1
+            TALLY.recoveries["recovered" if first is sync_frame else "reload"] += 1
             TALLY.recovered_messages += len(missed)
             self._start(track, joiner, None, window.top)
         elif since == "":
