@@ -428,3 +428,33 @@ def test_a_query_string_that_is_not_utf8_is_refused_before_the_handshake(serve):
     with listening(plain, "/relay/?since=%ff") as client:
         post(plain, "/relay/", count=1)
         assert client.receive() == "00000000........"
+
+
+#: The rights stargate needs of a Redis user, as docs/scaling.md gives them.
+REDIS_RIGHTS = "-@all +@connection +@pubsub +@scripting +@read +@write +info +time"
+
+
+@pytest.mark.green_redis
+def test_a_redis_user_with_the_documented_rights_is_enough(serve, redis_server):
+    from tests.test_presence import present, stats
+
+    redis_server.client.execute_command(
+        "ACL", "SETUSER", "stargate", "on", ">s3cret", "~app:*", "&app:*"
+    )  # its keys and channels only: those of its prefix
+    redis_server.client.execute_command(
+        "ACL", "SETUSER", "stargate", *REDIS_RIGHTS.split()
+    )
+    url = f"redis://stargate:s3cret@127.0.0.1:{redis_server.port}/0"
+    settings = {"stargate.broker": url, "stargate.broker_channel_prefix": "app:"}
+    server = serve({**HISTORY, **settings})
+    client = listening(server, "/jobs/12/", since="")
+    assert client.receive_frame().kind == "sync"
+    subscribed(redis_server, "app:/jobs/12", 1)
+    post(server, "/jobs/12/", count=2)
+    assert messages(frames(client, 2)) == [(1, "00000000"), (2, "00000001")]
+    member, _ = present(server, "a")
+    assert eventually(lambda: stats(server) == (1, 0, 1))
+    member.close()
+    client.close()
+    users = redis_server.client.execute_command("ACL", "LOG")
+    assert users == [], users  # nothing was refused on the way

@@ -27,6 +27,8 @@ from tests.test_recovery import frames, listening, messages, quiet
 
 #: Channels enough that every master serves some of them.
 CHANNELS = [f"/jobs/{number}" for number in range(24)]
+#: What a Redis Cluster's user needs beyond one Redis's (docs/scaling.md).
+CLUSTER_RIGHTS = "+cluster|slots +cluster|shards"
 
 
 def cluster_url(cluster: RedisCluster, nodes: int = 2) -> str:
@@ -654,3 +656,34 @@ def test_unsubscribe_replies_awaited_are_told_from_a_moved_slot():
     assert pubsub._take(("m", reply)) is None  # not asked for: the slot moved
     assert pubsub._orphans == {"{/a}"} and pubsub._homes == {}
     pubsub.close()  # before the mender reads a map it does not have
+
+
+@pytest.mark.green_redis
+def test_a_cluster_user_with_the_documented_rights_is_enough(serve, cluster):
+    from tests.test_presence import present, stats
+    from tests.test_recovery import REDIS_RIGHTS
+
+    rights = [*REDIS_RIGHTS.split(), *CLUSTER_RIGHTS.split()]
+    for port in cluster.master_ports():
+        with cluster.client(port) as client:
+            client.execute_command(
+                "ACL", "SETUSER", "stargate", "on", ">s3cret", "~*", "&*", *rights
+            )
+            client.execute_command("ACL", "LOG", "RESET")
+    nodes = ",".join(cluster.addresses[:1])
+    url = f"redis+cluster://stargate:s3cret@{nodes}"
+    server = serve({"stargate.broker": url, "stargate.history_size": "100"})
+    clients = {c: listening(server, c + "/", since="") for c in CHANNELS[:6]}
+    assert eventually(lambda: all(subscribers(cluster, c) == 1 for c in clients))
+    for channel, client in clients.items():
+        assert client.receive_frame().kind == "sync"
+        post(server, channel + "/", count=1)
+        assert messages(frames(client, 1)) == [(1, "00000000")]
+        client.close()
+    member, _ = present(server, "a")
+    assert eventually(lambda: stats(server) == (1, 0, 1))
+    member.close()
+    for port in cluster.master_ports():
+        with cluster.client(port) as client:
+            refused = client.execute_command("ACL", "LOG")
+            assert refused == [], refused  # nothing was refused on the way
