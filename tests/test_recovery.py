@@ -272,11 +272,13 @@ def test_a_message_lost_on_its_way_is_filled_from_history(serve, redis_server):
     # In one transaction, as a publish writes them: the broker's check of a
     # quiet channel must not find the position without its message.
     position_key, history_key = "{/jobs/5}:position", "{/jobs/5}:history"
+    # Counted before: the check that follows the subscription's confirmation
+    # may find the gap first, as the next message would.
+    filled = TALLY.gap_messages
     with redis_server.client.pipeline() as both:
         both.hincrby(position_key, "o", 1)
         both.xadd(history_key, {"d": b"tlost on its way"}, id="1-0")
         both.execute()
-    filled = TALLY.gap_messages
     post(server, "/jobs/5/", count=1)
     received = frames(client, 2)
     assert [(f.position, f.message) for f in received] == [
